@@ -1,0 +1,69 @@
+//! Messages the pipeline writes, shared by the scorer, the web server and the browser.
+
+use serde::{Deserialize, Serialize};
+
+use crate::scoring::{ChurnModel, Score};
+use crate::schema::Customer;
+
+/// How many contributing factors a prediction carries.
+pub const TOP_FACTORS: usize = 3;
+
+/// One reason behind a prediction, in numbers and in words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Factor {
+    pub feature: String,
+    pub value: f64,
+    /// Contribution to the log-odds of churn; positive raises risk.
+    pub log_odds: f64,
+    pub text: String,
+}
+
+/// A scored customer, as published on the predictions topic (`test3`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The record id: the input message's key, or topic-partition-offset when it had none.
+    pub id: String,
+    pub name: String,
+    pub churn_probability: f64,
+    pub churn: bool,
+    pub threshold: f64,
+    pub model_version: String,
+    /// RFC 3339.
+    pub scored_at: String,
+    pub top_factors: Vec<Factor>,
+    /// The true label when the record carried one (replayed history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_churn: Option<bool>,
+}
+
+impl Prediction {
+    pub fn new(
+        id: String,
+        customer: &Customer,
+        model: &ChurnModel,
+        score: &Score,
+        scored_at: String,
+    ) -> Self {
+        Prediction {
+            id,
+            name: customer.name.clone(),
+            churn_probability: score.probability,
+            churn: score.churn,
+            threshold: model.threshold,
+            model_version: model.version.clone(),
+            scored_at,
+            top_factors: score
+                .contributions
+                .iter()
+                .take(TOP_FACTORS)
+                .map(|c| Factor {
+                    feature: c.feature.name().to_owned(),
+                    value: c.value,
+                    log_odds: c.log_odds,
+                    text: c.describe(),
+                })
+                .collect(),
+            actual_churn: customer.churn,
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Classification metrics for probabilistic predictions. Pure functions over slices, so the
+//! trainer, the live quality monitor and the tests share one implementation.
+
+use serde::{Deserialize, Serialize};
+
+/// Counts at one decision threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confusion {
+    pub true_positive: usize,
+    pub false_positive: usize,
+    pub true_negative: usize,
+    pub false_negative: usize,
+}
+
+impl Confusion {
+    pub fn at(probabilities: &[f64], labels: &[bool], threshold: f64) -> Self {
+        let mut c = Confusion::default();
+        for (&p, &y) in probabilities.iter().zip(labels) {
+            match (p >= threshold, y) {
+                (true, true) => c.true_positive += 1,
+                (true, false) => c.false_positive += 1,
+                (false, false) => c.true_negative += 1,
+                (false, true) => c.false_negative += 1,
+            }
+        }
+        c
+    }
+
+    pub fn total(&self) -> usize {
+        self.true_positive + self.false_positive + self.true_negative + self.false_negative
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        ratio(self.true_positive + self.true_negative, self.total())
+    }
+
+    pub fn precision(&self) -> f64 {
+        ratio(self.true_positive, self.true_positive + self.false_positive)
+    }
+
+    pub fn recall(&self) -> f64 {
+        ratio(self.true_positive, self.true_positive + self.false_negative)
+    }
+
+    pub fn f1(&self) -> f64 {
+        let (p, r) = (self.precision(), self.recall());
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
+    }
+}
+
+fn ratio(num: usize, den: usize) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
+}
+
+/// Area under the ROC curve: the chance that a random churner scores above a random stayer,
+/// ties counting half (the Mann-Whitney U statistic). NaN when one class is absent.
+pub fn roc_auc(probabilities: &[f64], labels: &[bool]) -> f64 {
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]));
+    // Average ranks over ties, then sum the positives' ranks.
+    let mut rank_sum_positive = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && probabilities[order[j + 1]] == probabilities[order[i]] {
+            j += 1;
+        }
+        let average_rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            if labels[k] {
+                rank_sum_positive += average_rank;
+            }
+        }
+        i = j + 1;
+    }
+    let positives = labels.iter().filter(|&&y| y).count() as f64;
+    let negatives = labels.len() as f64 - positives;
+    if positives == 0.0 || negatives == 0.0 {
+        return f64::NAN;
+    }
+    (rank_sum_positive - positives * (positives + 1.0) / 2.0) / (positives * negatives)
+}
+
+/// Mean negative log-likelihood, with probabilities clipped away from 0 and 1.
+pub fn log_loss(probabilities: &[f64], labels: &[bool]) -> f64 {
+    const EPS: f64 = 1e-15;
+    let total: f64 = probabilities
+        .iter()
+        .zip(labels)
+        .map(|(&p, &y)| {
+            let p = p.clamp(EPS, 1.0 - EPS);
+            if y {
+                -p.ln()
+            } else {
+                -(1.0 - p).ln()
+            }
+        })
+        .sum();
+    total / probabilities.len().max(1) as f64
+}
+
+/// Mean squared error of the probabilities.
+pub fn brier(probabilities: &[f64], labels: &[bool]) -> f64 {
+    let total: f64 = probabilities
+        .iter()
+        .zip(labels)
+        .map(|(&p, &y)| (p - f64::from(u8::from(y))).powi(2))
+        .sum();
+    total / probabilities.len().max(1) as f64
+}
+
+/// Predicted against observed churn in one slice of customers ranked by score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationBin {
+    pub count: usize,
+    pub mean_predicted: f64,
+    pub observed_rate: f64,
+}
+
+/// Calibration table: customers sorted by predicted probability, cut into `bins` equal slices
+/// (deciles for 10).
+pub fn calibration(probabilities: &[f64], labels: &[bool], bins: usize) -> Vec<CalibrationBin> {
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]));
+    let n = order.len();
+    (0..bins)
+        .map(|b| &order[b * n / bins..(b + 1) * n / bins])
+        .filter(|slice| !slice.is_empty())
+        .map(|slice| CalibrationBin {
+            count: slice.len(),
+            mean_predicted: slice.iter().map(|&k| probabilities[k]).sum::<f64>() / slice.len() as f64,
+            observed_rate: slice.iter().filter(|&&k| labels[k]).count() as f64 / slice.len() as f64,
+        })
+        .collect()
+}
+
+/// The threshold that maximizes F1; candidates are the observed probabilities themselves.
+pub fn best_f1_threshold(probabilities: &[f64], labels: &[bool]) -> f64 {
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    // Descending: lowering the threshold past each score adds one predicted churner.
+    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
+    let positives = labels.iter().filter(|&&y| y).count();
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let (mut best_f1, mut best_threshold) = (-1.0, 0.5);
+    for (i, &k) in order.iter().enumerate() {
+        if labels[k] {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        // Only cut between distinct scores, or ties would split.
+        if i + 1 < order.len() && probabilities[order[i + 1]] == probabilities[k] {
+            continue;
+        }
+        let f1 = 2.0 * tp as f64 / (2 * tp + fp + (positives - tp)) as f64;
+        if f1 > best_f1 {
+            best_f1 = f1;
+            best_threshold = probabilities[k];
+        }
+    }
+    best_threshold
+}
+
+/// The quality report stored in a model file and shown by `train` and `model info`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// How these figures were obtained, e.g. "stratified 5-fold cross-validation".
+    pub method: String,
+    pub rows: usize,
+    pub roc_auc: f64,
+    /// ROC-AUC of each fold, to show the spread.
+    pub fold_roc_auc: Vec<f64>,
+    pub accuracy: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub log_loss: f64,
+    pub brier: f64,
+    pub threshold: f64,
+    pub confusion: Confusion,
+    pub calibration: Vec<CalibrationBin>,
+}
+
+impl Metrics {
+    pub fn evaluate(
+        method: impl Into<String>,
+        probabilities: &[f64],
+        labels: &[bool],
+        threshold: f64,
+    ) -> Self {
+        let confusion = Confusion::at(probabilities, labels, threshold);
+        Metrics {
+            method: method.into(),
+            rows: labels.len(),
+            roc_auc: roc_auc(probabilities, labels),
+            fold_roc_auc: Vec::new(),
+            accuracy: confusion.accuracy(),
+            precision: confusion.precision(),
+            recall: confusion.recall(),
+            f1: confusion.f1(),
+            log_loss: log_loss(probabilities, labels),
+            brier: brier(probabilities, labels),
+            threshold,
+            confusion,
+            calibration: calibration(probabilities, labels, 10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: [f64; 6] = [0.9, 0.8, 0.7, 0.6, 0.3, 0.1];
+    const Y: [bool; 6] = [true, false, true, false, false, false];
+
+    #[test]
+    fn auc_counts_correctly_ordered_pairs() {
+        // Positives 0.9 and 0.7; negatives 0.8, 0.6, 0.3, 0.1: 4 + 3 of 8 pairs in order.
+        assert!((roc_auc(&P, &Y) - 7.0 / 8.0).abs() < 1e-12);
+        assert_eq!(roc_auc(&[0.5, 0.5], &[true, false]), 0.5);
+        assert!(roc_auc(&[0.5], &[true]).is_nan());
+    }
+
+    #[test]
+    fn confusion_and_rates_at_a_threshold() {
+        let c = Confusion::at(&P, &Y, 0.65);
+        assert_eq!((c.true_positive, c.false_positive, c.true_negative, c.false_negative), (2, 1, 3, 0));
+        assert!((c.accuracy() - 5.0 / 6.0).abs() < 1e-12);
+        assert!((c.precision() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(c.recall(), 1.0);
+        assert!((c.f1() - 0.8).abs() < 1e-12);
+    }
+
+    #[test]
+    fn log_loss_and_brier_by_hand() {
+        let p = [0.8, 0.4];
+        let y = [true, false];
+        let expected = (-(0.8f64).ln() - (0.6f64).ln()) / 2.0;
+        assert!((log_loss(&p, &y) - expected).abs() < 1e-12);
+        assert!((brier(&p, &y) - (0.04 + 0.16) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_best_f1_threshold_is_found() {
+        // Cutting at 0.7 predicts {0.9, 0.8, 0.7}: tp 2, fp 1, fn 0 -> F1 0.8, the best.
+        assert_eq!(best_f1_threshold(&P, &Y), 0.7);
+    }
+
+    #[test]
+    fn calibration_cuts_equal_slices() {
+        let bins = calibration(&P, &Y, 3);
+        assert_eq!(bins.len(), 3);
+        assert_eq!(bins[0].count, 2);
+        assert!((bins[0].mean_predicted - 0.2).abs() < 1e-12);
+        assert_eq!(bins[2].observed_rate, 0.5);
+    }
+}

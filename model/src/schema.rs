@@ -1,0 +1,284 @@
+//! The customer record as it travels: CSV header names as keys, values as loose scalars.
+//!
+//! Real producers disagree on types (the original Python producer sends numbers, a CSV gives
+//! strings, a browser form gives strings), so a raw record accepts any scalar per field and
+//! validation turns it into a typed [`Customer`] or a list of field errors.
+
+use std::fmt;
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+/// The wire and CSV format of the onboard date.
+pub const ONBOARD_DATE_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// Every column of the schema, in the original CSV's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Field {
+    Names,
+    Age,
+    #[serde(rename = "Total_Purchase")]
+    TotalPurchase,
+    #[serde(rename = "Account_Manager")]
+    AccountManager,
+    Years,
+    #[serde(rename = "Num_Sites")]
+    NumSites,
+    #[serde(rename = "Onboard_date")]
+    OnboardDate,
+    Location,
+    Company,
+    Churn,
+}
+
+impl Field {
+    pub const ALL: [Field; 10] = [
+        Field::Names,
+        Field::Age,
+        Field::TotalPurchase,
+        Field::AccountManager,
+        Field::Years,
+        Field::NumSites,
+        Field::OnboardDate,
+        Field::Location,
+        Field::Company,
+        Field::Churn,
+    ];
+
+    /// The column name used in CSV headers and JSON keys.
+    pub fn column(self) -> &'static str {
+        match self {
+            Field::Names => "Names",
+            Field::Age => "Age",
+            Field::TotalPurchase => "Total_Purchase",
+            Field::AccountManager => "Account_Manager",
+            Field::Years => "Years",
+            Field::NumSites => "Num_Sites",
+            Field::OnboardDate => "Onboard_date",
+            Field::Location => "Location",
+            Field::Company => "Company",
+            Field::Churn => "Churn",
+        }
+    }
+
+    /// Finds a field by CSV header, forgiving case, spaces and a stray BOM.
+    pub fn from_column(name: &str) -> Option<Field> {
+        let wanted = normalize_header(name);
+        Field::ALL
+            .into_iter()
+            .find(|field| normalize_header(field.column()) == wanted)
+    }
+}
+
+fn normalize_header(name: &str) -> String {
+    name.trim_start_matches('\u{feff}')
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, '_' | ' ' | '-'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.column())
+    }
+}
+
+/// One field's value before validation: whatever scalar the producer chose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Bool(bool),
+    Number(f64),
+    Text(String),
+}
+
+impl From<&str> for Scalar {
+    fn from(text: &str) -> Self {
+        Scalar::Text(text.to_owned())
+    }
+}
+
+impl From<f64> for Scalar {
+    fn from(number: f64) -> Self {
+        Scalar::Number(number)
+    }
+}
+
+/// A customer record as received: the original producer's JSON object, one key per CSV column.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RawCustomer {
+    #[serde(rename = "Names", default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<Scalar>,
+    #[serde(rename = "Age", default, skip_serializing_if = "Option::is_none")]
+    pub age: Option<Scalar>,
+    #[serde(rename = "Total_Purchase", default, skip_serializing_if = "Option::is_none")]
+    pub total_purchase: Option<Scalar>,
+    #[serde(rename = "Account_Manager", default, skip_serializing_if = "Option::is_none")]
+    pub account_manager: Option<Scalar>,
+    #[serde(rename = "Years", default, skip_serializing_if = "Option::is_none")]
+    pub years: Option<Scalar>,
+    #[serde(rename = "Num_Sites", default, skip_serializing_if = "Option::is_none")]
+    pub num_sites: Option<Scalar>,
+    #[serde(rename = "Onboard_date", default, skip_serializing_if = "Option::is_none")]
+    pub onboard_date: Option<Scalar>,
+    #[serde(rename = "Location", default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Scalar>,
+    #[serde(rename = "Company", default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<Scalar>,
+    #[serde(rename = "Churn", default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<Scalar>,
+}
+
+impl RawCustomer {
+    pub fn get(&self, field: Field) -> Option<&Scalar> {
+        self.slot(field).as_ref()
+    }
+
+    pub fn set(&mut self, field: Field, value: Option<Scalar>) {
+        *self.slot_mut(field) = value;
+    }
+
+    fn slot(&self, field: Field) -> &Option<Scalar> {
+        match field {
+            Field::Names => &self.names,
+            Field::Age => &self.age,
+            Field::TotalPurchase => &self.total_purchase,
+            Field::AccountManager => &self.account_manager,
+            Field::Years => &self.years,
+            Field::NumSites => &self.num_sites,
+            Field::OnboardDate => &self.onboard_date,
+            Field::Location => &self.location,
+            Field::Company => &self.company,
+            Field::Churn => &self.churn,
+        }
+    }
+
+    fn slot_mut(&mut self, field: Field) -> &mut Option<Scalar> {
+        match field {
+            Field::Names => &mut self.names,
+            Field::Age => &mut self.age,
+            Field::TotalPurchase => &mut self.total_purchase,
+            Field::AccountManager => &mut self.account_manager,
+            Field::Years => &mut self.years,
+            Field::NumSites => &mut self.num_sites,
+            Field::OnboardDate => &mut self.onboard_date,
+            Field::Location => &mut self.location,
+            Field::Company => &mut self.company,
+            Field::Churn => &mut self.churn,
+        }
+    }
+
+    /// Builds a raw record from CSV cells; empty cells count as missing.
+    pub fn from_text_cells<'a>(cells: impl IntoIterator<Item = (Field, &'a str)>) -> Self {
+        let mut raw = RawCustomer::default();
+        for (field, text) in cells {
+            let text = text.trim();
+            if !text.is_empty() {
+                raw.set(field, Some(Scalar::from(text)));
+            }
+        }
+        raw
+    }
+}
+
+/// A validated customer: every feature is present, typed and within its documented range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    #[serde(rename = "Names")]
+    pub name: String,
+    #[serde(rename = "Age")]
+    pub age: f64,
+    #[serde(rename = "Total_Purchase")]
+    pub total_purchase: f64,
+    #[serde(rename = "Account_Manager")]
+    pub account_manager: bool,
+    #[serde(rename = "Years")]
+    pub years: f64,
+    #[serde(rename = "Num_Sites")]
+    pub num_sites: u32,
+    #[serde(rename = "Onboard_date", with = "date_format")]
+    pub onboard_date: NaiveDateTime,
+    #[serde(rename = "Location")]
+    pub location: String,
+    #[serde(rename = "Company")]
+    pub company: String,
+    #[serde(rename = "Churn", default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<bool>,
+}
+
+impl Customer {
+    /// The record in the loose wire form, exactly as the original producer would send it.
+    pub fn to_raw(&self) -> RawCustomer {
+        RawCustomer {
+            names: Some(Scalar::Text(self.name.clone())),
+            age: Some(Scalar::Number(self.age)),
+            total_purchase: Some(Scalar::Number(self.total_purchase)),
+            account_manager: Some(Scalar::Number(f64::from(u8::from(self.account_manager)))),
+            years: Some(Scalar::Number(self.years)),
+            num_sites: Some(Scalar::Number(f64::from(self.num_sites))),
+            onboard_date: Some(Scalar::Text(
+                self.onboard_date.format(ONBOARD_DATE_FORMAT).to_string(),
+            )),
+            location: Some(Scalar::Text(self.location.clone())),
+            company: Some(Scalar::Text(self.company.clone())),
+            churn: self.churn.map(|c| Scalar::Number(f64::from(u8::from(c)))),
+        }
+    }
+
+    /// The value of one column as CSV text.
+    pub fn cell(&self, field: Field) -> String {
+        match field {
+            Field::Names => self.name.clone(),
+            Field::Age => self.age.to_string(),
+            Field::TotalPurchase => self.total_purchase.to_string(),
+            Field::AccountManager => u8::from(self.account_manager).to_string(),
+            Field::Years => self.years.to_string(),
+            Field::NumSites => self.num_sites.to_string(),
+            Field::OnboardDate => self.onboard_date.format(ONBOARD_DATE_FORMAT).to_string(),
+            Field::Location => self.location.clone(),
+            Field::Company => self.company.clone(),
+            Field::Churn => self.churn.map(|c| u8::from(c).to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+pub(crate) mod date_format {
+    use chrono::NaiveDateTime;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::ONBOARD_DATE_FORMAT;
+
+    pub fn serialize<S: Serializer>(date: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&date.format(ONBOARD_DATE_FORMAT))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDateTime, D::Error> {
+        let text = String::deserialize(d)?;
+        NaiveDateTime::parse_from_str(&text, ONBOARD_DATE_FORMAT).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_found_forgivingly() {
+        assert_eq!(Field::from_column("\u{feff}Names"), Some(Field::Names));
+        assert_eq!(Field::from_column(" total purchase "), Some(Field::TotalPurchase));
+        assert_eq!(Field::from_column("onboard_date"), Some(Field::OnboardDate));
+        assert_eq!(Field::from_column("Unnamed: 10"), None);
+    }
+
+    #[test]
+    fn the_original_producers_json_parses() {
+        let json = r#"{"Names":"Cameron Williams","Age":42.0,"Total_Purchase":11066.8,
+            "Account_Manager":0,"Years":7.22,"Num_Sites":8.0,"Onboard_date":"2013-08-30 07:00:40",
+            "Location":"10265 Elizabeth Mission Barkerburgh, AK 89518","Company":"Harvey LLC","Churn":1}"#;
+        let raw: RawCustomer = serde_json::from_str(json).unwrap();
+        assert_eq!(raw.age, Some(Scalar::Number(42.0)));
+        assert_eq!(raw.names, Some(Scalar::Text("Cameron Williams".into())));
+    }
+}
