@@ -1,1 +1,378 @@
-fn main(){}
+//! `churn`: the command line of the real-time churn pipeline.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use model::synth::{generate_csv, GenerateOptions};
+use model::train::{train, TrainOptions, TrainProgress};
+use model::ChurnModel;
+use server::broker::{port_in_use, BrokerOptions, EmbeddedBroker, Storage};
+use server::csv_io::CustomerCsv;
+use server::kafka::{Kafka, KafkaArgs, DEFAULT_EMBEDDED_PORT};
+use server::replay::{random_prefix, replay, ReplayOptions};
+use server::scorer::Scorer;
+use server::web::WebOptions;
+use server::{model_file, shutdown_signal};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "churn", version, about = "Real-time customer churn prediction on Apache Kafka",
+          long_about = "Real-time customer churn prediction on Apache Kafka.\n\n\
+    Customer records stream into a topic, a scorer predicts churn with a logistic-regression model, \
+    and predictions stream out, with a web app to watch and query them. Runs on an embedded \
+    Kafka-compatible broker by default, or on your cluster with --brokers.")]
+struct Cli {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Log filter, e.g. "info" or "server=debug,rdkafka=info".
+    #[arg(long, env = "CHURN_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded Kafka-compatible broker in the foreground (durable SQLite storage).
+    Broker(BrokerArgs),
+    /// Write a realistic synthetic customer CSV (deterministic by seed).
+    Generate(GenerateArgs),
+    /// Train a churn model from a labelled CSV, with a cross-validated quality report.
+    Train(TrainArgs),
+    /// Inspect model files.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Stream a customer CSV into the input topic, keyed, rate-limited, optionally looping.
+    Replay(ReplayArgs),
+    /// Run the scorer service: input topic -> model -> predictions topic (scales out by group).
+    Score(ScoreArgs),
+    /// Run the web app with the scorer in-process (and the embedded broker unless --brokers).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct BrokerArgs {
+    /// Port of the embedded broker on 127.0.0.1.
+    #[arg(long, env = "CHURN_BROKER_PORT", default_value_t = DEFAULT_EMBEDDED_PORT)]
+    broker_port: u16,
+    /// Directory for the broker's durable storage and log.
+    #[arg(long, env = "CHURN_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Number of customers.
+    #[arg(long, default_value_t = 900)]
+    rows: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of rows made messy on purpose (missing values, stray spaces, trailing columns, CRLF).
+    #[arg(long, default_value_t = 0.0)]
+    messy: f64,
+    /// Output CSV file.
+    #[arg(short, long, default_value = "data/customers.csv")]
+    output: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Labelled customer CSV (with a Churn column).
+    #[arg(short, long, default_value = "data/customers.csv")]
+    input: PathBuf,
+    /// Where to write the model file.
+    #[arg(short, long, default_value = "data/model.json")]
+    output: PathBuf,
+    /// Cross-validation folds.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// L2 penalty weight (1.0 matches scikit-learn's default C = 1).
+    #[arg(long, default_value_t = 1.0)]
+    l2: f64,
+    /// Seed for the fold assignment.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Print a model file readably: version, features, weights, metrics.
+    Info {
+        #[arg(default_value = "data/model.json")]
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct ReplayArgs {
+    /// Customer CSV to stream.
+    #[arg(default_value = "data/customers.csv")]
+    file: PathBuf,
+    /// Records per second; 0 = as fast as possible.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Start over after the last row, until stopped (like the original producer).
+    #[arg(long = "loop")]
+    repeat: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Prefix of record ids (default: random per run).
+    #[arg(long)]
+    id_prefix: Option<String>,
+}
+
+#[derive(clap::Args, Clone)]
+struct ScoreArgs {
+    /// Model file.
+    #[arg(short, long, env = "CHURN_MODEL", default_value = "data/model.json")]
+    model: PathBuf,
+    /// Consumer group: run more scorers with the same group to share the partitions.
+    #[arg(long, env = "CHURN_GROUP", default_value = "churn-scorer")]
+    group: String,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address of the web app.
+    #[arg(long, env = "CHURN_ADDR", default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// The built site (scripts/build.sh writes it).
+    #[arg(long, env = "CHURN_SITE_ROOT", default_value = "target/site")]
+    site_root: PathBuf,
+    #[command(flatten)]
+    score: ScoreArgs,
+    /// Do not run the scorer in this process (run `churn score` separately).
+    #[arg(long)]
+    no_scorer: bool,
+    /// Also replay this CSV into the input topic, looping, so predictions flow.
+    #[arg(long)]
+    replay: Option<PathBuf>,
+    /// Replay rate in records per second.
+    #[arg(long, default_value_t = 5.0)]
+    replay_rate: f64,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .with_context(|| format!("bad --log filter {:?}", cli.log))?,
+        )
+        .with_target(false)
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let external = cli.kafka.brokers.clone();
+    let local = || Kafka::new(format!("127.0.0.1:{DEFAULT_EMBEDDED_PORT}"), &cli.kafka);
+    match cli.command {
+        Command::Broker(args) => {
+            let broker = start_embedded(&args)?;
+            println!("embedded broker listening on {} (Ctrl-C to stop)", broker.address());
+            Kafka::new(broker.address(), &cli.kafka).ensure_pipeline_topics().await?;
+            let _ = shutdown_signal().1.wait_for(|s| *s).await;
+            Ok(())
+        }
+        Command::Generate(args) => generate(&args),
+        Command::Train(args) => train_command(&args),
+        Command::Model { command: ModelCommand::Info { file } } => {
+            print_model(&model_file::load(&file)?);
+            Ok(())
+        }
+        Command::Replay(args) => {
+            let kafka = external.map(|b| Kafka::new(b, &cli.kafka)).unwrap_or_else(local);
+            kafka.check_reachable(Duration::from_secs(10)).await?;
+            kafka.ensure_pipeline_topics().await?;
+            let options = replay_options(&args, std::io::IsTerminal::is_terminal(&std::io::stderr()));
+            let summary = replay(&kafka, &options, shutdown_signal().1).await?;
+            println!(
+                "replayed {} records to {} ({} unreadable rows skipped, {} passes)",
+                summary.sent, kafka.topics.input, summary.unreadable, summary.passes
+            );
+            Ok(())
+        }
+        Command::Score(args) => {
+            let kafka = external.map(|b| Kafka::new(b, &cli.kafka)).unwrap_or_else(local);
+            kafka.check_reachable(Duration::from_secs(10)).await?;
+            kafka.ensure_pipeline_topics().await?;
+            let (_model_tx, model_rx) = watch::channel(Arc::new(model_file::load(&args.model)?));
+            Scorer::new(kafka, args.group, model_rx).run(shutdown_signal().1).await
+        }
+        Command::Serve(args) => serve(args, external, &cli.kafka).await,
+    }
+}
+
+fn start_embedded(args: &BrokerArgs) -> Result<EmbeddedBroker> {
+    let dir = args.data_dir.join("broker");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log_file = Some(std::fs::canonicalize(&dir)?.join("nisshi.log"));
+    EmbeddedBroker::start(BrokerOptions {
+        port: args.broker_port,
+        storage: Storage::Sqlite(dir),
+        initial_rebalance_delay: Duration::from_secs(3),
+        log_file,
+    })
+}
+
+fn replay_options(args: &ReplayArgs, show_progress: bool) -> ReplayOptions {
+    ReplayOptions {
+        file: args.file.clone(),
+        rate: args.rate,
+        repeat: args.repeat,
+        limit: args.limit,
+        id_prefix: args.id_prefix.clone().unwrap_or_else(random_prefix),
+        show_progress,
+    }
+}
+
+fn generate(args: &GenerateArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.messy) {
+        bail!("--messy is a share of rows between 0 and 1, got {}", args.messy);
+    }
+    let text = generate_csv(&GenerateOptions { rows: args.rows, seed: args.seed, messy_fraction: args.messy });
+    if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&args.output, text).with_context(|| format!("writing {}", args.output.display()))?;
+    println!("wrote {} customers to {}", args.rows, args.output.display());
+    Ok(())
+}
+
+fn train_command(args: &TrainArgs) -> Result<()> {
+    let mut csv = CustomerCsv::open(&args.input)?;
+    if !csv.has_labels() {
+        bail!("{} has no Churn column: training needs the outcome of each customer", args.input.display());
+    }
+    let (customers, bad) = csv.customers();
+    for e in bad.iter().take(20) {
+        eprintln!("skipped {e}");
+    }
+    if bad.len() > 20 {
+        eprintln!("... and {} more bad rows", bad.len() - 20);
+    }
+    let unlabelled = customers.iter().filter(|c| c.churn.is_none()).count();
+    let customers: Vec<_> = customers.into_iter().filter(|c| c.churn.is_some()).collect();
+    println!(
+        "training on {} customers from {} ({} bad rows skipped, {} without a label skipped)",
+        customers.len(), args.input.display(), bad.len(), unlabelled
+    );
+    let options = TrainOptions { l2: args.l2, folds: args.folds, seed: args.seed, ..Default::default() };
+    let bar = ProgressBar::new(args.folds as u64 + 1).with_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}").expect("valid template").progress_chars("=> "),
+    );
+    bar.set_message("cross-validating");
+    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let model = train(&customers, &options, created_at, |p| match p {
+        TrainProgress::Fold { done, .. } => bar.set_position(done as u64),
+        TrainProgress::Final => bar.set_message("fitting the final model"),
+    })?;
+    bar.finish_and_clear();
+    model_file::save(&model, &args.output)?;
+    print_model(&model);
+    println!("\nsaved {} to {}", model.version, args.output.display());
+    Ok(())
+}
+
+fn print_model(model: &ChurnModel) {
+    let m = &model.metrics;
+    println!("model {}  (trained {}, {} rows, {} churners)", model.version, model.created_at,
+             model.training_data.rows, model.training_data.churners);
+    println!("\n  {:<16} {:>10} {:>10} {:>12}", "feature", "mean", "std dev", "coefficient");
+    for w in &model.features {
+        println!("  {:<16} {:>10.3} {:>10.3} {:>+12.4}", w.feature.name(), w.mean, w.std_dev, w.coefficient);
+    }
+    println!("  {:<16} {:>10} {:>10} {:>+12.4}", "(intercept)", "", "", model.intercept);
+    println!("\n  {} on {} rows", m.method, m.rows);
+    let folds: Vec<String> = m.fold_roc_auc.iter().map(|a| format!("{a:.3}")).collect();
+    println!("  ROC-AUC   {:.4}   (folds: {})", m.roc_auc, folds.join(" "));
+    println!("  accuracy  {:.4}   precision {:.4}   recall {:.4}   F1 {:.4}", m.accuracy, m.precision, m.recall, m.f1);
+    println!("  log loss  {:.4}   Brier {:.4}   threshold {:.3} ({})", m.log_loss, m.brier, model.threshold,
+             model.hyperparameters.threshold_rule);
+    let c = &m.confusion;
+    println!("\n  confusion      predicted churn   predicted stay");
+    println!("  churned        {:>15} {:>16}", c.true_positive, c.false_negative);
+    println!("  stayed         {:>15} {:>16}", c.false_positive, c.true_negative);
+    if !m.calibration.is_empty() {
+        println!("\n  calibration (deciles by score)\n  {:>6} {:>11} {:>10}", "rows", "predicted", "observed");
+        for bin in &m.calibration {
+            println!("  {:>6} {:>11.3} {:>10.3}", bin.count, bin.mean_predicted, bin.observed_rate);
+        }
+    }
+}
+
+async fn serve(args: ServeArgs, external: Option<String>, kafka_args: &KafkaArgs) -> Result<()> {
+    // Embedded broker unless the user named a cluster; reuse one already on the port.
+    let (_broker, brokers) = match external {
+        Some(brokers) => (None, brokers),
+        None if port_in_use(args.broker.broker_port) => {
+            tracing::info!(port = args.broker.broker_port, "a broker is already running on the port; using it");
+            (None, format!("127.0.0.1:{}", args.broker.broker_port))
+        }
+        None => {
+            let broker = start_embedded(&args.broker)?;
+            let address = broker.address();
+            (Some(broker), address)
+        }
+    };
+    let kafka = Kafka::new(brokers, kafka_args);
+    kafka.check_reachable(Duration::from_secs(15)).await?;
+    kafka.ensure_pipeline_topics().await?;
+    let model = Arc::new(model_file::load(&args.score.model)?);
+    let (stop, shutdown) = shutdown_signal();
+
+    let (model_tx, model_rx) = watch::channel(model);
+    let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone());
+    let stats = scorer.stats.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    if !args.no_scorer {
+        tasks.spawn(scorer.run(shutdown.clone()));
+    }
+    if let Some(file) = &args.replay {
+        let kafka = kafka.clone();
+        let options = replay_options(
+            &ReplayArgs { file: file.clone(), rate: args.replay_rate, repeat: true, limit: None, id_prefix: None },
+            false,
+        );
+        let stop = shutdown.clone();
+        tasks.spawn(async move { replay(&kafka, &options, stop).await.map(|_| ()) });
+    }
+
+    let status = {
+        let kafka = kafka.clone();
+        app::StatusSource(Arc::new(move || app::PipelineStatus {
+            brokers: kafka.brokers.clone(),
+            input_topic: kafka.topics.input.clone(),
+            predictions_topic: kafka.topics.predictions.clone(),
+            model_version: model_rx.borrow().version.clone(),
+            consumed: stats.consumed.load(Ordering::Relaxed),
+            scored: stats.scored.load(Ordering::Relaxed),
+            dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
+        }))
+    };
+    let web = WebOptions { addr: args.addr, site_root: args.site_root.clone() };
+    println!("Customer churn is up: open http://{}", args.addr);
+    let served = server::web::serve(web, status, shutdown.clone()).await;
+    // The web server is gone (stopped or failed): stop the rest of the pipeline too.
+    let _ = stop.send(true);
+    while let Some(result) = tasks.join_next().await {
+        if let Err(e) = result.context("a pipeline task panicked")? {
+            tracing::error!("{e:#}");
+        }
+    }
+    drop(model_tx);
+    served
+}

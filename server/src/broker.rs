@@ -1,0 +1,183 @@
+//! The embedded Kafka-compatible broker (Nisshi), run as a child process.
+//!
+//! Used when the user names no cluster, and by the integration tests. It is a separate program so
+//! that the pipeline talks to it over the Kafka protocol exactly as it would to a real cluster.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Where the broker keeps its data.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// Fast and gone on exit: for tests and benchmarks.
+    Memory,
+    /// Durable: a SQLite file in this directory, so a restart loses nothing.
+    Sqlite(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    pub port: u16,
+    pub storage: Storage,
+    /// Kafka's group.initial.rebalance.delay.ms: how long a new group waits for more members.
+    pub initial_rebalance_delay: Duration,
+    /// Where the broker's own log goes; discarded when unset.
+    pub log_file: Option<PathBuf>,
+}
+
+impl BrokerOptions {
+    /// A throwaway broker on a free port, for tests.
+    pub fn for_tests() -> Self {
+        BrokerOptions {
+            port: free_port(),
+            storage: Storage::Memory,
+            initial_rebalance_delay: Duration::from_millis(200),
+            log_file: None,
+        }
+    }
+}
+
+/// A running broker; stopped when dropped.
+pub struct EmbeddedBroker {
+    child: Child,
+    options: BrokerOptions,
+}
+
+/// Finds the broker program: $CHURN_NISSHI, then PATH, then the project's tool cache.
+pub fn nisshi_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("CHURN_NISSHI") {
+        return Ok(PathBuf::from(path));
+    }
+    let tools = std::env::var_os("CHURN_TOOLS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/customer-churn/tools")));
+    let candidates = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(tools.map(|t| t.join("bin")));
+    for dir in candidates {
+        let candidate = dir.join("nisshi");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "the embedded broker `nisshi` is not installed: run `scripts/setup.sh` (builds it once), \
+         set CHURN_NISSHI to its path, or pass --brokers HOST:PORT of an existing Kafka cluster"
+    )
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the loopback interface has free ports")
+}
+
+/// True when something accepts connections on 127.0.0.1:port.
+pub fn port_in_use(port: u16) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(300)).is_ok()
+}
+
+impl EmbeddedBroker {
+    /// Starts the broker and waits until it accepts connections.
+    pub fn start(options: BrokerOptions) -> Result<Self> {
+        let binary = nisshi_binary()?;
+        if port_in_use(options.port) {
+            bail!("port {} is already in use: pick another with --broker-port", options.port);
+        }
+        let url = format!("tcp://127.0.0.1:{}", options.port);
+        let mut command = Command::new(&binary);
+        command
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .arg("--group-initial-rebalance-delay")
+            .arg(format!("{}ms", options.initial_rebalance_delay.as_millis()))
+            .stdin(Stdio::null());
+        match &options.storage {
+            Storage::Memory => {
+                command.args(["--storage-engine", "memory://nisshi/"]);
+            }
+            Storage::Sqlite(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                // Nisshi resolves sqlite paths against its working directory.
+                command.current_dir(dir).args(["--storage-engine", "sqlite://nisshi.db"]);
+            }
+        }
+        match &options.log_file {
+            Some(path) => {
+                let log = File::options().create(true).append(true).open(path)
+                    .with_context(|| format!("opening broker log {}", path.display()))?;
+                command.stdout(log.try_clone()?).stderr(log);
+            }
+            None => {
+                command.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting the embedded broker {}", binary.display()))?;
+        let mut broker = EmbeddedBroker { child, options };
+        broker.wait_ready(Duration::from_secs(30))?;
+        tracing::info!(address = %broker.address(), storage = ?broker.options.storage, "embedded broker up");
+        Ok(broker)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let hint = self.options.log_file.as_ref()
+                    .map(|p| format!("; see {}", p.display()))
+                    .unwrap_or_default();
+                bail!("the embedded broker exited at start ({status}){hint}");
+            }
+            if port_in_use(self.options.port) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the embedded broker did not open port {} within {timeout:?}", self.options.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Bootstrap address for clients.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.options.port)
+    }
+
+    pub fn options(&self) -> &BrokerOptions {
+        &self.options
+    }
+
+    /// Stops the broker (SIGKILL: its storage is transactional) and waits for it to exit.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops and starts again on the same port and storage: a broker restart.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while port_in_use(self.options.port) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        *self = EmbeddedBroker::start(self.options.clone())?;
+        Ok(())
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

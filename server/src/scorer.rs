@@ -1,0 +1,307 @@
+//! The scorer: a consumer-group loop from the input topic to the predictions topic.
+//!
+//! At-least-once: a record's offset is stored for commit only after its prediction (or its
+//! dead-letter copy) is acknowledged by the broker. Records are handled in batches: everything
+//! already fetched is scored and produced together, the batch's deliveries are awaited, then its
+//! offsets are stored. A crash re-delivers at most the uncommitted batches; readers de-duplicate
+//! by record id.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::future::join_all;
+use futures::FutureExt;
+use model::{validate, ChurnModel, Prediction, RawCustomer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Message};
+use tokio::sync::watch;
+
+use crate::kafka::Kafka;
+
+/// Most records handled together; bounds memory and the re-delivery after a crash.
+const MAX_BATCH: usize = 1000;
+
+/// Live counters, shared with logs and (later) metrics.
+#[derive(Debug, Default)]
+pub struct ScorerStats {
+    pub consumed: AtomicU64,
+    pub scored: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub produce_errors: AtomicU64,
+    /// True while the consumer holds at least one partition.
+    pub assigned: AtomicBool,
+}
+
+/// Tracks assignment so callers (and tests) can wait for it instead of sleeping.
+struct ScorerContext {
+    stats: Arc<ScorerStats>,
+}
+
+impl ClientContext for ScorerContext {}
+
+impl ConsumerContext for ScorerContext {
+    fn post_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                tracing::info!(partitions = partitions.count(), "scorer assigned partitions");
+            }
+            Rebalance::Revoke(_) => tracing::info!("scorer partitions revoked"),
+            Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+        }
+        let held = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
+        self.stats.assigned.store(held, Ordering::SeqCst);
+    }
+}
+
+/// What became of one input record.
+enum Outcome {
+    Scored(Prediction),
+    DeadLetter { reason: String, errors: Option<String> },
+}
+
+/// The record id: the message key, or topic-partition-offset for unkeyed messages (as the
+/// original Python producer sends them), which is stable across re-deliveries.
+pub fn record_id(message: &impl Message) -> String {
+    match message.key().map(String::from_utf8_lossy) {
+        Some(key) if !key.trim().is_empty() => key.into_owned(),
+        _ => format!("{}-{}-{}", message.topic(), message.partition(), message.offset()),
+    }
+}
+
+fn judge(id: String, payload: Option<&[u8]>, model: &ChurnModel, now: &str) -> Outcome {
+    let Some(payload) = payload.filter(|p| !p.is_empty()) else {
+        return Outcome::DeadLetter { reason: "empty message: expected a JSON customer record".into(), errors: None };
+    };
+    let raw: RawCustomer = match serde_json::from_slice(payload) {
+        Ok(raw) => raw,
+        Err(e) => {
+            return Outcome::DeadLetter { reason: format!("not a JSON customer record: {e}"), errors: None }
+        }
+    };
+    match validate(&raw) {
+        Ok(customer) => {
+            let score = model.score(&customer);
+            Outcome::Scored(Prediction::new(id, &customer, model, &score, now.to_owned()))
+        }
+        Err(errors) => Outcome::DeadLetter {
+            reason: format!("invalid customer record: {errors}"),
+            errors: serde_json::to_string(&errors.0).ok(),
+        },
+    }
+}
+
+pub struct Scorer {
+    kafka: Kafka,
+    group: String,
+    model: watch::Receiver<Arc<ChurnModel>>,
+    pub stats: Arc<ScorerStats>,
+}
+
+impl Scorer {
+    pub fn new(kafka: Kafka, group: impl Into<String>, model: watch::Receiver<Arc<ChurnModel>>) -> Self {
+        Scorer { kafka, group: group.into(), model, stats: Arc::default() }
+    }
+
+    /// Runs until `shutdown` turns true; then commits what was delivered and returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let topics = &self.kafka.topics;
+        let consumer: StreamConsumer<ScorerContext> = self
+            .kafka
+            .config(&[
+                ("group.id", &self.group),
+                ("enable.auto.commit", "true"),
+                ("auto.commit.interval.ms", "1000"),
+                // Offsets are stored by hand, after delivery: at-least-once.
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("session.timeout.ms", "10000"),
+            ])
+            .create_with_context(ScorerContext { stats: self.stats.clone() })
+            .context("creating the scorer's consumer")?;
+        consumer
+            .subscribe(&[&topics.input])
+            .with_context(|| format!("subscribing to {}", topics.input))?;
+        let producer: FutureProducer = self.kafka.idempotent_producer()?;
+        tracing::info!(input = %topics.input, predictions = %topics.predictions, group = %self.group,
+                       model = %self.model.borrow().version, "scorer started");
+
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                message = consumer.recv() => message,
+            };
+            let mut batch = Vec::with_capacity(64);
+            match first {
+                Ok(m) => batch.push(m),
+                Err(e) => {
+                    tracing::warn!("consumer error: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+            // Take whatever else is already fetched, without waiting.
+            while batch.len() < MAX_BATCH {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(m)) => batch.push(m),
+                    Some(Err(e)) => tracing::warn!("consumer error: {e}"),
+                    None => break,
+                }
+            }
+            self.process(&consumer, &producer, &batch, &shutdown).await;
+        }
+
+        // Graceful: everything stored so far is delivered; commit it before leaving the group.
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!("final commit: {e}");
+        }
+        tracing::info!(
+            scored = self.stats.scored.load(Ordering::Relaxed),
+            dead_lettered = self.stats.dead_lettered.load(Ordering::Relaxed),
+            "scorer stopped"
+        );
+        Ok(())
+    }
+
+    async fn process(
+        &self,
+        consumer: &StreamConsumer<ScorerContext>,
+        producer: &FutureProducer,
+        batch: &[BorrowedMessage<'_>],
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let topics = &self.kafka.topics;
+        let model = self.model.borrow().clone();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.stats.consumed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+
+        // Serialize every outcome first: the produce futures borrow these bytes.
+        let outputs: Vec<(String, Vec<u8>, Option<OwnedHeaders>, &str)> = batch
+            .iter()
+            .map(|m| {
+                let id = record_id(m);
+                match judge(id.clone(), m.payload(), &model, &now) {
+                    Outcome::Scored(prediction) => {
+                        let json = serde_json::to_vec(&prediction).expect("predictions serialize");
+                        (id, json, None, topics.predictions.as_str())
+                    }
+                    Outcome::DeadLetter { reason, errors } => {
+                        tracing::debug!(%id, %reason, "dead letter");
+                        let source = format!("{}-{}-{}", m.topic(), m.partition(), m.offset());
+                        let mut headers = OwnedHeaders::new()
+                            .insert(Header { key: "dlq.reason", value: Some(reason.as_str()) })
+                            .insert(Header { key: "dlq.source", value: Some(source.as_str()) });
+                        if let Some(errors) = &errors {
+                            headers = headers.insert(Header { key: "dlq.errors", value: Some(errors.as_str()) });
+                        }
+                        let original = m.payload().unwrap_or_default().to_vec();
+                        (id, original, Some(headers), topics.dead_letter.as_str())
+                    }
+                }
+            })
+            .collect();
+
+        let mut pending: Vec<usize> = (0..outputs.len()).collect();
+        let mut attempt = 0u32;
+        while !pending.is_empty() {
+            let sends = pending.iter().map(|&i| {
+                let (key, payload, headers, topic) = &outputs[i];
+                let mut record = FutureRecord::to(topic).key(key.as_str()).payload(payload.as_slice());
+                if let Some(h) = headers {
+                    record = record.headers(h.clone());
+                }
+                producer.send(record, Duration::from_secs(30))
+            });
+            let results = join_all(sends).await;
+            let mut failed = Vec::new();
+            for (&i, result) in pending.iter().zip(results) {
+                match result {
+                    Ok(_) if outputs[i].2.is_some() => {
+                        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {
+                        self.stats.scored.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err((e, _)) => {
+                        self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(id = %outputs[i].0, "produce failed, will retry: {e}");
+                        failed.push(i);
+                    }
+                }
+            }
+            pending = failed;
+            if !pending.is_empty() {
+                if *shutdown.borrow() {
+                    // Leave these offsets uncommitted: the next scorer re-reads them.
+                    tracing::warn!(records = pending.len(), "stopping with undelivered records; they will be re-read");
+                    break;
+                }
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25)))).await;
+            }
+        }
+
+        // Store the offsets that are safe: per partition, up to the first undelivered record.
+        let mut first_failed: std::collections::HashMap<i32, i64> = Default::default();
+        for &i in &pending {
+            let m = &batch[i];
+            let entry = first_failed.entry(m.partition()).or_insert(i64::MAX);
+            *entry = (*entry).min(m.offset());
+        }
+        for m in batch {
+            if first_failed.get(&m.partition()).is_some_and(|&f| m.offset() >= f) {
+                continue;
+            }
+            if let Err(e) = consumer.store_offset_from_message(m) {
+                // A partition revoked mid-batch: its new owner re-reads; duplicates are allowed.
+                tracing::debug!("store offset: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> ChurnModel {
+        let customers = model::synth::generate_customers(&model::synth::GenerateOptions {
+            rows: 200,
+            seed: 1,
+            messy_fraction: 0.0,
+        });
+        model::train::train(&customers, &Default::default(), "t".into(), |_| {}).unwrap()
+    }
+
+    #[test]
+    fn poison_records_get_a_reason_good_ones_a_prediction() {
+        let model = model();
+        let good = br#"{"Names":"Ann","Age":42,"Total_Purchase":9000,"Account_Manager":1,"Years":5,
+            "Num_Sites":9,"Onboard_date":"2012-01-01 10:00:00","Location":"x","Company":"y"}"#;
+        match judge("a".into(), Some(good), &model, "now") {
+            Outcome::Scored(p) => {
+                assert_eq!(p.id, "a");
+                assert!((0.0..=1.0).contains(&p.churn_probability));
+                assert_eq!(p.model_version, model.version);
+                assert_eq!(p.top_factors.len(), 3);
+            }
+            Outcome::DeadLetter { reason, .. } => panic!("{reason}"),
+        }
+        let cases: [(&[u8], &str); 4] = [
+            (b"", "empty message"),
+            (b"{not json", "not a JSON customer record"),
+            (br#"{"Names":"Ann","Age":-4}"#, "Age: must be between"),
+            (br#"{"Names":"Ann","Age":"x","Total_Purchase":[1]}"#, "not a JSON customer record"),
+        ];
+        for (payload, expected) in cases {
+            match judge("b".into(), Some(payload), &model, "now") {
+                Outcome::DeadLetter { reason, .. } => assert!(reason.contains(expected), "{reason}"),
+                Outcome::Scored(_) => panic!("accepted {:?}", String::from_utf8_lossy(payload)),
+            }
+        }
+    }
+}
