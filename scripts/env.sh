@@ -5,3 +5,5 @@ export NISSHI_VERSION=0.8.1
 # One target dir outside the clone, shared by every step, so CI reuses warm artifacts.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/customer-churn/target}"
 export PATH="$CHURN_TOOLS/bin:$PATH"
+# The built site (WASM bundle, CSS, assets) the web server serves.
+export CHURN_SITE_ROOT="${CHURN_SITE_ROOT:-$CARGO_TARGET_DIR/site}"

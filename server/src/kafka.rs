@@ -38,13 +38,13 @@ pub struct KafkaArgs {
 #[derive(Debug, Clone, Args)]
 pub struct Topics {
     /// Topic the customer records arrive on.
-    #[arg(long = "input-topic", env = "CHURN_INPUT_TOPIC", default_value = "costumerchurn", global = true)]
+    #[arg(id = "input_topic", long = "input-topic", env = "CHURN_INPUT_TOPIC", default_value = "costumerchurn", global = true)]
     pub input: String,
     /// Topic the predictions are written to.
-    #[arg(long = "predictions-topic", env = "CHURN_PREDICTIONS_TOPIC", default_value = "test3", global = true)]
+    #[arg(id = "predictions_topic", long = "predictions-topic", env = "CHURN_PREDICTIONS_TOPIC", default_value = "test3", global = true)]
     pub predictions: String,
     /// Topic for records that cannot be scored: original bytes, reason in the headers.
-    #[arg(long = "dead-letter-topic", env = "CHURN_DEAD_LETTER_TOPIC", default_value = "costumerchurn-dlq", global = true)]
+    #[arg(id = "dead_letter_topic", long = "dead-letter-topic", env = "CHURN_DEAD_LETTER_TOPIC", default_value = "costumerchurn-dlq", global = true)]
     pub dead_letter: String,
     /// Partitions for topics this program creates.
     #[arg(long, env = "CHURN_PARTITIONS", default_value_t = 3, global = true)]

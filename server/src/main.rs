@@ -376,3 +376,13 @@ async fn serve(args: ServeArgs, external: Option<String>, kafka_args: &KafkaArgs
     drop(model_tx);
     served
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

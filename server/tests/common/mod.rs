@@ -1,0 +1,107 @@
+//! Shared set-up for integration tests: a real broker process, a model, generated data.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use model::synth::{generate_csv, generate_customers, GenerateOptions};
+use model::ChurnModel;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use server::broker::{BrokerOptions, EmbeddedBroker};
+use server::kafka::Kafka;
+use tokio::sync::watch;
+
+pub struct Pipeline {
+    pub broker: EmbeddedBroker,
+    pub kafka: Kafka,
+    pub dir: tempfile::TempDir,
+}
+
+/// A fresh broker on a free port with the pipeline's topics.
+pub async fn pipeline() -> Pipeline {
+    let broker = EmbeddedBroker::start(BrokerOptions::for_tests()).expect("broker starts");
+    let kafka = Kafka::at(broker.address());
+    kafka.check_reachable(Duration::from_secs(10)).await.expect("broker reachable");
+    kafka.ensure_pipeline_topics().await.expect("topics created");
+    Pipeline { broker, kafka, dir: tempfile::tempdir().unwrap() }
+}
+
+impl Pipeline {
+    /// Writes a generated CSV of `rows` customers and returns its path.
+    pub fn csv(&self, rows: usize, seed: u64) -> PathBuf {
+        let path = self.dir.path().join(format!("customers-{seed}.csv"));
+        std::fs::write(&path, generate_csv(&GenerateOptions { rows, seed, messy_fraction: 0.0 })).unwrap();
+        path
+    }
+}
+
+pub fn trained_model(seed: u64) -> Arc<ChurnModel> {
+    let customers = generate_customers(&GenerateOptions { rows: 600, seed, messy_fraction: 0.0 });
+    Arc::new(model::train::train(&customers, &Default::default(), "test".into(), |_| {}).unwrap())
+}
+
+/// Reads a topic from the beginning (all partitions, no group) until `done` says so or time is up.
+pub fn read_topic(
+    kafka: &Kafka,
+    topic: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[OwnedMessage]) -> bool,
+) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = kafka
+        .config(&[("group.id", "test-reader"), ("enable.auto.commit", "false")])
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..kafka.topics.partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut messages = Vec::new();
+    while !done(&messages) && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            messages.push(m.detach());
+        }
+    }
+    messages
+}
+
+/// Predictions by record id (the last one wins; duplicates are allowed by design).
+pub fn predictions_by_id(messages: &[OwnedMessage]) -> HashMap<String, model::Prediction> {
+    messages
+        .iter()
+        .map(|m| {
+            let p: model::Prediction = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            assert_eq!(m.key().map(|k| String::from_utf8_lossy(k).into_owned()), Some(p.id.clone()),
+                       "predictions are keyed by record id");
+            (p.id.clone(), p)
+        })
+        .collect()
+}
+
+pub fn header(message: &OwnedMessage, key: &str) -> Option<String> {
+    message.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == key)
+            .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+    })
+}
+
+/// A stop switch for a background task.
+pub fn stop_switch() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    watch::channel(false)
+}
+
+/// Waits until `condition` holds, polling; panics with `what` on timeout.
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
