@@ -78,12 +78,12 @@ fn HomePage() -> impl IntoView {
     view! {
         <section class="card">
             <h1>"Pipeline"</h1>
-            <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+            <Transition fallback=|| view! { <p>"Loading…"</p> }>
                 {move || status.get().map(|result| match result {
                     Ok(s) => view! { <StatusView status=s/> }.into_any(),
                     Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                 })}
-            </Suspense>
+            </Transition>
             <button id="refresh" on:click=move |_| refresh.update(|n| *n += 1)>"Refresh"</button>
         </section>
     }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test: unit and integration tests (on a real broker process), the browser bundle
+# build, and the end-to-end tests in headless Chromium against the real server.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$here/scripts/env.sh"
+cd "$here"
+CHURN_SETUP_BROWSER=1 bash scripts/setup.sh
+
+echo "== unit and integration tests"
+cargo test --locked --workspace
+
+echo "== build (server + WASM bundle)"
+bash scripts/build.sh dev
+
+echo "== end-to-end tests (Chromium)"
+export CHURN_BIN="$CARGO_TARGET_DIR/debug/churn"
+(cd end2end && npm test)
