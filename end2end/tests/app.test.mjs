@@ -21,5 +21,5 @@ test('the page renders on the server, hydrates, and shows predictions flowing', 
   assert.ok(after > before, `scored ${before} -> ${after}`);
   assert.match(await page.locator('dd.model-version').textContent(), /^m-[0-9a-f]{12}$/);
   assert.deepEqual(errors, []);
-  await page.screenshot({ path: new URL('../test-results/app.png', import.meta.url).pathname, fullPage: true });
+  await page.screenshot({ path: new URL('../../docs/screenshot.png', import.meta.url).pathname, fullPage: true });
 });
