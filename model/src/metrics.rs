@@ -169,6 +169,34 @@ pub fn best_f1_threshold(probabilities: &[f64], labels: &[bool]) -> f64 {
     best_threshold
 }
 
+/// The threshold with the lowest total cost when a missed churner costs `missed_churner_cost`
+/// times as much as a false alarm (e.g. 5: losing a customer hurts five times a wasted call).
+pub fn min_cost_threshold(probabilities: &[f64], labels: &[bool], missed_churner_cost: f64) -> f64 {
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
+    let positives = labels.iter().filter(|&&y| y).count();
+    // Threshold above every score: nobody flagged, every churner missed.
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut best_cost = positives as f64 * missed_churner_cost;
+    let mut best_threshold = f64::INFINITY;
+    for (i, &k) in order.iter().enumerate() {
+        if labels[k] {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        if i + 1 < order.len() && probabilities[order[i + 1]] == probabilities[k] {
+            continue;
+        }
+        let cost = fp as f64 + (positives - tp) as f64 * missed_churner_cost;
+        if cost < best_cost {
+            best_cost = cost;
+            best_threshold = probabilities[k];
+        }
+    }
+    best_threshold.min(1.0)
+}
+
 /// The quality report stored in a model file and shown by `train` and `model info`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
@@ -253,6 +281,14 @@ mod tests {
     fn the_best_f1_threshold_is_found() {
         // Cutting at 0.7 predicts {0.9, 0.8, 0.7}: tp 2, fp 1, fn 0 -> F1 0.8, the best.
         assert_eq!(best_f1_threshold(&P, &Y), 0.7);
+    }
+
+    #[test]
+    fn the_cheapest_threshold_follows_the_cost_ratio() {
+        // Equal costs: flag {0.9, 0.8, 0.7} -> 1 false alarm + 0 missed = 1, the cheapest.
+        assert_eq!(min_cost_threshold(&P, &Y, 1.0), 0.7);
+        // Missing a churner is nearly free: flag nobody.
+        assert_eq!(min_cost_threshold(&P, &Y, 0.1), 1.0);
     }
 
     #[test]

@@ -10,11 +10,55 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::features::Feature;
-use crate::metrics::{best_f1_threshold, roc_auc, Metrics};
+use crate::metrics::{best_f1_threshold, min_cost_threshold, roc_auc, Metrics};
 use crate::schema::Customer;
 use crate::scoring::{
     ChurnModel, DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION,
 };
+
+/// How the decision threshold is chosen from the out-of-fold predictions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThresholdRule {
+    /// Best balance of precision and recall for the minority class.
+    MaxF1,
+    /// Lowest total cost when a missed churner costs this many false alarms.
+    MinCost { missed_churner_cost: f64 },
+}
+
+impl ThresholdRule {
+    fn choose(self, probabilities: &[f64], labels: &[bool]) -> f64 {
+        match self {
+            ThresholdRule::MaxF1 => best_f1_threshold(probabilities, labels),
+            ThresholdRule::MinCost { missed_churner_cost } => {
+                min_cost_threshold(probabilities, labels, missed_churner_cost)
+            }
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            ThresholdRule::MaxF1 => "maximize F1 on out-of-fold predictions".into(),
+            ThresholdRule::MinCost { missed_churner_cost } => format!(
+                "minimize cost on out-of-fold predictions (a missed churner costs {missed_churner_cost} false alarms)"
+            ),
+        }
+    }
+}
+
+impl std::str::FromStr for ThresholdRule {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "f1" => Ok(ThresholdRule::MaxF1),
+            other => other
+                .strip_prefix("cost:")
+                .and_then(|r| r.parse::<f64>().ok())
+                .filter(|r| r.is_finite() && *r > 0.0)
+                .map(|missed_churner_cost| ThresholdRule::MinCost { missed_churner_cost })
+                .ok_or_else(|| format!("expected `f1` or `cost:RATIO` (e.g. cost:5), got {text:?}")),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -24,6 +68,7 @@ pub struct TrainOptions {
     pub folds: usize,
     pub seed: u64,
     pub max_iterations: u64,
+    pub threshold_rule: ThresholdRule,
 }
 
 impl Default for TrainOptions {
@@ -34,6 +79,7 @@ impl Default for TrainOptions {
             folds: 5,
             seed: 42,
             max_iterations: 200,
+            threshold_rule: ThresholdRule::MaxF1,
         }
     }
 }
@@ -115,7 +161,7 @@ pub fn train(
         fold_roc_auc.push(roc_auc(&test_probabilities, &test_labels));
         progress(TrainProgress::Fold { done: fold + 1, of: k });
     }
-    let threshold = best_f1_threshold(&out_of_fold, &labels);
+    let threshold = options.threshold_rule.choose(&out_of_fold, &labels);
     let mut metrics = Metrics::evaluate(
         format!("stratified {k}-fold cross-validation (out-of-fold predictions)"),
         &out_of_fold,
@@ -150,7 +196,7 @@ pub fn train(
             l2: options.l2,
             folds: k,
             seed: options.seed,
-            threshold_rule: "maximize F1 on out-of-fold predictions".into(),
+            threshold_rule: options.threshold_rule.describe(),
         },
         metrics,
         training_data,

@@ -13,6 +13,8 @@ use model::{validate, Customer, Field, RawCustomer, ValidationErrors};
 pub struct CsvRow {
     /// 1-based line number in the file, for error messages.
     pub line: u64,
+    /// Byte offset in the file, for progress bars.
+    pub byte: u64,
     pub raw: RawCustomer,
 }
 
@@ -67,7 +69,7 @@ impl<R: Read> CustomerCsv<R> {
         let columns = self.columns.clone();
         self.reader.records().filter_map(move |record| match record {
             Ok(record) => {
-                let line = record.position().map_or(0, |p| p.line());
+                let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
                 // A blank line (or only empty cells) is not a customer.
                 if record.iter().all(|cell| cell.trim().is_empty()) {
                     return None;
@@ -76,7 +78,7 @@ impl<R: Read> CustomerCsv<R> {
                     .iter()
                     .zip(record.iter())
                     .filter_map(|(field, cell)| field.map(|f| (f, cell)));
-                Some(Ok(CsvRow { line, raw: RawCustomer::from_text_cells(cells) }))
+                Some(Ok(CsvRow { line, byte, raw: RawCustomer::from_text_cells(cells) }))
             }
             Err(e) => Some(Err(RowError::Malformed {
                 line: e.position().map_or(0, |p| p.line()),

@@ -46,6 +46,9 @@ pub struct Topics {
     /// Topic for records that cannot be scored: original bytes, reason in the headers.
     #[arg(id = "dead_letter_topic", long = "dead-letter-topic", env = "CHURN_DEAD_LETTER_TOPIC", default_value = "costumerchurn-dlq", global = true)]
     pub dead_letter: String,
+    /// Compacted topic of published models; every scorer and web server follows it.
+    #[arg(id = "models_topic", long = "models-topic", env = "CHURN_MODELS_TOPIC", default_value = "churn-models", global = true)]
+    pub models: String,
     /// Partitions for topics this program creates.
     #[arg(long, env = "CHURN_PARTITIONS", default_value_t = 3, global = true)]
     pub partitions: i32,
@@ -60,6 +63,7 @@ impl Default for Topics {
             input: "costumerchurn".into(),
             predictions: "test3".into(),
             dead_letter: "costumerchurn-dlq".into(),
+            models: "churn-models".into(),
             partitions: 3,
             replication: 1,
         }
@@ -136,14 +140,20 @@ impl Kafka {
         Ok(())
     }
 
-    /// Creates the pipeline's topics if they are missing; existing topics are left alone.
-    pub async fn ensure_topics(&self, names: &[&str]) -> Result<()> {
+    /// Creates topics that are missing, with this many partitions each; existing ones are left
+    /// alone. Compacted topics keep only the newest message per key.
+    pub async fn ensure_topics(&self, specs: &[(&str, i32, bool)]) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             self.config(&[]).create().context("creating the Kafka admin client")?;
-        let topics: Vec<NewTopic> = names
+        let topics: Vec<NewTopic> = specs
             .iter()
-            .map(|name| {
-                NewTopic::new(name, self.topics.partitions, TopicReplication::Fixed(self.topics.replication))
+            .map(|&(name, partitions, compacted)| {
+                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(self.topics.replication));
+                if compacted {
+                    topic.set("cleanup.policy", "compact")
+                } else {
+                    topic
+                }
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -153,7 +163,7 @@ impl Kafka {
             .with_context(|| format!("creating topics on {}", self.brokers))?;
         for result in results {
             match result {
-                Ok(name) => tracing::info!(topic = %name, partitions = self.topics.partitions, "created topic"),
+                Ok(name) => tracing::info!(topic = %name, "created topic"),
                 Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
                     tracing::debug!(topic = %name, "topic exists")
                 }
@@ -163,9 +173,11 @@ impl Kafka {
         Ok(())
     }
 
-    /// The pipeline's own topics: input, predictions, dead letters.
+    /// The pipeline's own topics: input, predictions, dead letters, and the models topic.
     pub async fn ensure_pipeline_topics(&self) -> Result<()> {
         let t = &self.topics;
-        self.ensure_topics(&[&t.input, &t.predictions, &t.dead_letter]).await
+        let n = t.partitions;
+        self.ensure_topics(&[(&t.input, n, false), (&t.predictions, n, false), (&t.dead_letter, n, false), (&t.models, 1, true)])
+            .await
     }
 }

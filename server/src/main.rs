@@ -10,16 +10,16 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::synth::{generate_csv, GenerateOptions};
-use model::train::{train, TrainOptions, TrainProgress};
-use model::ChurnModel;
+use model::train::{stratified_folds, train, ThresholdRule, TrainOptions, TrainProgress};
+use model::{ChurnModel, Feature};
 use server::broker::{port_in_use, BrokerOptions, EmbeddedBroker, Storage};
 use server::csv_io::CustomerCsv;
 use server::kafka::{Kafka, KafkaArgs, DEFAULT_EMBEDDED_PORT};
 use server::replay::{random_prefix, replay, ReplayOptions};
 use server::scorer::Scorer;
 use server::web::WebOptions;
-use server::{model_file, shutdown_signal};
-use tokio::sync::watch;
+use server::batch::score_file;
+use server::{model_file, models, shutdown_signal};
 
 #[derive(Parser)]
 #[command(name = "churn", version, about = "Real-time customer churn prediction on Apache Kafka",
@@ -45,6 +45,11 @@ enum Command {
     Generate(GenerateArgs),
     /// Train a churn model from a labelled CSV, with a cross-validated quality report.
     Train(TrainArgs),
+    /// Publish a model file to the models topic: every running scorer and web server switches to it.
+    Publish {
+        #[arg(default_value = "data/model.json")]
+        file: PathBuf,
+    },
     /// Inspect model files.
     Model {
         #[command(subcommand)]
@@ -53,6 +58,7 @@ enum Command {
     /// Stream a customer CSV into the input topic, keyed, rate-limited, optionally looping.
     Replay(ReplayArgs),
     /// Run the scorer service: input topic -> model -> predictions topic (scales out by group).
+    /// With --input and --output, score a CSV file offline instead.
     Score(ScoreArgs),
     /// Run the web app with the scorer in-process (and the embedded broker unless --brokers).
     Serve(ServeArgs),
@@ -100,6 +106,26 @@ struct TrainArgs {
     /// Seed for the fold assignment.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Features to use, comma-separated (default: all honest features:
+    /// Age,Total_Purchase,Account_Manager,Years,Num_Sites,Tenure_Years).
+    #[arg(long, value_delimiter = ',', value_parser = parse_feature)]
+    features: Vec<Feature>,
+    /// How to choose the decision threshold: `f1` (maximize F1) or `cost:RATIO` (a missed churner
+    /// costs RATIO false alarms).
+    #[arg(long, default_value = "f1")]
+    threshold: ThresholdRule,
+    /// Also publish the model to the models topic, so running scorers switch to it.
+    #[arg(long)]
+    publish: bool,
+    /// Write each row's cross-validation fold to this CSV (row,fold), e.g. to compare with other tools.
+    #[arg(long)]
+    export_folds: Option<PathBuf>,
+}
+
+fn parse_feature(name: &str) -> Result<Feature, String> {
+    Feature::from_name(name).ok_or_else(|| {
+        format!("unknown feature {name:?}: choose from Age, Total_Purchase, Account_Manager, Years, Num_Sites, Tenure_Years")
+    })
 }
 
 #[derive(Subcommand)]
@@ -132,12 +158,18 @@ struct ReplayArgs {
 
 #[derive(clap::Args, Clone)]
 struct ScoreArgs {
-    /// Model file.
+    /// Model file; used until (and unless) a newer model is published on the models topic.
     #[arg(short, long, env = "CHURN_MODEL", default_value = "data/model.json")]
     model: PathBuf,
     /// Consumer group: run more scorers with the same group to share the partitions.
     #[arg(long, env = "CHURN_GROUP", default_value = "churn-scorer")]
     group: String,
+    /// Offline mode: score this CSV file instead of the stream (needs --output).
+    #[arg(long, requires = "output")]
+    input: Option<PathBuf>,
+    /// Offline mode: where to write the scored CSV.
+    #[arg(long, requires = "input")]
+    output: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -188,7 +220,26 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Generate(args) => generate(&args),
-        Command::Train(args) => train_command(&args),
+        Command::Train(args) => {
+            let model = train_command(&args)?;
+            if args.publish {
+                let kafka = external.map(|b| Kafka::new(b, &cli.kafka)).unwrap_or_else(local);
+                kafka.check_reachable(Duration::from_secs(10)).await?;
+                kafka.ensure_pipeline_topics().await?;
+                models::publish(&kafka, &model).await?;
+                println!("published {} to {}", model.version, kafka.topics.models);
+            }
+            Ok(())
+        }
+        Command::Publish { file } => {
+            let model = model_file::load(&file)?;
+            let kafka = external.map(|b| Kafka::new(b, &cli.kafka)).unwrap_or_else(local);
+            kafka.check_reachable(Duration::from_secs(10)).await?;
+            kafka.ensure_pipeline_topics().await?;
+            models::publish(&kafka, &model).await?;
+            println!("published {} to {}", model.version, kafka.topics.models);
+            Ok(())
+        }
         Command::Model { command: ModelCommand::Info { file } } => {
             print_model(&model_file::load(&file)?);
             Ok(())
@@ -205,12 +256,29 @@ async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Score(ScoreArgs { input: Some(input), output: Some(output), model, .. }) => {
+            let model = model_file::load(&model)?;
+            let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let summary = score_file(&model, &input, &output, show)?;
+            for e in summary.bad.iter().take(20) {
+                eprintln!("skipped {e}");
+            }
+            if summary.bad.len() > 20 {
+                eprintln!("... and {} more bad rows", summary.bad.len() - 20);
+            }
+            println!("scored {} customers into {} with model {} ({} bad rows skipped)",
+                     summary.scored, output.display(), model.version, summary.bad.len());
+            Ok(())
+        }
         Command::Score(args) => {
             let kafka = external.map(|b| Kafka::new(b, &cli.kafka)).unwrap_or_else(local);
             kafka.check_reachable(Duration::from_secs(10)).await?;
             kafka.ensure_pipeline_topics().await?;
-            let (_model_tx, model_rx) = watch::channel(Arc::new(model_file::load(&args.model)?));
-            Scorer::new(kafka, args.group, model_rx).run(shutdown_signal().1).await
+            let (_, shutdown) = shutdown_signal();
+            let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, shutdown.clone()).await?;
+            let result = Scorer::new(kafka, args.group, model_rx).run(shutdown).await;
+            follower.abort();
+            result
         }
         Command::Serve(args) => serve(args, external, &cli.kafka).await,
     }
@@ -252,7 +320,17 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-fn train_command(args: &TrainArgs) -> Result<()> {
+/// The model file if there is one; a missing file is fine when a model is published.
+fn load_optional(path: &std::path::Path) -> Result<Option<ChurnModel>> {
+    if path.exists() {
+        model_file::load(path).map(Some)
+    } else {
+        tracing::info!(path = %path.display(), "no model file; expecting a published model");
+        Ok(None)
+    }
+}
+
+fn train_command(args: &TrainArgs) -> Result<ChurnModel> {
     let mut csv = CustomerCsv::open(&args.input)?;
     if !csv.has_labels() {
         bail!("{} has no Churn column: training needs the outcome of each customer", args.input.display());
@@ -270,7 +348,19 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         "training on {} customers from {} ({} bad rows skipped, {} without a label skipped)",
         customers.len(), args.input.display(), bad.len(), unlabelled
     );
-    let options = TrainOptions { l2: args.l2, folds: args.folds, seed: args.seed, ..Default::default() };
+    let mut options = TrainOptions { l2: args.l2, folds: args.folds, seed: args.seed, threshold_rule: args.threshold, ..Default::default() };
+    if !args.features.is_empty() {
+        options.features = args.features.clone();
+    }
+    if let Some(path) = &args.export_folds {
+        let labels: Vec<bool> = customers.iter().map(|c| c.churn == Some(true)).collect();
+        let folds = stratified_folds(&labels, args.folds, args.seed);
+        let mut text = String::from("row,fold\n");
+        for (row, fold) in folds.iter().enumerate() {
+            text.push_str(&format!("{row},{fold}\n"));
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     let bar = ProgressBar::new(args.folds as u64 + 1).with_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}").expect("valid template").progress_chars("=> "),
     );
@@ -284,7 +374,7 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     model_file::save(&model, &args.output)?;
     print_model(&model);
     println!("\nsaved {} to {}", model.version, args.output.display());
-    Ok(())
+    Ok(model)
 }
 
 fn print_model(model: &ChurnModel) {
@@ -298,7 +388,8 @@ fn print_model(model: &ChurnModel) {
     println!("  {:<16} {:>10} {:>10} {:>+12.4}", "(intercept)", "", "", model.intercept);
     println!("\n  {} on {} rows", m.method, m.rows);
     let folds: Vec<String> = m.fold_roc_auc.iter().map(|a| format!("{a:.3}")).collect();
-    println!("  ROC-AUC   {:.4}   (folds: {})", m.roc_auc, folds.join(" "));
+    let fold_mean = m.fold_roc_auc.iter().sum::<f64>() / m.fold_roc_auc.len().max(1) as f64;
+    println!("  ROC-AUC   {:.4}   pooled; mean of folds {:.4} (folds: {})", m.roc_auc, fold_mean, folds.join(" "));
     println!("  accuracy  {:.4}   precision {:.4}   recall {:.4}   F1 {:.4}", m.accuracy, m.precision, m.recall, m.f1);
     println!("  log loss  {:.4}   Brier {:.4}   threshold {:.3} ({})", m.log_loss, m.brier, model.threshold,
              model.hyperparameters.threshold_rule);
@@ -331,10 +422,8 @@ async fn serve(args: ServeArgs, external: Option<String>, kafka_args: &KafkaArgs
     let kafka = Kafka::new(brokers, kafka_args);
     kafka.check_reachable(Duration::from_secs(15)).await?;
     kafka.ensure_pipeline_topics().await?;
-    let model = Arc::new(model_file::load(&args.score.model)?);
     let (stop, shutdown) = shutdown_signal();
-
-    let (model_tx, model_rx) = watch::channel(model);
+    let (model_rx, follower) = models::follow(&kafka, load_optional(&args.score.model)?, shutdown.clone()).await?;
     let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone());
     let stats = scorer.stats.clone();
     let mut tasks = tokio::task::JoinSet::new();
@@ -373,7 +462,7 @@ async fn serve(args: ServeArgs, external: Option<String>, kafka_args: &KafkaArgs
             tracing::error!("{e:#}");
         }
     }
-    drop(model_tx);
+    follower.abort();
     served
 }
 
