@@ -1,38 +1,26 @@
 //! The churn web app: Leptos components (rendered on the server, hydrated in the browser) and
 //! the server functions they call.
 
+#![recursion_limit = "512"]
+
+pub mod api;
+mod form;
+mod live;
+
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::StaticSegment;
-use serde::{Deserialize, Serialize};
+use model::{Field, RawCustomer, Scalar};
+
+pub use api::{FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats};
+#[cfg(feature = "ssr")]
+pub use api::{Backend, BackendHandle};
+use form::{ChurnForm, FormState};
+use live::LivePanel;
 
 /// The bundle's file names under /pkg (churn.js, churn_bg.wasm, churn.css).
 pub const OUTPUT_NAME: &str = "churn";
-
-/// A snapshot of the pipeline, shown on the page.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PipelineStatus {
-    pub brokers: String,
-    pub input_topic: String,
-    pub predictions_topic: String,
-    pub model_version: String,
-    pub consumed: u64,
-    pub scored: u64,
-    pub dead_lettered: u64,
-}
-
-/// How the server answers status questions; provided as context by the server binary.
-#[cfg(feature = "ssr")]
-#[derive(Clone)]
-pub struct StatusSource(pub std::sync::Arc<dyn Fn() -> PipelineStatus + Send + Sync>);
-
-#[server]
-pub async fn get_pipeline_status() -> Result<PipelineStatus, ServerFnError> {
-    let source = use_context::<StatusSource>()
-        .ok_or_else(|| ServerFnError::new("the pipeline is not running in this server"))?;
-    Ok((source.0)())
-}
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {
@@ -41,6 +29,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
@@ -71,34 +60,186 @@ pub fn App() -> impl IntoView {
     }
 }
 
+type Outcome = Result<PredictReply, PredictError>;
+
 #[component]
 fn HomePage() -> impl IntoView {
-    let refresh = RwSignal::new(0u32);
-    let status = Resource::new(move || refresh.get(), |_| get_pipeline_status());
+    let form = FormState::new();
+    let submitted = RwSignal::new(None::<RawCustomer>);
+    let predict = Action::new(|record: &RawCustomer| {
+        let record = record.clone();
+        async move { api::predict(record).await }
+    });
+    let what_if = Action::new(|record: &RawCustomer| {
+        let record = record.clone();
+        async move { api::predict(record).await }
+    });
+    // Field errors from the server land next to their fields.
+    Effect::new(move |_| match predict.value().get() {
+        Some(Err(PredictError::Invalid(errors))) => form.set_server_errors(&errors),
+        Some(_) => form.clear_server_errors(),
+        None => {}
+    });
+    let outcome = Signal::derive(move || predict.value().get());
+    let on_submit = Callback::new(move |record: RawCustomer| {
+        submitted.set(Some(record.clone()));
+        what_if.value().set(None);
+        predict.dispatch(record);
+    });
     view! {
-        <section class="card">
-            <h1>"Pipeline"</h1>
-            <Transition fallback=|| view! { <p>"Loading…"</p> }>
-                {move || status.get().map(|result| match result {
-                    Ok(s) => view! { <StatusView status=s/> }.into_any(),
-                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                })}
-            </Transition>
-            <button id="refresh" on:click=move |_| refresh.update(|n| *n += 1)>"Refresh"</button>
-        </section>
+        <div class="layout">
+            <section class="card form-card" aria-labelledby="form-title">
+                <h1 id="form-title">"Score a customer"</h1>
+                <p class="lead">"The record goes to Kafka, the scorer predicts, and the answer comes back here."</p>
+                <ChurnForm state=form pending=predict.pending() on_submit=on_submit/>
+            </section>
+            <div class="side">
+                <ResultCard outcome=outcome pending=predict.pending().into()/>
+                <WhatIf submitted=submitted base=outcome what_if=what_if/>
+                <StatusCard/>
+            </div>
+        </div>
+        <LivePanel/>
+    }
+}
+
+fn percent(p: f64) -> String {
+    format!("{:.1}%", p * 100.0)
+}
+
+#[component]
+fn Gauge(probability: f64, threshold: f64) -> impl IntoView {
+    view! {
+        <div class="gauge" role="meter" aria-valuemin="0" aria-valuemax="100"
+            aria-valuenow=format!("{:.0}", probability * 100.0) aria-label="Churn probability">
+            <span class="fill" class:risk={probability >= threshold} style=format!("width:{:.1}%", probability * 100.0)></span>
+            <span class="threshold" style=format!("left:{:.1}%", threshold * 100.0) title="decision threshold"></span>
+        </div>
     }
 }
 
 #[component]
-fn StatusView(status: PipelineStatus) -> impl IntoView {
+fn ResultCard(outcome: Signal<Option<Outcome>>, pending: Signal<bool>) -> impl IntoView {
     view! {
-        <dl class="status">
-            <dt>"Brokers"</dt><dd>{status.brokers}</dd>
-            <dt>"Records in"</dt><dd>{status.input_topic}</dd>
-            <dt>"Predictions out"</dt><dd>{status.predictions_topic}</dd>
-            <dt>"Model"</dt><dd class="model-version">{status.model_version}</dd>
-            <dt>"Scored"</dt><dd class="scored">{status.scored}</dd>
-            <dt>"Dead-lettered"</dt><dd>{status.dead_lettered}</dd>
-        </dl>
+        <section class="card result" aria-live="polite" aria-labelledby="result-title">
+            <h2 id="result-title">"Prediction"</h2>
+            {move || match outcome.get() {
+                None if pending.get() => view! { <p class="muted">"Waiting for the scorer…"</p> }.into_any(),
+                None => view! { <p class="muted">"Fill in the form and press Predict churn."</p> }.into_any(),
+                Some(Err(PredictError::Invalid(_))) => view! {
+                    <p class="error" role="alert">"The server rejected some fields; see the messages next to them."</p>
+                }.into_any(),
+                Some(Err(e)) => view! { <p class="error" id="predict-error" role="alert">{e.to_string()}</p> }.into_any(),
+                Some(Ok(reply)) => {
+                    let p = reply.prediction;
+                    view! {
+                        <div class="verdict" id="verdict">
+                            <span class="big num" id="probability">{percent(p.churn_probability)}</span>
+                            <span class="chip" class:risk=p.churn>{if p.churn { "likely to churn" } else { "likely to stay" }}</span>
+                        </div>
+                        <Gauge probability=p.churn_probability threshold=p.threshold/>
+                        <p class="muted small">
+                            "Threshold " {percent(p.threshold)} " · model "
+                            <span class="mono" id="model-version">{p.model_version.clone()}</span>
+                            " · round trip " <span id="round-trip">{format!("{:.0} ms", reply.round_trip_ms)}</span>
+                        </p>
+                        <h3>"Why"</h3>
+                        <ul class="factors">
+                            {p.top_factors.iter().map(|f| view! {
+                                <li class:up={f.log_odds >= 0.0}>{f.text.clone()}
+                                    <span class="muted num">{format!(" ({:+.2} log-odds)", f.log_odds)}</span></li>
+                            }).collect_view()}
+                        </ul>
+                    }.into_any()
+                }
+            }}
+        </section>
+    }
+}
+
+/// Sliders on the submitted record; every change goes through the same path as a submission.
+#[component]
+fn WhatIf(
+    submitted: RwSignal<Option<RawCustomer>>,
+    base: Signal<Option<Outcome>>,
+    what_if: Action<RawCustomer, Outcome>,
+) -> impl IntoView {
+    const SLIDERS: [(Field, &str, f64, f64, f64); 4] = [
+        (Field::NumSites, "Number of sites", 0.0, 30.0, 1.0),
+        (Field::Years, "Years as customer", 0.0, 20.0, 0.1),
+        (Field::Age, "Age", 18.0, 90.0, 1.0),
+        (Field::TotalPurchase, "Total purchase", 0.0, 30000.0, 100.0),
+    ];
+    let value_of = move |field: Field| -> f64 {
+        submitted.with(|r| match r.as_ref().and_then(|r| r.get(field)) {
+            Some(Scalar::Text(t)) => t.trim().parse().unwrap_or(0.0),
+            Some(Scalar::Number(n)) => *n,
+            _ => 0.0,
+        })
+    };
+    let change = move |field: Field, value: String| {
+        let Some(mut record) = submitted.get_untracked() else { return };
+        record.set(field, Some(Scalar::Text(value)));
+        submitted.set(Some(record.clone()));
+        what_if.dispatch(record);
+    };
+    let visible = move || matches!(base.get(), Some(Ok(_)));
+    view! {
+        <Show when=visible>
+            <section class="card what-if" aria-labelledby="what-if-title">
+                <h2 id="what-if-title">"What if…"</h2>
+                {SLIDERS.iter().map(|&(field, label, min, max, step)| {
+                    let id = format!("what-if-{}", field.column().to_ascii_lowercase());
+                    view! {
+                        <div class="slider">
+                            <label for=id.clone()>{label} <span class="num">{move || value_of(field)}</span></label>
+                            <input type="range" id=id min=min max=max step=step
+                                prop:value=move || value_of(field).to_string()
+                                on:change=move |ev| change(field, event_target_value(&ev))/>
+                        </div>
+                    }
+                }).collect_view()}
+                <p class="what-if-result" id="what-if-result" aria-live="polite">
+                    {move || match (what_if.value().get(), base.get()) {
+                        (Some(Ok(now)), Some(Ok(before))) => format!(
+                            "Churn probability {} (was {})",
+                            percent(now.prediction.churn_probability),
+                            percent(before.prediction.churn_probability)
+                        ),
+                        (Some(Err(e)), _) => e.to_string(),
+                        _ if what_if.pending().get() => "Scoring…".to_owned(),
+                        _ => "Move a slider to see how the risk changes.".to_owned(),
+                    }}
+                </p>
+            </section>
+        </Show>
+    }
+}
+
+#[component]
+fn StatusCard() -> impl IntoView {
+    let refresh = RwSignal::new(0u32);
+    let status = Resource::new(move || refresh.get(), |_| api::get_pipeline_status());
+    view! {
+        <section class="card status-card" aria-labelledby="status-title">
+            <div class="card-head">
+                <h2 id="status-title">"Pipeline"</h2>
+                <button id="refresh" class="secondary" on:click=move |_| refresh.update(|n| *n += 1)>"Refresh"</button>
+            </div>
+            <Transition fallback=|| view! { <p>"Loading…"</p> }>
+                {move || status.get().map(|result| match result {
+                    Ok(s) => view! {
+                        <dl class="status">
+                            <dt>"Brokers"</dt><dd class="mono">{s.brokers}</dd>
+                            <dt>"Topics"</dt><dd class="mono">{s.input_topic}" → "{s.predictions_topic}</dd>
+                            <dt>"Model"</dt><dd class="mono model-version">{s.model_version}</dd>
+                            <dt>"Scored"</dt><dd class="scored num">{s.scored}</dd>
+                            <dt>"Dead-lettered"</dt><dd class="num">{s.dead_lettered}</dd>
+                        </dl>
+                    }.into_any(),
+                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                })}
+            </Transition>
+        </section>
     }
 }

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod broker;
 pub mod csv_io;
+pub mod hub;
 pub mod kafka;
 pub mod model_file;
 pub mod models;

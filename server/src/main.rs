@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +13,7 @@ use model::train::{stratified_folds, train, ThresholdRule, TrainOptions, TrainPr
 use model::{ChurnModel, Feature};
 use server::broker::{port_in_use, BrokerOptions, EmbeddedBroker, Storage};
 use server::csv_io::CustomerCsv;
+use server::hub::{Hub, HubOptions};
 use server::kafka::{Kafka, KafkaArgs, DEFAULT_EMBEDDED_PORT};
 use server::replay::{random_prefix, replay, ReplayOptions};
 use server::scorer::Scorer;
@@ -191,6 +191,9 @@ struct ServeArgs {
     /// Replay rate in records per second.
     #[arg(long, default_value_t = 5.0)]
     replay_rate: f64,
+    /// Seconds a form submission waits for its prediction.
+    #[arg(long, env = "CHURN_REPLY_TIMEOUT", default_value_t = 5.0)]
+    reply_timeout: f64,
     #[command(flatten)]
     broker: BrokerArgs,
 }
@@ -442,7 +445,8 @@ async fn serve(args: ServeArgs, external: Option<String>, kafka_args: &KafkaArgs
 
     let status = {
         let kafka = kafka.clone();
-        app::StatusSource(Arc::new(move || app::PipelineStatus {
+        let model_rx = model_rx.clone();
+        move || app::PipelineStatus {
             brokers: kafka.brokers.clone(),
             input_topic: kafka.topics.input.clone(),
             predictions_topic: kafka.topics.predictions.clone(),
@@ -450,11 +454,13 @@ async fn serve(args: ServeArgs, external: Option<String>, kafka_args: &KafkaArgs
             consumed: stats.consumed.load(Ordering::Relaxed),
             scored: stats.scored.load(Ordering::Relaxed),
             dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
-        }))
+        }
     };
+    let hub_options = HubOptions { reply_timeout: Duration::from_secs_f64(args.reply_timeout), ..Default::default() };
+    let hub = Hub::start(kafka.clone(), hub_options, status, shutdown.clone()).await?;
     let web = WebOptions { addr: args.addr, site_root: args.site_root.clone() };
     println!("Customer churn is up: open http://{}", args.addr);
-    let served = server::web::serve(web, status, shutdown.clone()).await;
+    let served = server::web::serve(web, app::BackendHandle(hub), shutdown.clone()).await;
     // The web server is gone (stopped or failed): stop the rest of the pipeline too.
     let _ = stop.send(true);
     while let Some(result) = tasks.join_next().await {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use app::{shell, App, StatusSource, OUTPUT_NAME};
+use app::{shell, App, BackendHandle, OUTPUT_NAME};
 use axum::routing::get;
 use axum::Router;
 use leptos::prelude::*;
@@ -19,7 +19,7 @@ pub struct WebOptions {
     pub site_root: PathBuf,
 }
 
-pub fn router(options: &WebOptions, status: StatusSource) -> Router {
+pub fn router(options: &WebOptions, backend: BackendHandle) -> Router {
     let leptos_options = LeptosOptions::builder()
         .output_name(OUTPUT_NAME)
         .site_root(options.site_root.to_string_lossy().as_ref())
@@ -27,7 +27,7 @@ pub fn router(options: &WebOptions, status: StatusSource) -> Router {
         .site_addr(options.addr)
         .build();
     let routes = generate_route_list(App);
-    let context = move || provide_context(status.clone());
+    let context = move || provide_context(backend.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .leptos_routes_with_context(&leptos_options, routes, context, {
@@ -38,7 +38,7 @@ pub fn router(options: &WebOptions, status: StatusSource) -> Router {
         .with_state(leptos_options)
 }
 
-pub async fn serve(options: WebOptions, status: StatusSource, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn serve(options: WebOptions, backend: BackendHandle, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     if !options.site_root.join("pkg").join(format!("{OUTPUT_NAME}_bg.wasm")).is_file() {
         tracing::warn!(site_root = %options.site_root.display(),
             "the browser bundle is missing: the page will render but not hydrate; build it with scripts/build.sh");
@@ -46,7 +46,7 @@ pub async fn serve(options: WebOptions, status: StatusSource, mut shutdown: watc
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
         .with_context(|| format!("cannot listen on {}: pick another address with --addr", options.addr))?;
-    let app = router(&options, status);
+    let app = router(&options, backend);
     tracing::info!("web app on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -1,0 +1,188 @@
+//! What the browser and the server say to each other: types, server functions, and the
+//! backend interface the server binary implements (Kafka lives there, not here).
+
+use leptos::prelude::*;
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use leptos::server_fn::{BoxedStream, Websocket};
+use model::{FieldError, Prediction, RawCustomer};
+use serde::{Deserialize, Serialize};
+
+/// A snapshot of the pipeline, shown on the page.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PipelineStatus {
+    pub brokers: String,
+    pub input_topic: String,
+    pub predictions_topic: String,
+    pub model_version: String,
+    pub consumed: u64,
+    pub scored: u64,
+    pub dead_lettered: u64,
+}
+
+/// A prediction for a submitted customer, with the time the round trip took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictReply {
+    pub prediction: Prediction,
+    /// Browser-independent: measured on the server from publish to reply.
+    pub round_trip_ms: f64,
+}
+
+/// Why a submission got no prediction. Each case is something a person can act on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum PredictError {
+    #[error("some fields need fixing")]
+    Invalid(Vec<FieldError>),
+    #[error("Kafka is not reachable right now ({0}). Nothing was sent; try again in a moment.")]
+    BrokerUnavailable(String),
+    #[error("no prediction arrived within {0} s: is the scorer running?")]
+    Timeout(u64),
+    #[error("the server is busy with too many requests; try again in a moment")]
+    Busy,
+    #[error("the pipeline is not running in this server")]
+    NotRunning,
+    #[error("could not reach the server: {0}")]
+    Transport(String),
+}
+
+impl PredictError {
+    /// The HTTP status that goes with the error.
+    pub fn status(&self) -> u16 {
+        match self {
+            PredictError::Invalid(_) => 422,
+            PredictError::BrokerUnavailable(_) | PredictError::NotRunning => 503,
+            PredictError::Timeout(_) => 504,
+            PredictError::Busy => 429,
+            PredictError::Transport(_) => 500,
+        }
+    }
+}
+
+impl FromServerFnError for PredictError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        PredictError::Transport(value.to_string())
+    }
+}
+
+/// Predictions and throughput of one second, for the live chart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecondStats {
+    /// Unix time in seconds.
+    pub second: i64,
+    pub predictions: u64,
+    pub churners: u64,
+}
+
+/// What the live feed pushes to the browser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FeedEvent {
+    /// Sent first on every (re)connection: the recent past, newest last.
+    Snapshot { recent: Vec<Prediction>, seconds: Vec<SecondStats> },
+    Prediction(Prediction),
+    /// A second has closed.
+    Second(SecondStats),
+}
+
+#[cfg(feature = "ssr")]
+pub use backend::{Backend, BackendHandle};
+
+#[cfg(feature = "ssr")]
+mod backend {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use model::{Customer, Prediction};
+
+    use super::{FeedEvent, PipelineStatus, PredictError};
+
+    /// The pipeline as the web app needs it; the server binary implements it over Kafka.
+    pub trait Backend: Send + Sync + 'static {
+        fn status(&self) -> PipelineStatus;
+        /// Publishes the customer and waits for its prediction.
+        fn predict(&self, customer: Customer) -> Pin<Box<dyn Future<Output = Result<Prediction, PredictError>> + Send>>;
+        /// The recent past as a snapshot, and a subscription to what comes next.
+        fn feed(&self) -> (FeedEvent, tokio::sync::broadcast::Receiver<FeedEvent>);
+        /// A plausible customer, for first-time users.
+        fn sample(&self) -> Customer;
+    }
+
+    #[derive(Clone)]
+    pub struct BackendHandle(pub Arc<dyn Backend>);
+}
+
+#[cfg(feature = "ssr")]
+fn backend() -> Option<BackendHandle> {
+    use_context::<BackendHandle>()
+}
+
+#[server]
+pub async fn get_pipeline_status() -> Result<PipelineStatus, ServerFnError> {
+    let backend = backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
+    Ok(backend.0.status())
+}
+
+/// Validates again (never trust the browser), publishes to Kafka, awaits the prediction.
+#[server]
+pub async fn predict(record: RawCustomer) -> Result<PredictReply, PredictError> {
+    let response = expect_context::<leptos_axum::ResponseOptions>();
+    let fail = |error: PredictError| {
+        if let Ok(status) = http::StatusCode::from_u16(error.status()) {
+            response.set_status(status);
+        }
+        Err(error)
+    };
+    let Some(backend) = backend() else {
+        return fail(PredictError::NotRunning);
+    };
+    let customer = match model::validate(&record) {
+        Ok(customer) => customer,
+        Err(errors) => return fail(PredictError::Invalid(errors.0)),
+    };
+    let started = std::time::Instant::now();
+    match backend.0.predict(customer).await {
+        Ok(prediction) => Ok(PredictReply { prediction, round_trip_ms: started.elapsed().as_secs_f64() * 1000.0 }),
+        Err(error) => fail(error),
+    }
+}
+
+/// A sample customer to fill the form with.
+#[server]
+pub async fn sample_customer() -> Result<RawCustomer, ServerFnError> {
+    let backend = backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
+    Ok(backend.0.sample().to_raw())
+}
+
+/// The live feed: a snapshot of the recent past, then every prediction and every closed second.
+#[server(protocol = Websocket<JsonEncoding, JsonEncoding>)]
+pub async fn live_feed(
+    input: BoxedStream<(), ServerFnError>,
+) -> Result<BoxedStream<FeedEvent, ServerFnError>, ServerFnError> {
+    use futures::{SinkExt, StreamExt};
+    use tokio::sync::broadcast::error::RecvError;
+
+    let backend = backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
+    let (snapshot, mut events) = backend.0.feed();
+    let (mut tx, rx) = futures::channel::mpsc::channel(256);
+    let mut input = input;
+    tokio::spawn(async move {
+        if tx.send(Ok(snapshot)).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                // The browser went away: stop.
+                message = input.next() => if message.is_none() { break },
+                event = events.recv() => match event {
+                    Ok(event) => if tx.send(Ok(event)).await.is_err() { break },
+                    // A slow browser misses some predictions rather than slowing the pipeline.
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => break,
+                },
+            }
+        }
+    });
+    Ok(rx.into())
+}

@@ -1,0 +1,210 @@
+//! The live view: predictions streaming through the pipeline, pushed over a websocket server
+//! function, and a chart of throughput and churn rate over the last minutes.
+
+use std::collections::VecDeque;
+
+use leptos::prelude::*;
+use model::Prediction;
+
+use crate::api::{FeedEvent, SecondStats};
+
+/// Rows kept in the feed.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+const FEED_ROWS: usize = 50;
+/// Seconds kept for the chart.
+const CHART_SECONDS: usize = 180;
+
+#[derive(Clone, Copy)]
+struct LiveState {
+    feed: RwSignal<VecDeque<Prediction>>,
+    seconds: RwSignal<VecDeque<SecondStats>>,
+    paused: RwSignal<bool>,
+    missed: RwSignal<u64>,
+    connected: RwSignal<bool>,
+    received: RwSignal<u64>,
+}
+
+impl LiveState {
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    fn apply(&self, event: FeedEvent) {
+        match event {
+            FeedEvent::Snapshot { recent, seconds } => {
+                self.seconds.set(seconds.into_iter().rev().take(CHART_SECONDS).rev().collect());
+                if !self.paused.get_untracked() {
+                    self.feed.set(recent.into_iter().rev().take(FEED_ROWS).collect());
+                }
+            }
+            FeedEvent::Prediction(prediction) => {
+                self.received.update(|n| *n += 1);
+                if self.paused.get_untracked() {
+                    self.missed.update(|n| *n += 1);
+                } else {
+                    self.feed.update(|feed| {
+                        feed.push_front(prediction);
+                        feed.truncate(FEED_ROWS);
+                    });
+                }
+            }
+            FeedEvent::Second(second) => self.seconds.update(|s| {
+                s.push_back(second);
+                while s.len() > CHART_SECONDS {
+                    s.pop_front();
+                }
+            }),
+        }
+    }
+}
+
+#[cfg(feature = "hydrate")]
+async fn sleep_ms(ms: u64) {
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    set_timeout(move || { let _ = tx.send(()); }, std::time::Duration::from_millis(ms));
+    let _ = rx.await;
+}
+
+/// Keeps a websocket open, reconnecting with a short back-off whenever it drops.
+#[cfg(feature = "hydrate")]
+fn connect(state: LiveState) {
+    use futures::StreamExt;
+    leptos::task::spawn_local(async move {
+        loop {
+            // The sender stays alive for the whole connection: dropping it would close the socket.
+            let (_keep_open, input) = futures::channel::mpsc::channel::<Result<(), ServerFnError>>(1);
+            if let Ok(mut events) = crate::api::live_feed(input.into()).await {
+                state.connected.set(true);
+                while let Some(Ok(event)) = events.next().await {
+                    state.apply(event);
+                }
+            }
+            state.connected.set(false);
+            sleep_ms(1000).await;
+        }
+    });
+}
+
+fn percent(p: f64) -> String {
+    format!("{:.0}%", p * 100.0)
+}
+
+fn time_of(rfc3339: &str) -> String {
+    rfc3339.get(11..19).unwrap_or(rfc3339).to_owned()
+}
+
+#[component]
+pub fn LivePanel() -> impl IntoView {
+    let state = LiveState {
+        feed: RwSignal::new(VecDeque::new()),
+        seconds: RwSignal::new(VecDeque::new()),
+        paused: RwSignal::new(false),
+        missed: RwSignal::new(0),
+        connected: RwSignal::new(false),
+        received: RwSignal::new(0),
+    };
+    #[cfg(feature = "hydrate")]
+    connect(state);
+
+    let toggle = move |_| {
+        state.paused.update(|p| *p = !*p);
+        if !state.paused.get_untracked() {
+            state.missed.set(0);
+        }
+    };
+    view! {
+        <section class="card live" aria-labelledby="live-title">
+            <div class="card-head">
+                <h2 id="live-title">"Live predictions"</h2>
+                <span class="conn" class:on=move || state.connected.get()>
+                    {move || if state.connected.get() { "● live" } else { "○ connecting…" }}
+                </span>
+                <button type="button" id="pause" class="secondary" on:click=toggle
+                    aria-pressed=move || state.paused.get().to_string()>
+                    {move || if state.paused.get() { "Resume" } else { "Pause" }}
+                </button>
+            </div>
+            <Chart seconds=state.seconds/>
+            <p class="feed-note">
+                {move || if state.paused.get() {
+                    format!("Paused — {} new predictions not shown", state.missed.get())
+                } else {
+                    format!("{} predictions received, newest first", state.received.get())
+                }}
+            </p>
+            <div class="feed-wrap">
+                <table class="feed" id="feed">
+                    <thead><tr>
+                        <th>"Time"</th><th>"Customer"</th><th>"Churn risk"</th><th>"Top factor"</th><th>"Model"</th>
+                    </tr></thead>
+                    <tbody>
+                        <For each=move || state.feed.get() key=|p| (p.id.clone(), p.scored_at.clone(), p.model_version.clone()) let:p>
+                            <tr class:risk=p.churn>
+                                <td class="num">{time_of(&p.scored_at)}</td>
+                                <td>{p.name.clone()}</td>
+                                <td>
+                                    <span class="minibar"><span style=format!("width:{:.1}%", p.churn_probability * 100.0)></span></span>
+                                    <span class="num">{percent(p.churn_probability)}</span>
+                                </td>
+                                <td class="factor">{p.top_factors.first().map(|f| f.text.clone()).unwrap_or_default()}</td>
+                                <td class="mono">{p.model_version.clone()}</td>
+                            </tr>
+                        </For>
+                    </tbody>
+                </table>
+            </div>
+        </section>
+    }
+}
+
+/// Throughput bars and churn-rate line over the last minutes, drawn as SVG.
+#[component]
+fn Chart(seconds: RwSignal<VecDeque<SecondStats>>) -> impl IntoView {
+    const W: f64 = 720.0;
+    const H: f64 = 160.0;
+    const PAD: f64 = 28.0;
+    let drawing = move || {
+        let data = seconds.get();
+        let n = CHART_SECONDS as f64;
+        let max = data.iter().map(|s| s.predictions).max().unwrap_or(0).max(1) as f64;
+        let bar_w = (W - 2.0 * PAD) / n;
+        let x0 = W - PAD - data.len() as f64 * bar_w;
+        let bars = data
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let h = (H - 2.0 * PAD) * s.predictions as f64 / max;
+                view! { <rect class="tp" x=format!("{:.1}", x0 + i as f64 * bar_w) y=format!("{:.1}", H - PAD - h)
+                        width=format!("{:.2}", bar_w.max(1.0) * 0.9) height=format!("{h:.1}")/> }
+            })
+            .collect_view();
+        // Churn rate per second, smoothed over 10 s so one customer does not swing the line.
+        let mut points = Vec::new();
+        for i in 0..data.len() {
+            let window = &data.iter().skip(i.saturating_sub(9)).take(i.min(9) + 1).collect::<Vec<_>>();
+            let (p, c) = window.iter().fold((0, 0), |(p, c), s| (p + s.predictions, c + s.churners));
+            if p > 0 {
+                let rate = c as f64 / p as f64;
+                points.push(format!("{:.1},{:.1}", x0 + (i as f64 + 0.5) * bar_w, H - PAD - rate * (H - 2.0 * PAD)));
+            }
+        }
+        let total: u64 = data.iter().rev().take(60).map(|s| s.predictions).sum();
+        let churned: u64 = data.iter().rev().take(60).map(|s| s.churners).sum();
+        let rate = if total > 0 { churned as f64 / total as f64 } else { 0.0 };
+        let seconds_covered = data.len().min(60).max(1) as f64;
+        view! {
+            <svg class="chart" viewBox=format!("0 0 {W} {H}") role="img"
+                aria-label=format!("Throughput and churn rate over the last {} seconds", CHART_SECONDS)>
+                <line class="axis" x1=PAD y1=H - PAD x2=W - PAD y2=H - PAD/>
+                <text class="label" x=PAD y=14>{format!("{:.0}/s max", max)}</text>
+                <text class="label rate" x=W - PAD y=14 text-anchor="end">"churn rate (10 s avg) 0–100%"</text>
+                <text class="label" x=PAD y=H - 8.0>{format!("−{} s", CHART_SECONDS)}</text>
+                <text class="label" x=W - PAD y=H - 8.0 text-anchor="end">"now"</text>
+                {bars}
+                <polyline class="rate" points=points.join(" ")/>
+            </svg>
+            <div class="kpis">
+                <div><span class="kpi" id="kpi-throughput">{format!("{:.1}", total as f64 / seconds_covered)}</span>" predictions/s (last minute)"</div>
+                <div><span class="kpi" id="kpi-rate">{percent(rate)}</span>" predicted to churn (last minute)"</div>
+            </div>
+        }
+    };
+    view! { <div class="chart-wrap">{drawing}</div> }
+}
