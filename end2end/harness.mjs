@@ -1,15 +1,19 @@
-// Starts the real product for a test: `churn serve` with its embedded broker, a generated data
-// set and a freshly trained model, on free ports; and a headless Chromium to drive it.
+// Starts the real product for a test: the embedded broker (Nisshi, durable SQLite storage, so
+// the test can stop and restart it), `churn serve` pointed at it with a generated data set and a
+// freshly trained model, on free ports; and a headless Chromium to drive it.
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const churn = process.env.CHURN_BIN;
-mkdirSync(new URL('./test-results', import.meta.url), { recursive: true });
 if (!churn) throw new Error('CHURN_BIN must point to the churn binary (scripts/test.sh sets it)');
+const nisshi = process.env.CHURN_NISSHI ?? join(process.env.CHURN_TOOLS ?? '', 'bin', 'nisshi');
+mkdirSync(new URL('./test-results', import.meta.url), { recursive: true });
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export async function freePort() {
   return new Promise((resolve, reject) => {
@@ -23,16 +27,27 @@ export async function freePort() {
   });
 }
 
-async function waitFor(url, timeoutMs) {
+async function until(what, timeoutMs, check) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    try {
-      const response = await fetch(url);
-      if (response.ok) return;
-    } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 200));
+    if (await check().catch(() => false)) return;
+    await sleep(200);
   }
-  throw new Error(`${url} did not come up within ${timeoutMs} ms`);
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+const portOpen = (port) => new Promise((resolve) => {
+  const socket = connect(port, '127.0.0.1');
+  socket.once('connect', () => { socket.destroy(); resolve(true); });
+  socket.once('error', () => resolve(false));
+});
+
+function stopProcess(child, timeoutMs = 10_000) {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  const exited = new Promise((r) => child.once('exit', r));
+  try { process.kill(-child.pid, 'SIGTERM'); } catch { /* gone */ }
+  const timer = setTimeout(() => { try { process.kill(-child.pid, 'SIGKILL'); } catch { } }, timeoutMs);
+  return exited.finally(() => clearTimeout(timer));
 }
 
 export async function startProduct({ replayRate = 20 } = {}) {
@@ -43,17 +58,34 @@ export async function startProduct({ replayRate = 20 } = {}) {
   execFileSync(churn, ['train', '--input', csv, '--output', model]);
   const [port, brokerPort] = [await freePort(), await freePort()];
   const logs = [];
-  const server = spawn(churn, [
-    'serve', '--addr', `127.0.0.1:${port}`, '--broker-port', String(brokerPort), '--data-dir', dir,
-    '--model', model, '--replay', csv, '--replay-rate', String(replayRate),
-  ], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-  server.stdout.on('data', (d) => logs.push(String(d)));
-  server.stderr.on('data', (d) => logs.push(String(d)));
+  const keep = (child, name) => {
+    child.stdout.on('data', (d) => logs.push(`[${name}] ${d}`));
+    child.stderr.on('data', (d) => logs.push(`[${name}] ${d}`));
+    return child;
+  };
+  const listener = `tcp://127.0.0.1:${brokerPort}`;
+  let broker;
+  const startBroker = async () => {
+    broker = keep(spawn(nisshi, ['broker', '--listener-url', listener, '--advertised-listener-url', listener,
+      '--storage-engine', 'sqlite://broker.db', '--group-initial-rebalance-delay', '500ms'],
+    { cwd: dir, detached: true, stdio: ['ignore', 'pipe', 'pipe'] }), 'broker');
+    await until('the broker', 30_000, () => portOpen(brokerPort));
+  };
+  const stopBroker = async () => {
+    await stopProcess(broker);
+    await until('the broker port to close', 10_000, async () => !(await portOpen(brokerPort)));
+  };
+  await startBroker();
+  const server = keep(spawn(churn, [
+    'serve', '--addr', `127.0.0.1:${port}`, '--brokers', `127.0.0.1:${brokerPort}`,
+    '--model', model, '--replay', csv, '--replay-rate', String(replayRate), '--reply-timeout', '8',
+  ], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } }), 'serve');
   const url = `http://127.0.0.1:${port}`;
   try {
-    await waitFor(`${url}/healthz`, 60_000);
+    await until(`${url}/healthz`, 60_000, async () => (await fetch(`${url}/healthz`)).ok);
   } catch (e) {
-    server.kill('SIGKILL');
+    await stopProcess(server);
+    await stopProcess(broker);
     throw new Error(`${e.message}\n${logs.join('')}`);
   }
   const browser = await chromium.launch({
@@ -62,23 +94,19 @@ export async function startProduct({ replayRate = 20 } = {}) {
       '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
   });
   return {
-    url, dir, logs, browser,
+    url, dir, logs, browser, startBroker, stopBroker,
     async stop() {
       await browser.close().catch(() => {});
-      // SIGTERM lets `churn serve` stop its broker; the group kill is the backstop.
-      const exited = new Promise((r) => server.once('exit', r));
-      try { process.kill(-server.pid, 'SIGTERM'); } catch { /* already gone */ }
-      const timer = setTimeout(() => { try { process.kill(-server.pid, 'SIGKILL'); } catch { } }, 10_000);
-      await exited;
-      clearTimeout(timer);
+      await stopProcess(server);
+      await stopProcess(broker);
       rmSync(dir, { recursive: true, force: true });
     },
   };
 }
 
 /// Opens the page and waits until the WASM bundle has hydrated it.
-export async function openHydrated(product) {
-  const page = await product.browser.newPage();
+export async function openHydrated(product, viewport) {
+  const page = await product.browser.newPage(viewport ? { viewport } : {});
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(product.url);

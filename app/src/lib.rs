@@ -220,6 +220,9 @@ fn WhatIf(
 fn StatusCard() -> impl IntoView {
     let refresh = RwSignal::new(0u32);
     let status = Resource::new(move || refresh.get(), |_| api::get_pipeline_status());
+    // Keep the counters fresh in the browser without a reload.
+    #[cfg(feature = "hydrate")]
+    let _ = set_interval_with_handle(move || refresh.update(|n| *n += 1), std::time::Duration::from_secs(5));
     view! {
         <section class="card status-card" aria-labelledby="status-title">
             <div class="card-head">

@@ -1,25 +1,88 @@
+// The web app as a user sees it: real Chromium, real server, real broker, real scorer.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startProduct, openHydrated } from '../harness.mjs';
+import { startProduct, openHydrated, sleep } from '../harness.mjs';
 
 let product;
-before(async () => { product = await startProduct(); });
-after(async () => { await product?.stop(); });
+let page;
+let errors;
+const predictStatuses = [];
 
-test('the page renders on the server, hydrates, and shows predictions flowing', async () => {
-  const { page, errors } = await openHydrated(product);
-  await page.getByRole('heading', { name: 'Pipeline' }).waitFor();
-  const scored = async () => Number(await page.locator('dd.scored').textContent());
-  const before = await scored();
-  // Clicking works only once the WASM bundle has hydrated the page; the server function answers.
-  let after = before;
-  for (let attempt = 0; attempt < 60 && after <= before; attempt++) {
-    await page.locator('#refresh').click();
-    await page.waitForTimeout(500);
-    after = await scored();
-  }
-  assert.ok(after > before, `scored ${before} -> ${after}`);
-  assert.match(await page.locator('dd.model-version').textContent(), /^m-[0-9a-f]{12}$/);
-  assert.deepEqual(errors, []);
+before(async () => {
+  product = await startProduct();
+  ({ page, errors } = await openHydrated(product, { width: 1280, height: 1000 }));
+  page.on('response', (r) => { if (r.url().includes('/api/predict')) predictStatuses.push(r.status()); });
+});
+after(async () => {
+  if (process.exitCode) console.error(product?.logs.join(''));
+  await product?.stop();
+});
+
+const text = (selector) => page.locator(selector).textContent();
+
+test('an invalid field shows its error and blocks submit, with the reason', async () => {
+  await page.fill('#field-age', '-3');
+  await page.locator('#field-age').blur();
+  const error = page.locator('[data-field="Age"] .field-error');
+  await error.waitFor();
+  assert.match(await error.textContent(), /between 16 and 110/);
+  assert.equal(await page.locator('#submit').isDisabled(), true);
+  assert.match(await text('#submit-why'), /Age/);
+});
+
+test('a sample customer fills the form and a submission returns a prediction through Kafka', async () => {
+  await page.click('#sample');
+  await page.waitForFunction(() => document.querySelector('#field-names').value !== '');
+  assert.equal(await page.locator('#submit').isDisabled(), false, await text('#submit-why'));
+  await page.locator('#field-names').fill('Ada Lovelace');
+  await page.locator('#field-names').press('Enter'); // keyboard submit
+  await page.locator('#probability').waitFor({ timeout: 20_000 });
+  assert.match(await text('#probability'), /^\d+(\.\d)?%$/);
+  assert.match(await text('#model-version'), /^m-[0-9a-f]{12}$/);
+  assert.match(await text('#round-trip'), /^\d+ ms$/);
+  assert.ok(await page.locator('.factors li').count() >= 1);
+});
+
+test('changing a what-if slider moves the probability through the same path', async () => {
+  const before = await text('#probability');
+  const slider = page.locator('#what-if-num_sites');
+  await slider.evaluate((el) => { el.value = '25'; el.dispatchEvent(new Event('change', { bubbles: true })); });
+  await page.waitForFunction(() => /Churn probability .* \(was /.test(document.querySelector('#what-if-result').textContent), null, { timeout: 20_000 });
+  const result = await text('#what-if-result');
+  assert.ok(result.includes(`(was ${before})`), result);
+  assert.ok(!result.startsWith(`Churn probability ${before}`), `25 sites should change the risk: ${result}`);
+});
+
+test('the live feed grows while replay runs', async () => {
+  await page.waitForFunction(() => document.querySelector('.conn')?.classList.contains('on'), null, { timeout: 20_000 });
+  const received = async () => Number((await text('.feed-note')).match(/(\d+) predictions received/)?.[1] ?? 0);
+  const first = await received();
+  await page.waitForFunction((n) => {
+    const m = document.querySelector('.feed-note').textContent.match(/(\d+) predictions received/);
+    return m && Number(m[1]) >= n + 5;
+  }, first, { timeout: 20_000 });
+  assert.ok(await page.locator('#feed tbody tr').count() > 0);
   await page.screenshot({ path: new URL('../../docs/screenshot.png', import.meta.url).pathname, fullPage: true });
+});
+
+test('the broker going away gives a clear error, and the app recovers when it returns', async () => {
+  await product.stopBroker();
+  await page.click('#submit');
+  const error = page.locator('#predict-error');
+  await error.waitFor({ timeout: 20_000 });
+  assert.match(await error.textContent(), /Kafka is not reachable|no prediction arrived/);
+  assert.ok(predictStatuses.some((s) => s === 503 || s === 504), `statuses: ${predictStatuses}`);
+
+  await product.startBroker();
+  let recovered = false;
+  for (let attempt = 0; attempt < 12 && !recovered; attempt++) {
+    await page.click('#submit');
+    await page.waitForFunction(() => !document.querySelector('#submit').disabled || false, null, { timeout: 30_000 })
+      .catch(() => {});
+    await page.waitForFunction(() => document.querySelector('#submit').textContent !== 'Scoring…', null, { timeout: 30_000 });
+    recovered = await page.locator('#probability').isVisible();
+    if (!recovered) await sleep(2000);
+  }
+  assert.ok(recovered, 'a submission succeeds once the broker is back');
+  assert.deepEqual(errors, []);
 });

@@ -43,8 +43,10 @@ type Pending = Mutex<HashMap<String, oneshot::Sender<Prediction>>>;
 
 #[derive(Default)]
 struct Window {
+    /// Closed seconds, oldest first.
     seconds: VecDeque<SecondStats>,
-    current: SecondStats,
+    /// Seconds still counting, by Unix second.
+    open: std::collections::BTreeMap<i64, SecondStats>,
     recent: VecDeque<Prediction>,
 }
 
@@ -72,7 +74,8 @@ impl Hub {
     ) -> Result<Arc<Hub>> {
         let producer = kafka
             .config(&[
-                ("enable.idempotence", "true"),
+                // Not idempotent on purpose: a retried submission is merely scored twice, and an
+                // idempotent producer must rebuild its state after timeouts while the broker is down.
                 ("acks", "all"),
                 ("linger.ms", "0"),
                 // A person is waiting: give up on an unreachable broker within seconds.
@@ -158,11 +161,9 @@ async fn read_replies(
         {
             let mut w = window.lock().expect("window");
             let second = now_second();
-            if w.current.second != second {
-                w.current = SecondStats { second, ..Default::default() };
-            }
-            w.current.predictions += 1;
-            w.current.churners += u64::from(prediction.churn);
+            let bucket = w.open.entry(second).or_insert(SecondStats { second, ..Default::default() });
+            bucket.predictions += 1;
+            bucket.churners += u64::from(prediction.churn);
             w.recent.push_back(prediction.clone());
             while w.recent.len() > RECENT {
                 w.recent.pop_front();
@@ -186,10 +187,12 @@ async fn close_seconds(events: broadcast::Sender<FeedEvent>, window: Arc<Mutex<W
         {
             let mut w = window.lock().expect("window");
             for second in (last_closed + 1)..now {
-                let stats = if w.current.second == second { w.current } else { SecondStats { second, ..Default::default() } };
+                let stats = w.open.remove(&second).unwrap_or(SecondStats { second, ..Default::default() });
                 w.seconds.push_back(stats);
                 closed.push(stats);
             }
+            // Anything older (a clock step backwards) is dropped rather than kept forever.
+            w.open.retain(|&second, _| second >= now);
             while w.seconds.len() > HISTORY_SECONDS {
                 w.seconds.pop_front();
             }
