@@ -62,7 +62,19 @@ test('the live feed grows while replay runs', async () => {
     return m && Number(m[1]) >= n + 5;
   }, first, { timeout: 20_000 });
   assert.ok(await page.locator('#feed tbody tr').count() > 0);
+  // The chart draws closed seconds: wait for a few, then keep a picture for the README.
+  await page.waitForFunction(() => Number(document.querySelector('#kpi-throughput').textContent) > 0, null, { timeout: 20_000 });
+  await sleep(4000);
   await page.screenshot({ path: new URL('../../docs/screenshot.png', import.meta.url).pathname, fullPage: true });
+});
+
+test('the page fits a phone screen', async () => {
+  const phone = await product.browser.newPage({ viewport: { width: 390, height: 844 } });
+  await phone.goto(product.url);
+  await phone.locator('#field-age').waitFor();
+  const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `horizontal overflow of ${overflow}px on a phone`);
+  await phone.close();
 });
 
 test('the broker going away gives a clear error, and the app recovers when it returns', async () => {
