@@ -285,10 +285,12 @@ mod tests {
 
     #[test]
     fn the_cheapest_threshold_follows_the_cost_ratio() {
-        // Equal costs: flag {0.9, 0.8, 0.7} -> 1 false alarm + 0 missed = 1, the cheapest.
-        assert_eq!(min_cost_threshold(&P, &Y, 1.0), 0.7);
-        // Missing a churner is nearly free: flag nobody.
-        assert_eq!(min_cost_threshold(&P, &Y, 0.1), 1.0);
+        // A miss costs 2: flag {0.9, 0.8, 0.7} -> 1 false alarm + 0 missed = 1, the cheapest.
+        assert_eq!(min_cost_threshold(&P, &Y, 2.0), 0.7);
+        // Equal costs: flagging only 0.9 (1 miss) already costs 1, and ties keep the stricter cut.
+        assert_eq!(min_cost_threshold(&P, &Y, 1.0), 0.9);
+        // A miss is cheaper than the false alarm in front of it: flag nobody.
+        assert_eq!(min_cost_threshold(&[0.9, 0.8], &[false, true], 0.5), 1.0);
     }
 
     #[test]
