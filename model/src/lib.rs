@@ -2,11 +2,13 @@
 //! No I/O, so the same rules compile into the scorer and into the browser (wasm32).
 //! Training and synthetic data live behind the `train` feature to keep linfa out of the bundle.
 
+pub mod analytics;
 pub mod features;
 pub mod message;
 pub mod metrics;
 pub mod schema;
 pub mod scoring;
+pub mod segments;
 pub mod validate;
 
 #[cfg(feature = "train")]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::scoring::{ChurnModel, Score};
+use crate::segments::Segments;
 use crate::schema::Customer;
 
 /// How many contributing factors a prediction carries.
@@ -34,6 +35,9 @@ pub struct Prediction {
     /// The true label when the record carried one (replayed history).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual_churn: Option<bool>,
+    /// The customer's segments, for stream analytics downstream.
+    #[serde(default)]
+    pub segments: Segments,
 }
 
 impl Prediction {
@@ -64,6 +68,7 @@ impl Prediction {
                 })
                 .collect(),
             actual_churn: customer.churn,
+            segments: Segments::of(customer, model.reference_date),
         }
     }
 }

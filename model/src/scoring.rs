@@ -60,6 +60,10 @@ pub struct ChurnModel {
     pub hyperparameters: Hyperparameters,
     pub metrics: Metrics,
     pub training_data: DataFingerprint,
+    /// Inner decile edges of the model's scores on its training data: the reference live scores
+    /// are compared with to detect drift.
+    #[serde(default)]
+    pub score_deciles: Vec<f64>,
 }
 
 /// Why a model file could not be used.
@@ -140,6 +144,14 @@ impl ChurnModel {
             serde_json::from_str(text).map_err(|e| ModelFileError::Invalid(e.to_string()))?;
         model.check()?;
         Ok(model)
+    }
+
+    /// What live score drift is measured against.
+    pub fn drift_reference(&self) -> Option<crate::analytics::DriftReference> {
+        (!self.score_deciles.is_empty()).then(|| crate::analytics::DriftReference {
+            version: self.version.clone(),
+            edges: self.score_deciles.clone(),
+        })
     }
 
     pub fn to_json(&self) -> String {
@@ -244,6 +256,7 @@ pub(crate) mod tests {
             },
             metrics: Metrics::default(),
             training_data: DataFingerprint { rows: 0, churners: 0, hash: "0".into() },
+            score_deciles: vec![],
         }
     }
 

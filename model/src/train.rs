@@ -200,9 +200,17 @@ pub fn train(
         },
         metrics,
         training_data,
+        score_deciles: deciles(&all_rows.iter().map(|&i| fitted.probability(raw.row(i))).collect::<Vec<_>>()),
     };
     model.version = version_of(&model);
     Ok(model)
+}
+
+/// The nine inner decile edges of a set of scores.
+fn deciles(scores: &[f64]) -> Vec<f64> {
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    (1..10).map(|d| sorted[(d * sorted.len() / 10).min(sorted.len() - 1)]).collect()
 }
 
 fn feature_matrix(customers: &[Customer], features: &[Feature], reference: NaiveDateTime) -> Array2<f64> {
