@@ -75,6 +75,33 @@ pub struct SecondStats {
     pub churners: u64,
 }
 
+/// One window of the stream, all segments and partitions added up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowPoint {
+    pub start_ms: i64,
+    pub count: u64,
+    pub churn_predicted: u64,
+    pub mean_probability: f64,
+}
+
+/// The stream analytics, as the dashboard shows them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dashboard {
+    pub window_ms: i64,
+    /// Recent windows, oldest first.
+    pub windows: Vec<WindowPoint>,
+    /// Segment breakdown over the last `summary_minutes`.
+    pub summary_minutes: u32,
+    pub segments: Vec<(String, model::analytics::SegmentSummary)>,
+    pub drift: Option<model::analytics::DriftSummary>,
+    /// Live quality per model version, from records that carried their outcome.
+    pub quality: Vec<(String, model::analytics::QualitySummary)>,
+    /// The riskiest recent customers, riskiest first.
+    pub riskiest: Vec<Prediction>,
+    /// Scorer consumer lag per input partition.
+    pub lag: Vec<(i32, i64)>,
+}
+
 /// What the live feed pushes to the browser.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FeedEvent {
@@ -83,6 +110,8 @@ pub enum FeedEvent {
     Prediction(Prediction),
     /// A second has closed.
     Second(SecondStats),
+    /// Fresh stream analytics.
+    Dashboard(Dashboard),
 }
 
 #[cfg(feature = "ssr")]

@@ -4,20 +4,22 @@
 #![recursion_limit = "512"]
 
 pub mod api;
+mod dashboard;
 mod form;
 mod live;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
-use leptos_router::components::{Route, Router, Routes};
+use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::StaticSegment;
 use model::{Field, RawCustomer, Scalar};
 
-pub use api::{FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats};
+pub use api::{Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats, WindowPoint};
 #[cfg(feature = "ssr")]
 pub use api::{Backend, BackendHandle};
 use form::{ChurnForm, FormState};
-use live::LivePanel;
+use dashboard::DashboardPage;
+use live::{LivePanel, LiveState};
 
 /// The bundle's file names under /pkg (churn.js, churn_bg.wasm, churn.css).
 pub const OUTPUT_NAME: &str = "churn";
@@ -43,6 +45,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    let live = LiveState::new();
+    provide_context(live);
+    live.connect();
     view! {
         <Stylesheet id="churn" href=format!("/pkg/{OUTPUT_NAME}.css")/>
         <Title text="Customer churn — live"/>
@@ -50,10 +55,15 @@ pub fn App() -> impl IntoView {
             <header class="topbar">
                 <span class="brand">"Customer churn"</span>
                 <span class="tagline">"real-time churn prediction on Kafka"</span>
+                <nav>
+                    <A href="/">"Score"</A>
+                    <A href="/dashboard">"Dashboard"</A>
+                </nav>
             </header>
             <main>
                 <Routes fallback=|| view! { <p>"Page not found."</p> }>
                     <Route path=StaticSegment("") view=HomePage/>
+                    <Route path=StaticSegment("dashboard") view=DashboardPage/>
                 </Routes>
             </main>
         </Router>

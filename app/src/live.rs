@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use leptos::prelude::*;
 use model::Prediction;
 
-use crate::api::{FeedEvent, SecondStats};
+use crate::api::{Dashboard, FeedEvent, SecondStats};
 
 /// Rows kept in the feed.
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
@@ -14,17 +14,41 @@ const FEED_ROWS: usize = 50;
 /// Seconds kept for the chart.
 const CHART_SECONDS: usize = 180;
 
+/// The live stream as the browser holds it; one websocket serves every page.
 #[derive(Clone, Copy)]
-struct LiveState {
+pub struct LiveState {
     feed: RwSignal<VecDeque<Prediction>>,
     seconds: RwSignal<VecDeque<SecondStats>>,
     paused: RwSignal<bool>,
     missed: RwSignal<u64>,
     connected: RwSignal<bool>,
     received: RwSignal<u64>,
+    pub dashboard: RwSignal<Option<Dashboard>>,
 }
 
 impl LiveState {
+    pub fn new() -> Self {
+        LiveState {
+            feed: RwSignal::new(VecDeque::new()),
+            seconds: RwSignal::new(VecDeque::new()),
+            paused: RwSignal::new(false),
+            missed: RwSignal::new(0),
+            connected: RwSignal::new(false),
+            received: RwSignal::new(0),
+            dashboard: RwSignal::new(None),
+        }
+    }
+
+    /// Opens the live connection in the browser (nothing to do on the server).
+    pub fn connect(self) {
+        #[cfg(feature = "hydrate")]
+        connect(self);
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.get()
+    }
+
     #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
     fn apply(&self, event: FeedEvent) {
         match event {
@@ -51,6 +75,7 @@ impl LiveState {
                     s.pop_front();
                 }
             }),
+            FeedEvent::Dashboard(dashboard) => self.dashboard.set(Some(dashboard)),
         }
     }
 }
@@ -82,26 +107,17 @@ fn connect(state: LiveState) {
     });
 }
 
-fn percent(p: f64) -> String {
+pub(crate) fn percent(p: f64) -> String {
     format!("{:.0}%", p * 100.0)
 }
 
-fn time_of(rfc3339: &str) -> String {
+pub(crate) fn time_of(rfc3339: &str) -> String {
     rfc3339.get(11..19).unwrap_or(rfc3339).to_owned()
 }
 
 #[component]
 pub fn LivePanel() -> impl IntoView {
-    let state = LiveState {
-        feed: RwSignal::new(VecDeque::new()),
-        seconds: RwSignal::new(VecDeque::new()),
-        paused: RwSignal::new(false),
-        missed: RwSignal::new(0),
-        connected: RwSignal::new(false),
-        received: RwSignal::new(0),
-    };
-    #[cfg(feature = "hydrate")]
-    connect(state);
+    let state = expect_context::<LiveState>();
 
     let toggle = move |_| {
         state.paused.update(|p| *p = !*p);

@@ -7,23 +7,29 @@
 //! waiting request by record id through a bounded map of pending requests.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use app::{Backend, FeedEvent, PipelineStatus, PredictError, SecondStats};
+use app::{Backend, Dashboard, FeedEvent, PipelineStatus, PredictError, SecondStats};
 use model::{Customer, Prediction};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::{broadcast, oneshot, watch};
 
+use crate::dashboard::{follow_stats, watch_lag, StatsView};
 use crate::kafka::Kafka;
+use crate::metrics::PipelineMetrics;
 
 /// Predictions kept for the snapshot a browser gets when it connects.
 const RECENT: usize = 200;
 /// Seconds of throughput history kept for the chart.
 const HISTORY_SECONDS: usize = 300;
+
+/// Predictions kept for the CSV export and the riskiest-customers list.
+const HISTORY: usize = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct HubOptions {
@@ -31,11 +37,13 @@ pub struct HubOptions {
     pub reply_timeout: Duration,
     /// Most submissions waiting at once; more are refused (429) instead of piling up.
     pub max_pending: usize,
+    /// The scorer's consumer group, whose lag the dashboard shows.
+    pub scorer_group: String,
 }
 
 impl Default for HubOptions {
     fn default() -> Self {
-        HubOptions { reply_timeout: Duration::from_secs(5), max_pending: 10_000 }
+        HubOptions { reply_timeout: Duration::from_secs(5), max_pending: 10_000, scorer_group: "churn-scorer".into() }
     }
 }
 
@@ -48,6 +56,8 @@ struct Window {
     /// Seconds still counting, by Unix second.
     open: std::collections::BTreeMap<i64, SecondStats>,
     recent: VecDeque<Prediction>,
+    /// (received at, in Unix ms; prediction), oldest first.
+    history: VecDeque<(i64, Prediction)>,
 }
 
 pub struct Hub {
@@ -58,6 +68,10 @@ pub struct Hub {
     events: broadcast::Sender<FeedEvent>,
     window: Arc<Mutex<Window>>,
     status: Box<dyn Fn() -> PipelineStatus + Send + Sync>,
+    stats: Arc<Mutex<StatsView>>,
+    pub metrics: Arc<PipelineMetrics>,
+    /// Whether the broker answered the last probe.
+    pub broker_ok: Arc<AtomicBool>,
 }
 
 fn now_second() -> i64 {
@@ -69,6 +83,7 @@ impl Hub {
     pub async fn start(
         kafka: Kafka,
         options: HubOptions,
+        metrics: Arc<PipelineMetrics>,
         status: impl Fn() -> PipelineStatus + Send + Sync + 'static,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Hub>> {
@@ -93,14 +108,68 @@ impl Hub {
             events,
             window: Arc::default(),
             status: Box::new(status),
+            stats: Arc::default(),
+            metrics,
+            broker_ok: Arc::new(AtomicBool::new(true)),
         });
         tokio::spawn(read_replies(consumer, hub.pending.clone(), hub.events.clone(), hub.window.clone(), shutdown.clone()));
-        tokio::spawn(close_seconds(hub.events.clone(), hub.window.clone(), shutdown));
+        tokio::spawn(close_seconds(hub.events.clone(), hub.window.clone(), shutdown.clone()));
+        let (kafka, stats) = (hub.kafka.clone(), hub.stats.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = follow_stats(kafka, stats, stop).await {
+                tracing::warn!("dashboard stats unavailable: {e:#}");
+            }
+        });
+        let (kafka, group, metrics, ok) =
+            (hub.kafka.clone(), hub.options.scorer_group.clone(), hub.metrics.clone(), hub.broker_ok.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = watch_lag(kafka, group, metrics, ok, stop).await {
+                tracing::warn!("consumer lag unavailable: {e:#}");
+            }
+        });
+        tokio::spawn(push_dashboard(hub.clone(), shutdown));
         Ok(hub)
     }
 
     pub fn pending(&self) -> usize {
         self.pending.lock().expect("pending map").len()
+    }
+
+    /// The stream analytics as of now.
+    pub fn dashboard(&self) -> Dashboard {
+        let now = chrono::Utc::now().timestamp_millis();
+        let recent: Vec<Prediction> = {
+            let w = self.window.lock().expect("window");
+            w.history.iter().filter(|(at, _)| *at >= now - 5 * 60_000).map(|(_, p)| p.clone()).collect()
+        };
+        let lag = self.metrics.lag.lock().expect("lag").clone();
+        self.stats.lock().expect("stats view").dashboard(now, &recent, lag)
+    }
+
+    /// Predictions received in the last `minutes`, oldest first, as CSV.
+    pub fn export_csv(&self, minutes: f64) -> String {
+        let since = chrono::Utc::now().timestamp_millis() - (minutes * 60_000.0) as i64;
+        let mut out = String::from("id,scored_at,name,churn_probability,churn,threshold,model_version,top_factors\n");
+        let w = self.window.lock().expect("window");
+        for (_, p) in w.history.iter().filter(|(at, _)| *at >= since) {
+            let factors: Vec<&str> = p.top_factors.iter().map(|f| f.text.as_str()).collect();
+            let cells = [
+                p.id.clone(),
+                p.scored_at.clone(),
+                p.name.clone(),
+                format!("{:.6}", p.churn_probability),
+                u8::from(p.churn).to_string(),
+                format!("{:.6}", p.threshold),
+                p.model_version.clone(),
+                factors.join("; "),
+            ];
+            let line: Vec<String> = cells.iter().map(|c| model::synth::csv_cell(c)).collect();
+            out.push_str(&line.join(","));
+            out.push('\n');
+        }
+        out
     }
 }
 
@@ -168,6 +237,10 @@ async fn read_replies(
             while w.recent.len() > RECENT {
                 w.recent.pop_front();
             }
+            w.history.push_back((chrono::Utc::now().timestamp_millis(), prediction.clone()));
+            while w.history.len() > HISTORY {
+                w.history.pop_front();
+            }
         }
         let _ = events.send(FeedEvent::Prediction(prediction));
     }
@@ -200,6 +273,20 @@ async fn close_seconds(events: broadcast::Sender<FeedEvent>, window: Arc<Mutex<W
         last_closed = now - 1;
         for stats in closed {
             let _ = events.send(FeedEvent::Second(stats));
+        }
+    }
+}
+
+/// Pushes fresh analytics to every browser every two seconds.
+async fn push_dashboard(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            _ = tick.tick() => {}
+        }
+        if hub.events.receiver_count() > 0 {
+            let _ = hub.events.send(FeedEvent::Dashboard(hub.dashboard()));
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct Topics {
     /// Compacted topic of published models; every scorer and web server follows it.
     #[arg(id = "models_topic", long = "models-topic", env = "CHURN_MODELS_TOPIC", default_value = "churn-models", global = true)]
     pub models: String,
+    /// Compacted topic of window statistics published by the stream-analytics processor.
+    #[arg(id = "stats_topic", long = "stats-topic", env = "CHURN_STATS_TOPIC", default_value = "churn-stats", global = true)]
+    pub stats: String,
     /// Partitions for topics this program creates.
     #[arg(long, env = "CHURN_PARTITIONS", default_value_t = 3, global = true)]
     pub partitions: i32,
@@ -64,6 +67,7 @@ impl Default for Topics {
             predictions: "test3".into(),
             dead_letter: "costumerchurn-dlq".into(),
             models: "churn-models".into(),
+            stats: "churn-stats".into(),
             partitions: 3,
             replication: 1,
         }
@@ -173,11 +177,17 @@ impl Kafka {
         Ok(())
     }
 
-    /// The pipeline's own topics: input, predictions, dead letters, and the models topic.
+    /// The pipeline's own topics: input, predictions, dead letters, models and window stats.
     pub async fn ensure_pipeline_topics(&self) -> Result<()> {
         let t = &self.topics;
         let n = t.partitions;
-        self.ensure_topics(&[(&t.input, n, false), (&t.predictions, n, false), (&t.dead_letter, n, false), (&t.models, 1, true)])
-            .await
+        self.ensure_topics(&[
+            (&t.input, n, false),
+            (&t.predictions, n, false),
+            (&t.dead_letter, n, false),
+            (&t.models, 1, true),
+            (&t.stats, n, true),
+        ])
+        .await
     }
 }

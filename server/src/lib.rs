@@ -1,11 +1,14 @@
 //! The churn pipeline's I/O side: the embedded broker, Kafka clients, the replay producer, the
 //! scorer service, CSV files, model files, and the web server. The CLI in main.rs wires them up.
 
+pub mod analyze;
 pub mod batch;
 pub mod broker;
 pub mod csv_io;
+pub mod dashboard;
 pub mod hub;
 pub mod kafka;
+pub mod metrics;
 pub mod model_file;
 pub mod models;
 pub mod replay;

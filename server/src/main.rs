@@ -18,7 +18,10 @@ use server::kafka::{Kafka, KafkaArgs, DEFAULT_EMBEDDED_PORT};
 use server::replay::{random_prefix, replay, ReplayOptions};
 use server::scorer::Scorer;
 use server::web::WebOptions;
+use server::analyze::{self, AnalyzeOptions};
 use server::batch::score_file;
+use server::metrics::PipelineMetrics;
+use std::sync::Arc;
 use server::{model_file, models, shutdown_signal};
 
 #[derive(Parser)]
@@ -60,6 +63,8 @@ enum Command {
     /// Run the scorer service: input topic -> model -> predictions topic (scales out by group).
     /// With --input and --output, score a CSV file offline instead.
     Score(ScoreArgs),
+    /// Run the stream-analytics processor: windowed churn stats per segment -> stats topic.
+    Analyze(AnalyzeArgs),
     /// Run the web app with the scorer in-process (and the embedded broker unless --brokers).
     Serve(ServeArgs),
 }
@@ -173,6 +178,22 @@ struct ScoreArgs {
 }
 
 #[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// Length of the tumbling windows in seconds.
+    #[arg(long, env = "CHURN_WINDOW_SECS", default_value_t = 10.0)]
+    window_secs: f64,
+    /// Seconds after a window's end that late records still count in it before publication.
+    #[arg(long, default_value_t = 2.0)]
+    lateness_secs: f64,
+    /// Consumer group: run more processors with the same group to share the partitions.
+    #[arg(long, default_value = "churn-analytics")]
+    group: String,
+    /// Model file whose training scores drift is measured against (a published model wins).
+    #[arg(short, long, env = "CHURN_MODEL", default_value = "data/model.json")]
+    model: PathBuf,
+}
+
+#[derive(clap::Args)]
 struct ServeArgs {
     /// Address of the web app.
     #[arg(long, env = "CHURN_ADDR", default_value = "127.0.0.1:3000")]
@@ -191,6 +212,12 @@ struct ServeArgs {
     /// Replay rate in records per second.
     #[arg(long, default_value_t = 5.0)]
     replay_rate: f64,
+    /// Do not run the stream-analytics processor in this process (run `churn analyze` separately).
+    #[arg(long)]
+    no_analytics: bool,
+    /// Length of the analytics windows in seconds.
+    #[arg(long, env = "CHURN_WINDOW_SECS", default_value_t = 10.0)]
+    window_secs: f64,
     /// Seconds a form submission waits for its prediction.
     #[arg(long, env = "CHURN_REPLY_TIMEOUT", default_value_t = 5.0)]
     reply_timeout: f64,
@@ -280,6 +307,21 @@ async fn run(cli: Cli) -> Result<()> {
             let (_, shutdown) = shutdown_signal();
             let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, shutdown.clone()).await?;
             let result = Scorer::new(kafka, args.group, model_rx).run(shutdown).await;
+            follower.abort();
+            result
+        }
+        Command::Analyze(args) => {
+            let kafka = external.map(|b| Kafka::new(b, &cli.kafka)).unwrap_or_else(local);
+            kafka.check_reachable(Duration::from_secs(10)).await?;
+            kafka.ensure_pipeline_topics().await?;
+            let (_, shutdown) = shutdown_signal();
+            let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, shutdown.clone()).await?;
+            let options = AnalyzeOptions {
+                group: args.group,
+                window: Duration::from_secs_f64(args.window_secs),
+                lateness: Duration::from_secs_f64(args.lateness_secs),
+            };
+            let result = analyze::run(kafka, options, model_rx, shutdown).await;
             follower.abort();
             result
         }
@@ -427,8 +469,9 @@ async fn serve(args: ServeArgs, external: Option<String>, kafka_args: &KafkaArgs
     kafka.ensure_pipeline_topics().await?;
     let (stop, shutdown) = shutdown_signal();
     let (model_rx, follower) = models::follow(&kafka, load_optional(&args.score.model)?, shutdown.clone()).await?;
-    let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone());
-    let stats = scorer.stats.clone();
+    let metrics = Arc::new(PipelineMetrics::default());
+    let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone()).with_metrics(metrics.clone());
+    let stats = metrics.clone();
     let mut tasks = tokio::task::JoinSet::new();
     if !args.no_scorer {
         tasks.spawn(scorer.run(shutdown.clone()));
@@ -456,11 +499,19 @@ async fn serve(args: ServeArgs, external: Option<String>, kafka_args: &KafkaArgs
             dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
         }
     };
-    let hub_options = HubOptions { reply_timeout: Duration::from_secs_f64(args.reply_timeout), ..Default::default() };
-    let hub = Hub::start(kafka.clone(), hub_options, status, shutdown.clone()).await?;
-    let web = WebOptions { addr: args.addr, site_root: args.site_root.clone() };
+    if !args.no_analytics {
+        let options = AnalyzeOptions { window: Duration::from_secs_f64(args.window_secs), ..Default::default() };
+        tasks.spawn(analyze::run(kafka.clone(), options, model_rx.clone(), shutdown.clone()));
+    }
+    let hub_options = HubOptions {
+        reply_timeout: Duration::from_secs_f64(args.reply_timeout),
+        scorer_group: args.score.group.clone(),
+        ..Default::default()
+    };
+    let hub = Hub::start(kafka.clone(), hub_options, metrics, status, shutdown.clone()).await?;
+    let web = WebOptions { addr: args.addr, site_root: args.site_root.clone(), runs_scorer: !args.no_scorer };
     println!("Customer churn is up: open http://{}", args.addr);
-    let served = server::web::serve(web, app::BackendHandle(hub), shutdown.clone()).await;
+    let served = server::web::serve(web, hub, shutdown.clone()).await;
     // The web server is gone (stopped or failed): stop the rest of the pipeline too.
     let _ = stop.send(true);
     while let Some(result) = tasks.join_next().await {

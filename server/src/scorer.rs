@@ -6,7 +6,7 @@
 //! offsets are stored. A crash re-delivers at most the uncommitted batches; readers de-duplicate
 //! by record id.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,16 +25,8 @@ use crate::kafka::Kafka;
 /// Most records handled together; bounds memory and the re-delivery after a crash.
 const MAX_BATCH: usize = 1000;
 
-/// Live counters, shared with logs and (later) metrics.
-#[derive(Debug, Default)]
-pub struct ScorerStats {
-    pub consumed: AtomicU64,
-    pub scored: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub produce_errors: AtomicU64,
-    /// True while the consumer holds at least one partition.
-    pub assigned: AtomicBool,
-}
+/// The scorer's counters live in the process-wide metrics.
+pub type ScorerStats = crate::metrics::PipelineMetrics;
 
 /// Tracks assignment so callers (and tests) can wait for it instead of sleeping.
 struct ScorerContext {
@@ -104,6 +96,12 @@ pub struct Scorer {
 impl Scorer {
     pub fn new(kafka: Kafka, group: impl Into<String>, model: watch::Receiver<Arc<ChurnModel>>) -> Self {
         Scorer { kafka, group: group.into(), model, stats: Arc::default() }
+    }
+
+    /// Counts into the given (process-wide) metrics instead of its own.
+    pub fn with_metrics(mut self, metrics: Arc<ScorerStats>) -> Self {
+        self.stats = metrics;
+        self
     }
 
     /// Runs until `shutdown` turns true; then commits what was delivered and returns.
@@ -176,6 +174,9 @@ impl Scorer {
     ) {
         let topics = &self.kafka.topics;
         let model = self.model.borrow().clone();
+        if *self.stats.model_version.lock().expect("model version") != model.version {
+            *self.stats.model_version.lock().expect("model version") = model.version.clone();
+        }
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         self.stats.consumed.fetch_add(batch.len() as u64, Ordering::Relaxed);
 
@@ -184,7 +185,10 @@ impl Scorer {
             .iter()
             .map(|m| {
                 let id = record_id(m);
-                match judge(id.clone(), m.payload(), &model, &now) {
+                let started = std::time::Instant::now();
+                let outcome = judge(id.clone(), m.payload(), &model, &now);
+                self.stats.scoring_seconds.observe(started.elapsed().as_secs_f64());
+                match outcome {
                     Outcome::Scored(prediction) => {
                         let json = serde_json::to_vec(&prediction).expect("predictions serialize");
                         (id, json, None, topics.predictions.as_str())
@@ -225,6 +229,10 @@ impl Scorer {
                     }
                     Ok(_) => {
                         self.stats.scored.fetch_add(1, Ordering::Relaxed);
+                        if let Some(created) = batch[i].timestamp().to_millis() {
+                            let age_ms = chrono::Utc::now().timestamp_millis() - created;
+                            self.stats.end_to_end_seconds.observe(age_ms as f64 / 1000.0);
+                        }
                     }
                     Err((e, _)) => {
                         self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);

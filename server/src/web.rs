@@ -3,23 +3,87 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use app::{shell, App, BackendHandle, OUTPUT_NAME};
+use axum::extract::Query;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::sync::watch;
 
+use crate::hub::Hub;
+
 #[derive(Debug, Clone)]
 pub struct WebOptions {
     pub addr: SocketAddr,
     /// Where the built site lives: pkg/churn.js, pkg/churn_bg.wasm, pkg/churn.css, assets.
     pub site_root: PathBuf,
+    /// Whether this process runs a scorer, which readiness then requires to hold partitions.
+    pub runs_scorer: bool,
 }
 
-pub fn router(options: &WebOptions, backend: BackendHandle) -> Router {
+#[derive(serde::Deserialize)]
+struct ExportQuery {
+    minutes: Option<f64>,
+}
+
+/// Operational routes: Prometheus metrics, liveness, readiness, CSV export.
+fn ops_routes(hub: Arc<Hub>, runs_scorer: bool) -> Router<LeptosOptions> {
+    let metrics_hub = hub.clone();
+    let ready_hub = hub.clone();
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let hub = metrics_hub.clone();
+                async move {
+                    hub.metrics.pending_requests.store(hub.pending() as u64, Ordering::Relaxed);
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], hub.metrics.render())
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let hub = ready_hub.clone();
+                async move {
+                    let broker = hub.broker_ok.load(Ordering::Relaxed);
+                    let assigned = !runs_scorer || hub.metrics.assigned.load(Ordering::Relaxed);
+                    let model = !hub.metrics.model_version.lock().expect("model version").is_empty() || !runs_scorer;
+                    let body = serde_json::json!({ "broker_reachable": broker, "model_loaded": model, "consumer_assigned": assigned });
+                    let status = if broker && assigned && model { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    (status, axum::Json(body))
+                }
+            }),
+        )
+        .route(
+            "/export/predictions.csv",
+            get(move |Query(q): Query<ExportQuery>| {
+                let hub = hub.clone();
+                async move {
+                    let minutes = q.minutes.filter(|m| m.is_finite() && *m > 0.0).unwrap_or(5.0);
+                    (
+                        [
+                            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"predictions-{minutes}min.csv\"")),
+                        ],
+                        hub.export_csv(minutes),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+}
+
+pub fn router(options: &WebOptions, hub: Arc<Hub>) -> Router {
+    let backend = BackendHandle(hub.clone());
     let leptos_options = LeptosOptions::builder()
         .output_name(OUTPUT_NAME)
         .site_root(options.site_root.to_string_lossy().as_ref())
@@ -29,7 +93,7 @@ pub fn router(options: &WebOptions, backend: BackendHandle) -> Router {
     let routes = generate_route_list(App);
     let context = move || provide_context(backend.clone());
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .merge(ops_routes(hub, options.runs_scorer))
         .leptos_routes_with_context(&leptos_options, routes, context, {
             let leptos_options = leptos_options.clone();
             move || shell(leptos_options.clone())
@@ -38,7 +102,7 @@ pub fn router(options: &WebOptions, backend: BackendHandle) -> Router {
         .with_state(leptos_options)
 }
 
-pub async fn serve(options: WebOptions, backend: BackendHandle, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn serve(options: WebOptions, hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     if !options.site_root.join("pkg").join(format!("{OUTPUT_NAME}_bg.wasm")).is_file() {
         tracing::warn!(site_root = %options.site_root.display(),
             "the browser bundle is missing: the page will render but not hydrate; build it with scripts/build.sh");
@@ -46,7 +110,7 @@ pub async fn serve(options: WebOptions, backend: BackendHandle, mut shutdown: wa
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
         .with_context(|| format!("cannot listen on {}: pick another address with --addr", options.addr))?;
-    let app = router(&options, backend);
+    let app = router(&options, hub);
     tracing::info!("web app on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -1,0 +1,180 @@
+//! The dashboard: what the stream is doing, from the stats topic, pushed live.
+
+use leptos::prelude::*;
+use model::analytics::{SegmentSummary, PSI_DRIFT_THRESHOLD};
+
+use crate::api::{Dashboard, WindowPoint};
+use crate::live::{percent, time_of, LiveState};
+
+#[component]
+pub fn DashboardPage() -> impl IntoView {
+    let live = expect_context::<LiveState>();
+    let data = move || live.dashboard.get();
+    view! {
+        <section class="card dash-head">
+            <div class="card-head">
+                <h1>"Stream analytics"</h1>
+                <span class="conn" class:on=move || live.connected()>
+                    {move || if live.connected() { "● live" } else { "○ connecting…" }}
+                </span>
+            </div>
+            <p class="lead">"Tumbling windows computed by the stream processor and published to Kafka; every web server shows the same numbers."</p>
+            <div class="export">
+                "Download predictions as CSV: "
+                <a href="/export/predictions.csv?minutes=5" id="export-5" download="predictions-5min.csv">"last 5 minutes"</a>
+                " · "
+                <a href="/export/predictions.csv?minutes=60" download="predictions-60min.csv">"last hour"</a>
+            </div>
+        </section>
+        {move || match data() {
+            None => view! { <section class="card"><p class="muted" id="dash-waiting">"Waiting for the first windows…"</p></section> }.into_any(),
+            Some(d) => view! { <DashboardBody d=d/> }.into_any(),
+        }}
+    }
+}
+
+#[component]
+fn DashboardBody(d: Dashboard) -> impl IntoView {
+    let all = d.segments.iter().find(|(k, _)| k == "all").map(|(_, s)| s.clone()).unwrap_or_default();
+    let total_lag: i64 = d.lag.iter().map(|(_, l)| l).sum();
+    let window_s = d.window_ms as f64 / 1000.0;
+    let last = d.windows.last().cloned().unwrap_or_default();
+    let drift = d.drift.clone();
+    view! {
+        <div class="kpi-row">
+            <div class="card kpi-card"><span class="kpi" id="dash-count">{all.count}</span>
+                {format!(" predictions, last {} min", d.summary_minutes)}</div>
+            <div class="card kpi-card"><span class="kpi" id="dash-rate">{percent(all.churn_rate)}</span>" predicted to churn"</div>
+            <div class="card kpi-card"><span class="kpi">{format!("{:.1}/s", last.count as f64 / window_s)}</span>" in the last window"</div>
+            <div class="card kpi-card" class:alert=drift.as_ref().is_some_and(|x| x.drifting)>
+                <span class="kpi" id="dash-drift">{drift.as_ref().map(|x| format!("{:.3}", x.psi)).unwrap_or_else(|| "—".into())}</span>
+                {match &drift {
+                    Some(x) if x.drifting => format!(" PSI: drifting (above {PSI_DRIFT_THRESHOLD})"),
+                    Some(_) => format!(" PSI: stable (alert above {PSI_DRIFT_THRESHOLD})"),
+                    None => " PSI: no reference yet".to_owned(),
+                }}
+            </div>
+            <div class="card kpi-card"><span class="kpi" id="dash-lag">{total_lag}</span>" records of consumer lag"</div>
+        </div>
+        <section class="card">
+            <h2>{format!("Churn rate and throughput per {window_s:.0} s window")}</h2>
+            <WindowChart windows=d.windows.clone() window_s=window_s/>
+        </section>
+        <div class="dash-grid">
+            <section class="card">
+                <h2>"Segments"</h2>
+                <SegmentBars segments=d.segments.clone()/>
+            </section>
+            <section class="card">
+                <h2>"Live model quality"</h2>
+                {if d.quality.is_empty() {
+                    view! { <p class="muted">"No outcomes yet: records that carry a Churn label feed these figures."</p> }.into_any()
+                } else {
+                    view! {
+                        <table class="feed" id="quality">
+                            <thead><tr><th>"Model"</th><th>"Labelled"</th><th>"ROC-AUC"</th><th>"Accuracy"</th><th>"Precision"</th><th>"Recall"</th></tr></thead>
+                            <tbody>
+                                {d.quality.iter().map(|(v, q)| view! {
+                                    <tr><td class="mono">{v.clone()}</td><td class="num">{q.labelled}</td>
+                                        <td class="num">{format!("{:.3}", q.roc_auc)}</td><td class="num">{percent(q.accuracy)}</td>
+                                        <td class="num">{percent(q.precision)}</td><td class="num">{percent(q.recall)}</td></tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any()
+                }}
+                <h3>"Consumer lag by partition"</h3>
+                <p class="num mono">{d.lag.iter().map(|(p, l)| format!("p{p}: {l}")).collect::<Vec<_>>().join("   ")}</p>
+            </section>
+        </div>
+        <section class="card">
+            <h2>"Riskiest recent customers"</h2>
+            <div class="feed-wrap">
+                <table class="feed" id="riskiest">
+                    <thead><tr><th>"Time"</th><th>"Customer"</th><th>"Churn risk"</th><th>"Why"</th></tr></thead>
+                    <tbody>
+                        {d.riskiest.iter().map(|p| view! {
+                            <tr class="risk">
+                                <td class="num">{time_of(&p.scored_at)}</td>
+                                <td>{p.name.clone()}</td>
+                                <td class="num">{percent(p.churn_probability)}</td>
+                                <td class="factor">{p.top_factors.iter().map(|f| f.text.clone()).collect::<Vec<_>>().join("; ")}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </div>
+        </section>
+    }
+}
+
+#[component]
+fn WindowChart(windows: Vec<WindowPoint>, window_s: f64) -> impl IntoView {
+    const W: f64 = 900.0;
+    const H: f64 = 180.0;
+    const PAD: f64 = 30.0;
+    let n = windows.len().max(1) as f64;
+    let max = windows.iter().map(|w| w.count).max().unwrap_or(0).max(1) as f64;
+    let step = (W - 2.0 * PAD) / n;
+    let bars = windows
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let h = (H - 2.0 * PAD) * w.count as f64 / max;
+            view! { <rect class="tp" x=format!("{:.1}", PAD + i as f64 * step) y=format!("{:.1}", H - PAD - h)
+                    width=format!("{:.1}", step * 0.85) height=format!("{h:.1}")/> }
+        })
+        .collect_view();
+    let line: Vec<String> = windows
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.count > 0)
+        .map(|(i, w)| {
+            let rate = w.churn_predicted as f64 / w.count as f64;
+            format!("{:.1},{:.1}", PAD + (i as f64 + 0.45) * step, H - PAD - rate * (H - 2.0 * PAD))
+        })
+        .collect();
+    let first = windows.first().map(|w| w.start_ms).unwrap_or(0);
+    let label = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_default()
+    };
+    view! {
+        <svg class="chart" id="window-chart" viewBox=format!("0 0 {W} {H}") role="img"
+            aria-label="Predictions per window (bars) and churn rate (line)">
+            <line class="axis" x1=PAD y1=H - PAD x2=W - PAD y2=H - PAD/>
+            <text class="label" x=PAD y=14.0>{format!("{:.1}/s max", max / window_s)}</text>
+            <text class="label rate" x=W - PAD y=14.0 text-anchor="end">"churn rate 0–100%"</text>
+            <text class="label" x=PAD y=H - 8.0>{label(first)}</text>
+            <text class="label" x=W - PAD y=H - 8.0 text-anchor="end">"now"</text>
+            {bars}
+            <polyline class="rate" points=line.join(" ")/>
+        </svg>
+    }
+}
+
+#[component]
+fn SegmentBars(segments: Vec<(String, SegmentSummary)>) -> impl IntoView {
+    // Groups in a fixed order; states by volume, the ten largest.
+    let mut rows: Vec<(String, SegmentSummary)> = Vec::new();
+    for prefix in ["account_manager=", "tenure=", "sites="] {
+        rows.extend(segments.iter().filter(|(k, _)| k.starts_with(prefix)).cloned());
+    }
+    let mut states: Vec<_> = segments.iter().filter(|(k, _)| k.starts_with("state=")).cloned().collect();
+    states.sort_by(|a, b| b.1.count.cmp(&a.1.count));
+    rows.extend(states.into_iter().take(10));
+    view! {
+        <div class="segments" id="segments">
+            {rows.into_iter().map(|(key, s)| {
+                let (group, value) = key.split_once('=').unwrap_or((&key, ""));
+                let label = format!("{} {}", group.replace('_', " "), value);
+                view! {
+                    <div class="seg">
+                        <span class="seg-label">{label}</span>
+                        <span class="seg-bar"><span style=format!("width:{:.1}%", s.churn_rate * 100.0)></span></span>
+                        <span class="num seg-value">{format!("{} of {}", percent(s.churn_rate), s.count)}</span>
+                    </div>
+                }
+            }).collect_view()}
+        </div>
+    }
+}
