@@ -50,7 +50,7 @@ function stopProcess(child, timeoutMs = 10_000) {
   return exited.finally(() => clearTimeout(timer));
 }
 
-export async function startProduct({ replayRate = 20 } = {}) {
+export async function startProduct({ replayRate = 20, extraArgs = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'churn-e2e-'));
   const csv = join(dir, 'customers.csv');
   const model = join(dir, 'model.json');
@@ -79,6 +79,7 @@ export async function startProduct({ replayRate = 20 } = {}) {
   const server = keep(spawn(churn, [
     'serve', '--addr', `127.0.0.1:${port}`, '--brokers', `127.0.0.1:${brokerPort}`,
     '--model', model, '--replay', csv, '--replay-rate', String(replayRate), '--reply-timeout', '8',
+    ...extraArgs,
   ], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } }), 'serve');
   const url = `http://127.0.0.1:${port}`;
   try {
@@ -94,7 +95,7 @@ export async function startProduct({ replayRate = 20 } = {}) {
       '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
   });
   return {
-    url, dir, logs, browser, startBroker, stopBroker,
+    url, dir, logs, browser, startBroker, stopBroker, brokerPort,
     async stop() {
       await browser.close().catch(() => {});
       await stopProcess(server);
@@ -105,11 +106,11 @@ export async function startProduct({ replayRate = 20 } = {}) {
 }
 
 /// Opens the page and waits until the WASM bundle has hydrated it.
-export async function openHydrated(product, viewport) {
+export async function openHydrated(product, viewport, path = '/') {
   const page = await product.browser.newPage(viewport ? { viewport } : {});
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(product.url);
+  await page.goto(product.url + path);
   await page.waitForFunction(() => document.documentElement.dataset.hydrated === 'true', null, { timeout: 30_000 });
   return { page, errors };
 }

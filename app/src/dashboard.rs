@@ -155,10 +155,12 @@ fn WindowChart(windows: Vec<WindowPoint>, window_s: f64) -> impl IntoView {
 #[component]
 fn SegmentBars(segments: Vec<(String, SegmentSummary)>) -> impl IntoView {
     // Groups in a fixed order; states by volume, the ten largest.
-    let mut rows: Vec<(String, SegmentSummary)> = Vec::new();
-    for prefix in ["account_manager=", "tenure=", "sites="] {
-        rows.extend(segments.iter().filter(|(k, _)| k.starts_with(prefix)).cloned());
-    }
+    const ORDER: [&str; 10] = [
+        "account_manager=no", "account_manager=yes", "tenure=<2y", "tenure=2-5y", "tenure=5-8y", "tenure=8y+",
+        "sites=0-6", "sites=7-9", "sites=10-12", "sites=13+",
+    ];
+    let mut rows: Vec<(String, SegmentSummary)> =
+        ORDER.iter().filter_map(|key| segments.iter().find(|(k, _)| k == key).cloned()).collect();
     let mut states: Vec<_> = segments.iter().filter(|(k, _)| k.starts_with("state=")).cloned().collect();
     states.sort_by(|a, b| b.1.count.cmp(&a.1.count));
     rows.extend(states.into_iter().take(10));

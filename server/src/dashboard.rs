@@ -53,14 +53,19 @@ impl StatsView {
         by_window.into_iter().map(|(start, (ms, totals))| (start, ms, totals)).collect()
     }
 
+    /// Everything since a time, all windows and partitions added up.
+    pub fn totals_since(&self, since_ms: i64) -> Totals {
+        let mut totals = Totals::default();
+        for partial in self.partials.values().filter(|p| p.window_start_ms >= since_ms) {
+            totals.add(partial);
+        }
+        totals
+    }
+
     pub fn dashboard(&self, now_ms: i64, recent: &[Prediction], lag: Vec<(i32, i64)>) -> Dashboard {
         let windows = self.windows();
         let window_ms = windows.last().map_or(10_000, |(_, ms, _)| *ms);
-        let since = now_ms - i64::from(SUMMARY_MINUTES) * 60_000;
-        let mut summary = Totals::default();
-        for partial in self.partials.values().filter(|p| p.window_start_ms >= since) {
-            summary.add(partial);
-        }
+        let summary = self.totals_since(now_ms - i64::from(SUMMARY_MINUTES) * 60_000);
         let points = windows
             .iter()
             .rev()
