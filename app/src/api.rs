@@ -117,6 +117,16 @@ pub enum FeedEvent {
 #[cfg(feature = "ssr")]
 pub use backend::{Backend, BackendHandle};
 
+impl PredictError {
+    /// A JSON body for API clients: the message, and the field errors when there are any.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            PredictError::Invalid(fields) => serde_json::json!({ "error": self.to_string(), "fields": fields }),
+            other => serde_json::json!({ "error": other.to_string() }),
+        }
+    }
+}
+
 #[cfg(feature = "ssr")]
 mod backend {
     use std::future::Future;
@@ -147,34 +157,35 @@ fn backend() -> Option<BackendHandle> {
     use_context::<BackendHandle>()
 }
 
+/// The one submission path, for the server function and the JSON API alike: validate again
+/// (never trust the client), publish to Kafka, await the prediction.
+#[cfg(feature = "ssr")]
+pub async fn predict_record(backend: &dyn Backend, record: RawCustomer) -> Result<PredictReply, PredictError> {
+    let customer = model::validate(&record).map_err(|errors| PredictError::Invalid(errors.0))?;
+    let started = std::time::Instant::now();
+    let prediction = backend.predict(customer).await?;
+    Ok(PredictReply { prediction, round_trip_ms: started.elapsed().as_secs_f64() * 1000.0 })
+}
+
 #[server]
 pub async fn get_pipeline_status() -> Result<PipelineStatus, ServerFnError> {
     let backend = backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
     Ok(backend.0.status())
 }
 
-/// Validates again (never trust the browser), publishes to Kafka, awaits the prediction.
+/// Publishes the record to Kafka and awaits its prediction; errors carry their HTTP status.
 #[server]
 pub async fn predict(record: RawCustomer) -> Result<PredictReply, PredictError> {
-    let response = expect_context::<leptos_axum::ResponseOptions>();
-    let fail = |error: PredictError| {
+    let result = match backend() {
+        Some(backend) => predict_record(backend.0.as_ref(), record).await,
+        None => Err(PredictError::NotRunning),
+    };
+    if let Err(error) = &result {
         if let Ok(status) = http::StatusCode::from_u16(error.status()) {
-            response.set_status(status);
+            expect_context::<leptos_axum::ResponseOptions>().set_status(status);
         }
-        Err(error)
-    };
-    let Some(backend) = backend() else {
-        return fail(PredictError::NotRunning);
-    };
-    let customer = match model::validate(&record) {
-        Ok(customer) => customer,
-        Err(errors) => return fail(PredictError::Invalid(errors.0)),
-    };
-    let started = std::time::Instant::now();
-    match backend.0.predict(customer).await {
-        Ok(prediction) => Ok(PredictReply { prediction, round_trip_ms: started.elapsed().as_secs_f64() * 1000.0 }),
-        Err(error) => fail(error),
     }
+    result
 }
 
 /// A sample customer to fill the form with.

@@ -16,7 +16,7 @@ use model::{Field, RawCustomer, Scalar};
 
 pub use api::{Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats, WindowPoint};
 #[cfg(feature = "ssr")]
-pub use api::{Backend, BackendHandle};
+pub use api::{predict_record, Backend, BackendHandle};
 use form::{ChurnForm, FormState};
 use dashboard::DashboardPage;
 use live::{LivePanel, LiveState};

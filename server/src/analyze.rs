@@ -48,8 +48,7 @@ pub async fn run(
 ) -> Result<()> {
     let topics = &kafka.topics;
     let consumer: StreamConsumer = kafka
-        .config(&[
-            ("group.id", &options.group),
+        .consumer_config(&options.group, &[
             ("enable.auto.commit", "false"),
             ("auto.offset.reset", "earliest"),
             ("session.timeout.ms", "10000"),

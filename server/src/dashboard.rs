@@ -100,7 +100,7 @@ pub fn riskiest(recent: &[Prediction]) -> Vec<Prediction> {
 /// Reads the stats topic from the start (it is compacted) and keeps the view current.
 pub async fn follow_stats(kafka: Kafka, view: Arc<Mutex<StatsView>>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     let consumer: StreamConsumer = kafka
-        .config(&[("group.id", "churn-web-stats"), ("enable.auto.commit", "false")])
+        .consumer_config("churn-web-stats", &[("enable.auto.commit", "false")])
         .create()
         .context("creating the stats consumer")?;
     let topic = kafka.topics.stats.clone();
@@ -139,7 +139,7 @@ pub async fn watch_lag(
 ) -> Result<()> {
     // A consumer that only reads the group's committed offsets; it never joins the group.
     let consumer: BaseConsumer = kafka
-        .config(&[("group.id", &scorer_group), ("enable.auto.commit", "false")])
+        .consumer_config(&scorer_group, &[("enable.auto.commit", "false")])
         .create()
         .context("creating the lag monitor")?;
     let consumer = Arc::new(consumer);

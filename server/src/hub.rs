@@ -175,9 +175,8 @@ impl Hub {
 
 async fn replies_consumer(kafka: &Kafka) -> Result<StreamConsumer> {
     let consumer: StreamConsumer = kafka
-        .config(&[
-            // Required by librdkafka, but unused: partitions are assigned, never subscribed.
-            ("group.id", "churn-web-replies"),
+        // The group id is required by librdkafka but unused: partitions are assigned, never subscribed.
+        .consumer_config("churn-web-replies", &[
             ("enable.auto.commit", "false"),
             ("fetch.wait.max.ms", "20"),
         ])

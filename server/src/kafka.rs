@@ -116,6 +116,14 @@ impl Kafka {
         config
     }
 
+    /// Consumer configuration. Read uncommitted: the pipeline uses no transactions, and a
+    /// producer killed mid-write must not hold readers back at its last batch.
+    pub fn consumer_config(&self, group: &str, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut all = vec![("group.id", group), ("isolation.level", "read_uncommitted")];
+        all.extend_from_slice(defaults);
+        self.config(&all)
+    }
+
     /// A producer that never duplicates or reorders on retry, and waits for all replicas.
     pub fn idempotent_producer(&self) -> Result<FutureProducer> {
         self.config(&[

@@ -218,6 +218,9 @@ struct ServeArgs {
     /// Length of the analytics windows in seconds.
     #[arg(long, env = "CHURN_WINDOW_SECS", default_value_t = 10.0)]
     window_secs: f64,
+    /// Most form submissions waiting at once; more are answered 429 instead of piling up.
+    #[arg(long, default_value_t = 10_000)]
+    max_pending: usize,
     /// Seconds a form submission waits for its prediction.
     #[arg(long, env = "CHURN_REPLY_TIMEOUT", default_value_t = 5.0)]
     reply_timeout: f64,
@@ -233,6 +236,8 @@ fn main() -> Result<()> {
                 .with_context(|| format!("bad --log filter {:?}", cli.log))?,
         )
         .with_target(false)
+        // Logs go to stderr; stdout carries results (reports, summaries).
+        .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(cli))
@@ -506,7 +511,7 @@ async fn serve(args: ServeArgs, external: Option<String>, kafka_args: &KafkaArgs
     let hub_options = HubOptions {
         reply_timeout: Duration::from_secs_f64(args.reply_timeout),
         scorer_group: args.score.group.clone(),
-        ..Default::default()
+        max_pending: args.max_pending,
     };
     let hub = Hub::start(kafka.clone(), hub_options, metrics, status, shutdown.clone()).await?;
     let web = WebOptions { addr: args.addr, site_root: args.site_root.clone(), runs_scorer: !args.no_scorer };

@@ -37,8 +37,7 @@ pub async fn publish(kafka: &Kafka, model: &ChurnModel) -> Result<()> {
 
 fn models_consumer(kafka: &Kafka) -> Result<StreamConsumer> {
     let consumer: StreamConsumer = kafka
-        .config(&[
-            ("group.id", "churn-model-follower"),
+        .consumer_config("churn-model-follower", &[
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "false"),
         ])

@@ -109,8 +109,7 @@ impl Scorer {
         let topics = &self.kafka.topics;
         let consumer: StreamConsumer<ScorerContext> = self
             .kafka
-            .config(&[
-                ("group.id", &self.group),
+            .consumer_config(&self.group, &[
                 ("enable.auto.commit", "true"),
                 ("auto.commit.interval.ms", "1000"),
                 // Offsets are stored by hand, after delivery: at-least-once.

@@ -11,7 +11,8 @@ use app::{shell, App, BackendHandle, OUTPUT_NAME};
 use axum::extract::Query;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::rejection::JsonRejection;
+use axum::routing::{get, post};
 use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -33,11 +34,34 @@ struct ExportQuery {
     minutes: Option<f64>,
 }
 
-/// Operational routes: Prometheus metrics, liveness, readiness, CSV export.
+/// Largest request body accepted; a customer record is a few hundred bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// `POST /api/v1/predict`: the form's path for programs — a JSON record in, a JSON prediction out.
+async fn predict_json(hub: Arc<Hub>, body: Result<axum::Json<model::RawCustomer>, JsonRejection>) -> axum::response::Response {
+    let record = match body {
+        Ok(axum::Json(record)) => record,
+        Err(rejection) => {
+            let error = serde_json::json!({ "error": format!("not a customer record: {}", rejection.body_text()) });
+            return (rejection.status(), axum::Json(error)).into_response();
+        }
+    };
+    match app::predict_record(hub.as_ref(), record).await {
+        Ok(reply) => axum::Json(reply).into_response(),
+        Err(error) => {
+            let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, axum::Json(error.to_json())).into_response()
+        }
+    }
+}
+
+/// Operational routes: Prometheus metrics, liveness, readiness, CSV export, and the JSON API.
 fn ops_routes(hub: Arc<Hub>, runs_scorer: bool) -> Router<LeptosOptions> {
     let metrics_hub = hub.clone();
     let ready_hub = hub.clone();
+    let api_hub = hub.clone();
     Router::new()
+        .route("/api/v1/predict", post(move |body| predict_json(api_hub.clone(), body)))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/metrics",
@@ -99,6 +123,8 @@ pub fn router(options: &WebOptions, hub: Arc<Hub>) -> Router {
             move || shell(leptos_options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler(shell))
+        // Oversized bodies get 413 before any handler reads them.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(leptos_options)
 }
 

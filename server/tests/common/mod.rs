@@ -22,13 +22,19 @@ pub struct Pipeline {
     pub dir: tempfile::TempDir,
 }
 
-/// A fresh broker on a free port with the pipeline's topics.
+/// A fresh in-memory broker on a free port with the pipeline's topics.
 pub async fn pipeline() -> Pipeline {
-    let broker = EmbeddedBroker::start(BrokerOptions::for_tests()).expect("broker starts");
+    pipeline_with(|_| BrokerOptions::for_tests()).await
+}
+
+/// The same with broker options of the test's choosing, given the test's own directory.
+pub async fn pipeline_with(options: impl FnOnce(&std::path::Path) -> BrokerOptions) -> Pipeline {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = EmbeddedBroker::start(options(dir.path())).expect("broker starts");
     let kafka = Kafka::at(broker.address());
     kafka.check_reachable(Duration::from_secs(10)).await.expect("broker reachable");
     kafka.ensure_pipeline_topics().await.expect("topics created");
-    Pipeline { broker, kafka, dir: tempfile::tempdir().unwrap() }
+    Pipeline { broker, kafka, dir }
 }
 
 impl Pipeline {
@@ -53,7 +59,7 @@ pub fn read_topic(
     mut done: impl FnMut(&[OwnedMessage]) -> bool,
 ) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = kafka
-        .config(&[("group.id", "test-reader"), ("enable.auto.commit", "false")])
+        .consumer_config("test-reader", &[("enable.auto.commit", "false")])
         .create()
         .unwrap();
     let mut assignment = TopicPartitionList::new();
@@ -63,9 +69,15 @@ pub fn read_topic(
     consumer.assign(&assignment).unwrap();
     let deadline = Instant::now() + timeout;
     let mut messages = Vec::new();
-    while !done(&messages) && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            messages.push(m.detach());
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => messages.push(m.detach()),
+            // Caught up with the topic: only now is it worth asking whether we are done.
+            _ => {
+                if done(&messages) {
+                    break;
+                }
+            }
         }
     }
     messages
