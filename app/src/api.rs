@@ -41,6 +41,8 @@ pub enum PredictError {
     Busy,
     #[error("the pipeline is not running in this server")]
     NotRunning,
+    #[error("the request was malformed: {0}")]
+    BadRequest(String),
     #[error("could not reach the server: {0}")]
     Transport(String),
 }
@@ -53,6 +55,7 @@ impl PredictError {
             PredictError::BrokerUnavailable(_) | PredictError::NotRunning => 503,
             PredictError::Timeout(_) => 504,
             PredictError::Busy => 429,
+            PredictError::BadRequest(_) => 400,
             PredictError::Transport(_) => 500,
         }
     }
@@ -62,7 +65,11 @@ impl FromServerFnError for PredictError {
     type Encoder = JsonEncoding;
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
-        PredictError::Transport(value.to_string())
+        match value {
+            // The client sent something the function cannot read: its fault, not ours.
+            ServerFnErrorErr::Args(_) | ServerFnErrorErr::Deserialization(_) => PredictError::BadRequest(value.to_string()),
+            other => PredictError::Transport(other.to_string()),
+        }
     }
 }
 

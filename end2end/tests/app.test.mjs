@@ -7,11 +7,17 @@ let product;
 let page;
 let errors;
 const predictStatuses = [];
+let predictUrl;
 
 before(async () => {
-  product = await startProduct();
+  product = await startProduct({ extraArgs: ['--max-pending', '20'] });
   ({ page, errors } = await openHydrated(product, { width: 1280, height: 1000 }));
-  page.on('response', (r) => { if (r.url().includes('/api/predict')) predictStatuses.push(r.status()); });
+  page.on('response', (r) => {
+    if (r.url().includes('/api/predict')) {
+      predictStatuses.push(r.status());
+      predictUrl = r.url();
+    }
+  });
 });
 after(async () => {
   if (process.exitCode) console.error(product?.logs.join(''));
@@ -75,6 +81,41 @@ test('the page fits a phone screen', async () => {
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `horizontal overflow of ${overflow}px on a phone`);
   await phone.close();
+});
+
+test('web input is guarded: 413 for oversized bodies, 4xx for malformed payloads, 429 for a flood', async () => {
+  assert.ok(predictUrl, 'the form has called its server function');
+  const big = 'a'.repeat(200_000);
+  for (const url of [predictUrl, `${product.url}/api/v1/predict`]) {
+    const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: big });
+    assert.equal(response.status, 413, url);
+  }
+  const garbage = await fetch(predictUrl, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'garbage=%%%',
+  });
+  assert.equal(garbage.status, 400);
+  assert.match(JSON.stringify(await garbage.json()), /BadRequest/);
+  const notJson = await fetch(`${product.url}/api/v1/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{not json' });
+  assert.equal(notJson.status, 400);
+  const invalid = await fetch(`${product.url}/api/v1/predict`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ Names: 'A', Age: -4 }),
+  });
+  assert.equal(invalid.status, 422);
+  assert.ok((await invalid.json()).fields.some((f) => f.field === 'Age'));
+
+  // A flood: more submissions at once than the server lets wait (--max-pending 20).
+  const record = {
+    Names: 'Flood', Age: 40, Total_Purchase: 5000, Account_Manager: 0, Years: 4, Num_Sites: 8,
+    Onboard_date: '2012-05-06 07:08:09', Location: '1 Main St, Springfield, IL 62701', Company: 'X',
+  };
+  const statuses = await Promise.all(Array.from({ length: 200 }, () => fetch(`${product.url}/api/v1/predict`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(record),
+  }).then((r) => r.status)));
+  assert.ok(statuses.includes(429), `some refused: ${statuses.join(',')}`);
+  assert.ok(statuses.includes(200), 'some served');
+  assert.ok(statuses.every((s) => s === 200 || s === 429), statuses.join(','));
+  const metrics = await (await fetch(`${product.url}/metrics`)).text();
+  assert.match(metrics, /^churn_pending_requests 0$/m, 'nothing left waiting');
 });
 
 test('the broker going away gives a clear error, and the app recovers when it returns', async () => {

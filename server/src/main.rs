@@ -33,8 +33,9 @@ use server::{model_file, models, shutdown_signal};
 struct Cli {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Log filter, e.g. "info" or "server=debug,rdkafka=info".
-    #[arg(long, env = "CHURN_LOG", default_value = "info", global = true)]
+    /// Log filter, e.g. "info" or "debug,librdkafka=debug". librdkafka's own messages are off
+    /// by default: while a broker is away every client repeats them; ours say it once per cause.
+    #[arg(long, env = "CHURN_LOG", default_value = "info,rdkafka=off,librdkafka=off", global = true)]
     log: String,
     #[command(subcommand)]
     command: Command,

@@ -55,6 +55,20 @@ async fn predict_json(hub: Arc<Hub>, body: Result<axum::Json<model::RawCustomer>
     }
 }
 
+/// Server functions answer every error with 500; a `PredictError` knows its proper status
+/// (400 for an unreadable payload, 429 when busy, ...), so the response gets that one.
+async fn server_fn_status(response: axum::response::Response) -> axum::response::Response {
+    if response.status() != StatusCode::INTERNAL_SERVER_ERROR || !response.headers().contains_key("serverfnerror") {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.unwrap_or_default();
+    if let Ok(error) = serde_json::from_slice::<app::PredictError>(&bytes) {
+        parts.status = StatusCode::from_u16(error.status()).unwrap_or(parts.status);
+    }
+    axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
 /// Operational routes: Prometheus metrics, liveness, readiness, CSV export, and the JSON API.
 fn ops_routes(hub: Arc<Hub>, runs_scorer: bool) -> Router<LeptosOptions> {
     let metrics_hub = hub.clone();
@@ -123,6 +137,7 @@ pub fn router(options: &WebOptions, hub: Arc<Hub>) -> Router {
             move || shell(leptos_options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler(shell))
+        .layer(axum::middleware::map_response(server_fn_status))
         // Oversized bodies get 413 before any handler reads them.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(leptos_options)
