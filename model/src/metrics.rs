@@ -142,28 +142,33 @@ pub fn calibration(probabilities: &[f64], labels: &[bool], bins: usize) -> Vec<C
         .collect()
 }
 
-/// The threshold that maximizes F1; candidates are the observed probabilities themselves.
-pub fn best_f1_threshold(probabilities: &[f64], labels: &[bool]) -> f64 {
+/// Every way to cut the ranking: lowering the threshold past each distinct score, from the top,
+/// gives (threshold, true positives, false positives). Ties are never split.
+fn cuts<'a>(probabilities: &'a [f64], labels: &'a [bool]) -> impl Iterator<Item = (f64, usize, usize)> + 'a {
     let mut order: Vec<usize> = (0..probabilities.len()).collect();
-    // Descending: lowering the threshold past each score adds one predicted churner.
     order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
-    let positives = labels.iter().filter(|&&y| y).count();
     let (mut tp, mut fp) = (0usize, 0usize);
-    let (mut best_f1, mut best_threshold) = (-1.0, 0.5);
-    for (i, &k) in order.iter().enumerate() {
+    (0..order.len()).filter_map(move |i| {
+        let k = order[i];
         if labels[k] {
             tp += 1;
         } else {
             fp += 1;
         }
-        // Only cut between distinct scores, or ties would split.
-        if i + 1 < order.len() && probabilities[order[i + 1]] == probabilities[k] {
-            continue;
-        }
+        let tie_follows = i + 1 < order.len() && probabilities[order[i + 1]] == probabilities[k];
+        (!tie_follows).then_some((probabilities[k], tp, fp))
+    })
+}
+
+/// The threshold that maximizes F1; candidates are the observed probabilities themselves.
+pub fn best_f1_threshold(probabilities: &[f64], labels: &[bool]) -> f64 {
+    let positives = labels.iter().filter(|&&y| y).count();
+    let (mut best_f1, mut best_threshold) = (-1.0, 0.5);
+    for (threshold, tp, fp) in cuts(probabilities, labels) {
         let f1 = 2.0 * tp as f64 / (2 * tp + fp + (positives - tp)) as f64;
         if f1 > best_f1 {
             best_f1 = f1;
-            best_threshold = probabilities[k];
+            best_threshold = threshold;
         }
     }
     best_threshold
@@ -172,26 +177,15 @@ pub fn best_f1_threshold(probabilities: &[f64], labels: &[bool]) -> f64 {
 /// The threshold with the lowest total cost when a missed churner costs `missed_churner_cost`
 /// times as much as a false alarm (e.g. 5: losing a customer hurts five times a wasted call).
 pub fn min_cost_threshold(probabilities: &[f64], labels: &[bool], missed_churner_cost: f64) -> f64 {
-    let mut order: Vec<usize> = (0..probabilities.len()).collect();
-    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
     let positives = labels.iter().filter(|&&y| y).count();
     // Threshold above every score: nobody flagged, every churner missed.
-    let (mut tp, mut fp) = (0usize, 0usize);
     let mut best_cost = positives as f64 * missed_churner_cost;
     let mut best_threshold = f64::INFINITY;
-    for (i, &k) in order.iter().enumerate() {
-        if labels[k] {
-            tp += 1;
-        } else {
-            fp += 1;
-        }
-        if i + 1 < order.len() && probabilities[order[i + 1]] == probabilities[k] {
-            continue;
-        }
+    for (threshold, tp, fp) in cuts(probabilities, labels) {
         let cost = fp as f64 + (positives - tp) as f64 * missed_churner_cost;
         if cost < best_cost {
             best_cost = cost;
-            best_threshold = probabilities[k];
+            best_threshold = threshold;
         }
     }
     best_threshold.min(1.0)

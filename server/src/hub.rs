@@ -178,7 +178,7 @@ async fn replies_consumer(kafka: &Kafka) -> Result<StreamConsumer> {
         // The group id is required by librdkafka but unused: partitions are assigned, never subscribed.
         .consumer_config("churn-web-replies", &[
             ("enable.auto.commit", "false"),
-            ("fetch.wait.max.ms", "20"),
+            ("fetch.wait.max.ms", "5"),
         ])
         .create()
         .context("creating the replies consumer")?;

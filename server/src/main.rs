@@ -244,9 +244,23 @@ fn main() -> Result<()> {
     runtime.block_on(run(cli))
 }
 
+/// The cluster named by --brokers, or the local embedded broker; checked and with its topics.
+async fn connect(args: &KafkaArgs) -> Result<Kafka> {
+    let brokers = args.brokers.clone().unwrap_or_else(|| format!("127.0.0.1:{DEFAULT_EMBEDDED_PORT}"));
+    let kafka = Kafka::new(brokers, args);
+    kafka.check_reachable(Duration::from_secs(10)).await?;
+    kafka.ensure_pipeline_topics().await?;
+    Ok(kafka)
+}
+
+async fn publish_model(args: &KafkaArgs, model: &ChurnModel) -> Result<()> {
+    let kafka = connect(args).await?;
+    models::publish(&kafka, model).await?;
+    println!("published {} to {}", model.version, kafka.topics.models);
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<()> {
-    let external = cli.kafka.brokers.clone();
-    let local = || Kafka::new(format!("127.0.0.1:{DEFAULT_EMBEDDED_PORT}"), &cli.kafka);
     match cli.command {
         Command::Broker(args) => {
             let broker = start_embedded(&args)?;
@@ -259,31 +273,17 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => {
             let model = train_command(&args)?;
             if args.publish {
-                let kafka = external.map(|b| Kafka::new(b, &cli.kafka)).unwrap_or_else(local);
-                kafka.check_reachable(Duration::from_secs(10)).await?;
-                kafka.ensure_pipeline_topics().await?;
-                models::publish(&kafka, &model).await?;
-                println!("published {} to {}", model.version, kafka.topics.models);
+                publish_model(&cli.kafka, &model).await?;
             }
             Ok(())
         }
-        Command::Publish { file } => {
-            let model = model_file::load(&file)?;
-            let kafka = external.map(|b| Kafka::new(b, &cli.kafka)).unwrap_or_else(local);
-            kafka.check_reachable(Duration::from_secs(10)).await?;
-            kafka.ensure_pipeline_topics().await?;
-            models::publish(&kafka, &model).await?;
-            println!("published {} to {}", model.version, kafka.topics.models);
-            Ok(())
-        }
+        Command::Publish { file } => publish_model(&cli.kafka, &model_file::load(&file)?).await,
         Command::Model { command: ModelCommand::Info { file } } => {
             print_model(&model_file::load(&file)?);
             Ok(())
         }
         Command::Replay(args) => {
-            let kafka = external.map(|b| Kafka::new(b, &cli.kafka)).unwrap_or_else(local);
-            kafka.check_reachable(Duration::from_secs(10)).await?;
-            kafka.ensure_pipeline_topics().await?;
+            let kafka = connect(&cli.kafka).await?;
             let options = replay_options(&args, std::io::IsTerminal::is_terminal(&std::io::stderr()));
             let summary = replay(&kafka, &options, shutdown_signal().1).await?;
             println!(
@@ -307,9 +307,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Score(args) => {
-            let kafka = external.map(|b| Kafka::new(b, &cli.kafka)).unwrap_or_else(local);
-            kafka.check_reachable(Duration::from_secs(10)).await?;
-            kafka.ensure_pipeline_topics().await?;
+            let kafka = connect(&cli.kafka).await?;
             let (_, shutdown) = shutdown_signal();
             let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, shutdown.clone()).await?;
             let result = Scorer::new(kafka, args.group, model_rx).run(shutdown).await;
@@ -317,9 +315,7 @@ async fn run(cli: Cli) -> Result<()> {
             result
         }
         Command::Analyze(args) => {
-            let kafka = external.map(|b| Kafka::new(b, &cli.kafka)).unwrap_or_else(local);
-            kafka.check_reachable(Duration::from_secs(10)).await?;
-            kafka.ensure_pipeline_topics().await?;
+            let kafka = connect(&cli.kafka).await?;
             let (_, shutdown) = shutdown_signal();
             let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, shutdown.clone()).await?;
             let options = AnalyzeOptions {
@@ -331,7 +327,7 @@ async fn run(cli: Cli) -> Result<()> {
             follower.abort();
             result
         }
-        Command::Serve(args) => serve(args, external, &cli.kafka).await,
+        Command::Serve(args) => serve(args, &cli.kafka).await,
     }
 }
 
@@ -456,9 +452,9 @@ fn print_model(model: &ChurnModel) {
     }
 }
 
-async fn serve(args: ServeArgs, external: Option<String>, kafka_args: &KafkaArgs) -> Result<()> {
+async fn serve(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     // Embedded broker unless the user named a cluster; reuse one already on the port.
-    let (_broker, brokers) = match external {
+    let (_broker, brokers) = match kafka_args.brokers.clone() {
         Some(brokers) => (None, brokers),
         None if port_in_use(args.broker.broker_port) => {
             tracing::info!(port = args.broker.broker_port, "a broker is already running on the port; using it");

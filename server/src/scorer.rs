@@ -116,6 +116,9 @@ impl Scorer {
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("session.timeout.ms", "10000"),
+                // A person may be waiting for this record's prediction: do not let the broker
+                // hold an idle fetch for long (the default is 500 ms).
+                ("fetch.wait.max.ms", "5"),
             ])
             .create_with_context(ScorerContext { stats: self.stats.clone() })
             .context("creating the scorer's consumer")?;

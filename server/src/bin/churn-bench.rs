@@ -1,0 +1,352 @@
+//! `churn-bench`: the numbers behind BENCHMARKS.md, measured side by side in one run on the
+//! embedded broker. Run by hand (not in CI):
+//!
+//!     cargo run --release -p server --bin churn-bench -- [--records 200000] [--repeat 3] [--python]
+//!
+//! Prints one table; each figure is the median of the repeats with the min–max range.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use futures::StreamExt;
+use model::synth::{generate_customers, GenerateOptions};
+use model::Customer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+use server::broker::{BrokerOptions, EmbeddedBroker};
+use server::hub::{Hub, HubOptions};
+use server::kafka::{Kafka, Topics};
+use server::metrics::PipelineMetrics;
+use server::replay::to_wire;
+use server::scorer::Scorer;
+use server::web::{self, WebOptions};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "churn-bench", about = "Benchmarks of the churn pipeline on the embedded broker")]
+struct Args {
+    /// Records per throughput run.
+    #[arg(long, default_value_t = 200_000)]
+    records: usize,
+    /// Repeats of each throughput measurement.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Requests per client in the latency runs.
+    #[arg(long, default_value_t = 200)]
+    requests: usize,
+    /// Also run the Python peer (benches/python_peer.py; creates its own venv).
+    #[arg(long)]
+    python: bool,
+    /// Records for the Python peer (it is slow).
+    #[arg(long, default_value_t = 3_000)]
+    python_records: usize,
+}
+
+/// Median and range of repeated measurements.
+fn summary(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (values[values.len() / 2], values[0], values[values.len() - 1])
+}
+
+fn row(name: &str, unit: &str, values: Vec<f64>) -> f64 {
+    let (median, min, max) = summary(values);
+    println!("| {name:<44} | {median:>12.0} | {min:>10.0} – {max:<10.0} | {unit:<10} |");
+    median
+}
+
+fn topics(run: &str) -> Topics {
+    Topics {
+        input: format!("bench-in-{run}"),
+        predictions: format!("bench-out-{run}"),
+        dead_letter: format!("bench-dlq-{run}"),
+        models: "bench-models".into(),
+        stats: format!("bench-stats-{run}"),
+        partitions: 3,
+        replication: 1,
+    }
+}
+
+fn records(n: usize) -> Vec<(String, Vec<u8>)> {
+    let customers = generate_customers(&GenerateOptions { rows: 10_000, seed: 5, messy_fraction: 0.0 });
+    (0..n)
+        .map(|i| {
+            let json = serde_json::to_vec(&to_wire(&customers[i % customers.len()].to_raw())).expect("serializes");
+            (format!("b-{i}"), json)
+        })
+        .collect()
+}
+
+async fn produce_all(kafka: &Kafka, topic: &str, data: &[(String, Vec<u8>)]) -> Result<Duration> {
+    let producer = kafka.idempotent_producer()?;
+    let started = Instant::now();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    for (key, payload) in data {
+        in_flight.push(producer.send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(60)));
+        if in_flight.len() >= 50_000 {
+            in_flight.next().await.expect("non-empty").map_err(|(e, _)| e)?;
+        }
+    }
+    while let Some(result) = in_flight.next().await {
+        result.map_err(|(e, _)| e)?;
+    }
+    Ok(started.elapsed())
+}
+
+fn consume_all(kafka: &Kafka, topic: &str, n: usize) -> Result<Duration> {
+    let consumer: BaseConsumer = kafka.consumer_config("bench-reader", &[("enable.auto.commit", "false")]).create()?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..kafka.topics.partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    let mut seen = 0;
+    while seen < n {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(_)) => seen += 1,
+            Some(Err(e)) => bail!("consume: {e}"),
+            None => bail!("consume stalled at {seen} of {n}"),
+        }
+    }
+    Ok(started.elapsed())
+}
+
+async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>) -> Result<f64> {
+    let data = records(args.records);
+    let n = args.records as f64;
+    let (mut produce, mut consume, mut pipeline) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..args.repeat {
+        let kafka = Kafka { topics: topics(&run.to_string()), ..kafka.clone() };
+        kafka.ensure_pipeline_topics().await?;
+        produce.push(n / produce_all(&kafka, &kafka.topics.input, &data).await?.as_secs_f64());
+        let k = kafka.clone();
+        let input = kafka.topics.input.clone();
+        let records = args.records;
+        consume.push(n / tokio::task::spawn_blocking(move || consume_all(&k, &input, records)).await??.as_secs_f64());
+        // The scorer from an already filled input topic to the predictions topic.
+        let (stop_tx, stop) = watch::channel(false);
+        let (_model_tx, models) = watch::channel(model.clone());
+        let scorer = Scorer::new(kafka.clone(), format!("bench-scorer-{run}"), models);
+        let stats = scorer.stats.clone();
+        let task = tokio::spawn(scorer.run(stop));
+        while !stats.assigned.load(Ordering::Relaxed) || stats.consumed.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = Instant::now();
+        while stats.scored.load(Ordering::Relaxed) < args.records as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pipeline.push(n / started.elapsed().as_secs_f64());
+        stop_tx.send(true)?;
+        task.await??;
+    }
+    let ceiling_produce = row("broker ceiling: produce only (idempotent, acks=all)", "records/s", produce);
+    let ceiling_consume = row("broker ceiling: consume only", "records/s", consume);
+    let ours = row("pipeline: input -> scorer -> predictions", "records/s", pipeline);
+    println!("| {:<44} | {:>12.2} | {:>23} | {:<10} |", "pipeline / slower ceiling", ours / ceiling_produce.min(ceiling_consume), "goal ≥ 0.5", "ratio");
+    Ok(ours)
+}
+
+fn python_peer(kafka: &Kafka, args: &Args, csv: &std::path::Path) -> Result<f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/python_peer.py");
+    let output = std::process::Command::new("python3")
+        .args([script, "--brokers", &kafka.brokers, "--csv", &csv.to_string_lossy(), "--records", &args.python_records.to_string()])
+        .output()
+        .context("running benches/python_peer.py")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rate = text
+        .lines()
+        .find_map(|l| l.strip_prefix("records_per_second="))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("python peer failed: {}{}", text, String::from_utf8_lossy(&output.stderr)))?;
+    Ok(rate)
+}
+
+/// One HTTP/1.1 keep-alive connection posting JSON; returns each request's latency.
+fn client(addr: SocketAddr, body: Vec<u8>, requests: usize) -> Result<Vec<f64>> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let head = format!(
+        "POST /api/v1/predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut latencies = Vec::with_capacity(requests);
+    let mut buffer = vec![0u8; 64 * 1024];
+    for _ in 0..requests {
+        let started = Instant::now();
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(&body)?;
+        // Read headers, then exactly Content-Length bytes of body.
+        let mut read = 0;
+        let (header_end, length) = loop {
+            let n = stream.read(&mut buffer[read..])?;
+            if n == 0 {
+                bail!("connection closed");
+            }
+            read += n;
+            if let Some(end) = buffer[..read].windows(4).position(|w| w == b"\r\n\r\n") {
+                let headers = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                if !headers.starts_with("http/1.1 200") {
+                    bail!("request failed: {}", headers.lines().next().unwrap_or_default());
+                }
+                let length = headers
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .context("no content-length")?;
+                break (end + 4, length);
+            }
+        };
+        while read < header_end + length {
+            read += stream.read(&mut buffer[read..])?;
+        }
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(latencies)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())))
+        .flatten()
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, customer: &Customer) -> Result<()> {
+    let kafka = Kafka { topics: topics("web"), ..kafka.clone() };
+    kafka.ensure_pipeline_topics().await?;
+    let (stop_tx, stop) = watch::channel(false);
+    let (_model_tx, models) = watch::channel(model);
+    let metrics = Arc::new(PipelineMetrics::default());
+    let scorer = Scorer::new(kafka.clone(), "bench-web-scorer", models).with_metrics(metrics.clone());
+    let scorer_task = tokio::spawn(scorer.run(stop.clone()));
+    let hub = Hub::start(kafka.clone(), HubOptions::default(), metrics.clone(), app::PipelineStatus::default, stop.clone()).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let options = WebOptions { addr, site_root: std::env::temp_dir(), runs_scorer: true };
+    let app = web::router(&options, hub.clone());
+    let mut server_stop = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { let _ = server_stop.wait_for(|s| *s).await; }).await
+    });
+    while !metrics.assigned.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let idle_rss = rss_mb();
+    // Background stream, as in production: replayed records flowing at 200/s.
+    let background = {
+        let kafka = kafka.clone();
+        let data = records(100_000);
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let producer = kafka.idempotent_producer().expect("producer");
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            for (key, payload) in &data {
+                tokio::select! { _ = stop.wait_for(|s| *s) => break, _ = tick.tick() => {} }
+                let _ = producer.send(FutureRecord::to(&kafka.topics.input).key(key).payload(payload), Duration::from_secs(5)).await;
+            }
+        })
+    };
+    let body = serde_json::to_vec(&customer.to_raw())?;
+    // Warm-up: connections, consumer positions.
+    tokio::task::spawn_blocking({ let body = body.clone(); move || client(addr, body, 20) }).await??;
+    let mut load_rss: f64 = 0.0;
+    for clients in [1usize, 10, 50] {
+        let started = Instant::now();
+        let handles: Vec<_> = (0..clients)
+            .map(|_| { let body = body.clone(); let requests = args.requests; tokio::task::spawn_blocking(move || client(addr, body, requests)) })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await??);
+        }
+        load_rss = load_rss.max(rss_mb());
+        let elapsed = started.elapsed().as_secs_f64();
+        all.sort_by(f64::total_cmp);
+        println!(
+            "| submit round trip, {clients:>2} clients ({:>5} requests)       | p50 {:>6.2} | p90 {:>6.2} p99 {:>6.2} | ms ({:.0}/s) |",
+            all.len(), percentile(&all, 0.5), percentile(&all, 0.9), percentile(&all, 0.99), all.len() as f64 / elapsed
+        );
+    }
+    println!("| {:<44} | {:>12.0} | {:>23} | {:<10} |", "bench process RSS, idle (broker is separate)", idle_rss, "", "MB");
+    println!("| {:<44} | {:>12.0} | {:>23} | {:<10} |", "bench process RSS, under load", load_rss, "", "MB");
+    stop_tx.send(true)?;
+    background.await?;
+    scorer_task.await??;
+    Ok(())
+}
+
+fn scoring(model: &model::ChurnModel, customers: &[Customer], repeat: usize) {
+    let n = 1_000_000;
+    let (mut single, mut batched) = (Vec::new(), Vec::new());
+    for _ in 0..repeat {
+        let started = Instant::now();
+        let mut sink = 0.0;
+        for i in 0..n {
+            sink += model.score(&customers[i % customers.len()]).probability;
+        }
+        single.push(n as f64 / started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let batch: Vec<f64> = (0..n).map(|i| model.probability(&customers[i % customers.len()])).collect();
+        batched.push(n as f64 / started.elapsed().as_secs_f64());
+        std::hint::black_box((sink, batch));
+    }
+    row("model alone: score + explain, per record", "rows/s", single);
+    row("model alone: probability, batched", "rows/s", batched);
+}
+
+fn wasm_size() {
+    let site = std::env::var("CHURN_SITE_ROOT").unwrap_or_else(|_| format!("{}/.cache/customer-churn/target/site", std::env::var("HOME").unwrap_or_default()));
+    let path = format!("{site}/pkg/churn_bg.wasm");
+    let Ok(raw) = std::fs::metadata(&path).map(|m| m.len()) else {
+        println!("| WASM bundle: not built ({path})");
+        return;
+    };
+    let gz = std::process::Command::new("sh").args(["-c", &format!("gzip -9c '{path}' | wc -c")]).output().ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().ok()).unwrap_or(0);
+    println!("| {:<44} | {:>12} | {:>23} | {:<10} |", "WASM bundle, raw / gzipped", raw / 1024, format!("{} gzipped (goal < 250)", gz / 1024), "KB");
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let broker = EmbeddedBroker::start(BrokerOptions::for_tests())?;
+    let kafka = Kafka::at(broker.address());
+    kafka.check_reachable(Duration::from_secs(10)).await?;
+    let customers = generate_customers(&GenerateOptions { rows: 5_000, seed: 9, messy_fraction: 0.0 });
+    let model = Arc::new(model::train::train(&customers, &Default::default(), "bench".into(), |_| {})?);
+    println!("churn-bench on {} cores; {} records per throughput run, {} repeats\n", std::thread::available_parallelism().map_or(0, |n| n.get()), args.records, args.repeat);
+    println!("| {:<44} | {:>12} | {:>23} | {:<10} |", "measure", "median", "min – max", "unit");
+    println!("|{}|{}|{}|{}|", "-".repeat(46), "-".repeat(14), "-".repeat(25), "-".repeat(12));
+    scoring(&model, &customers, args.repeat);
+    let ours = throughput(&kafka, &args, model.clone()).await?;
+    if args.python {
+        let dir = tempfile_dir()?;
+        let csv = dir.join("customers.csv");
+        std::fs::write(&csv, model::synth::generate_csv(&GenerateOptions { rows: 5_000, seed: 9, messy_fraction: 0.0 }))?;
+        let peer = python_peer(&kafka, &args, &csv)?;
+        println!("| {:<44} | {:>12.0} | {:>23} | {:<10} |", "python peer (kafka-python + pandas + sklearn)", peer, "", "records/s");
+        println!("| {:<44} | {:>12.0} | {:>23} | {:<10} |", "ours / python peer", ours / peer, "goal ≥ 100", "ratio");
+    }
+    latency(&kafka, &args, model, &customers[0]).await?;
+    wasm_size();
+    drop(broker);
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("churn-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
