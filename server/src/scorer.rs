@@ -6,6 +6,7 @@
 //! offsets are stored. A crash re-delivers at most the uncommitted batches; readers de-duplicate
 //! by record id.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,8 @@ use crate::kafka::Kafka;
 
 /// Most records handled together; bounds memory and the re-delivery after a crash.
 const MAX_BATCH: usize = 1000;
+/// Batches awaiting their delivery acknowledgements at once.
+const MAX_IN_FLIGHT: usize = 4;
 
 /// The scorer's counters live in the process-wide metrics.
 pub type ScorerStats = crate::metrics::PipelineMetrics;
@@ -129,10 +132,19 @@ impl Scorer {
         tracing::info!(input = %topics.input, predictions = %topics.predictions, group = %self.group,
                        model = %self.model.borrow().version, "scorer started");
 
+        // Batches whose deliveries are still pending, oldest first. Several overlap so that
+        // scoring the next batch does not wait for the broker to acknowledge the last one;
+        // offsets are stored strictly in order, as each oldest batch completes.
+        let mut in_flight: VecDeque<tokio::task::JoinHandle<Delivered>> = VecDeque::new();
         loop {
             let first = tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => break,
+                delivered = async { in_flight.front_mut().expect("checked non-empty").await }, if !in_flight.is_empty() => {
+                    in_flight.pop_front();
+                    self.store(&consumer, delivered.context("a delivery task panicked")?);
+                    continue;
+                }
                 message = consumer.recv() => message,
             };
             let mut batch = Vec::with_capacity(64);
@@ -152,7 +164,15 @@ impl Scorer {
                     None => break,
                 }
             }
-            self.process(&consumer, &producer, &batch, &shutdown).await;
+            let prepared = self.prepare(&batch);
+            in_flight.push_back(tokio::spawn(deliver(prepared, producer.clone(), self.stats.clone(), shutdown.clone())));
+            while in_flight.len() > MAX_IN_FLIGHT {
+                let oldest = in_flight.pop_front().expect("non-empty");
+                self.store(&consumer, oldest.await.context("a delivery task panicked")?);
+            }
+        }
+        while let Some(oldest) = in_flight.pop_front() {
+            self.store(&consumer, oldest.await.context("a delivery task panicked")?);
         }
 
         // Graceful: everything stored so far is delivered; commit it before leaving the group.
@@ -167,13 +187,8 @@ impl Scorer {
         Ok(())
     }
 
-    async fn process(
-        &self,
-        consumer: &StreamConsumer<ScorerContext>,
-        producer: &FutureProducer,
-        batch: &[BorrowedMessage<'_>],
-        shutdown: &watch::Receiver<bool>,
-    ) {
+    /// Scores a batch into owned, ready-to-send records.
+    fn prepare(&self, batch: &[BorrowedMessage<'_>]) -> Prepared {
         let topics = &self.kafka.topics;
         let model = self.model.borrow().clone();
         if *self.stats.model_version.lock().expect("model version") != model.version {
@@ -181,20 +196,22 @@ impl Scorer {
         }
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         self.stats.consumed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-
-        // Serialize every outcome first: the produce futures borrow these bytes.
-        let outputs: Vec<(String, Vec<u8>, Option<OwnedHeaders>, &str)> = batch
+        let outputs = batch
             .iter()
             .map(|m| {
                 let id = record_id(m);
                 let started = std::time::Instant::now();
                 let outcome = judge(id.clone(), m.payload(), &model, &now);
                 self.stats.scoring_seconds.observe(started.elapsed().as_secs_f64());
+                let created_ms = m.timestamp().to_millis();
                 match outcome {
-                    Outcome::Scored(prediction) => {
-                        let json = serde_json::to_vec(&prediction).expect("predictions serialize");
-                        (id, json, None, topics.predictions.as_str())
-                    }
+                    Outcome::Scored(prediction) => Output {
+                        key: id,
+                        payload: serde_json::to_vec(&prediction).expect("predictions serialize"),
+                        headers: None,
+                        topic: topics.predictions.clone(),
+                        created_ms,
+                    },
                     Outcome::DeadLetter { reason, errors } => {
                         tracing::debug!(%id, %reason, "dead letter");
                         let source = format!("{}-{}-{}", m.topic(), m.partition(), m.offset());
@@ -204,74 +221,110 @@ impl Scorer {
                         if let Some(errors) = &errors {
                             headers = headers.insert(Header { key: "dlq.errors", value: Some(errors.as_str()) });
                         }
-                        let original = m.payload().unwrap_or_default().to_vec();
-                        (id, original, Some(headers), topics.dead_letter.as_str())
+                        Output {
+                            key: id,
+                            payload: m.payload().unwrap_or_default().to_vec(),
+                            headers: Some(headers),
+                            topic: topics.dead_letter.clone(),
+                            created_ms,
+                        }
                     }
                 }
             })
             .collect();
+        Prepared { outputs, positions: batch.iter().map(|m| (m.partition(), m.offset())).collect() }
+    }
 
-        let mut pending: Vec<usize> = (0..outputs.len()).collect();
-        let mut attempt = 0u32;
-        while !pending.is_empty() {
-            let sends = pending.iter().map(|&i| {
-                let (key, payload, headers, topic) = &outputs[i];
-                let mut record = FutureRecord::to(topic).key(key.as_str()).payload(payload.as_slice());
-                if let Some(h) = headers {
-                    record = record.headers(h.clone());
-                }
-                producer.send(record, Duration::from_secs(30))
-            });
-            let results = join_all(sends).await;
-            let mut failed = Vec::new();
-            for (&i, result) in pending.iter().zip(results) {
-                match result {
-                    Ok(_) if outputs[i].2.is_some() => {
-                        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(_) => {
-                        self.stats.scored.fetch_add(1, Ordering::Relaxed);
-                        if let Some(created) = batch[i].timestamp().to_millis() {
-                            let age_ms = chrono::Utc::now().timestamp_millis() - created;
-                            self.stats.end_to_end_seconds.observe(age_ms as f64 / 1000.0);
-                        }
-                    }
-                    Err((e, _)) => {
-                        self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(id = %outputs[i].0, "produce failed, will retry: {e}");
-                        failed.push(i);
-                    }
-                }
-            }
-            pending = failed;
-            if !pending.is_empty() {
-                if *shutdown.borrow() {
-                    // Leave these offsets uncommitted: the next scorer re-reads them.
-                    tracing::warn!(records = pending.len(), "stopping with undelivered records; they will be re-read");
-                    break;
-                }
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25)))).await;
-            }
-        }
-
-        // Store the offsets that are safe: per partition, up to the first undelivered record.
+    /// Stores the offsets that are safe: per partition, up to the first undelivered record.
+    fn store(&self, consumer: &StreamConsumer<ScorerContext>, delivered: Delivered) {
         let mut first_failed: std::collections::HashMap<i32, i64> = Default::default();
-        for &i in &pending {
-            let m = &batch[i];
-            let entry = first_failed.entry(m.partition()).or_insert(i64::MAX);
-            *entry = (*entry).min(m.offset());
+        for &i in &delivered.undelivered {
+            let (partition, offset) = delivered.positions[i];
+            let entry = first_failed.entry(partition).or_insert(i64::MAX);
+            *entry = (*entry).min(offset);
         }
-        for m in batch {
-            if first_failed.get(&m.partition()).is_some_and(|&f| m.offset() >= f) {
+        for &(partition, offset) in &delivered.positions {
+            if first_failed.get(&partition).is_some_and(|&f| offset >= f) {
                 continue;
             }
-            if let Err(e) = consumer.store_offset_from_message(m) {
-                // A partition revoked mid-batch: its new owner re-reads; duplicates are allowed.
+            if let Err(e) = consumer.store_offset(&self.kafka.topics.input, partition, offset) {
+                // A partition revoked meanwhile: its new owner re-reads; duplicates are allowed.
                 tracing::debug!("store offset: {e}");
             }
         }
     }
+}
+
+/// One scored record, ready to produce.
+struct Output {
+    key: String,
+    payload: Vec<u8>,
+    /// Present for dead letters.
+    headers: Option<OwnedHeaders>,
+    topic: String,
+    created_ms: Option<i64>,
+}
+
+/// A scored batch and where its records came from.
+struct Prepared {
+    outputs: Vec<Output>,
+    positions: Vec<(i32, i64)>,
+}
+
+/// A batch after delivery: which records (by index) could not be delivered before shutdown.
+struct Delivered {
+    positions: Vec<(i32, i64)>,
+    undelivered: Vec<usize>,
+}
+
+/// Produces a batch, retrying failed records with back-off until they are acknowledged or the
+/// scorer stops.
+async fn deliver(batch: Prepared, producer: FutureProducer, stats: Arc<ScorerStats>, shutdown: watch::Receiver<bool>) -> Delivered {
+    let outputs = &batch.outputs;
+    let mut pending: Vec<usize> = (0..outputs.len()).collect();
+    let mut attempt = 0u32;
+    while !pending.is_empty() {
+        let sends = pending.iter().map(|&i| {
+            let out = &outputs[i];
+            let mut record = FutureRecord::to(&out.topic).key(out.key.as_str()).payload(out.payload.as_slice());
+            if let Some(h) = &out.headers {
+                record = record.headers(h.clone());
+            }
+            producer.send(record, Duration::from_secs(30))
+        });
+        let results = join_all(sends).await;
+        let mut failed = Vec::new();
+        for (&i, result) in pending.iter().zip(results) {
+            match result {
+                Ok(_) if outputs[i].headers.is_some() => {
+                    stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {
+                    stats.scored.fetch_add(1, Ordering::Relaxed);
+                    if let Some(created) = outputs[i].created_ms {
+                        let age_ms = chrono::Utc::now().timestamp_millis() - created;
+                        stats.end_to_end_seconds.observe(age_ms as f64 / 1000.0);
+                    }
+                }
+                Err((e, _)) => {
+                    stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(id = %outputs[i].key, "produce failed, will retry: {e}");
+                    failed.push(i);
+                }
+            }
+        }
+        pending = failed;
+        if !pending.is_empty() {
+            if *shutdown.borrow() {
+                // Leave these offsets uncommitted: the next scorer re-reads them.
+                tracing::warn!(records = pending.len(), "stopping with undelivered records; they will be re-read");
+                break;
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25)))).await;
+        }
+    }
+    Delivered { positions: batch.positions, undelivered: pending }
 }
 
 #[cfg(test)]
