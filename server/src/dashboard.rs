@@ -11,10 +11,10 @@ use app::{Dashboard, WindowPoint};
 use model::analytics::{Totals, WindowPartial};
 use model::Prediction;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::kafka::Kafka;
+use crate::kafka::{tail_payloads, Kafka};
 use crate::metrics::PipelineMetrics;
 
 /// Windows drawn on the dashboard's time series.
@@ -98,7 +98,7 @@ pub fn riskiest(recent: &[Prediction]) -> Vec<Prediction> {
 }
 
 /// Reads the stats topic from the start (it is compacted) and keeps the view current.
-pub async fn follow_stats(kafka: Kafka, view: Arc<Mutex<StatsView>>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn follow_stats(kafka: Kafka, view: Arc<Mutex<StatsView>>, shutdown: watch::Receiver<bool>) -> Result<()> {
     let consumer: StreamConsumer = kafka
         .consumer_config("churn-web-stats", &[("enable.auto.commit", "false")])
         .create()
@@ -109,23 +109,12 @@ pub async fn follow_stats(kafka: Kafka, view: Arc<Mutex<StatsView>>, mut shutdow
         assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment).with_context(|| format!("reading {topic}"))?;
-    loop {
-        let message = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
-            m = consumer.recv() => m,
-        };
-        match message {
-            Ok(m) => {
-                if let Some(partial) = m.payload().and_then(|p| serde_json::from_slice::<WindowPartial>(p).ok()) {
-                    view.lock().expect("stats view").apply(partial);
-                }
-            }
-            Err(e) => {
-                tracing::debug!("stats consumer: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+    tail_payloads(&consumer, "stats consumer", shutdown, |payload| {
+        if let Ok(partial) = serde_json::from_slice::<WindowPartial>(payload) {
+            view.lock().expect("stats view").apply(partial);
         }
-    }
+    })
+    .await;
     Ok(())
 }
 

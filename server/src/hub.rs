@@ -16,11 +16,11 @@ use app::{Backend, Dashboard, FeedEvent, PipelineStatus, PredictError, SecondSta
 use model::{Customer, Prediction};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::dashboard::{follow_stats, watch_lag, StatsView};
-use crate::kafka::Kafka;
+use crate::kafka::{tail_payloads, Kafka};
 use crate::metrics::PipelineMetrics;
 
 /// Predictions kept for the snapshot a browser gets when it connects.
@@ -205,23 +205,11 @@ async fn read_replies(
     pending: Arc<Pending>,
     events: broadcast::Sender<FeedEvent>,
     window: Arc<Mutex<Window>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let message = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
-            m = consumer.recv() => m,
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!("replies consumer: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let Some(prediction) = message.payload().and_then(|p| serde_json::from_slice::<Prediction>(p).ok()) else {
-            continue;
+    tail_payloads(&consumer, "replies consumer", shutdown, |payload| {
+        let Ok(prediction) = serde_json::from_slice::<Prediction>(payload) else {
+            return;
         };
         if let Some(waiting) = pending.lock().expect("pending map").remove(&prediction.id) {
             let _ = waiting.send(prediction.clone());
@@ -242,7 +230,8 @@ async fn read_replies(
             }
         }
         let _ = events.send(FeedEvent::Prediction(prediction));
-    }
+    })
+    .await;
 }
 
 /// Closes each second, busy or not, so the chart shows quiet times too.

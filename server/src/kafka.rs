@@ -10,6 +10,7 @@ use clap::Args;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -98,7 +99,7 @@ impl Kafka {
         }
     }
 
-    /// A plain connection with default topics, for tests and tools.
+        /// A plain connection with default topics, for tests and tools.
     pub fn at(brokers: impl Into<String>) -> Self {
         Kafka { brokers: brokers.into(), properties: Vec::new(), topics: Topics::default() }
     }
@@ -197,5 +198,32 @@ impl Kafka {
             (&t.stats, n, true),
         ])
         .await
+    }
+}
+
+/// Hands each payload of an assigned topic to `handle` until `shutdown`. Consumer errors (a
+/// broker away, say) are logged and waited out: librdkafka reconnects by itself.
+pub async fn tail_payloads(
+    consumer: &StreamConsumer,
+    what: &str,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut handle: impl FnMut(&[u8]),
+) {
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            m = consumer.recv() => m,
+        };
+        match message {
+            Ok(m) => {
+                if let Some(payload) = rdkafka::Message::payload(&m) {
+                    handle(payload);
+                }
+            }
+            Err(e) => {
+                tracing::debug!("{what}: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 }

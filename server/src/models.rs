@@ -14,7 +14,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::kafka::Kafka;
+use crate::kafka::{tail_payloads, Kafka};
 
 /// Every model is published under this key, so compaction keeps only the newest.
 const MODEL_KEY: &str = "churn-model";
@@ -65,7 +65,7 @@ fn parse(payload: Option<&[u8]>) -> Option<ChurnModel> {
 pub async fn follow(
     kafka: &Kafka,
     fallback: Option<ChurnModel>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(watch::Receiver<Arc<ChurnModel>>, tokio::task::JoinHandle<()>)> {
     let consumer = models_consumer(kafka)?;
     let topic = kafka.topics.models.clone();
@@ -102,26 +102,15 @@ pub async fn follow(
     };
     let (tx, rx) = watch::channel(Arc::new(current));
     let task = tokio::spawn(async move {
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => break,
-                m = consumer.recv() => m,
-            };
-            match message {
-                Ok(m) => {
-                    if let Some(model) = parse(m.payload()) {
-                        if model.version != tx.borrow().version {
-                            tracing::info!(from = %tx.borrow().version, to = %model.version, "switching model");
-                            tx.send_replace(Arc::new(model));
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("models topic: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+        tail_payloads(&consumer, "models topic", shutdown, |payload| {
+            if let Some(model) = parse(Some(payload)) {
+                if model.version != tx.borrow().version {
+                    tracing::info!(from = %tx.borrow().version, to = %model.version, "switching model");
+                    tx.send_replace(Arc::new(model));
                 }
             }
-        }
+        })
+        .await
     });
     Ok((rx, task))
 }
