@@ -76,11 +76,14 @@ export async function startProduct({ replayRate = 20, extraArgs = [] } = {}) {
     await until('the broker port to close', 10_000, async () => !(await portOpen(brokerPort)));
   };
   await startBroker();
-  const server = keep(spawn(churn, [
+  const serveArgs = [
     'serve', '--addr', `127.0.0.1:${port}`, '--brokers', `127.0.0.1:${brokerPort}`,
     '--model', model, '--replay', csv, '--replay-rate', String(replayRate), '--reply-timeout', '8',
     ...extraArgs,
-  ], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } }), 'serve');
+  ];
+  const startServer = () => keep(spawn(churn, serveArgs,
+    { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } }), 'serve');
+  let server = startServer();
   const url = `http://127.0.0.1:${port}`;
   try {
     await until(`${url}/healthz`, 60_000, async () => (await fetch(`${url}/healthz`)).ok);
@@ -94,8 +97,13 @@ export async function startProduct({ replayRate = 20, extraArgs = [] } = {}) {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
   });
+  const restartServer = async () => {
+    await stopProcess(server);
+    server = startServer();
+    await until(`${url}/healthz`, 60_000, async () => (await fetch(`${url}/healthz`)).ok);
+  };
   return {
-    url, dir, logs, browser, startBroker, stopBroker, brokerPort,
+    url, dir, logs, browser, startBroker, stopBroker, brokerPort, restartServer,
     async stop() {
       await browser.close().catch(() => {});
       await stopProcess(server);

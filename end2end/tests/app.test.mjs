@@ -74,6 +74,20 @@ test('the live feed grows while replay runs', async () => {
   await page.screenshot({ path: new URL('../../docs/screenshot.png', import.meta.url).pathname, fullPage: true });
 });
 
+test('the live feed reconnects by itself when the connection drops', async () => {
+  const received = async () => Number((await text('.feed-note')).match(/(\d+) predictions received/)?.[1] ?? 0);
+  // The web server restarts under the open page (a deploy, a crash): the socket drops.
+  const restarted = product.restartServer();
+  await page.waitForFunction(() => !document.querySelector('.conn').classList.contains('on'), null, { timeout: 20_000 });
+  await restarted;
+  await page.waitForFunction(() => document.querySelector('.conn').classList.contains('on'), null, { timeout: 20_000 });
+  const after = await received();
+  await page.waitForFunction((n) => {
+    const m = document.querySelector('.feed-note').textContent.match(/(\d+) predictions received/);
+    return m && Number(m[1]) >= n + 5;
+  }, after, { timeout: 20_000 });
+});
+
 test('the page fits a phone screen', async () => {
   const phone = await product.browser.newPage({ viewport: { width: 390, height: 844 } });
   await phone.goto(product.url);
