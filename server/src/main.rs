@@ -512,7 +512,6 @@ async fn serve(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     };
     let hub = Hub::start(kafka.clone(), hub_options, metrics, status, shutdown.clone()).await?;
     let web = WebOptions { addr: args.addr, site_root: args.site_root.clone(), runs_scorer: !args.no_scorer };
-    println!("Customer churn is up: open http://{}", args.addr);
     let served = server::web::serve(web, hub, shutdown.clone()).await;
     // The web server is gone (stopped or failed): stop the rest of the pipeline too.
     let _ = stop.send(true);

@@ -129,6 +129,8 @@ impl Scorer {
             .subscribe(&[&topics.input])
             .with_context(|| format!("subscribing to {}", topics.input))?;
         let producer: FutureProducer = self.kafka.idempotent_producer()?;
+        // Loaded means ready, before the first record arrives (readiness reports it).
+        *self.stats.model_version.lock().expect("model version") = self.model.borrow().version.clone();
         tracing::info!(input = %topics.input, predictions = %topics.predictions, group = %self.group,
                        model = %self.model.borrow().version, "scorer started");
 

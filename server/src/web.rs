@@ -152,7 +152,7 @@ pub async fn serve(options: WebOptions, hub: Arc<Hub>, mut shutdown: watch::Rece
         .await
         .with_context(|| format!("cannot listen on {}: pick another address with --addr", options.addr))?;
     let app = router(&options, hub);
-    tracing::info!("web app on http://{}", listener.local_addr()?);
+    println!("Customer churn is up: open http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
