@@ -98,21 +98,26 @@ impl WindowPartial {
             }
         }
         if let Some(actual) = prediction.actual_churn {
-            let q = self.quality.entry(prediction.model_version.clone()).or_default();
-            let bin = quality_bin(prediction.churn_probability);
-            match (prediction.churn, actual) {
-                (true, true) => q.confusion.true_positive += 1,
-                (true, false) => q.confusion.false_positive += 1,
-                (false, false) => q.confusion.true_negative += 1,
-                (false, true) => q.confusion.false_negative += 1,
-            }
-            if actual {
-                q.churner_bins[bin] += 1;
-            } else {
-                q.stayer_bins[bin] += 1;
-            }
-            q.predicted_sum_bins[bin] += prediction.churn_probability;
+            self.add_outcome(&Scored::of(prediction), actual);
         }
+    }
+
+    /// Counts a true outcome against the prediction that was made for it.
+    fn add_outcome(&mut self, scored: &Scored, actual: bool) {
+        let q = self.quality.entry(scored.model_version.clone()).or_default();
+        let bin = quality_bin(scored.probability);
+        match (scored.churn, actual) {
+            (true, true) => q.confusion.true_positive += 1,
+            (true, false) => q.confusion.false_positive += 1,
+            (false, false) => q.confusion.true_negative += 1,
+            (false, true) => q.confusion.false_negative += 1,
+        }
+        if actual {
+            q.churner_bins[bin] += 1;
+        } else {
+            q.stayer_bins[bin] += 1;
+        }
+        q.predicted_sum_bins[bin] += scored.probability;
     }
 
     /// Stable message key: the same window and partition always overwrite each other.
@@ -120,6 +125,36 @@ impl WindowPartial {
         format!("{}/p{}", self.window_start_ms, self.partition)
     }
 }
+
+/// What an outcome is judged against: the prediction made for the same record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub model_version: String,
+    pub probability: f64,
+    pub churn: bool,
+}
+
+impl Scored {
+    pub fn of(prediction: &Prediction) -> Self {
+        Scored {
+            model_version: prediction.model_version.clone(),
+            probability: prediction.churn_probability,
+            churn: prediction.churn,
+        }
+    }
+}
+
+/// Which input topic a record came from; each has its own offsets to commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Predictions = 0,
+    Outcomes = 1,
+}
+
+/// Predictions remembered per partition for joining outcomes that arrive later.
+const REMEMBERED: usize = 200_000;
+/// Outcomes kept while their prediction has not been seen yet.
+const WAITING: usize = 100_000;
 
 /// The training score distribution a model is compared against.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,8 +166,10 @@ pub struct DriftReference {
 
 struct OpenWindow {
     partial: WindowPartial,
+    /// What the window already counted ("p:" predictions, "o:" outcomes), to count each once.
     ids: HashSet<String>,
-    first_offset: i64,
+    /// First offset per source that the window holds (i64::MAX for none).
+    first_offsets: [i64; 2],
 }
 
 /// Tumbling event-time windows for one partition.
@@ -144,6 +181,11 @@ pub struct WindowAggregator {
     closed: BTreeMap<i64, (WindowPartial, HashSet<String>)>,
     watermark: i64,
     drift: Option<DriftReference>,
+    /// Predictions by record id, oldest first for eviction.
+    remembered: std::collections::HashMap<String, Scored>,
+    remembered_order: std::collections::VecDeque<String>,
+    /// Outcomes whose prediction has not arrived yet: id -> (offset, timestamp, outcome).
+    waiting: std::collections::HashMap<String, (i64, i64, bool)>,
     /// Records too late even for the kept closed windows.
     pub dropped_late: u64,
     pub duplicates: u64,
@@ -159,6 +201,9 @@ impl WindowAggregator {
             closed: BTreeMap::new(),
             watermark: i64::MIN,
             drift: None,
+            remembered: Default::default(),
+            remembered_order: Default::default(),
+            waiting: Default::default(),
             dropped_late: 0,
             duplicates: 0,
         }
@@ -173,17 +218,25 @@ impl WindowAggregator {
         timestamp_ms.div_euclid(self.window_ms) * self.window_ms
     }
 
-    /// Counts one prediction. Returns a revised window when a late record changed one that was
-    /// already closed (to publish again); duplicates of an id within a window count once.
-    pub fn observe(&mut self, offset: i64, timestamp_ms: i64, prediction: &Prediction) -> Option<WindowPartial> {
+    /// Counts one record into the window of `timestamp_ms`. Returns the revised window when a
+    /// late record changed one that was already closed (to publish again); a `key` already
+    /// counted in that window counts once.
+    fn count(
+        &mut self,
+        source: Source,
+        offset: i64,
+        timestamp_ms: i64,
+        key: String,
+        apply: impl FnOnce(&mut WindowPartial, &Option<DriftReference>),
+    ) -> Option<WindowPartial> {
         let start = self.start_of(timestamp_ms);
         self.watermark = self.watermark.max(timestamp_ms);
         if let Some((partial, ids)) = self.closed.get_mut(&start) {
-            if !ids.insert(prediction.id.clone()) {
+            if !ids.insert(key) {
                 self.duplicates += 1;
                 return None;
             }
-            partial.add(prediction, &self.drift);
+            apply(partial, &self.drift);
             partial.revision += 1;
             return Some(partial.clone());
         }
@@ -195,15 +248,58 @@ impl WindowAggregator {
         let window = self.open.entry(start).or_insert_with(|| OpenWindow {
             partial: WindowPartial::new(start, window_ms, partition, &drift),
             ids: HashSet::new(),
-            first_offset: offset,
+            first_offsets: [i64::MAX; 2],
         });
-        if !window.ids.insert(prediction.id.clone()) {
+        if !window.ids.insert(key) {
             self.duplicates += 1;
             return None;
         }
-        window.first_offset = window.first_offset.min(offset);
-        window.partial.add(prediction, &self.drift);
+        let first = &mut window.first_offsets[source as usize];
+        *first = (*first).min(offset);
+        apply(&mut window.partial, &self.drift);
         None
+    }
+
+    /// Remembers a prediction so that an outcome arriving later can be joined to it.
+    pub fn remember(&mut self, prediction: &Prediction) {
+        if self.remembered.insert(prediction.id.clone(), Scored::of(prediction)).is_none() {
+            self.remembered_order.push_back(prediction.id.clone());
+            while self.remembered_order.len() > REMEMBERED {
+                if let Some(old) = self.remembered_order.pop_front() {
+                    self.remembered.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Counts one prediction. Returns a revised window when a late record changed one that was
+    /// already closed (to publish again); duplicates of an id within a window count once. An
+    /// outcome that arrived before its prediction is counted with it.
+    pub fn observe(&mut self, offset: i64, timestamp_ms: i64, prediction: &Prediction) -> Option<WindowPartial> {
+        self.remember(prediction);
+        let early_outcome = self.waiting.remove(&prediction.id).map(|(_, _, actual)| actual);
+        let scored = Scored::of(prediction);
+        self.count(Source::Predictions, offset, timestamp_ms, format!("p:{}", prediction.id), |w, drift| {
+            w.add(prediction, drift);
+            if let (Some(actual), None) = (early_outcome, prediction.actual_churn) {
+                w.add_outcome(&scored, actual);
+            }
+        })
+    }
+
+    /// Counts a true outcome that arrived on its own (from a labels topic), joined by record id
+    /// to the prediction made earlier, in the window of its arrival. Until that prediction is
+    /// seen the outcome waits (bounded).
+    pub fn observe_outcome(&mut self, offset: i64, timestamp_ms: i64, id: &str, actual: bool) -> Option<WindowPartial> {
+        let Some(scored) = self.remembered.get(id).cloned() else {
+            if self.waiting.len() < WAITING {
+                self.waiting.insert(id.to_owned(), (offset, timestamp_ms, actual));
+            } else {
+                self.dropped_late += 1;
+            }
+            return None;
+        };
+        self.count(Source::Outcomes, offset, timestamp_ms, format!("o:{id}"), |w, _| w.add_outcome(&scored, actual))
     }
 
     /// Closes the windows whose end plus the allowed lateness has passed, by the stream's own
@@ -228,11 +324,20 @@ impl WindowAggregator {
         closed
     }
 
-    /// The offset safe to commit: the first record of the oldest open window (it and what
-    /// follows are re-read after a restart, rebuilding the open windows), or `None` when no window
-    /// is open (everything read so far is published).
-    pub fn commit_offset(&self) -> Option<i64> {
-        self.open.values().map(|w| w.first_offset).min()
+    /// The offset of `source` safe to commit: the first record still held in an open window or
+    /// waiting for its prediction (it and what follows are re-read after a restart, rebuilding
+    /// that state), or `None` when nothing is held (everything read so far is published).
+    pub fn commit_offset(&self, source: Source) -> Option<i64> {
+        let waiting = match source {
+            Source::Outcomes => self.waiting.values().map(|(offset, _, _)| *offset).min(),
+            Source::Predictions => None,
+        };
+        self.open
+            .values()
+            .map(|w| w.first_offsets[source as usize])
+            .chain(waiting)
+            .filter(|&o| o != i64::MAX)
+            .min()
     }
 }
 
@@ -416,7 +521,7 @@ mod tests {
         agg.observe(2, 19_999, &prediction("b", 0.1, false, None, false));
         agg.observe(3, 20_000, &prediction("c", 0.2, false, None, false)); // window [20s, 30s)
         assert!(agg.close_due(0).is_empty(), "20s + 2s lateness not reached by the stream");
-        assert_eq!(agg.commit_offset(), Some(1));
+        assert_eq!(agg.commit_offset(Source::Predictions), Some(1));
         agg.observe(4, 22_000, &prediction("d", 0.3, false, None, false));
         let closed = agg.close_due(0);
         assert_eq!(closed.len(), 1);
@@ -425,7 +530,7 @@ mod tests {
         assert_eq!(w.segments["all"], SegmentCounts { count: 2, churn_predicted: 1, sum_probability: 1.0 });
         assert_eq!(w.segments["account_manager=yes"].count, 1);
         assert_eq!(w.segments["state=AK"].count, 2);
-        assert_eq!(agg.commit_offset(), Some(3), "the open window's first record");
+        assert_eq!(agg.commit_offset(Source::Predictions), Some(3), "the open window's first record");
     }
 
     #[test]
@@ -435,7 +540,7 @@ mod tests {
         assert_eq!(agg.close_due(11_999).len(), 0);
         assert_eq!(agg.close_due(12_000).len(), 1);
         assert!(agg.close_due(100_000).is_empty(), "no records, no windows");
-        assert_eq!(agg.commit_offset(), None);
+        assert_eq!(agg.commit_offset(Source::Predictions), None);
     }
 
     #[test]
@@ -464,7 +569,7 @@ mod tests {
             before.observe(*offset, *ts, p);
             published.extend(before.close_due(0));
         }
-        let resume = before.commit_offset().unwrap();
+        let resume = before.commit_offset(Source::Predictions).unwrap();
         // Crash: the open window is lost; a new aggregator re-reads from the committed offset.
         let mut after = WindowAggregator::new(10_000, 0, 0);
         for (offset, ts, p) in stream.iter().filter(|(o, _, _)| *o >= resume) {
@@ -495,6 +600,28 @@ mod tests {
         assert_eq!(q.labelled, 3);
         assert!((q.accuracy - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(q.roc_auc, 1.0, "the churner outscored both stayers");
+    }
+
+    #[test]
+    fn outcomes_from_a_labels_topic_join_their_prediction_by_id_in_either_order() {
+        let mut agg = WindowAggregator::new(10_000, 0, 0);
+        // Prediction first, outcome later (in a later window).
+        agg.observe(1, 1_000, &prediction("a", 0.9, true, None, true));
+        assert!(agg.observe_outcome(7, 12_000, "a", true).is_none());
+        // Outcome first: it waits, holding its offset back from the commit, and joins on arrival.
+        assert!(agg.observe_outcome(8, 12_500, "b", false).is_none());
+        assert_eq!(agg.commit_offset(Source::Outcomes), Some(7));
+        agg.observe(2, 13_000, &prediction("b", 0.7, true, None, false));
+        // An outcome for an unknown id simply waits; a repeated one counts once.
+        assert!(agg.observe_outcome(9, 13_500, "a", true).is_none());
+        let mut totals = Totals::default();
+        for w in agg.close_due(30_000) {
+            totals.add(&w);
+        }
+        let q = &totals.quality()["m-a"];
+        assert_eq!(q.labelled, 2);
+        assert_eq!((q.precision, q.recall), (0.5, 1.0), "a churned as predicted, b stayed though flagged");
+        assert_eq!(agg.commit_offset(Source::Outcomes), None);
     }
 
     #[test]

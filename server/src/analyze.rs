@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use model::analytics::{WindowAggregator, WindowPartial};
+use model::analytics::{Source, WindowAggregator, WindowPartial};
 use model::{ChurnModel, Prediction};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -36,8 +36,65 @@ impl Default for AnalyzeOptions {
 
 struct PartitionState {
     aggregator: WindowAggregator,
-    /// Next offset after the last record read.
-    next_offset: i64,
+    /// Per source (predictions, outcomes): the next offset after the last record read.
+    next_offsets: [Option<i64>; 2],
+}
+
+/// Outcomes older than this are not joined after a restart.
+const REMEMBER_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// After a restart or rebalance, remembers the partition's predictions from before the committed
+/// offset (up to a day back), so outcomes arriving later still find the prediction they judge.
+fn remember_earlier(kafka: &Kafka, group: &StreamConsumer, partition: i32, aggregator: &mut WindowAggregator) -> Result<usize> {
+    let topic = &kafka.topics.predictions;
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, partition);
+    let committed = group.committed_offsets(wanted, Duration::from_secs(5))?;
+    let Some(until) = committed.find_partition(topic, partition).and_then(|e| e.offset().to_raw()).filter(|&o| o > 0) else {
+        return Ok(0);
+    };
+    let reader: BaseConsumer = kafka.consumer_config("churn-analytics-recall", &[("enable.auto.commit", "false")]).create()?;
+    let since = chrono::Utc::now().timestamp_millis() - REMEMBER_FOR.as_millis() as i64;
+    let mut times = TopicPartitionList::new();
+    times.add_partition_offset(topic, partition, Offset::Offset(since))?;
+    let start = reader
+        .offsets_for_times(times, Duration::from_secs(5))?
+        .find_partition(topic, partition)
+        .map(|e| e.offset())
+        .filter(|o| matches!(o, Offset::Offset(_)))
+        .unwrap_or(Offset::Beginning);
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, start)?;
+    reader.assign(&assignment)?;
+    let mut remembered = 0;
+    loop {
+        match reader.poll(Duration::from_secs(5)) {
+            Some(Ok(m)) => {
+                if m.offset() >= until {
+                    break;
+                }
+                if let Some(prediction) = m.payload().and_then(|p| serde_json::from_slice::<Prediction>(p).ok()) {
+                    aggregator.remember(&prediction);
+                    remembered += 1;
+                }
+                if m.offset() + 1 >= until {
+                    break;
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => break,
+        }
+    }
+    Ok(remembered)
+}
+
+/// The outcome a labels message carries: `{"Churn": 1}` or a whole record with its `Churn`.
+fn outcome(payload: &[u8]) -> Option<bool> {
+    let raw: model::RawCustomer = serde_json::from_slice(payload).ok()?;
+    match model::validate_field(model::Field::Churn, raw.churn.as_ref()) {
+        Ok(model::validate::FieldValue::Flag(actual)) => Some(actual),
+        _ => None,
+    }
 }
 
 pub async fn run(
@@ -55,7 +112,11 @@ pub async fn run(
         ])
         .create()
         .context("creating the analytics consumer")?;
-    consumer.subscribe(&[&topics.predictions]).with_context(|| format!("subscribing to {}", topics.predictions))?;
+    // Predictions and outcomes are co-partitioned (both keyed by record id, same partition count),
+    // so the range assignor gives one instance the matching partitions of both.
+    consumer
+        .subscribe(&[&topics.predictions, &topics.labels])
+        .with_context(|| format!("subscribing to {} and {}", topics.predictions, topics.labels))?;
     let producer: FutureProducer = kafka.idempotent_producer()?;
     let window_ms = options.window.as_millis() as i64;
     let lateness_ms = options.lateness.as_millis() as i64;
@@ -80,15 +141,34 @@ pub async fn run(
                     continue;
                 }
             };
-            let state = partitions.entry(m.partition()).or_insert_with(|| PartitionState {
-                aggregator: WindowAggregator::new(window_ms, lateness_ms, m.partition()),
-                next_offset: m.offset(),
-            });
+            let partition = m.partition();
+            let state = match partitions.entry(partition) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let mut aggregator = WindowAggregator::new(window_ms, lateness_ms, partition);
+                    match tokio::task::block_in_place(|| remember_earlier(&kafka, &consumer, partition, &mut aggregator)) {
+                        Ok(n) => tracing::debug!(partition, predictions = n, "remembered earlier predictions for outcomes"),
+                        Err(e) => tracing::warn!(partition, "could not recall earlier predictions: {e:#}"),
+                    }
+                    e.insert(PartitionState { aggregator, next_offsets: [None, None] })
+                }
+            };
             state.aggregator.set_drift_reference(drift.clone());
-            state.next_offset = m.offset() + 1;
+            let source = if m.topic() == topics.predictions { Source::Predictions } else { Source::Outcomes };
+            state.next_offsets[source as usize] = Some(m.offset() + 1);
             let timestamp = m.timestamp().to_millis().unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-            if let Some(prediction) = m.payload().and_then(|p| serde_json::from_slice::<Prediction>(p).ok()) {
-                to_publish.extend(state.aggregator.observe(m.offset(), timestamp, &prediction));
+            match source {
+                Source::Predictions => {
+                    if let Some(prediction) = m.payload().and_then(|p| serde_json::from_slice::<Prediction>(p).ok()) {
+                        to_publish.extend(state.aggregator.observe(m.offset(), timestamp, &prediction));
+                    }
+                }
+                Source::Outcomes => match (m.key().map(String::from_utf8_lossy), m.payload().and_then(outcome)) {
+                    (Some(id), Some(actual)) => {
+                        to_publish.extend(state.aggregator.observe_outcome(m.offset(), timestamp, &id, actual));
+                    }
+                    _ => tracing::debug!(offset = m.offset(), "ignoring a labels message without a record id or a Churn value"),
+                },
             }
         }
         // Drop state of partitions this instance no longer owns: their new owner re-reads them.
@@ -107,9 +187,9 @@ pub async fn run(
             tracing::warn!("publishing window stats failed, will retry from the topic: {e:#}");
             continue;
         }
-        commit(&consumer, &topics.predictions, &partitions);
+        commit(&consumer, topics, &partitions);
     }
-    commit(&consumer, &topics.predictions, &partitions);
+    commit(&consumer, topics, &partitions);
     Ok(())
 }
 
@@ -125,12 +205,16 @@ async fn publish(producer: &FutureProducer, topic: &str, windows: &[WindowPartia
     Ok(())
 }
 
-/// Commits, per partition, the first offset not yet covered by a published window.
-fn commit(consumer: &StreamConsumer, topic: &str, partitions: &HashMap<i32, PartitionState>) {
+/// Commits, per partition and source, the first offset not yet covered by a published window.
+fn commit(consumer: &StreamConsumer, topics: &crate::kafka::Topics, partitions: &HashMap<i32, PartitionState>) {
     let mut offsets = TopicPartitionList::new();
     for (&partition, state) in partitions {
-        let offset = state.aggregator.commit_offset().unwrap_or(state.next_offset);
-        let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(offset));
+        for (source, topic) in [(Source::Predictions, &topics.predictions), (Source::Outcomes, &topics.labels)] {
+            if let Some(next) = state.next_offsets[source as usize] {
+                let offset = state.aggregator.commit_offset(source).unwrap_or(next);
+                let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(offset));
+            }
+        }
     }
     if offsets.count() > 0 {
         if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {

@@ -50,6 +50,10 @@ pub struct Topics {
     /// Compacted topic of published models; every scorer and web server follows it.
     #[arg(id = "models_topic", long = "models-topic", env = "CHURN_MODELS_TOPIC", default_value = "churn-models", global = true)]
     pub models: String,
+    /// True outcomes arriving later, keyed by record id: `{"Churn": 1}`. Must have the
+    /// predictions topic's partition count (it is created so), for the join by id.
+    #[arg(id = "labels_topic", long = "labels-topic", env = "CHURN_LABELS_TOPIC", default_value = "churn-labels", global = true)]
+    pub labels: String,
     /// Compacted topic of window statistics published by the stream-analytics processor.
     #[arg(id = "stats_topic", long = "stats-topic", env = "CHURN_STATS_TOPIC", default_value = "churn-stats", global = true)]
     pub stats: String,
@@ -69,6 +73,7 @@ impl Default for Topics {
             dead_letter: "costumerchurn-dlq".into(),
             models: "churn-models".into(),
             stats: "churn-stats".into(),
+            labels: "churn-labels".into(),
             partitions: 3,
             replication: 1,
         }
@@ -196,6 +201,7 @@ impl Kafka {
             (&t.dead_letter, n, false),
             (&t.models, 1, true),
             (&t.stats, n, true),
+            (&t.labels, n, false),
         ])
         .await
     }

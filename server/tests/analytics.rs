@@ -11,6 +11,8 @@ use std::time::Duration;
 use common::*;
 use model::analytics::WindowPartial;
 use model::segments::Segments;
+use model::synth::{generate_csv, generate_customers, GenerateOptions};
+use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 use server::analyze::{self, AnalyzeOptions};
 use server::csv_io::CustomerCsv;
@@ -99,4 +101,62 @@ async fn window_stats_match_the_replayed_file_with_two_scorers_and_metrics_count
         s.await.unwrap().unwrap();
     }
     analytics.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outcomes_arriving_later_on_the_labels_topic_join_their_predictions_across_a_restart() {
+    let p = pipeline().await;
+    const N: usize = 300;
+    let model = trained_model(41);
+    let options = GenerateOptions { rows: N, seed: 41, messy_fraction: 0.0 };
+    // The file carries no outcomes: they arrive later, on their own topic.
+    let csv = p.dir.path().join("no-labels.csv");
+    let text: String = generate_csv(&options).lines().map(|l| format!("{}\n", l.rsplit_once(',').unwrap().0)).collect();
+    std::fs::write(&csv, text).unwrap();
+    let customers = generate_customers(&options);
+
+    let (stop_tx, stop) = stop_switch();
+    let (_model_tx, models) = tokio::sync::watch::channel(model.clone());
+    let scorer = tokio::spawn(Scorer::new(p.kafka.clone(), "scorer-labels", models.clone()).run(stop.clone()));
+    let window = AnalyzeOptions { window: Duration::from_secs(1), lateness: Duration::from_millis(500), ..Default::default() };
+    let (first_stop_tx, first_stop) = stop_switch();
+    let first = tokio::spawn(analyze::run(p.kafka.clone(), window.clone(), models.clone(), first_stop));
+    let replay_options = ReplayOptions { file: csv, rate: 0.0, repeat: false, limit: None, id_prefix: "lab".into(), show_progress: false };
+    let (_never, no_stop) = stop_switch();
+    replay(&p.kafka, &replay_options, no_stop).await.unwrap();
+    let counted = |messages: &[rdkafka::message::OwnedMessage]| {
+        let mut view = StatsView::default();
+        for m in messages {
+            view.apply(serde_json::from_slice::<WindowPartial>(m.payload().unwrap()).unwrap());
+        }
+        view.totals_since(i64::MIN)
+    };
+    read_topic(&p.kafka, &p.kafka.topics.stats, TIMEOUT, |m| counted(m).segment("all").count >= N as u64);
+
+    // The analytics processor restarts; only then do the outcomes arrive.
+    first_stop_tx.send(true).unwrap();
+    first.await.unwrap().unwrap();
+    let second = tokio::spawn(analyze::run(p.kafka.clone(), window, models, stop.clone()));
+    let producer = p.kafka.idempotent_producer().unwrap();
+    let mut expected = model::metrics::Confusion::default();
+    for (i, customer) in customers.iter().enumerate() {
+        let actual = customer.churn.unwrap();
+        let predicted = model.score(customer).churn;
+        match (predicted, actual) {
+            (true, true) => expected.true_positive += 1,
+            (true, false) => expected.false_positive += 1,
+            (false, false) => expected.true_negative += 1,
+            (false, true) => expected.false_negative += 1,
+        }
+        let (key, payload) = (format!("lab-0-{}", i + 2), format!(r#"{{"Churn": {}}}"#, u8::from(actual)));
+        producer.send(FutureRecord::to(&p.kafka.topics.labels).key(&key).payload(&payload), Duration::from_secs(10)).await.unwrap();
+    }
+    let labelled = |m: &[rdkafka::message::OwnedMessage]| counted(m).quality().get(&model.version).map_or(0, |q| q.labelled);
+    let messages = read_topic(&p.kafka, &p.kafka.topics.stats, TIMEOUT, |m| labelled(m) >= N as u64);
+    let totals = counted(&messages);
+    assert_eq!(totals.quality[&model.version].confusion, expected, "every outcome joined to its prediction once");
+
+    stop_tx.send(true).unwrap();
+    scorer.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
 }

@@ -67,6 +67,7 @@ fn topics(run: &str) -> Topics {
         dead_letter: format!("bench-dlq-{run}"),
         models: "bench-models".into(),
         stats: format!("bench-stats-{run}"),
+        labels: format!("bench-labels-{run}"),
         partitions: 3,
         replication: 1,
     }
