@@ -8,29 +8,19 @@ the result. Run by churn-bench (--python); installs its packages into benches/.v
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
-import venv
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+from pyvenv import ensure_venv  # noqa: E402  (the shared venv helper)
 VENV = os.path.join(HERE, ".venv")
 FEATURES = ["Age", "Total_Purchase", "Account_Manager", "Years", "Num_Sites"]
 
 
-def ensure_venv():
-    python = os.path.join(VENV, "bin", "python")
-    if not os.path.exists(python):
-        venv.create(VENV, with_pip=True)
-        subprocess.check_call([python, "-m", "pip", "install", "-q", "kafka-python", "pandas", "scikit-learn"],
-                              stdout=sys.stderr)
-    if os.path.realpath(sys.executable) != os.path.realpath(python):
-        os.execv(python, [python, *sys.argv])
-
-
 def main():
-    ensure_venv()
+    ensure_venv(VENV, ["kafka-python", "pandas", "scikit-learn"])
     import pandas as pd
     from kafka import KafkaConsumer, KafkaProducer
     from sklearn.linear_model import LogisticRegression

@@ -12,24 +12,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import venv
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+from pyvenv import ensure_venv  # noqa: E402  (beside this script)
 VENV = os.path.join(HERE, ".venv")
 FEATURES = ["Age", "Total_Purchase", "Account_Manager", "Years", "Num_Sites"]
 
 
-def ensure_venv():
-    python = os.path.join(VENV, "bin", "python")
-    if not os.path.exists(python):
-        venv.create(VENV, with_pip=True)
-        subprocess.check_call([python, "-m", "pip", "install", "-q", "scikit-learn", "pandas"])
-    if os.path.realpath(sys.executable) != os.path.realpath(python):
-        os.execv(python, [python, *sys.argv])
-
-
 def main():
-    ensure_venv()
+    ensure_venv(VENV, ["scikit-learn", "pandas"])
     import numpy as np
     import pandas as pd
     from sklearn.linear_model import LogisticRegression
