@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use model::analytics::{SegmentSummary, PSI_DRIFT_THRESHOLD};
 
 use crate::api::{Dashboard, WindowPoint};
+use crate::chart::{Column, RateChart};
 use crate::live::{percent, time_of, LiveState};
 
 #[component]
@@ -110,45 +111,21 @@ fn DashboardBody(d: Dashboard) -> impl IntoView {
 
 #[component]
 fn WindowChart(windows: Vec<WindowPoint>, window_s: f64) -> impl IntoView {
-    const W: f64 = 900.0;
-    const H: f64 = 180.0;
-    const PAD: f64 = 30.0;
-    let n = windows.len().max(1) as f64;
-    let max = windows.iter().map(|w| w.count).max().unwrap_or(0).max(1) as f64;
-    let step = (W - 2.0 * PAD) / n;
-    let bars = windows
+    let columns: Vec<Column> = windows
         .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            let h = (H - 2.0 * PAD) * w.count as f64 / max;
-            view! { <rect class="tp" x=format!("{:.1}", PAD + i as f64 * step) y=format!("{:.1}", H - PAD - h)
-                    width=format!("{:.1}", step * 0.85) height=format!("{h:.1}")/> }
-        })
-        .collect_view();
-    let line: Vec<String> = windows
-        .iter()
-        .enumerate()
-        .filter(|(_, w)| w.count > 0)
-        .map(|(i, w)| {
-            let rate = w.churn_predicted as f64 / w.count as f64;
-            format!("{:.1},{:.1}", PAD + (i as f64 + 0.45) * step, H - PAD - rate * (H - 2.0 * PAD))
-        })
+        .map(|w| Column { count: w.count, rate: (w.count > 0).then(|| w.churn_predicted as f64 / w.count as f64) })
         .collect();
-    let first = windows.first().map(|w| w.start_ms).unwrap_or(0);
-    let label = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_default()
-    };
+    let start = windows
+        .first()
+        .and_then(|w| chrono::DateTime::from_timestamp_millis(w.start_ms))
+        .map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_default();
+    let slots = columns.len();
     view! {
-        <svg class="chart" id="window-chart" viewBox=format!("0 0 {W} {H}") role="img"
-            aria-label="Predictions per window (bars) and churn rate (line)">
-            <line class="axis" x1=PAD y1=H - PAD x2=W - PAD y2=H - PAD/>
-            <text class="label" x=PAD y=14.0>{format!("{:.1}/s max", max / window_s)}</text>
-            <text class="label rate" x=W - PAD y=14.0 text-anchor="end">"churn rate 0–100%"</text>
-            <text class="label" x=PAD y=H - 8.0>{label(first)}</text>
-            <text class="label" x=W - PAD y=H - 8.0 text-anchor="end">"now"</text>
-            {bars}
-            <polyline class="rate" points=line.join(" ")/>
-        </svg>
+        <RateChart columns=columns slots=slots id="window-chart"
+            aria_label="Predictions per window (bars) and churn rate (line)"
+            max_label=Box::new(move |max| format!("{:.1}/s max", max / window_s))
+            rate_label="churn rate 0–100%" start_label=start/>
     }
 }
 

@@ -4,6 +4,7 @@
 #![recursion_limit = "512"]
 
 pub mod api;
+mod chart;
 mod dashboard;
 mod form;
 mod live;

@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use model::Prediction;
 
 use crate::api::{Dashboard, FeedEvent, SecondStats};
+use crate::chart::{Column, RateChart};
 
 /// Rows kept in the feed.
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
@@ -173,49 +174,26 @@ pub fn LivePanel() -> impl IntoView {
 /// Throughput bars and churn-rate line over the last minutes, drawn as SVG.
 #[component]
 fn Chart(seconds: RwSignal<VecDeque<SecondStats>>) -> impl IntoView {
-    const W: f64 = 720.0;
-    const H: f64 = 160.0;
-    const PAD: f64 = 28.0;
     let drawing = move || {
         let data = seconds.get();
-        let n = CHART_SECONDS as f64;
-        let max = data.iter().map(|s| s.predictions).max().unwrap_or(0).max(1) as f64;
-        let bar_w = (W - 2.0 * PAD) / n;
-        let x0 = W - PAD - data.len() as f64 * bar_w;
-        let bars = data
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let h = (H - 2.0 * PAD) * s.predictions as f64 / max;
-                view! { <rect class="tp" x=format!("{:.1}", x0 + i as f64 * bar_w) y=format!("{:.1}", H - PAD - h)
-                        width=format!("{:.2}", bar_w.max(1.0) * 0.9) height=format!("{h:.1}")/> }
-            })
-            .collect_view();
         // Churn rate per second, smoothed over 10 s so one customer does not swing the line.
-        let mut points = Vec::new();
-        for i in 0..data.len() {
-            let window = &data.iter().skip(i.saturating_sub(9)).take(i.min(9) + 1).collect::<Vec<_>>();
-            let (p, c) = window.iter().fold((0, 0), |(p, c), s| (p + s.predictions, c + s.churners));
-            if p > 0 {
-                let rate = c as f64 / p as f64;
-                points.push(format!("{:.1},{:.1}", x0 + (i as f64 + 0.5) * bar_w, H - PAD - rate * (H - 2.0 * PAD)));
-            }
-        }
+        let columns: Vec<Column> = (0..data.len())
+            .map(|i| {
+                let (p, c) = data
+                    .range(i.saturating_sub(9)..=i)
+                    .fold((0, 0), |(p, c), s| (p + s.predictions, c + s.churners));
+                Column { count: data[i].predictions, rate: (p > 0).then(|| c as f64 / p as f64) }
+            })
+            .collect();
         let total: u64 = data.iter().rev().take(60).map(|s| s.predictions).sum();
         let churned: u64 = data.iter().rev().take(60).map(|s| s.churners).sum();
         let rate = if total > 0 { churned as f64 / total as f64 } else { 0.0 };
         let seconds_covered = data.len().min(60).max(1) as f64;
         view! {
-            <svg class="chart" viewBox=format!("0 0 {W} {H}") role="img"
-                aria-label=format!("Throughput and churn rate over the last {} seconds", CHART_SECONDS)>
-                <line class="axis" x1=PAD y1=H - PAD x2=W - PAD y2=H - PAD/>
-                <text class="label" x=PAD y=14>{format!("{:.0}/s max", max)}</text>
-                <text class="label rate" x=W - PAD y=14 text-anchor="end">"churn rate (10 s avg) 0–100%"</text>
-                <text class="label" x=PAD y=H - 8.0>{format!("−{} s", CHART_SECONDS)}</text>
-                <text class="label" x=W - PAD y=H - 8.0 text-anchor="end">"now"</text>
-                {bars}
-                <polyline class="rate" points=points.join(" ")/>
-            </svg>
+            <RateChart columns=columns slots=CHART_SECONDS id="live-chart"
+                aria_label=format!("Throughput and churn rate over the last {CHART_SECONDS} seconds")
+                max_label=Box::new(|max| format!("{max:.0}/s max"))
+                rate_label="churn rate (10 s avg) 0–100%" start_label=format!("−{CHART_SECONDS} s")/>
             <div class="kpis">
                 <div><span class="kpi" id="kpi-throughput">{format!("{:.1}", total as f64 / seconds_covered)}</span>" predictions/s (last minute)"</div>
                 <div><span class="kpi" id="kpi-rate">{percent(rate)}</span>" predicted to churn (last minute)"</div>
