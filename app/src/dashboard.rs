@@ -109,17 +109,20 @@ fn DashboardBody(d: Dashboard) -> impl IntoView {
     }
 }
 
+/// `HH:MM:SS` (UTC) of a Unix time in milliseconds; plain arithmetic keeps chrono's formatting
+/// out of the browser bundle.
+fn utc_time_of_day(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60)
+}
+
 #[component]
 fn WindowChart(windows: Vec<WindowPoint>, window_s: f64) -> impl IntoView {
     let columns: Vec<Column> = windows
         .iter()
         .map(|w| Column { count: w.count, rate: (w.count > 0).then(|| w.churn_predicted as f64 / w.count as f64) })
         .collect();
-    let start = windows
-        .first()
-        .and_then(|w| chrono::DateTime::from_timestamp_millis(w.start_ms))
-        .map(|t| t.format("%H:%M:%S").to_string())
-        .unwrap_or_default();
+    let start = windows.first().map(|w| utc_time_of_day(w.start_ms)).unwrap_or_default();
     let slots = columns.len();
     view! {
         <RateChart columns=columns slots=slots id="window-chart"
@@ -155,5 +158,14 @@ fn SegmentBars(segments: Vec<(String, SegmentSummary)>) -> impl IntoView {
                 }
             }).collect_view()}
         </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn window_start_reads_as_utc_time_of_day() {
+        assert_eq!(super::utc_time_of_day(0), "00:00:00");
+        assert_eq!(super::utc_time_of_day(1_764_117_296_789), "00:34:56");
     }
 }

@@ -86,12 +86,45 @@ impl fmt::Display for Field {
 }
 
 /// One field's value before validation: whatever scalar the producer chose.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Scalar {
     Bool(bool),
     Number(f64),
     Text(String),
+}
+
+/// By hand rather than `#[serde(untagged)]`: untagged buffers every value and builds an error
+/// for each variant it rejects, which made parsing the scorer's hottest cost.
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl serde::de::Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number, a string or a boolean")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Number(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Number(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Number(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
 }
 
 impl From<&str> for Scalar {
@@ -219,7 +252,7 @@ impl Customer {
             years: Some(Scalar::Number(self.years)),
             num_sites: Some(Scalar::Number(f64::from(self.num_sites))),
             onboard_date: Some(Scalar::Text(
-                self.onboard_date.format(ONBOARD_DATE_FORMAT).to_string(),
+                format_onboard_date(&self.onboard_date),
             )),
             location: Some(Scalar::Text(self.location.clone())),
             company: Some(Scalar::Text(self.company.clone())),
@@ -236,7 +269,7 @@ impl Customer {
             Field::AccountManager => u8::from(self.account_manager).to_string(),
             Field::Years => self.years.to_string(),
             Field::NumSites => self.num_sites.to_string(),
-            Field::OnboardDate => self.onboard_date.format(ONBOARD_DATE_FORMAT).to_string(),
+            Field::OnboardDate => format_onboard_date(&self.onboard_date),
             Field::Location => self.location.clone(),
             Field::Company => self.company.clone(),
             Field::Churn => self.churn.map(|c| u8::from(c).to_string()).unwrap_or_default(),
@@ -244,19 +277,47 @@ impl Customer {
     }
 }
 
+/// Parses `YYYY-MM-DD HH:MM:SS`, also with a `T` separator and without seconds (the browser's
+/// datetime-local input). Hand-written rather than chrono's format strings: it runs for every
+/// record in the scorer and keeps chrono's strftime machinery out of the browser bundle.
+pub fn parse_onboard_date(text: &str) -> Option<NaiveDateTime> {
+    fn number(part: &str, max_digits: usize) -> Option<u32> {
+        let digits = (1..=max_digits).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
+        digits.then(|| part.parse().ok()).flatten()
+    }
+    let (date, time) = text.split_once([' ', 'T'])?;
+    let mut ymd = date.split('-');
+    let (year, month, day) = (ymd.next()?, ymd.next()?, ymd.next()?);
+    let mut hms = time.split(':');
+    let (hour, minute, second) = (hms.next()?, hms.next()?, hms.next().unwrap_or("0"));
+    if ymd.next().is_some() || hms.next().is_some() || year.len() != 4 {
+        return None;
+    }
+    chrono::NaiveDate::from_ymd_opt(number(year, 4)? as i32, number(month, 2)?, number(day, 2)?)?
+        .and_hms_opt(number(hour, 2)?, number(minute, 2)?, number(second, 2)?)
+}
+
+/// Formats as `YYYY-MM-DD HH:MM:SS`, the schema's form.
+pub fn format_onboard_date(date: &NaiveDateTime) -> String {
+    use chrono::{Datelike, Timelike};
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        date.year(), date.month(), date.day(), date.hour(), date.minute(), date.second()
+    )
+}
+
 pub(crate) mod date_format {
     use chrono::NaiveDateTime;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use super::ONBOARD_DATE_FORMAT;
-
     pub fn serialize<S: Serializer>(date: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&date.format(ONBOARD_DATE_FORMAT))
+        s.serialize_str(&super::format_onboard_date(date))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDateTime, D::Error> {
         let text = String::deserialize(d)?;
-        NaiveDateTime::parse_from_str(&text, ONBOARD_DATE_FORMAT).map_err(serde::de::Error::custom)
+        super::parse_onboard_date(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected a date as YYYY-MM-DD HH:MM:SS, got {text:?}")))
     }
 }
 
@@ -280,5 +341,33 @@ mod tests {
         let raw: RawCustomer = serde_json::from_str(json).unwrap();
         assert_eq!(raw.age, Some(Scalar::Number(42.0)));
         assert_eq!(raw.names, Some(Scalar::Text("Cameron Williams".into())));
+    }
+
+    #[test]
+    fn scalars_of_every_json_kind_parse_and_containers_are_refused() {
+        let raw: RawCustomer = serde_json::from_str(r#"{"Age":42,"Years":-1.5,"Names":"x","Churn":true,"Company":null}"#).unwrap();
+        assert_eq!(raw.age, Some(Scalar::Number(42.0)));
+        assert_eq!(raw.years, Some(Scalar::Number(-1.5)));
+        assert_eq!(raw.churn, Some(Scalar::Bool(true)));
+        assert_eq!(raw.company, None);
+        let error = serde_json::from_str::<RawCustomer>(r#"{"Age":[1]}"#).unwrap_err().to_string();
+        assert!(error.contains("expected a number, a string or a boolean"), "{error}");
+        assert!(serde_json::from_str::<RawCustomer>(r#"{"Age":{"a":1}}"#).is_err());
+    }
+
+    #[test]
+    fn onboard_dates_parse_in_the_schema_and_browser_forms_only() {
+        let at = |y, m, d, h, min, s| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(h, min, s).unwrap();
+        assert_eq!(parse_onboard_date("2013-08-30 07:00:40"), Some(at(2013, 8, 30, 7, 0, 40)));
+        assert_eq!(parse_onboard_date("2013-08-30T07:00:40"), Some(at(2013, 8, 30, 7, 0, 40)));
+        assert_eq!(parse_onboard_date("2013-08-30T07:00"), Some(at(2013, 8, 30, 7, 0, 0)));
+        assert_eq!(parse_onboard_date("2013-8-3 7:00:40"), Some(at(2013, 8, 3, 7, 0, 40)));
+        for bad in ["", "2013-08-30", "2013-02-30 00:00:00", "13-08-30 07:00:40", "2013-08-30 25:00:00",
+                    "2013-08-30 07:00:40:00", "2013-08-30 07:00:4x", "+013-08-30 07:00:40", "2013-08-30 07:-0:40"] {
+            assert_eq!(parse_onboard_date(bad), None, "{bad:?}");
+        }
+        let date = at(2006, 1, 2, 3, 4, 5);
+        assert_eq!(format_onboard_date(&date), "2006-01-02 03:04:05");
+        assert_eq!(parse_onboard_date(&format_onboard_date(&date)), Some(date));
     }
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use chrono::{Datelike, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
-use crate::schema::{Customer, Field, RawCustomer, Scalar, ONBOARD_DATE_FORMAT};
+use crate::schema::{Customer, Field, RawCustomer, Scalar, parse_onboard_date};
 
 /// Documented bounds. Wide enough for any real customer base, tight enough to catch unit
 /// mix-ups and garbage (a negative age, a purchase total in the trillions).
@@ -240,10 +240,8 @@ fn onboard_date(value: Option<&Scalar>) -> Result<NaiveDateTime, String> {
         Some(_) => return Err("must be a date as YYYY-MM-DD HH:MM:SS".into()),
     };
     // The browser's datetime-local input sends "YYYY-MM-DDTHH:MM" (seconds optional).
-    let date = NaiveDateTime::parse_from_str(text, ONBOARD_DATE_FORMAT)
-        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S"))
-        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M"))
-        .map_err(|_| format!("must be a date as YYYY-MM-DD HH:MM:SS, got {:?}", shorten(text)))?;
+    let date = parse_onboard_date(text)
+        .ok_or_else(|| format!("must be a date as YYYY-MM-DD HH:MM:SS, got {:?}", shorten(text)))?;
     let (first, last) = ONBOARD_YEAR_RANGE;
     if date.year() < first || date.year() > last {
         return Err(format!("year must be between {first} and {last}, got {}", date.year()));

@@ -46,6 +46,17 @@ struct Args {
     /// Records for the Python peer (it is slow).
     #[arg(long, default_value_t = 3_000)]
     python_records: usize,
+    /// Run only these parts (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Scoring,
+    Throughput,
+    Latency,
+    Wasm,
 }
 
 /// Median and range of repeated measurements.
@@ -144,6 +155,7 @@ async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>) -
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         pipeline.push(n / started.elapsed().as_secs_f64());
+        eprintln!("run {run}: produce {:.0}/s, consume {:.0}/s, pipeline {:.0}/s", produce[run], consume[run], pipeline[run]);
         stop_tx.send(true)?;
         task.await??;
     }
@@ -330,9 +342,12 @@ async fn main() -> Result<()> {
     println!("churn-bench on {} cores; {} records per throughput run, {} repeats\n", std::thread::available_parallelism().map_or(0, |n| n.get()), args.records, args.repeat);
     println!("| {:<44} | {:>12} | {:>23} | {:<10} |", "measure", "median", "min – max", "unit");
     println!("|{}|{}|{}|{}|", "-".repeat(46), "-".repeat(14), "-".repeat(25), "-".repeat(12));
-    scoring(&model, &customers, args.repeat);
-    let ours = throughput(&kafka, &args, model.clone()).await?;
-    if args.python {
+    let runs = |part: Part| args.only.is_empty() || args.only.contains(&part);
+    if runs(Part::Scoring) {
+        scoring(&model, &customers, args.repeat);
+    }
+    let ours = if runs(Part::Throughput) { Some(throughput(&kafka, &args, model.clone()).await?) } else { None };
+    if let (Some(ours), true) = (ours, args.python) {
         let dir = tempfile_dir()?;
         let csv = dir.join("customers.csv");
         std::fs::write(&csv, model::synth::generate_csv(&GenerateOptions { rows: 5_000, seed: 9, messy_fraction: 0.0 }))?;
@@ -340,8 +355,12 @@ async fn main() -> Result<()> {
         println!("| {:<44} | {:>12.0} | {:>23} | {:<10} |", "python peer (kafka-python + pandas + sklearn)", peer, "", "records/s");
         println!("| {:<44} | {:>12.0} | {:>23} | {:<10} |", "ours / python peer", ours / peer, "goal ≥ 100", "ratio");
     }
-    latency(&kafka, &args, model, &customers[0]).await?;
-    wasm_size();
+    if runs(Part::Latency) {
+        latency(&kafka, &args, model, &customers[0]).await?;
+    }
+    if runs(Part::Wasm) {
+        wasm_size();
+    }
     drop(broker);
     Ok(())
 }
