@@ -28,6 +28,14 @@ if ! [ -x "$CHURN_TOOLS/bin/nisshi" ]; then
     --features dynostore,libsql --root "$CHURN_TOOLS"
 fi
 
+binaryen="$CHURN_TOOLS/binaryen"
+if ! [ -f "$binaryen/node_modules/binaryen/package.json" ] ||
+   ! grep -q "\"version\": \"$BINARYEN_VERSION\"" "$binaryen/node_modules/binaryen/package.json"; then
+  log "installing wasm-opt (npm binaryen $BINARYEN_VERSION)"
+  mkdir -p "$binaryen"
+  npm install --prefix "$binaryen" --no-audit --no-fund --silent "binaryen@$BINARYEN_VERSION"
+fi
+
 if [ "${CHURN_SETUP_BROWSER:-0}" = 1 ]; then
   if ! [ -x /usr/bin/chromium ]; then
     log "installing Debian chromium for the browser tests"

@@ -113,12 +113,14 @@ pub struct Dashboard {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FeedEvent {
     /// Sent first on every (re)connection: the recent past, newest last.
-    Snapshot { recent: Vec<Prediction>, seconds: Vec<SecondStats> },
+    Snapshot { recent: Vec<Prediction>, seconds: Vec<SecondStats>, status: PipelineStatus },
     Prediction(Prediction),
     /// A second has closed.
     Second(SecondStats),
     /// Fresh stream analytics.
     Dashboard(Dashboard),
+    /// Fresh pipeline counters.
+    Status(PipelineStatus),
 }
 
 #[cfg(feature = "ssr")]

@@ -178,12 +178,13 @@ pub fn ChurnForm(
     #[prop(into)] pending: Signal<bool>,
     on_submit: Callback<RawCustomer>,
 ) -> impl IntoView {
-    let sample = Action::new(|_: &()| async move { crate::api::sample_customer().await });
-    Effect::new(move |_| {
-        if let Some(Ok(raw)) = sample.value().get() {
-            state.fill(&raw);
-        }
-    });
+    let fill_with_sample = move || {
+        leptos::task::spawn_local(async move {
+            if let Ok(raw) = crate::api::sample_customer().await {
+                state.fill(&raw);
+            }
+        })
+    };
     let invalid = Memo::new(move |_| state.invalid_fields());
     let blocked_reason = move || {
         let bad = invalid.get();
@@ -214,7 +215,7 @@ pub fn ChurnForm(
                     aria-describedby="submit-why">
                     {move || if pending.get() { "Scoring…" } else { "Predict churn" }}
                 </button>
-                <button type="button" id="sample" class="secondary" on:click=move |_| { sample.dispatch(()); }>
+                <button type="button" id="sample" class="secondary" on:click=move |_| fill_with_sample()>
                     "Fill with a sample customer"
                 </button>
             </div>

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use leptos::prelude::*;
 use model::Prediction;
 
-use crate::api::{Dashboard, FeedEvent, SecondStats};
+use crate::api::{Dashboard, FeedEvent, PipelineStatus, SecondStats};
 use crate::chart::{Column, RateChart};
 
 /// Rows kept in the feed.
@@ -25,6 +25,7 @@ pub struct LiveState {
     connected: RwSignal<bool>,
     received: RwSignal<u64>,
     pub dashboard: RwSignal<Option<Dashboard>>,
+    pub status: RwSignal<Option<PipelineStatus>>,
 }
 
 impl LiveState {
@@ -37,6 +38,7 @@ impl LiveState {
             connected: RwSignal::new(false),
             received: RwSignal::new(0),
             dashboard: RwSignal::new(None),
+            status: RwSignal::new(None),
         }
     }
 
@@ -53,7 +55,8 @@ impl LiveState {
     #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
     fn apply(&self, event: FeedEvent) {
         match event {
-            FeedEvent::Snapshot { recent, seconds } => {
+            FeedEvent::Snapshot { recent, seconds, status } => {
+                self.status.set(Some(status));
                 self.seconds.set(seconds.into_iter().rev().take(CHART_SECONDS).rev().collect());
                 if !self.paused.get_untracked() {
                     self.feed.set(recent.into_iter().rev().take(FEED_ROWS).collect());
@@ -77,6 +80,7 @@ impl LiveState {
                 }
             }),
             FeedEvent::Dashboard(dashboard) => self.dashboard.set(Some(dashboard)),
+            FeedEvent::Status(status) => self.status.set(Some(status)),
         }
     }
 }

@@ -56,3 +56,18 @@ test('the CSV download contains the predictions shown', async () => {
   for (const name of names) assert.ok(csv.includes(name), `${name} is in the CSV`);
   assert.deepEqual(errors, []);
 });
+
+test('the top bar moves between pages, and the pipeline card counts live without a reload', async () => {
+  await page.click('nav a[href="/"]');
+  await page.waitForURL(`${product.url}/`);
+  await page.waitForFunction(() => document.documentElement.dataset.hydrated === 'true', null, { timeout: 30_000 });
+  assert.equal(await page.locator('nav a[aria-current="page"]').textContent(), 'Score');
+  await page.locator('.status-card .scored').waitFor({ timeout: 30_000 });
+  const scored = await number('.status-card .scored');
+  await page.waitForFunction((n) => Number(document.querySelector('.status-card .scored')?.textContent) > n, scored, { timeout: 30_000 });
+  await page.click('nav a[href="/dashboard"]');
+  await page.locator('#dash-count').waitFor({ timeout: 30_000 });
+  assert.equal(await page.locator('nav a[aria-current="page"]').textContent(), 'Dashboard');
+  assert.equal((await fetch(`${product.url}/no-such-page`)).status, 404);
+  assert.deepEqual(errors, []);
+});

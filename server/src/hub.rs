@@ -265,7 +265,7 @@ async fn close_seconds(events: broadcast::Sender<FeedEvent>, window: Arc<Mutex<W
     }
 }
 
-/// Pushes fresh analytics to every browser every two seconds.
+/// Pushes fresh analytics and pipeline counters to every browser every two seconds.
 async fn push_dashboard(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -274,6 +274,7 @@ async fn push_dashboard(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
             _ = tick.tick() => {}
         }
         if hub.events.receiver_count() > 0 {
+            let _ = hub.events.send(FeedEvent::Status(hub.status()));
             let _ = hub.events.send(FeedEvent::Dashboard(hub.dashboard()));
         }
     }
@@ -335,6 +336,7 @@ impl Backend for Hub {
         let snapshot = FeedEvent::Snapshot {
             recent: w.recent.iter().cloned().collect(),
             seconds: w.seconds.iter().copied().collect(),
+            status: self.status(),
         };
         (snapshot, receiver)
     }

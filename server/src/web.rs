@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use app::{shell, App, BackendHandle, OUTPUT_NAME};
+use app::{shell, BackendHandle, Page, OUTPUT_NAME};
 use axum::extract::Query;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -15,7 +15,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::routing::{get, post};
 use axum::Router;
 use leptos::prelude::*;
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use leptos_axum::{AxumRouteListing, LeptosRoutes};
+use leptos_router::{Method, SsrMode};
 use tokio::sync::watch;
 
 use crate::hub::Hub;
@@ -128,7 +129,11 @@ pub fn router(options: &WebOptions, hub: Arc<Hub>) -> Router {
         .site_pkg_dir("pkg")
         .site_addr(options.addr)
         .build();
-    let routes = generate_route_list(App);
+    // The app has no client-side router (it keeps the bundle small): its pages are listed here.
+    let routes = Page::ROUTES
+        .iter()
+        .map(|(path, _)| AxumRouteListing::new(path.to_string(), SsrMode::default(), [Method::Get], vec![]))
+        .collect();
     let context = move || provide_context(backend.clone());
     Router::new()
         .merge(ops_routes(hub, options.runs_scorer))
