@@ -15,16 +15,20 @@ mkdirSync(new URL('./test-results', import.meta.url), { recursive: true });
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+const bindable = (port) => new Promise((resolve) => {
+  const server = createServer();
+  server.unref();
+  server.on('error', () => resolve(false));
+  server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+});
+
+/// A free port below the kernel's ephemeral range (32768 and up), which outgoing connections draw
+/// from: one of those could take a port the kernel just handed out before our server binds it.
 export async function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (await bindable(port)) return port;
+  }
 }
 
 async function until(what, timeoutMs, check) {
@@ -56,7 +60,9 @@ export async function startProduct({ replayRate = 20, extraArgs = [] } = {}) {
   const model = join(dir, 'model.json');
   execFileSync(churn, ['generate', '--rows', '400', '--output', csv]);
   execFileSync(churn, ['train', '--input', csv, '--output', model]);
-  const [port, brokerPort] = [await freePort(), await freePort()];
+  const port = await freePort();
+  let brokerPort;
+  do brokerPort = await freePort(); while (brokerPort === port);
   const logs = [];
   const keep = (child, name) => {
     child.stdout.on('data', (d) => logs.push(`[${name}] ${d}`));

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -73,12 +74,24 @@ pub fn nisshi_binary() -> Result<PathBuf> {
     )
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a broker started in a moment.
+///
+/// Not one the kernel hands out (`bind :0`): those come from the ephemeral range that outgoing
+/// connections also draw from, so another client — or a probe connecting to itself — could take
+/// it before the broker binds. These come from below that range (Linux: 32768 and up), each
+/// different within the process (tests start brokers in parallel), spread apart between processes.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("the loopback interface has free ports")
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id() % 600 * 20;
+    for _ in 0..SPAN {
+        let port = (FIRST + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// True when something accepts connections on 127.0.0.1:port.
@@ -179,5 +192,15 @@ impl EmbeddedBroker {
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let ports: std::collections::HashSet<u16> = (0..200).map(|_| super::free_port()).collect();
+        assert_eq!(ports.len(), 200);
+        assert!(ports.iter().all(|&p| (20_000..32_000).contains(&p)));
     }
 }
