@@ -35,5 +35,5 @@ cp -r public/. "$site/"
 echo "[build] server ($mode)"
 cargo build --locked -p server "${server_flags[@]}"
 wasm="$site/pkg/churn_bg.wasm"
-printf '[build] WASM bundle: %s KB raw, %s KB gzipped\n' \
+printf '[build] WASM bundle: %s KiB raw, %s KiB gzipped\n' \
   "$(( $(stat -c %s "$wasm") / 1024 ))" "$(( $(gzip -9c "$wasm" | wc -c) / 1024 ))"
