@@ -2,9 +2,11 @@
 //!
 //! At-least-once: a record's offset is stored for commit only after its prediction (or its
 //! dead-letter copy) is acknowledged by the broker. Records are handled in batches: everything
-//! already fetched is scored and produced together, the batch's deliveries are awaited, then its
-//! offsets are stored. A crash re-delivers at most the uncommitted batches; readers de-duplicate
-//! by record id.
+//! already fetched is taken together, scored on a worker thread and produced; the consumer loop
+//! meanwhile fetches the next batch. Batches enqueue their records in fetch order, so each
+//! partition's predictions keep its input order. Offsets are stored strictly in order, as each
+//! oldest batch's deliveries are acknowledged. A crash re-delivers at most the uncommitted batches; readers
+//! de-duplicate by record id.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -16,17 +18,21 @@ use futures::future::join_all;
 use futures::FutureExt;
 use model::{validate, ChurnModel, Prediction, RawCustomer};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Message};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
-use crate::kafka::Kafka;
+use crate::kafka::{Kafka, Topics};
 
 /// Most records handled together; bounds memory and the re-delivery after a crash.
 const MAX_BATCH: usize = 1000;
-/// Batches awaiting their delivery acknowledgements at once.
-const MAX_IN_FLIGHT: usize = 4;
+/// Batches being scored or awaiting their delivery acknowledgements at once. Under load the
+/// broker's acknowledgements take tens of milliseconds; this many keeps the pipeline full
+/// (measured: 16 in flight 125k records/s, 64 in flight 147k). A crash re-reads them, but the
+/// auto-commit interval re-reads as many anyway.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// The scorer's counters live in the process-wide metrics.
 pub type ScorerStats = crate::metrics::PipelineMetrics;
@@ -122,6 +128,11 @@ impl Scorer {
                 // A person may be waiting for this record's prediction: do not let the broker
                 // hold an idle fetch for long (the default is 500 ms).
                 ("fetch.wait.max.ms", "5"),
+                // librdkafka postpones a partition's next fetch by this much once its local queue
+                // has been over the threshold (default 1 s), so a consumer that works between
+                // reads keeps stalling. Measured: a loop pausing 1 ms per 1,000 records read
+                // 151k records/s with the default, 347k with 1 ms.
+                ("fetch.queue.backoff.ms", "1"),
             ])
             .create_with_context(ScorerContext { stats: self.stats.clone() })
             .context("creating the scorer's consumer")?;
@@ -138,6 +149,12 @@ impl Scorer {
         // scoring the next batch does not wait for the broker to acknowledge the last one;
         // offsets are stored strictly in order, as each oldest batch completes.
         let mut in_flight: VecDeque<tokio::task::JoinHandle<Delivered>> = VecDeque::new();
+        // Each batch enqueues its records after the one before it has (see `deliver`).
+        let mut previous_enqueued = {
+            let (done, turn) = oneshot::channel();
+            let _ = done.send(());
+            turn
+        };
         loop {
             let first = tokio::select! {
                 biased;
@@ -166,8 +183,25 @@ impl Scorer {
                     None => break,
                 }
             }
-            let prepared = self.prepare(&batch);
-            in_flight.push_back(tokio::spawn(deliver(prepared, producer.clone(), self.stats.clone(), shutdown.clone())));
+            // Owned copies, so that scoring runs on another thread while this loop fetches on.
+            let batch: Vec<OwnedMessage> = batch.iter().map(|m| m.detach()).collect();
+            let model = self.model.borrow().clone();
+            if *self.stats.model_version.lock().expect("model version") != model.version {
+                *self.stats.model_version.lock().expect("model version") = model.version.clone();
+            }
+            let (topics, stats, producer, shutdown) =
+                (self.kafka.topics.clone(), self.stats.clone(), producer.clone(), shutdown.clone());
+            let (enqueued, next_turn) = oneshot::channel();
+            let turn = std::mem::replace(&mut previous_enqueued, next_turn);
+            in_flight.push_back(tokio::spawn(async move {
+                let prepared = tokio::task::spawn_blocking({
+                    let stats = stats.clone();
+                    move || prepare(&batch, &model, &topics, &stats)
+                })
+                .await
+                .expect("scoring a batch does not panic");
+                deliver(prepared, producer, stats, shutdown, turn, enqueued).await
+            }));
             while in_flight.len() > MAX_IN_FLIGHT {
                 let oldest = in_flight.pop_front().expect("non-empty");
                 self.store(&consumer, oldest.await.context("a delivery task panicked")?);
@@ -189,54 +223,6 @@ impl Scorer {
         Ok(())
     }
 
-    /// Scores a batch into owned, ready-to-send records.
-    fn prepare(&self, batch: &[BorrowedMessage<'_>]) -> Prepared {
-        let topics = &self.kafka.topics;
-        let model = self.model.borrow().clone();
-        if *self.stats.model_version.lock().expect("model version") != model.version {
-            *self.stats.model_version.lock().expect("model version") = model.version.clone();
-        }
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        self.stats.consumed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let outputs = batch
-            .iter()
-            .map(|m| {
-                let id = record_id(m);
-                let started = std::time::Instant::now();
-                let outcome = judge(id.clone(), m.payload(), &model, &now);
-                self.stats.scoring_seconds.observe(started.elapsed().as_secs_f64());
-                let created_ms = m.timestamp().to_millis();
-                match outcome {
-                    Outcome::Scored(prediction) => Output {
-                        key: id,
-                        payload: serde_json::to_vec(&prediction).expect("predictions serialize"),
-                        headers: None,
-                        topic: topics.predictions.clone(),
-                        created_ms,
-                    },
-                    Outcome::DeadLetter { reason, errors } => {
-                        tracing::debug!(%id, %reason, "dead letter");
-                        let source = format!("{}-{}-{}", m.topic(), m.partition(), m.offset());
-                        let mut headers = OwnedHeaders::new()
-                            .insert(Header { key: "dlq.reason", value: Some(reason.as_str()) })
-                            .insert(Header { key: "dlq.source", value: Some(source.as_str()) });
-                        if let Some(errors) = &errors {
-                            headers = headers.insert(Header { key: "dlq.errors", value: Some(errors.as_str()) });
-                        }
-                        Output {
-                            key: id,
-                            payload: m.payload().unwrap_or_default().to_vec(),
-                            headers: Some(headers),
-                            topic: topics.dead_letter.clone(),
-                            created_ms,
-                        }
-                    }
-                }
-            })
-            .collect();
-        Prepared { outputs, positions: batch.iter().map(|m| (m.partition(), m.offset())).collect() }
-    }
-
     /// Stores the offsets that are safe: per partition, up to the first undelivered record.
     fn store(&self, consumer: &StreamConsumer<ScorerContext>, delivered: Delivered) {
         let mut first_failed: std::collections::HashMap<i32, i64> = Default::default();
@@ -255,6 +241,49 @@ impl Scorer {
             }
         }
     }
+}
+
+/// Scores a batch into owned, ready-to-send records.
+fn prepare(batch: &[OwnedMessage], model: &ChurnModel, topics: &Topics, stats: &ScorerStats) -> Prepared {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    stats.consumed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let outputs = batch
+        .iter()
+        .map(|m| {
+            let id = record_id(m);
+            let started = std::time::Instant::now();
+            let outcome = judge(id.clone(), m.payload(), model, &now);
+            stats.scoring_seconds.observe(started.elapsed().as_secs_f64());
+            let created_ms = m.timestamp().to_millis();
+            match outcome {
+                Outcome::Scored(prediction) => Output {
+                    key: id,
+                    payload: serde_json::to_vec(&prediction).expect("predictions serialize"),
+                    headers: None,
+                    topic: topics.predictions.clone(),
+                    created_ms,
+                },
+                Outcome::DeadLetter { reason, errors } => {
+                    tracing::debug!(%id, %reason, "dead letter");
+                    let source = format!("{}-{}-{}", m.topic(), m.partition(), m.offset());
+                    let mut headers = OwnedHeaders::new()
+                        .insert(Header { key: "dlq.reason", value: Some(reason.as_str()) })
+                        .insert(Header { key: "dlq.source", value: Some(source.as_str()) });
+                    if let Some(errors) = &errors {
+                        headers = headers.insert(Header { key: "dlq.errors", value: Some(errors.as_str()) });
+                    }
+                    Output {
+                        key: id,
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        headers: Some(headers),
+                        topic: topics.dead_letter.clone(),
+                        created_ms,
+                    }
+                }
+            }
+        })
+        .collect();
+    Prepared { outputs, positions: batch.iter().map(|m| (m.partition(), m.offset())).collect() }
 }
 
 /// One scored record, ready to produce.
@@ -279,36 +308,54 @@ struct Delivered {
     undelivered: Vec<usize>,
 }
 
-/// Produces a batch, retrying failed records with back-off until they are acknowledged or the
-/// scorer stops.
-async fn deliver(batch: Prepared, producer: FutureProducer, stats: Arc<ScorerStats>, shutdown: watch::Receiver<bool>) -> Delivered {
+/// Produces a batch: its records are enqueued in order, once the previous batch has enqueued
+/// its own (`turn`), so predictions keep the input's order per partition even though batches are
+/// scored in parallel. Then the acknowledgements are awaited; failed records are retried with
+/// back-off until acknowledged or the scorer stops.
+async fn deliver(
+    batch: Prepared,
+    producer: FutureProducer,
+    stats: Arc<ScorerStats>,
+    shutdown: watch::Receiver<bool>,
+    turn: oneshot::Receiver<()>,
+    enqueued: oneshot::Sender<()>,
+) -> Delivered {
     let outputs = &batch.outputs;
+    // Resolves when the previous batch has enqueued, or has ended without doing so.
+    let _ = turn.await;
+    let mut enqueued = Some(enqueued);
     let mut pending: Vec<usize> = (0..outputs.len()).collect();
     let mut attempt = 0u32;
     while !pending.is_empty() {
-        let sends = pending.iter().map(|&i| {
-            let out = &outputs[i];
-            let mut record = FutureRecord::to(&out.topic).key(out.key.as_str()).payload(out.payload.as_slice());
-            if let Some(h) = &out.headers {
-                record = record.headers(h.clone());
+        let mut acks = Vec::with_capacity(pending.len());
+        for &i in &pending {
+            acks.push(enqueue(&producer, &outputs[i]).await);
+        }
+        if let Some(enqueued) = enqueued.take() {
+            let _ = enqueued.send(());
+        }
+        let results = join_all(acks.into_iter().map(|ack| async move {
+            match ack?.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((e, _))) => Err(e.to_string()),
+                Err(_) => Err("the producer went away".to_owned()),
             }
-            producer.send(record, Duration::from_secs(30))
-        });
-        let results = join_all(sends).await;
+        }))
+        .await;
         let mut failed = Vec::new();
         for (&i, result) in pending.iter().zip(results) {
             match result {
-                Ok(_) if outputs[i].headers.is_some() => {
+                Ok(()) if outputs[i].headers.is_some() => {
                     stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(_) => {
+                Ok(()) => {
                     stats.scored.fetch_add(1, Ordering::Relaxed);
                     if let Some(created) = outputs[i].created_ms {
                         let age_ms = chrono::Utc::now().timestamp_millis() - created;
                         stats.end_to_end_seconds.observe(age_ms as f64 / 1000.0);
                     }
                 }
-                Err((e, _)) => {
+                Err(e) => {
                     stats.produce_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(id = %outputs[i].key, "produce failed, will retry: {e}");
                     failed.push(i);
@@ -327,6 +374,23 @@ async fn deliver(batch: Prepared, producer: FutureProducer, stats: Arc<ScorerSta
         }
     }
     Delivered { positions: batch.positions, undelivered: pending }
+}
+
+/// Hands one record to the producer, waiting while its local queue is full.
+async fn enqueue(producer: &FutureProducer, out: &Output) -> Result<DeliveryFuture, String> {
+    loop {
+        let mut record = FutureRecord::to(&out.topic).key(out.key.as_str()).payload(out.payload.as_slice());
+        if let Some(h) = &out.headers {
+            record = record.headers(h.clone());
+        }
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((e, _)) => return Err(e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]

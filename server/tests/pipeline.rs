@@ -156,3 +156,37 @@ async fn a_scorer_stopped_mid_stream_and_restarted_leaves_no_record_unscored() {
     stop_tx.send(true).unwrap();
     task.await.unwrap().unwrap();
 }
+
+/// Batches are scored in parallel, but each partition's predictions come out in the order its
+/// records went in (several batches' worth here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn predictions_keep_the_input_order_within_each_partition() {
+    let p = pipeline().await;
+    const N: usize = 9_000;
+    let csv = p.csv(N, 3);
+    let (stop_tx, stop) = stop_switch();
+    replay(&p.kafka, &replay_options(csv, "o"), stop.clone()).await.unwrap();
+
+    let (_model_tx, model_rx) = tokio::sync::watch::channel(trained_model(3));
+    let task = tokio::spawn(Scorer::new(p.kafka.clone(), "scorer-order", model_rx).run(stop.clone()));
+    let keys_by_partition = |messages: &[rdkafka::message::OwnedMessage]| {
+        let mut by_partition: std::collections::BTreeMap<i32, Vec<(i64, Vec<u8>)>> = Default::default();
+        for m in messages {
+            by_partition.entry(m.partition()).or_default().push((m.offset(), m.key().unwrap().to_vec()));
+        }
+        by_partition
+            .into_values()
+            .map(|mut keyed| {
+                keyed.sort();
+                keyed.into_iter().map(|(_, key)| key).collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let input = read_topic(&p.kafka, &p.kafka.topics.input, TIMEOUT, |m| m.len() >= N);
+    let output = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| m.len() >= N);
+    assert_eq!(output.len(), N, "a clean run scores each record once");
+    assert_eq!(keys_by_partition(&output), keys_by_partition(&input));
+
+    stop_tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}
