@@ -124,8 +124,13 @@ impl Kafka {
 
     /// Consumer configuration. Read uncommitted: the pipeline uses no transactions, and a
     /// producer killed mid-write must not hold readers back at its last batch.
+    ///
+    /// `fetch.queue.backoff.ms`: librdkafka postpones a partition's next fetch by this much once
+    /// its local queue has been over the threshold (default 1 s), so a consumer that works between
+    /// reads keeps stalling. Measured: a loop pausing 1 ms per 1,000 records read 151k records/s
+    /// with the default, 347k with 1 ms.
     pub fn consumer_config(&self, group: &str, defaults: &[(&str, &str)]) -> ClientConfig {
-        let mut all = vec![("group.id", group), ("isolation.level", "read_uncommitted")];
+        let mut all = vec![("group.id", group), ("isolation.level", "read_uncommitted"), ("fetch.queue.backoff.ms", "1")];
         all.extend_from_slice(defaults);
         self.config(&all)
     }
