@@ -95,6 +95,15 @@ fn judge(id: String, payload: Option<&[u8]>, model: &ChurnModel, now: &str) -> O
     }
 }
 
+/// One record as the scorer handles it, without Kafka: the prediction's JSON, or the reason the
+/// record is dead-lettered. The benchmark times this.
+pub fn score_payload(id: String, payload: Option<&[u8]>, model: &ChurnModel, now: &str) -> Result<Vec<u8>, String> {
+    match judge(id, payload, model, now) {
+        Outcome::Scored(prediction) => Ok(serde_json::to_vec(&prediction).expect("predictions serialize")),
+        Outcome::DeadLetter { reason, .. } => Err(reason),
+    }
+}
+
 pub struct Scorer {
     kafka: Kafka,
     group: String,

@@ -348,11 +348,9 @@ fn scoring(model: &model::ChurnModel, customers: &[Customer], repeat: usize) {
         let started = Instant::now();
         let mut bytes = 0;
         for i in 0..n {
-            let raw: model::RawCustomer = serde_json::from_slice(&payloads[i % payloads.len()]).expect("parses");
-            let customer = model::validate(&raw).expect("valid");
-            let score = model.score(&customer);
-            let prediction = model::Prediction::new(i.to_string(), &customer, model, &score, "2026-01-01T00:00:00.000Z".into());
-            bytes += serde_json::to_vec(&prediction).expect("serializes").len();
+            let payload = &payloads[i % payloads.len()];
+            let json = server::scorer::score_payload(i.to_string(), Some(payload), model, "2026-01-01T00:00:00.000Z");
+            bytes += json.expect("a valid record").len();
         }
         records.push(n as f64 / started.elapsed().as_secs_f64());
         std::hint::black_box(bytes);
