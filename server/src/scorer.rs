@@ -153,6 +153,9 @@ impl Scorer {
         // scoring the next batch does not wait for the broker to acknowledge the last one;
         // offsets are stored strictly in order, as each oldest batch completes.
         let mut in_flight: VecDeque<tokio::task::JoinHandle<Delivered>> = VecDeque::new();
+        let scoring_slots = Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ));
         // Each batch enqueues its records after the one before it has (see `deliver`).
         let mut previous_enqueued = {
             let (done, turn) = oneshot::channel();
@@ -197,10 +200,17 @@ impl Scorer {
                 (self.kafka.topics.clone(), self.stats.clone(), producer.clone(), shutdown.clone());
             let (enqueued, next_turn) = oneshot::channel();
             let turn = std::mem::replace(&mut previous_enqueued, next_turn);
+            let scoring_slots = scoring_slots.clone();
             in_flight.push_back(tokio::spawn(async move {
+                // As many batches scored at once as there are cores: more threads would only
+                // take turns, each with its own allocator heap.
+                let slot = scoring_slots.acquire_owned().await.expect("never closed");
                 let prepared = tokio::task::spawn_blocking({
                     let stats = stats.clone();
-                    move || prepare(&batch, &model, &topics, &stats)
+                    move || {
+                        let _slot = slot;
+                        prepare(&batch, &model, &topics, &stats)
+                    }
                 })
                 .await
                 .expect("scoring a batch does not panic");
