@@ -149,9 +149,9 @@ impl Scorer {
         tracing::info!(input = %topics.input, predictions = %topics.predictions, group = %self.group,
                        model = %self.model.borrow().version, "scorer started");
 
-        // Batches whose deliveries are still pending, oldest first. Several overlap so that
-        // scoring the next batch does not wait for the broker to acknowledge the last one;
-        // offsets are stored strictly in order, as each oldest batch completes.
+        // Batches being scored or delivered, oldest first. Many overlap so that fetching and
+        // scoring go on while the broker acknowledges; offsets are stored strictly in order, as
+        // each oldest batch completes.
         let mut in_flight: VecDeque<tokio::task::JoinHandle<Delivered>> = VecDeque::new();
         let scoring_slots = Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -343,7 +343,7 @@ async fn deliver(
     while !pending.is_empty() {
         let mut acks = Vec::with_capacity(pending.len());
         for &i in &pending {
-            acks.push(enqueue(&producer, &outputs[i]).await);
+            acks.push(enqueue(&producer, &outputs[i], &shutdown).await);
         }
         if let Some(enqueued) = enqueued.take() {
             let _ = enqueued.send(());
@@ -390,8 +390,8 @@ async fn deliver(
     Delivered { positions: batch.positions, undelivered: pending }
 }
 
-/// Hands one record to the producer, waiting while its local queue is full.
-async fn enqueue(producer: &FutureProducer, out: &Output) -> Result<DeliveryFuture, String> {
+/// Hands one record to the producer, waiting while its local queue is full (unless stopping).
+async fn enqueue(producer: &FutureProducer, out: &Output, shutdown: &watch::Receiver<bool>) -> Result<DeliveryFuture, String> {
     loop {
         let mut record = FutureRecord::to(&out.topic).key(out.key.as_str()).payload(out.payload.as_slice());
         if let Some(h) = &out.headers {
@@ -399,7 +399,7 @@ async fn enqueue(producer: &FutureProducer, out: &Output) -> Result<DeliveryFutu
         }
         match producer.send_result(record) {
             Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) if !*shutdown.borrow() => {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             Err((e, _)) => return Err(e.to_string()),
