@@ -22,6 +22,23 @@ pub struct Pipeline {
     pub dir: tempfile::TempDir,
 }
 
+/// A failed assertion must not leave the test binary hanging: unwinding drops the test's broker
+/// first, then the runtime drops the clients still running, and librdkafka's consumer close waits
+/// for a broker that will never answer again. So the first panic is reported, this process's child
+/// processes (brokers, `churn` binaries) are killed, and the binary exits with a failure.
+fn fail_fast_on_panic() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            use std::io::Write;
+            // Straight to the process's stderr: the test harness's output capture would be lost.
+            let _ = writeln!(std::io::stderr(), "\n{info}\n{}", std::backtrace::Backtrace::force_capture());
+            let _ = std::process::Command::new("pkill").args(["-9", "-P", &std::process::id().to_string()]).status();
+            std::process::exit(101);
+        }));
+    });
+}
+
 /// A fresh in-memory broker on a free port with the pipeline's topics.
 pub async fn pipeline() -> Pipeline {
     pipeline_with(|_| BrokerOptions::for_tests()).await
@@ -29,6 +46,7 @@ pub async fn pipeline() -> Pipeline {
 
 /// The same with broker options of the test's choosing, given the test's own directory.
 pub async fn pipeline_with(options: impl FnOnce(&std::path::Path) -> BrokerOptions) -> Pipeline {
+    fail_fast_on_panic();
     let dir = tempfile::tempdir().unwrap();
     let broker = EmbeddedBroker::start(options(dir.path())).expect("broker starts");
     let kafka = Kafka::at(broker.address());
