@@ -74,13 +74,23 @@ fn replay_in_background(p: &Pipeline, rows: usize, rate: f64, prefix: &str) -> t
 }
 
 fn all_scored(p: &Pipeline, prefix: &str, rows: usize) -> (HashSet<String>, usize) {
+    check_all_scored(p, prefix, rows).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The predictions' ids and message count, or what is wrong with them.
+fn check_all_scored(p: &Pipeline, prefix: &str, rows: usize) -> Result<(HashSet<String>, usize), String> {
     let messages = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| predictions_by_id(m).len() >= rows);
     let ids: HashSet<String> = predictions_by_id(&messages).into_keys().collect();
     let expected: HashSet<String> = (2..rows + 2).map(|line| format!("{prefix}-0-{line}")).collect();
     let missing: Vec<&String> = expected.difference(&ids).take(5).collect();
-    assert!(missing.is_empty(), "{} of {rows} records have no prediction, e.g. {missing:?}", expected.len() - expected.intersection(&ids).count());
-    assert_eq!(ids.len(), rows, "no prediction for a record that was not sent");
-    (ids, messages.len())
+    if !missing.is_empty() {
+        let count = expected.len() - expected.intersection(&ids).count();
+        return Err(format!("{count} of {rows} records have no prediction, e.g. {missing:?}"));
+    }
+    if ids.len() != rows {
+        return Err(format!("{} predictions for {rows} records: some for records that were not sent", ids.len()));
+    }
+    Ok((ids, messages.len()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -98,9 +108,9 @@ async fn a_scorer_killed_with_sigkill_mid_stream_loses_no_record() {
 
     let _restarted = score_process(&p, &model);
     assert_eq!(producer.await.unwrap(), N as u64);
-    let (_, messages) = std::panic::catch_unwind(|| all_scored(&p, "k9", N)).unwrap_or_else(|_| {
+    let (_, messages) = check_all_scored(&p, "k9", N).unwrap_or_else(|e| {
         panic!(
-            "input {} predictions {}\n{}",
+            "{e}\ninput {} predictions {}\n{}",
             topic_size(&p.kafka, &p.kafka.topics.input),
             topic_size(&p.kafka, &p.kafka.topics.predictions),
             std::fs::read_to_string(p.dir.path().join("scorer.log")).unwrap_or_default()
