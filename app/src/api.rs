@@ -176,12 +176,6 @@ pub async fn predict_record(backend: &dyn Backend, record: RawCustomer) -> Resul
     Ok(PredictReply { prediction, round_trip_ms: started.elapsed().as_secs_f64() * 1000.0 })
 }
 
-#[server]
-pub async fn get_pipeline_status() -> Result<PipelineStatus, ServerFnError> {
-    let backend = backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
-    Ok(backend.0.status())
-}
-
 /// Publishes the record to Kafka and awaits its prediction; errors carry their HTTP status.
 #[server]
 pub async fn predict(record: RawCustomer) -> Result<PredictReply, PredictError> {

@@ -193,8 +193,11 @@ impl Scorer {
             // Owned copies, so that scoring runs on another thread while this loop fetches on.
             let batch: Vec<OwnedMessage> = batch.iter().map(|m| m.detach()).collect();
             let model = self.model.borrow().clone();
-            if *self.stats.model_version.lock().expect("model version") != model.version {
-                *self.stats.model_version.lock().expect("model version") = model.version.clone();
+            {
+                let mut version = self.stats.model_version.lock().expect("model version");
+                if *version != model.version {
+                    *version = model.version.clone();
+                }
             }
             let (topics, stats, producer, shutdown) =
                 (self.kafka.topics.clone(), self.stats.clone(), producer.clone(), shutdown.clone());
@@ -356,6 +359,7 @@ async fn deliver(
             }
         }))
         .await;
+        let acknowledged_ms = chrono::Utc::now().timestamp_millis();
         let mut failed = Vec::new();
         for (&i, result) in pending.iter().zip(results) {
             match result {
@@ -365,8 +369,7 @@ async fn deliver(
                 Ok(()) => {
                     stats.scored.fetch_add(1, Ordering::Relaxed);
                     if let Some(created) = outputs[i].created_ms {
-                        let age_ms = chrono::Utc::now().timestamp_millis() - created;
-                        stats.end_to_end_seconds.observe(age_ms as f64 / 1000.0);
+                        stats.end_to_end_seconds.observe((acknowledged_ms - created) as f64 / 1000.0);
                     }
                 }
                 Err(e) => {
