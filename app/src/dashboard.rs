@@ -99,7 +99,7 @@ fn DashboardBody(d: Dashboard) -> impl IntoView {
                                 <td class="num">{time_of(&p.scored_at)}</td>
                                 <td>{p.name.clone()}</td>
                                 <td class="num">{percent(p.churn_probability)}</td>
-                                <td class="factor">{p.top_factors.iter().map(|f| f.text.clone()).collect::<Vec<_>>().join("; ")}</td>
+                                <td class="factor">{model::describe_all(&p.top_factors)}</td>
                             </tr>
                         }).collect_view()}
                     </tbody>

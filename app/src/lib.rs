@@ -190,7 +190,7 @@ fn ResultCard(outcome: Signal<Option<Outcome>>, pending: Signal<bool>) -> impl I
                         <h3>"Why"</h3>
                         <ul class="factors">
                             {p.top_factors.iter().map(|f| view! {
-                                <li class:up={f.log_odds >= 0.0}>{f.text.clone()}
+                                <li class:up={f.log_odds >= 0.0}>{f.describe()}
                                     <span class="muted num">{format!(" ({:+.2} log-odds)", f.log_odds)}</span></li>
                             }).collect_view()}
                         </ul>

@@ -164,7 +164,7 @@ pub fn LivePanel() -> impl IntoView {
                                     <span class="minibar"><span style=format!("width:{:.1}%", p.churn_probability * 100.0)></span></span>
                                     <span class="num">{percent(p.churn_probability)}</span>
                                 </td>
-                                <td class="factor">{p.top_factors.first().map(|f| f.text.clone()).unwrap_or_default()}</td>
+                                <td class="factor">{p.top_factors.first().map(|f| f.describe()).unwrap_or_default()}</td>
                                 <td class="mono">{p.model_version.clone()}</td>
                             </tr>
                         </For>

@@ -17,7 +17,7 @@ pub mod synth;
 pub mod train;
 
 pub use features::Feature;
-pub use message::{Factor, Prediction};
+pub use message::Prediction;
 pub use schema::{Customer, Field, RawCustomer, Scalar};
-pub use scoring::{ChurnModel, Contribution, ModelFileError, Score};
+pub use scoring::{describe_all, ChurnModel, Contribution, ModelFileError, Score};
 pub use validate::{validate, validate_field, FieldError, ValidationErrors};

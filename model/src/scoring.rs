@@ -80,7 +80,7 @@ pub enum ModelFileError {
 }
 
 /// One feature's share of a prediction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Contribution {
     pub feature: Feature,
     /// The customer's raw value of the feature.
@@ -90,20 +90,49 @@ pub struct Contribution {
 }
 
 impl Contribution {
-    /// "Num_Sites = 14 raises churn risk".
+    /// "Num_Sites = 14 raises churn risk". Built by hand: it runs for every prediction, and
+    /// formatting floats with a precision (`{:.2}`) cost more than the scoring itself.
     pub fn describe(&self) -> String {
-        let direction = if self.log_odds >= 0.0 { "raises" } else { "lowers" };
-        let value = match self.feature {
-            Feature::AccountManager => {
-                if self.value >= 0.5 { "yes" } else { "no" }.to_owned()
-            }
-            Feature::NumSites => format!("{}", self.value),
-            _ => format!("{:.2}", self.value)
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_owned(),
-        };
-        format!("{} = {value} {direction} churn risk", self.feature.name())
+        let mut text = String::with_capacity(48);
+        text.push_str(self.feature.name());
+        text.push_str(" = ");
+        match self.feature {
+            Feature::AccountManager => text.push_str(if self.value >= 0.5 { "yes" } else { "no" }),
+            _ => push_short_decimal(&mut text, self.value),
+        }
+        text.push_str(if self.log_odds >= 0.0 { " raises churn risk" } else { " lowers churn risk" });
+        text
+    }
+}
+
+/// Several contributions in words, for one table cell: "Num_Sites = 14 raises churn risk; ...".
+pub fn describe_all(contributions: &[Contribution]) -> String {
+    contributions.iter().map(Contribution::describe).collect::<Vec<_>>().join("; ")
+}
+
+/// Appends `value` rounded to two decimals, without trailing zeros: "9000.5", "42", "0.33".
+fn push_short_decimal(out: &mut String, value: f64) {
+    let cents = (value * 100.0).round();
+    // Whole cents are exact integers below 2^53; anything larger (or not finite) never passes
+    // validation, but still gets written.
+    if !(cents.abs() < 9e15) {
+        use std::fmt::Write;
+        let _ = write!(out, "{value}");
+        return;
+    }
+    let cents = cents as i64;
+    if cents < 0 {
+        out.push('-');
+    }
+    let cents = cents.unsigned_abs();
+    out.push_str(itoa::Buffer::new().format(cents / 100));
+    let fraction = (cents % 100) as u8;
+    if fraction != 0 {
+        out.push('.');
+        out.push(char::from(b'0' + fraction / 10));
+        if fraction % 10 != 0 {
+            out.push(char::from(b'0' + fraction % 10));
+        }
     }
 }
 
@@ -296,6 +325,20 @@ pub(crate) mod tests {
         assert!((sum - (score.log_odds - model.intercept)).abs() < 1e-12);
         assert_eq!(score.contributions[0].feature, Feature::NumSites);
         assert_eq!(score.contributions[0].describe(), "Num_Sites = 3 lowers churn risk");
+    }
+
+    #[test]
+    fn factor_values_are_written_with_at_most_two_decimals() {
+        let text = |feature, value: f64| Contribution { feature, value, log_odds: 1.0 }.describe();
+        assert_eq!(text(Feature::TotalPurchase, 9000.0), "Total_Purchase = 9000 raises churn risk");
+        assert_eq!(text(Feature::TotalPurchase, 9000.5), "Total_Purchase = 9000.5 raises churn risk");
+        assert_eq!(text(Feature::Years, 4.256), "Years = 4.26 raises churn risk");
+        assert_eq!(text(Feature::Years, 0.07), "Years = 0.07 raises churn risk");
+        assert_eq!(text(Feature::Years, -1.5), "Years = -1.5 raises churn risk");
+        assert_eq!(text(Feature::Age, 42.999), "Age = 43 raises churn risk");
+        assert_eq!(text(Feature::AccountManager, 1.0), "Account_Manager = yes raises churn risk");
+        assert_eq!(text(Feature::Age, f64::NAN), "Age = NaN raises churn risk");
+        assert_eq!(text(Feature::TotalPurchase, 1e300), format!("Total_Purchase = {} raises churn risk", 1e300));
     }
 
     #[test]

@@ -51,14 +51,14 @@ pub fn score_file(model: &ChurnModel, input: &Path, output: &Path, show_progress
             }
         };
         let score = model.score(&customer);
-        let factors: Vec<String> = score.contributions.iter().take(model::message::TOP_FACTORS).map(|c| c.describe()).collect();
+        let top = &score.contributions[..score.contributions.len().min(model::message::TOP_FACTORS)];
         let mut record: Vec<String> = Field::ALL.iter().filter(|&&f| f != Field::Churn).map(|&f| customer.cell(f)).collect();
         record.extend([
             row.line.to_string(),
             format!("{:.6}", score.probability),
             u8::from(score.churn).to_string(),
             model.version.clone(),
-            factors.join("; "),
+            model::describe_all(top),
         ]);
         writer.write_record(&record)?;
         summary.scored += 1;

@@ -154,7 +154,6 @@ impl Hub {
         let mut out = String::from("id,scored_at,name,churn_probability,churn,threshold,model_version,top_factors\n");
         let w = self.window.lock().expect("window");
         for (_, p) in w.history.iter().filter(|(at, _)| *at >= since) {
-            let factors: Vec<&str> = p.top_factors.iter().map(|f| f.text.as_str()).collect();
             let cells = [
                 p.id.clone(),
                 p.scored_at.clone(),
@@ -163,7 +162,7 @@ impl Hub {
                 u8::from(p.churn).to_string(),
                 format!("{:.6}", p.threshold),
                 p.model_version.clone(),
-                factors.join("; "),
+                model::describe_all(&p.top_factors),
             ];
             let line: Vec<String> = cells.iter().map(|c| model::synth::csv_cell(c)).collect();
             out.push_str(&line.join(","));

@@ -137,13 +137,12 @@ impl Kafka {
 
     /// A producer that never duplicates or reorders on retry, and waits for all replicas.
     pub fn idempotent_producer(&self) -> Result<FutureProducer> {
-        self.config(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "5"),
-        ])
-        .create()
-        .context("creating the Kafka producer")
+        self.idempotent_producer_config().create().context("creating the Kafka producer")
+    }
+
+    /// The idempotent producer's configuration, for producers with their own delivery context.
+    pub fn idempotent_producer_config(&self) -> ClientConfig {
+        self.config(&[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5")])
     }
 
     /// Fails with a helpful message when no broker answers.

@@ -28,12 +28,17 @@ impl Histogram {
     }
 
     pub fn observe(&self, seconds: f64) {
+        self.observe_each(seconds, 1);
+    }
+
+    /// Records `count` observations of the same value (e.g. a batch's mean per record).
+    pub fn observe_each(&self, seconds: f64, count: u64) {
         let seconds = seconds.max(0.0);
         if let Some(i) = self.bounds.iter().position(|&b| seconds <= b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
+            self.counts[i].fetch_add(count, Ordering::Relaxed);
         }
-        self.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add((seconds * 1e6) as u64 * count, Ordering::Relaxed);
+        self.count.fetch_add(count, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
@@ -57,7 +62,7 @@ pub struct PipelineMetrics {
     pub scored: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub produce_errors: AtomicU64,
-    /// Time to validate and score one record.
+    /// Time to validate and score one record (its batch's mean).
     pub scoring_seconds: Histogram,
     /// From the input record's timestamp to its prediction's delivery.
     pub end_to_end_seconds: Histogram,

@@ -8,30 +8,29 @@
 //! oldest batch's deliveries are acknowledged. A crash re-delivers at most the uncommitted batches; readers
 //! de-duplicate by record id.
 
-use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use futures::future::join_all;
 use futures::FutureExt;
 use model::{validate, ChurnModel, Prediction, RawCustomer};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::kafka::{Kafka, Topics};
 
 /// Most records handled together; bounds memory and the re-delivery after a crash.
-const MAX_BATCH: usize = 1000;
+const MAX_BATCH: usize = 4000;
 /// Batches being scored or awaiting their delivery acknowledgements at once. Under load the
-/// broker's acknowledgements take tens of milliseconds; this many keeps the pipeline full
-/// (measured: 16 in flight 125k records/s, 64 in flight 147k). A crash re-reads them, but the
-/// auto-commit interval re-reads as many anyway.
+/// broker's acknowledgements take tens of milliseconds, and the records in flight bound the
+/// throughput (measured on two cores: 64 batches of 1,000 records, 320k records/s; of 4,000,
+/// 370k). A crash re-reads them, but the auto-commit interval re-reads as many anyway.
 const MAX_IN_FLIGHT: usize = 64;
 
 /// The scorer's counters live in the process-wide metrics.
@@ -61,7 +60,7 @@ impl ConsumerContext for ScorerContext {
 /// What became of one input record.
 enum Outcome {
     Scored(Prediction),
-    DeadLetter { reason: String, errors: Option<String> },
+    DeadLetter { id: String, reason: String, errors: Option<String> },
 }
 
 /// The record id: the message key, or topic-partition-offset for unkeyed messages (as the
@@ -75,12 +74,12 @@ pub fn record_id(message: &impl Message) -> String {
 
 fn judge(id: String, payload: Option<&[u8]>, model: &ChurnModel, now: &str) -> Outcome {
     let Some(payload) = payload.filter(|p| !p.is_empty()) else {
-        return Outcome::DeadLetter { reason: "empty message: expected a JSON customer record".into(), errors: None };
+        return Outcome::DeadLetter { id, reason: "empty message: expected a JSON customer record".into(), errors: None };
     };
     let raw: RawCustomer = match serde_json::from_slice(payload) {
         Ok(raw) => raw,
         Err(e) => {
-            return Outcome::DeadLetter { reason: format!("not a JSON customer record: {e}"), errors: None }
+            return Outcome::DeadLetter { id, reason: format!("not a JSON customer record: {e}"), errors: None }
         }
     };
     match validate(&raw) {
@@ -89,6 +88,7 @@ fn judge(id: String, payload: Option<&[u8]>, model: &ChurnModel, now: &str) -> O
             Outcome::Scored(Prediction::new(id, &customer, model, &score, now.to_owned()))
         }
         Err(errors) => Outcome::DeadLetter {
+            id,
             reason: format!("invalid customer record: {errors}"),
             errors: serde_json::to_string(&errors.0).ok(),
         },
@@ -99,9 +99,16 @@ fn judge(id: String, payload: Option<&[u8]>, model: &ChurnModel, now: &str) -> O
 /// record is dead-lettered. The benchmark times this.
 pub fn score_payload(id: String, payload: Option<&[u8]>, model: &ChurnModel, now: &str) -> Result<Vec<u8>, String> {
     match judge(id, payload, model, now) {
-        Outcome::Scored(prediction) => Ok(serde_json::to_vec(&prediction).expect("predictions serialize")),
+        Outcome::Scored(prediction) => Ok(encode(&prediction)),
         Outcome::DeadLetter { reason, .. } => Err(reason),
     }
+}
+
+fn encode(prediction: &Prediction) -> Vec<u8> {
+    // Sized for a typical prediction, so the buffer is not regrown while writing.
+    let mut json = Vec::with_capacity(768);
+    serde_json::to_writer(&mut json, prediction).expect("predictions serialize");
+    json
 }
 
 pub struct Scorer {
@@ -143,7 +150,12 @@ impl Scorer {
         consumer
             .subscribe(&[&topics.input])
             .with_context(|| format!("subscribing to {}", topics.input))?;
-        let producer: FutureProducer = self.kafka.idempotent_producer()?;
+        let producer: Arc<AckingProducer> = Arc::new(
+            self.kafka
+                .idempotent_producer_config()
+                .create_with_context(AckCounter)
+                .context("creating the scorer's producer")?,
+        );
         // Loaded means ready, before the first record arrives (readiness reports it).
         *self.stats.model_version.lock().expect("model version") = self.model.borrow().version.clone();
         tracing::info!(input = %topics.input, predictions = %topics.predictions, group = %self.group,
@@ -190,8 +202,7 @@ impl Scorer {
                     None => break,
                 }
             }
-            // Owned copies, so that scoring runs on another thread while this loop fetches on.
-            let batch: Vec<OwnedMessage> = batch.iter().map(|m| m.detach()).collect();
+            let batch: Vec<Incoming> = batch.iter().map(Incoming::copy_of).collect();
             let model = self.model.borrow().clone();
             {
                 let mut version = self.stats.model_version.lock().expect("model version");
@@ -209,15 +220,15 @@ impl Scorer {
                 // take turns, each with its own allocator heap.
                 let slot = scoring_slots.acquire_owned().await.expect("never closed");
                 let prepared = tokio::task::spawn_blocking({
-                    let stats = stats.clone();
+                    let (stats, input_topic) = (stats.clone(), topics.input.clone());
                     move || {
                         let _slot = slot;
-                        prepare(&batch, &model, &topics, &stats)
+                        prepare(batch, &model, &input_topic, &stats)
                     }
                 })
                 .await
                 .expect("scoring a batch does not panic");
-                deliver(prepared, producer, stats, shutdown, turn, enqueued).await
+                deliver(prepared, producer, &topics, stats, shutdown, turn, enqueued).await
             }));
             while in_flight.len() > MAX_IN_FLIGHT {
                 let oldest = in_flight.pop_front().expect("non-empty");
@@ -241,17 +252,24 @@ impl Scorer {
     }
 
     /// Stores the offsets that are safe: per partition, up to the first undelivered record.
+    /// One store per partition and batch (each store looks the topic up).
     fn store(&self, consumer: &StreamConsumer<ScorerContext>, delivered: Delivered) {
-        let mut first_failed: std::collections::HashMap<i32, i64> = Default::default();
+        let mut first_failed: HashMap<i32, i64> = HashMap::new();
         for &i in &delivered.undelivered {
             let (partition, offset) = delivered.positions[i];
             let entry = first_failed.entry(partition).or_insert(i64::MAX);
             *entry = (*entry).min(offset);
         }
+        let mut safe: HashMap<i32, i64> = HashMap::new();
         for &(partition, offset) in &delivered.positions {
             if first_failed.get(&partition).is_some_and(|&f| offset >= f) {
                 continue;
             }
+            let entry = safe.entry(partition).or_insert(offset);
+            *entry = (*entry).max(offset);
+        }
+        for (partition, offset) in safe {
+            // Stores offset + 1, the next record to read.
             if let Err(e) = consumer.store_offset(&self.kafka.topics.input, partition, offset) {
                 // A partition revoked meanwhile: its new owner re-reads; duplicates are allowed.
                 tracing::debug!("store offset: {e}");
@@ -260,56 +278,66 @@ impl Scorer {
     }
 }
 
+/// An input record copied out of the consumer's buffer, so that it is scored on another thread
+/// while the loop fetches on: only what scoring, dead-lettering and offsets need.
+struct Incoming {
+    id: String,
+    payload: Option<Vec<u8>>,
+    partition: i32,
+    offset: i64,
+    created_ms: Option<i64>,
+}
+
+impl Incoming {
+    fn copy_of(message: &BorrowedMessage<'_>) -> Self {
+        Incoming {
+            id: record_id(message),
+            payload: message.payload().map(<[u8]>::to_vec),
+            partition: message.partition(),
+            offset: message.offset(),
+            created_ms: message.timestamp().to_millis(),
+        }
+    }
+}
+
 /// Scores a batch into owned, ready-to-send records.
-fn prepare(batch: &[OwnedMessage], model: &ChurnModel, topics: &Topics, stats: &ScorerStats) -> Prepared {
+fn prepare(batch: Vec<Incoming>, model: &ChurnModel, input_topic: &str, stats: &ScorerStats) -> Prepared {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     stats.consumed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    let outputs = batch
-        .iter()
-        .map(|m| {
-            let id = record_id(m);
-            let started = std::time::Instant::now();
-            let outcome = judge(id.clone(), m.payload(), model, &now);
-            stats.scoring_seconds.observe(started.elapsed().as_secs_f64());
-            let created_ms = m.timestamp().to_millis();
-            match outcome {
-                Outcome::Scored(prediction) => Output {
-                    key: id,
-                    payload: serde_json::to_vec(&prediction).expect("predictions serialize"),
-                    headers: None,
-                    topic: topics.predictions.clone(),
-                    created_ms,
-                },
-                Outcome::DeadLetter { reason, errors } => {
-                    tracing::debug!(%id, %reason, "dead letter");
-                    let source = format!("{}-{}-{}", m.topic(), m.partition(), m.offset());
-                    let mut headers = OwnedHeaders::new()
-                        .insert(Header { key: "dlq.reason", value: Some(reason.as_str()) })
-                        .insert(Header { key: "dlq.source", value: Some(source.as_str()) });
-                    if let Some(errors) = &errors {
-                        headers = headers.insert(Header { key: "dlq.errors", value: Some(errors.as_str()) });
-                    }
-                    Output {
-                        key: id,
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                        headers: Some(headers),
-                        topic: topics.dead_letter.clone(),
-                        created_ms,
-                    }
+    let started = std::time::Instant::now();
+    let positions = batch.iter().map(|record| (record.partition, record.offset)).collect();
+    let outputs: Vec<Output> = batch
+        .into_iter()
+        .map(|record| match judge(record.id, record.payload.as_deref(), model, &now) {
+            Outcome::Scored(prediction) => {
+                let payload = encode(&prediction);
+                Output { key: prediction.id, payload, dead_letter: None, created_ms: record.created_ms }
+            }
+            Outcome::DeadLetter { id, reason, errors } => {
+                tracing::debug!(%id, %reason, "dead letter");
+                let source = format!("{input_topic}-{}-{}", record.partition, record.offset);
+                let mut headers = OwnedHeaders::new()
+                    .insert(Header { key: "dlq.reason", value: Some(reason.as_str()) })
+                    .insert(Header { key: "dlq.source", value: Some(source.as_str()) });
+                if let Some(errors) = &errors {
+                    headers = headers.insert(Header { key: "dlq.errors", value: Some(errors.as_str()) });
                 }
+                // The original bytes, untouched.
+                let payload = record.payload.unwrap_or_default();
+                Output { key: id, payload, dead_letter: Some(headers), created_ms: record.created_ms }
             }
         })
         .collect();
-    Prepared { outputs, positions: batch.iter().map(|m| (m.partition(), m.offset())).collect() }
+    // One clock reading per batch rather than two per record.
+    stats.scoring_seconds.observe_each(started.elapsed().as_secs_f64() / outputs.len().max(1) as f64, outputs.len() as u64);
+    Prepared { outputs, positions }
 }
 
-/// One scored record, ready to produce.
+/// One scored record, ready to produce: a prediction, or a dead letter with its headers.
 struct Output {
     key: String,
     payload: Vec<u8>,
-    /// Present for dead letters.
-    headers: Option<OwnedHeaders>,
-    topic: String,
+    dead_letter: Option<OwnedHeaders>,
     created_ms: Option<i64>,
 }
 
@@ -325,13 +353,64 @@ struct Delivered {
     undelivered: Vec<usize>,
 }
 
+/// The scorer's producer: deliveries are counted per batch (`BatchAcks`) rather than awaited
+/// as one future per record, which cost a third of the delivery path.
+type AckingProducer = ThreadedProducer<AckCounter>;
+
+/// One delivery attempt of a batch: how many records are still unacknowledged, and which failed.
+struct BatchAcks {
+    /// Starts at one, for the enqueueing itself, so that early acknowledgements cannot bring it to
+    /// zero before every record is handed over (`all_enqueued`).
+    outstanding: AtomicUsize,
+    failed: Mutex<Vec<(usize, String)>>,
+    settled: Notify,
+}
+
+impl BatchAcks {
+    fn new() -> Arc<Self> {
+        Arc::new(BatchAcks { outstanding: AtomicUsize::new(1), failed: Mutex::default(), settled: Notify::new() })
+    }
+
+    fn settle_one(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.settled.notify_one();
+        }
+    }
+
+    /// Waits until the broker has acknowledged (or refused) every record enqueued; returns the
+    /// refused ones by index.
+    async fn all_enqueued(&self) -> Vec<(usize, String)> {
+        self.settle_one();
+        self.settled.notified().await;
+        std::mem::take(&mut *self.failed.lock().expect("acks"))
+    }
+}
+
+/// Routes each delivery report to its batch.
+struct AckCounter;
+
+impl ClientContext for AckCounter {}
+
+impl ProducerContext for AckCounter {
+    type DeliveryOpaque = Box<(Arc<BatchAcks>, usize)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (acks, index) = *opaque;
+        if let Err((e, _)) = result {
+            acks.failed.lock().expect("acks").push((index, e.to_string()));
+        }
+        acks.settle_one();
+    }
+}
+
 /// Produces a batch: its records are enqueued in order, once the previous batch has enqueued
 /// its own (`turn`), so predictions keep the input's order per partition even though batches are
 /// scored in parallel. Then the acknowledgements are awaited; failed records are retried with
 /// back-off until acknowledged or the scorer stops.
 async fn deliver(
     batch: Prepared,
-    producer: FutureProducer,
+    producer: Arc<AckingProducer>,
+    topics: &Topics,
     stats: Arc<ScorerStats>,
     shutdown: watch::Receiver<bool>,
     turn: oneshot::Receiver<()>,
@@ -344,42 +423,36 @@ async fn deliver(
     let mut pending: Vec<usize> = (0..outputs.len()).collect();
     let mut attempt = 0u32;
     while !pending.is_empty() {
-        let mut acks = Vec::with_capacity(pending.len());
+        let acks = BatchAcks::new();
+        let mut failed = Vec::new();
         for &i in &pending {
-            acks.push(enqueue(&producer, &outputs[i], &shutdown).await);
+            if let Err(e) = enqueue(&producer, topics, &outputs[i], (acks.clone(), i), &shutdown).await {
+                failed.push((i, e));
+            }
         }
         if let Some(enqueued) = enqueued.take() {
             let _ = enqueued.send(());
         }
-        let results = join_all(acks.into_iter().map(|ack| async move {
-            match ack?.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(e.to_string()),
-                Err(_) => Err("the producer went away".to_owned()),
-            }
-        }))
-        .await;
+        failed.extend(acks.all_enqueued().await);
+        failed.sort_unstable_by_key(|&(i, _)| i);
+        let mut delivered = vec![true; outputs.len()];
+        for (i, e) in &failed {
+            delivered[*i] = false;
+            stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(id = %outputs[*i].key, "produce failed, will retry: {e}");
+        }
         let acknowledged_ms = chrono::Utc::now().timestamp_millis();
-        let mut failed = Vec::new();
-        for (&i, result) in pending.iter().zip(results) {
-            match result {
-                Ok(()) if outputs[i].headers.is_some() => {
-                    stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(()) => {
-                    stats.scored.fetch_add(1, Ordering::Relaxed);
-                    if let Some(created) = outputs[i].created_ms {
-                        stats.end_to_end_seconds.observe((acknowledged_ms - created) as f64 / 1000.0);
-                    }
-                }
-                Err(e) => {
-                    stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(id = %outputs[i].key, "produce failed, will retry: {e}");
-                    failed.push(i);
+        for &i in pending.iter().filter(|&&i| delivered[i]) {
+            if outputs[i].dead_letter.is_some() {
+                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            } else {
+                stats.scored.fetch_add(1, Ordering::Relaxed);
+                if let Some(created) = outputs[i].created_ms {
+                    stats.end_to_end_seconds.observe((acknowledged_ms - created) as f64 / 1000.0);
                 }
             }
         }
-        pending = failed;
+        pending = failed.into_iter().map(|(i, _)| i).collect();
         if !pending.is_empty() {
             if *shutdown.borrow() {
                 // Leave these offsets uncommitted: the next scorer re-reads them.
@@ -394,18 +467,32 @@ async fn deliver(
 }
 
 /// Hands one record to the producer, waiting while its local queue is full (unless stopping).
-async fn enqueue(producer: &FutureProducer, out: &Output, shutdown: &watch::Receiver<bool>) -> Result<DeliveryFuture, String> {
+async fn enqueue(
+    producer: &AckingProducer,
+    topics: &Topics,
+    out: &Output,
+    (acks, index): (Arc<BatchAcks>, usize),
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), String> {
+    acks.outstanding.fetch_add(1, Ordering::AcqRel);
+    let topic = if out.dead_letter.is_some() { &topics.dead_letter } else { &topics.predictions };
+    let mut record = BaseRecord::with_opaque_to(topic, Box::new((acks.clone(), index)))
+        .key(out.key.as_str())
+        .payload(out.payload.as_slice());
+    if let Some(headers) = &out.dead_letter {
+        record = record.headers(headers.clone());
+    }
     loop {
-        let mut record = FutureRecord::to(&out.topic).key(out.key.as_str()).payload(out.payload.as_slice());
-        if let Some(h) = &out.headers {
-            record = record.headers(h.clone());
-        }
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) if !*shutdown.borrow() => {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) if !*shutdown.borrow() => {
+                record = returned;
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            Err((e, _)) => return Err(e.to_string()),
+            Err((e, _)) => {
+                acks.settle_one();
+                return Err(e.to_string());
+            }
         }
     }
 }

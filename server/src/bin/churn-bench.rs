@@ -19,6 +19,8 @@ use clap::Parser;
 use futures::StreamExt;
 use model::synth::{generate_customers, GenerateOptions};
 use model::Customer;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
@@ -107,6 +109,7 @@ async fn produce_all(kafka: &Kafka, topic: &str, data: &[(String, Vec<u8>)]) -> 
     let ((key, payload), data) = data.split_first().context("no records")?;
     producer.send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(60)).await.map_err(|(e, _)| e)?;
     let started = Instant::now();
+    eprintln!("produce started");
     let mut in_flight = futures::stream::FuturesUnordered::new();
     for (key, payload) in data {
         in_flight.push(producer.send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(60)));
@@ -169,6 +172,8 @@ async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>) -
         // The clock starts at the first fetched batch; those records' scoring and delivery still
         // fall inside it, so only the rest are counted (this errs against the pipeline).
         let started = Instant::now();
+        // A mark to attach a profiler to (`perf record -p`) for the pipeline phase alone.
+        eprintln!("run {run}: pipeline started");
         let before = stats.consumed.load(Ordering::Relaxed) as f64;
         while stats.scored.load(Ordering::Relaxed) < args.records as u64 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -177,6 +182,9 @@ async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>) -
         eprintln!("run {run}: produce {:.0}/s, consume {:.0}/s, pipeline {:.0}/s", produce[run], consume[run], pipeline[run]);
         stop_tx.send(true)?;
         task.await??;
+        // The in-memory broker would otherwise hold every repeat's records (gigabytes), and each
+        // repeat would run slower than the one before.
+        drop_topics(&kafka).await;
     }
     // The machine's speed drifts between repeats; each repeat's ratio compares runs made moments
     // apart, so the ratio is summarized per repeat rather than as a ratio of medians.
@@ -187,6 +195,25 @@ async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>) -
     let (median, min, max) = summary(ratios);
     println!("| {:<44} | {median:>12.2} | {min:>10.2} – {max:<10.2} | {:<10} |", "pipeline / slower ceiling, per repeat (≥ 0.5)", "ratio");
     Ok(ours)
+}
+
+/// Deletes a repeat's topics; a broker that refuses only costs memory.
+async fn drop_topics(kafka: &Kafka) {
+    let t = &kafka.topics;
+    let names = [t.input.as_str(), t.predictions.as_str(), t.dead_letter.as_str(), t.stats.as_str(), t.labels.as_str()];
+    let deleted = async {
+        let admin: AdminClient<DefaultClientContext> = kafka.config(&[]).create()?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.delete_topics(&names, &options).await? {
+            if let Err((name, code)) = result {
+                bail!("{name}: {code}");
+            }
+        }
+        anyhow::Ok(())
+    };
+    if let Err(e) = deleted.await {
+        eprintln!("could not delete the repeat's topics ({e}); the broker keeps their records in memory");
+    }
 }
 
 fn python_peer(kafka: &Kafka, args: &Args, csv: &std::path::Path) -> Result<f64> {
