@@ -9,6 +9,7 @@
 //! de-duplicate by record id.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,16 +100,18 @@ fn judge(id: String, payload: Option<&[u8]>, model: &ChurnModel, now: &str) -> O
 /// record is dead-lettered. The benchmark times this.
 pub fn score_payload(id: String, payload: Option<&[u8]>, model: &ChurnModel, now: &str) -> Result<Vec<u8>, String> {
     match judge(id, payload, model, now) {
-        Outcome::Scored(prediction) => Ok(encode(&prediction)),
+        Outcome::Scored(prediction) => {
+            let mut json = Vec::new();
+            encode(&prediction, &mut json);
+            Ok(json)
+        }
         Outcome::DeadLetter { reason, .. } => Err(reason),
     }
 }
 
-fn encode(prediction: &Prediction) -> Vec<u8> {
-    // Sized for a typical prediction, so the buffer is not regrown while writing.
-    let mut json = Vec::with_capacity(768);
-    serde_json::to_writer(&mut json, prediction).expect("predictions serialize");
-    json
+/// Appends a prediction's JSON.
+fn encode(prediction: &Prediction, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, prediction).expect("predictions serialize");
 }
 
 pub struct Scorer {
@@ -202,7 +205,10 @@ impl Scorer {
                     None => break,
                 }
             }
-            let batch: Vec<Incoming> = batch.iter().map(Incoming::copy_of).collect();
+            let batch = batch.iter().fold(Incoming::default(), |mut incoming, message| {
+                incoming.push(message);
+                incoming
+            });
             let model = self.model.borrow().clone();
             {
                 let mut version = self.stats.model_version.lock().expect("model version");
@@ -278,40 +284,56 @@ impl Scorer {
     }
 }
 
-/// An input record copied out of the consumer's buffer, so that it is scored on another thread
-/// while the loop fetches on: only what scoring, dead-lettering and offsets need.
+/// Input records copied out of the consumer's buffer, so that they are scored on another thread
+/// while the loop fetches on: only what scoring, dead-lettering and offsets need. The payloads
+/// share one buffer (an allocation per record cost more than the copy).
+#[derive(Default)]
 struct Incoming {
+    bytes: Vec<u8>,
+    records: Vec<InputRecord>,
+}
+
+struct InputRecord {
     id: String,
-    payload: Option<Vec<u8>>,
+    /// Where its payload is in `bytes`; `None` for a message without one.
+    payload: Option<Range<usize>>,
     partition: i32,
     offset: i64,
     created_ms: Option<i64>,
 }
 
 impl Incoming {
-    fn copy_of(message: &BorrowedMessage<'_>) -> Self {
-        Incoming {
+    fn push(&mut self, message: &BorrowedMessage<'_>) {
+        let payload = message.payload().map(|p| {
+            self.bytes.extend_from_slice(p);
+            self.bytes.len() - p.len()..self.bytes.len()
+        });
+        self.records.push(InputRecord {
             id: record_id(message),
-            payload: message.payload().map(<[u8]>::to_vec),
+            payload,
             partition: message.partition(),
             offset: message.offset(),
             created_ms: message.timestamp().to_millis(),
-        }
+        });
     }
 }
 
-/// Scores a batch into owned, ready-to-send records.
-fn prepare(batch: Vec<Incoming>, model: &ChurnModel, input_topic: &str, stats: &ScorerStats) -> Prepared {
+/// Scores a batch into ready-to-send records.
+fn prepare(batch: Incoming, model: &ChurnModel, input_topic: &str, stats: &ScorerStats) -> Prepared {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    stats.consumed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    stats.consumed.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
     let started = std::time::Instant::now();
-    let positions = batch.iter().map(|record| (record.partition, record.offset)).collect();
-    let outputs: Vec<Output> = batch
-        .into_iter()
-        .map(|record| match judge(record.id, record.payload.as_deref(), model, &now) {
+    let positions = batch.records.iter().map(|record| (record.partition, record.offset)).collect();
+    // A prediction is about twice its input's size.
+    let mut bytes = Vec::with_capacity(batch.bytes.len() * 2 + 1024);
+    let mut outputs = Vec::with_capacity(batch.records.len());
+    for record in batch.records {
+        let input = record.payload.clone().map(|range| &batch.bytes[range]);
+        let start = bytes.len();
+        let output = match judge(record.id, input, model, &now) {
             Outcome::Scored(prediction) => {
-                let payload = encode(&prediction);
-                Output { key: prediction.id, payload, dead_letter: None, created_ms: record.created_ms }
+                encode(&prediction, &mut bytes);
+                Output { key: prediction.id, payload: start..bytes.len(), dead_letter: None, created_ms: record.created_ms }
             }
             Outcome::DeadLetter { id, reason, errors } => {
                 tracing::debug!(%id, %reason, "dead letter");
@@ -323,26 +345,29 @@ fn prepare(batch: Vec<Incoming>, model: &ChurnModel, input_topic: &str, stats: &
                     headers = headers.insert(Header { key: "dlq.errors", value: Some(errors.as_str()) });
                 }
                 // The original bytes, untouched.
-                let payload = record.payload.unwrap_or_default();
-                Output { key: id, payload, dead_letter: Some(headers), created_ms: record.created_ms }
+                bytes.extend_from_slice(input.unwrap_or_default());
+                Output { key: id, payload: start..bytes.len(), dead_letter: Some(headers), created_ms: record.created_ms }
             }
-        })
-        .collect();
+        };
+        outputs.push(output);
+    }
     // One clock reading per batch rather than two per record.
     stats.scoring_seconds.observe_each(started.elapsed().as_secs_f64() / outputs.len().max(1) as f64, outputs.len() as u64);
-    Prepared { outputs, positions }
+    Prepared { bytes, outputs, positions }
 }
 
 /// One scored record, ready to produce: a prediction, or a dead letter with its headers.
 struct Output {
     key: String,
-    payload: Vec<u8>,
+    /// Where its payload is in the batch's `bytes`.
+    payload: Range<usize>,
     dead_letter: Option<OwnedHeaders>,
     created_ms: Option<i64>,
 }
 
 /// A scored batch and where its records came from.
 struct Prepared {
+    bytes: Vec<u8>,
     outputs: Vec<Output>,
     positions: Vec<(i32, i64)>,
 }
@@ -426,7 +451,7 @@ async fn deliver(
         let acks = BatchAcks::new();
         let mut failed = Vec::new();
         for &i in &pending {
-            if let Err(e) = enqueue(&producer, topics, &outputs[i], (acks.clone(), i), &shutdown).await {
+            if let Err(e) = enqueue(&producer, topics, &outputs[i], &batch.bytes, (acks.clone(), i), &shutdown).await {
                 failed.push((i, e));
             }
         }
@@ -471,6 +496,7 @@ async fn enqueue(
     producer: &AckingProducer,
     topics: &Topics,
     out: &Output,
+    bytes: &[u8],
     (acks, index): (Arc<BatchAcks>, usize),
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), String> {
@@ -478,7 +504,7 @@ async fn enqueue(
     let topic = if out.dead_letter.is_some() { &topics.dead_letter } else { &topics.predictions };
     let mut record = BaseRecord::with_opaque_to(topic, Box::new((acks.clone(), index)))
         .key(out.key.as_str())
-        .payload(out.payload.as_slice());
+        .payload(&bytes[out.payload.clone()]);
     if let Some(headers) = &out.dead_letter {
         record = record.headers(headers.clone());
     }
