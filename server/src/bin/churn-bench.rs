@@ -42,6 +42,10 @@ struct Args {
     /// Repeats of each throughput measurement.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Throughput repeats run first and not counted: the first run in a process pays for its
+    /// allocator's and the broker's first growth (measured up to a third slower).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
     /// Requests per client in the latency runs.
     #[arg(long, default_value_t = 200)]
     requests: usize,
@@ -152,14 +156,14 @@ async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>) -
     let data = records(args.records);
     let n = args.records as f64;
     let (mut produce, mut consume, mut pipeline) = (Vec::new(), Vec::new(), Vec::new());
-    for run in 0..args.repeat {
+    for run in 0..args.warmup + args.repeat {
         let kafka = Kafka { topics: topics(&run.to_string()), ..kafka.clone() };
         kafka.ensure_pipeline_topics().await?;
-        produce.push((n - 1.0) / produce_all(&kafka, &kafka.topics.input, &data).await?.as_secs_f64());
+        let produce_rate = (n - 1.0) / produce_all(&kafka, &kafka.topics.input, &data).await?.as_secs_f64();
         let k = kafka.clone();
         let input = kafka.topics.input.clone();
         let records = args.records;
-        consume.push((n - 1.0) / tokio::task::spawn_blocking(move || consume_all(&k, &input, records)).await??.as_secs_f64());
+        let consume_rate = (n - 1.0) / tokio::task::spawn_blocking(move || consume_all(&k, &input, records)).await??.as_secs_f64();
         // The scorer from an already filled input topic to the predictions topic.
         let (stop_tx, stop) = watch::channel(false);
         let (_model_tx, models) = watch::channel(model.clone());
@@ -178,8 +182,14 @@ async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>) -
         while stats.scored.load(Ordering::Relaxed) < args.records as u64 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        pipeline.push((n - before) / started.elapsed().as_secs_f64());
-        eprintln!("run {run}: produce {:.0}/s, consume {:.0}/s, pipeline {:.0}/s", produce[run], consume[run], pipeline[run]);
+        let pipeline_rate = (n - before) / started.elapsed().as_secs_f64();
+        let counted = if run < args.warmup { "warm-up, not counted" } else { "counted" };
+        eprintln!("run {run}: produce {produce_rate:.0}/s, consume {consume_rate:.0}/s, pipeline {pipeline_rate:.0}/s ({counted})");
+        if run >= args.warmup {
+            produce.push(produce_rate);
+            consume.push(consume_rate);
+            pipeline.push(pipeline_rate);
+        }
         stop_tx.send(true)?;
         task.await??;
         // The in-memory broker would otherwise hold every repeat's records (gigabytes), and each
@@ -442,7 +452,7 @@ async fn main() -> Result<()> {
     kafka.check_reachable(Duration::from_secs(10)).await?;
     let customers = generate_customers(&GenerateOptions { rows: 5_000, seed: 9, messy_fraction: 0.0 });
     let model = Arc::new(model::train::train(&customers, &Default::default(), "bench".into(), |_| {})?);
-    println!("churn-bench on {} cores; {} records per throughput run, {} repeats\n", std::thread::available_parallelism().map_or(0, |n| n.get()), args.records, args.repeat);
+    println!("churn-bench on {} cores; {} records per throughput run, {} repeats (after {} warm-up)\n", std::thread::available_parallelism().map_or(0, |n| n.get()), args.records, args.repeat, args.warmup);
     println!("| {:<44} | {:>12} | {:>23} | {:<10} |", "measure", "median", "min – max", "unit");
     println!("|{}|{}|{}|{}|", "-".repeat(46), "-".repeat(14), "-".repeat(25), "-".repeat(12));
     let runs = |part: Part| args.only.is_empty() || args.only.contains(&part);
