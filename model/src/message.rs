@@ -22,7 +22,7 @@ pub struct Prediction {
     /// RFC 3339.
     pub scored_at: String,
     /// The largest contributions, in numbers; `Contribution::describe` puts one in words. The
-    /// sentences are not sent: they would be a fifth of the message and of the scorer's work.
+    /// sentences are not sent: they were a fifth of the message.
     pub top_factors: Vec<Contribution>,
     /// The true label when the record carried one (replayed history).
     #[serde(default, skip_serializing_if = "Option::is_none")]

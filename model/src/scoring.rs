@@ -90,8 +90,8 @@ pub struct Contribution {
 }
 
 impl Contribution {
-    /// "Num_Sites = 14 raises churn risk". Built by hand: it runs for every prediction, and
-    /// formatting floats with a precision (`{:.2}`) cost more than the scoring itself.
+    /// "Num_Sites = 14 raises churn risk". Built by hand: formatting floats with a precision
+    /// (`{:.2}`) cost more than the scoring itself, and tables describe many rows at once.
     pub fn describe(&self) -> String {
         let mut text = String::with_capacity(48);
         text.push_str(self.feature.name());

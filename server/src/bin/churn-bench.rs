@@ -113,6 +113,7 @@ async fn produce_all(kafka: &Kafka, topic: &str, data: &[(String, Vec<u8>)]) -> 
     let ((key, payload), data) = data.split_first().context("no records")?;
     producer.send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(60)).await.map_err(|(e, _)| e)?;
     let started = Instant::now();
+    // A mark to attach a profiler to, as for the pipeline.
     eprintln!("produce started");
     let mut in_flight = futures::stream::FuturesUnordered::new();
     for (key, payload) in data {
