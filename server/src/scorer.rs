@@ -258,24 +258,10 @@ impl Scorer {
         Ok(())
     }
 
-    /// Stores the offsets that are safe: per partition, up to the first undelivered record.
-    /// One store per partition and batch (each store looks the topic up).
+    /// Stores the offsets that are safe. One store per partition and batch (each store looks the
+    /// topic up).
     fn store(&self, consumer: &StreamConsumer<ScorerContext>, delivered: Delivered) {
-        let mut first_failed: HashMap<i32, i64> = HashMap::new();
-        for &i in &delivered.undelivered {
-            let (partition, offset) = delivered.positions[i];
-            let entry = first_failed.entry(partition).or_insert(i64::MAX);
-            *entry = (*entry).min(offset);
-        }
-        let mut safe: HashMap<i32, i64> = HashMap::new();
-        for &(partition, offset) in &delivered.positions {
-            if first_failed.get(&partition).is_some_and(|&f| offset >= f) {
-                continue;
-            }
-            let entry = safe.entry(partition).or_insert(offset);
-            *entry = (*entry).max(offset);
-        }
-        for (partition, offset) in safe {
+        for (partition, offset) in delivered.safe_offsets() {
             // Stores offset + 1, the next record to read.
             if let Err(e) = consumer.store_offset(&self.kafka.topics.input, partition, offset) {
                 // A partition revoked meanwhile: its new owner re-reads; duplicates are allowed.
@@ -377,6 +363,27 @@ struct Prepared {
 struct Delivered {
     positions: Vec<(i32, i64)>,
     undelivered: Vec<usize>,
+}
+
+impl Delivered {
+    /// Per partition, the last offset before its first undelivered record (if any is left).
+    fn safe_offsets(&self) -> HashMap<i32, i64> {
+        let mut first_failed: HashMap<i32, i64> = HashMap::new();
+        for &i in &self.undelivered {
+            let (partition, offset) = self.positions[i];
+            let entry = first_failed.entry(partition).or_insert(i64::MAX);
+            *entry = (*entry).min(offset);
+        }
+        let mut safe: HashMap<i32, i64> = HashMap::new();
+        for &(partition, offset) in &self.positions {
+            if first_failed.get(&partition).is_some_and(|&f| offset >= f) {
+                continue;
+            }
+            let entry = safe.entry(partition).or_insert(offset);
+            *entry = (*entry).max(offset);
+        }
+        safe
+    }
 }
 
 /// The scorer's producer: deliveries are counted per batch (`BatchAcks`) rather than awaited
@@ -536,6 +543,20 @@ mod tests {
             messy_fraction: 0.0,
         });
         model::train::train(&customers, &Default::default(), "t".into(), |_| {}).unwrap()
+    }
+
+    #[test]
+    fn offsets_are_stored_up_to_the_first_undelivered_record_of_each_partition() {
+        // Partition 0: offsets 10..=13, 12 undelivered. Partition 1: 5..=6, all delivered.
+        // Partition 2: its only record undelivered.
+        let delivered = Delivered {
+            positions: vec![(0, 10), (1, 5), (0, 11), (0, 12), (2, 7), (1, 6), (0, 13)],
+            undelivered: vec![3, 4],
+        };
+        let safe = delivered.safe_offsets();
+        assert_eq!(safe.get(&0), Some(&11));
+        assert_eq!(safe.get(&1), Some(&6));
+        assert_eq!(safe.get(&2), None);
     }
 
     #[test]
