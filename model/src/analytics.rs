@@ -6,7 +6,7 @@
 //! any number of processors can share the partitions without double counting, and a window
 //! revised by a late record simply replaces its earlier revision.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -106,12 +106,7 @@ impl WindowPartial {
     fn add_outcome(&mut self, scored: &Scored, actual: bool) {
         let q = self.quality.entry(scored.model_version.clone()).or_default();
         let bin = quality_bin(scored.probability);
-        match (scored.churn, actual) {
-            (true, true) => q.confusion.true_positive += 1,
-            (true, false) => q.confusion.false_positive += 1,
-            (false, false) => q.confusion.true_negative += 1,
-            (false, true) => q.confusion.false_negative += 1,
-        }
+        q.confusion.count(scored.churn, actual);
         if actual {
             q.churner_bins[bin] += 1;
         } else {
@@ -182,10 +177,10 @@ pub struct WindowAggregator {
     watermark: i64,
     drift: Option<DriftReference>,
     /// Predictions by record id, oldest first for eviction.
-    remembered: std::collections::HashMap<String, Scored>,
-    remembered_order: std::collections::VecDeque<String>,
+    remembered: HashMap<String, Scored>,
+    remembered_order: VecDeque<String>,
     /// Outcomes whose prediction has not arrived yet: id -> (offset, timestamp, outcome).
-    waiting: std::collections::HashMap<String, (i64, i64, bool)>,
+    waiting: HashMap<String, (i64, i64, bool)>,
     /// Records too late even for the kept closed windows.
     pub dropped_late: u64,
     pub duplicates: u64,

@@ -16,14 +16,19 @@ impl Confusion {
     pub fn at(probabilities: &[f64], labels: &[bool], threshold: f64) -> Self {
         let mut c = Confusion::default();
         for (&p, &y) in probabilities.iter().zip(labels) {
-            match (p >= threshold, y) {
-                (true, true) => c.true_positive += 1,
-                (true, false) => c.false_positive += 1,
-                (false, false) => c.true_negative += 1,
-                (false, true) => c.false_negative += 1,
-            }
+            c.count(p >= threshold, y);
         }
         c
+    }
+
+    /// Counts one prediction against its true outcome.
+    pub fn count(&mut self, predicted: bool, actual: bool) {
+        match (predicted, actual) {
+            (true, true) => self.true_positive += 1,
+            (true, false) => self.false_positive += 1,
+            (false, false) => self.true_negative += 1,
+            (false, true) => self.false_negative += 1,
+        }
     }
 
     pub fn total(&self) -> usize {

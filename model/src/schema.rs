@@ -9,9 +9,6 @@ use std::fmt;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
-/// The wire and CSV format of the onboard date.
-pub const ONBOARD_DATE_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
-
 /// Every column of the schema, in the original CSV's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Field {

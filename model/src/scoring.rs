@@ -256,15 +256,14 @@ impl ChurnModel {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::schema::ONBOARD_DATE_FORMAT;
+    use crate::schema::parse_onboard_date;
 
     pub fn tiny_model() -> ChurnModel {
         ChurnModel {
             schema_version: MODEL_SCHEMA_VERSION,
             version: "m-test".into(),
             created_at: "2026-01-01T00:00:00Z".into(),
-            reference_date: NaiveDateTime::parse_from_str("2016-01-01 00:00:00", ONBOARD_DATE_FORMAT)
-                .unwrap(),
+            reference_date: parse_onboard_date("2016-01-01 00:00:00").unwrap(),
             features: vec![
                 FeatureWeight { feature: Feature::Age, mean: 40.0, std_dev: 5.0, coefficient: 0.5 },
                 FeatureWeight { feature: Feature::NumSites, mean: 8.0, std_dev: 2.0, coefficient: 1.5 },
@@ -297,8 +296,7 @@ pub(crate) mod tests {
             account_manager: manager,
             years: 5.0,
             num_sites: sites,
-            onboard_date: NaiveDateTime::parse_from_str("2010-01-01 00:00:00", ONBOARD_DATE_FORMAT)
-                .unwrap(),
+            onboard_date: parse_onboard_date("2010-01-01 00:00:00").unwrap(),
             location: String::new(),
             company: String::new(),
             churn: None,

@@ -104,7 +104,7 @@ impl Kafka {
         }
     }
 
-        /// A plain connection with default topics, for tests and tools.
+    /// A plain connection with default topics, for tests and tools.
     pub fn at(brokers: impl Into<String>) -> Self {
         Kafka { brokers: brokers.into(), properties: Vec::new(), topics: Topics::default() }
     }

@@ -141,13 +141,7 @@ async fn outcomes_arriving_later_on_the_labels_topic_join_their_predictions_acro
     let mut expected = model::metrics::Confusion::default();
     for (i, customer) in customers.iter().enumerate() {
         let actual = customer.churn.unwrap();
-        let predicted = model.score(customer).churn;
-        match (predicted, actual) {
-            (true, true) => expected.true_positive += 1,
-            (true, false) => expected.false_positive += 1,
-            (false, false) => expected.true_negative += 1,
-            (false, true) => expected.false_negative += 1,
-        }
+        expected.count(model.score(customer).churn, actual);
         let (key, payload) = (format!("lab-0-{}", i + 2), format!(r#"{{"Churn": {}}}"#, u8::from(actual)));
         producer.send(FutureRecord::to(&p.kafka.topics.labels).key(&key).payload(&payload), Duration::from_secs(10)).await.unwrap();
     }
