@@ -77,10 +77,16 @@ fn summary(mut values: Vec<f64>) -> (f64, f64, f64) {
     (values[values.len() / 2], values[0], values[values.len() - 1])
 }
 
+/// One table row of repeated measurements: median and range; returns the median.
 fn row(name: &str, unit: &str, values: Vec<f64>) -> f64 {
     let (median, min, max) = summary(values);
-    println!("| {name:<44} | {median:>12.0} | {min:>10.0} – {max:<10.0} | {unit:<10} |");
+    line(name, format!("{median:.0}"), &format!("{min:>10.0} – {max:<10.0}"), unit);
     median
+}
+
+/// One table row: a value, and a range or note.
+fn line(name: &str, value: impl std::fmt::Display, note: &str, unit: &str) {
+    println!("| {name:<44} | {value:>12} | {note:>23} | {unit:<10} |");
 }
 
 fn topics(run: &str) -> Topics {
@@ -204,7 +210,7 @@ async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>) -
     row("broker ceiling: consume only", "records/s", consume);
     let ours = row("pipeline: input -> scorer -> predictions", "records/s", pipeline);
     let (median, min, max) = summary(ratios);
-    println!("| {:<44} | {median:>12.2} | {min:>10.2} – {max:<10.2} | {:<10} |", "pipeline / slower ceiling, per repeat (≥ 0.5)", "ratio");
+    line("pipeline / slower ceiling, per repeat (≥ 0.5)", format!("{median:.2}"), &format!("{min:>10.2} – {max:<10.2}"), "ratio");
     Ok(ours)
 }
 
@@ -353,8 +359,8 @@ async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, cust
             all.len(), percentile(&all, 0.5), percentile(&all, 0.9), percentile(&all, 0.99), all.len() as f64 / elapsed
         );
     }
-    println!("| {:<44} | {:>12.0} | {:>23} | {:<10} |", "bench process RSS, idle (broker is separate)", idle_rss, "", "MB");
-    println!("| {:<44} | {:>12.0} | {:>23} | {:<10} |", "bench process RSS, under load", load_rss, "", "MB");
+    line("bench process RSS, idle (broker is separate)", format!("{idle_rss:.0}"), "", "MB");
+    line("bench process RSS, under load", format!("{load_rss:.0}"), "", "MB");
     stop_tx.send(true)?;
     background.await?;
     scorer_task.await??;
@@ -394,13 +400,7 @@ fn scoring(model: &model::ChurnModel, customers: &[Customer], repeat: usize) {
     }
     row("record in memory: parse, validate, score, explain, serialize", "records/s", records);
     let input_bytes: usize = payloads.iter().map(Vec::len).sum();
-    println!(
-        "| {:<44} | {:>12} | {:>23} | {:<10} |",
-        "message size, input / prediction (mean)",
-        format!("{} / {}", input_bytes / payloads.len(), bytes / n),
-        "",
-        "bytes"
-    );
+    line("message size, input / prediction (mean)", format!("{} / {}", input_bytes / payloads.len(), bytes / n), "", "bytes");
 }
 
 /// True when the module still has its function-names section: a dev build, not what users get.
@@ -449,7 +449,7 @@ fn wasm_size() {
     }
     let gz = std::process::Command::new("sh").args(["-c", &format!("gzip -9c '{path}' | wc -c")]).output().ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<usize>().ok()).unwrap_or(0);
-    println!("| {:<44} | {:>12} | {:>23} | {:<10} |", "WASM bundle (release), raw / gzipped", wasm.len() / 1024, format!("{} gzipped (goal < 250)", gz / 1024), "KiB");
+    line("WASM bundle (release), raw / gzipped", wasm.len() / 1024, &format!("{} gzipped (goal < 250)", gz / 1024), "KiB");
 }
 
 #[tokio::main]
@@ -461,7 +461,7 @@ async fn main() -> Result<()> {
     let customers = generate_customers(&GenerateOptions { rows: 5_000, seed: 9, messy_fraction: 0.0 });
     let model = Arc::new(model::train::train(&customers, &Default::default(), "bench".into(), |_| {})?);
     println!("churn-bench on {} cores; {} records per throughput run, {} repeats (after {} warm-up)\n", std::thread::available_parallelism().map_or(0, |n| n.get()), args.records, args.repeat, args.warmup);
-    println!("| {:<44} | {:>12} | {:>23} | {:<10} |", "measure", "median", "min – max", "unit");
+    line("measure", "median", "min – max", "unit");
     println!("|{}|{}|{}|{}|", "-".repeat(46), "-".repeat(14), "-".repeat(25), "-".repeat(12));
     let runs = |part: Part| args.only.is_empty() || args.only.contains(&part);
     if runs(Part::Scoring) {
@@ -477,8 +477,8 @@ async fn main() -> Result<()> {
         let csv = dir.join("customers.csv");
         std::fs::write(&csv, model::synth::generate_csv(&GenerateOptions { rows: 5_000, seed: 9, messy_fraction: 0.0 }))?;
         let peer = python_peer(&kafka, &args, &csv)?;
-        println!("| {:<44} | {:>12.0} | {:>23} | {:<10} |", "python peer (kafka-python + pandas + sklearn)", peer, "", "records/s");
-        println!("| {:<44} | {:>12.0} | {:>23} | {:<10} |", "ours / python peer", ours / peer, "goal ≥ 100", "ratio");
+        line("python peer (kafka-python + pandas + sklearn)", format!("{peer:.0}"), "", "records/s");
+        line("ours / python peer", format!("{:.0}", ours / peer), "goal ≥ 100", "ratio");
     }
     if runs(Part::Wasm) {
         wasm_size();
