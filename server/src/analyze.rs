@@ -100,7 +100,7 @@ fn outcome(payload: &[u8]) -> Option<bool> {
 pub async fn run(
     kafka: Kafka,
     options: AnalyzeOptions,
-    models: watch::Receiver<Arc<ChurnModel>>,
+    mut models: watch::Receiver<Arc<ChurnModel>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let topics = &kafka.topics;
@@ -122,6 +122,8 @@ pub async fn run(
     let lateness_ms = options.lateness.as_millis() as i64;
     let mut partitions: HashMap<i32, PartitionState> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // The current model's score distribution, refreshed only when a new model arrives.
+    let mut drift = models.borrow_and_update().drift_reference();
     tracing::info!(input = %topics.predictions, stats = %topics.stats, window_s = options.window.as_secs_f64(), "stream analytics started");
 
     loop {
@@ -131,7 +133,12 @@ pub async fn run(
             _ = tick.tick() => None,
             m = consumer.recv() => Some(m),
         };
-        let drift = models.borrow().drift_reference();
+        if models.has_changed().unwrap_or(false) {
+            drift = models.borrow_and_update().drift_reference();
+            for state in partitions.values_mut() {
+                state.aggregator.set_drift_reference(drift.clone());
+            }
+        }
         let mut to_publish: Vec<WindowPartial> = Vec::new();
         if let Some(message) = message {
             let m = match message {
@@ -146,6 +153,7 @@ pub async fn run(
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     let mut aggregator = WindowAggregator::new(window_ms, lateness_ms, partition);
+                    aggregator.set_drift_reference(drift.clone());
                     match tokio::task::block_in_place(|| remember_earlier(&kafka, &consumer, partition, &mut aggregator)) {
                         Ok(n) => tracing::debug!(partition, predictions = n, "remembered earlier predictions for outcomes"),
                         Err(e) => tracing::warn!(partition, "could not recall earlier predictions: {e:#}"),
@@ -153,7 +161,6 @@ pub async fn run(
                     e.insert(PartitionState { aggregator, next_offsets: [None, None] })
                 }
             };
-            state.aggregator.set_drift_reference(drift.clone());
             let source = if m.topic() == topics.predictions { Source::Predictions } else { Source::Outcomes };
             state.next_offsets[source as usize] = Some(m.offset() + 1);
             let timestamp = m.timestamp().to_millis().unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
