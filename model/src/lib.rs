@@ -6,6 +6,7 @@ pub mod analytics;
 pub mod features;
 pub mod message;
 pub mod metrics;
+pub mod record;
 pub mod schema;
 pub mod scoring;
 pub mod segments;

@@ -68,7 +68,15 @@ impl Segments {
 pub fn us_state(address: &str) -> Option<String> {
     let mut tokens = address.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).rev();
     let zip = tokens.next()?;
-    let zip_ok = (zip.len() == 5 || zip.len() == 10) && zip[..5].chars().all(|c| c.is_ascii_digit());
+    // Byte-wise: a 10-byte token with a multi-byte character ("123€abcd") has no char boundary
+    // at byte 5, so slicing the text there would panic.
+    let digits = |bytes: &[u8]| bytes.iter().all(u8::is_ascii_digit);
+    let zip = zip.as_bytes();
+    let zip_ok = match zip.len() {
+        5 => digits(zip),
+        10 => digits(&zip[..5]) && zip[5] == b'-' && digits(&zip[6..]),
+        _ => false,
+    };
     let state = tokens.next()?;
     (zip_ok && US_STATES.contains(&state)).then(|| state.to_owned())
 }
@@ -84,5 +92,8 @@ mod tests {
         assert_eq!(us_state("Unit 0789 Box 0734 DPO AP 91200"), None);
         assert_eq!(us_state("Rue de Rivoli, Paris"), None);
         assert_eq!(us_state(""), None);
+        assert_eq!(us_state("1 Main St, AK 123€abcd"), None, "a multi-byte character where the ZIP+4 dash goes");
+        assert_eq!(us_state("1 Main St, AK 62701x1234"), None);
+        assert_eq!(us_state("1 Main St, AK 6270€"), None);
     }
 }
