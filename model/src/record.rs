@@ -76,17 +76,22 @@ pub fn encode_json(value: &impl Serialize, out: &mut Vec<u8>) -> Result<(), Stri
     })
 }
 
-/// `text` cut to at most `max_bytes` at a character boundary, with "…" when cut: for logs and
-/// headers, which must never carry unbounded input.
+/// `text` cut to at most `max_bytes` at a character boundary, ending in "…" when cut: for keys,
+/// logs and headers, which must never carry unbounded input.
 pub fn truncate_utf8(text: &str, max_bytes: usize) -> std::borrow::Cow<'_, str> {
+    const MARK: &str = "…";
     if text.len() <= max_bytes {
         return text.into();
     }
-    let mut end = max_bytes;
+    let room = max_bytes.checked_sub(MARK.len());
+    let mut end = room.unwrap_or(max_bytes);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end]).into()
+    match room {
+        Some(_) => format!("{}{MARK}", &text[..end]).into(),
+        None => text[..end].into(),
+    }
 }
 
 #[cfg(test)]
@@ -130,11 +135,12 @@ mod tests {
     #[test]
     fn truncation_respects_character_boundaries() {
         assert_eq!(truncate_utf8("abc", 3), "abc");
-        assert_eq!(truncate_utf8("abcd", 3), "abc…");
-        // "€" is three bytes: no cut may fall inside it.
-        for max in 0..8 {
-            let cut = truncate_utf8("a€b€", max);
-            assert!(cut.len() <= max + "…".len(), "{cut:?}");
+        assert_eq!(truncate_utf8("abcdef", 5), "ab…");
+        assert_eq!(truncate_utf8("abcd", 2), "ab");
+        // "€" is three bytes: no cut may fall inside it, and nothing exceeds the limit.
+        for max in 0..12 {
+            let cut = truncate_utf8("a€b€c", max);
+            assert!(cut.len() <= max, "{max}: {cut:?}");
         }
     }
 }

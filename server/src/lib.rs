@@ -2,6 +2,7 @@
 //! scorer service, CSV files, model files, and the web server. The CLI in main.rs wires them up.
 
 pub mod analyze;
+pub mod args;
 pub mod batch;
 pub mod broker;
 pub mod csv_io;
@@ -13,10 +14,11 @@ pub mod model_file;
 pub mod models;
 pub mod replay;
 pub mod scorer;
+pub mod supervisor;
 pub mod web;
 
 /// A stop signal shared by every long-running task: flips to true on Ctrl-C or SIGTERM, or when
-/// the returned sender is used.
+/// the returned sender is used. A second Ctrl-C or SIGTERM exits at once (code 130).
 pub fn shutdown_signal() -> (
     std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     tokio::sync::watch::Receiver<bool>,
@@ -37,8 +39,19 @@ pub fn shutdown_signal() -> (
             _ = ctrl_c => {}
             _ = terminate => {}
         }
-        tracing::info!("stopping: finishing in-flight work");
+        tracing::info!("stopping: finishing in-flight work (Ctrl-C again to exit at once)");
         let _ = tx.send(true);
+        let again = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = term.recv();
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = again => {}
+            _ = terminate => {}
+        }
+        eprintln!("stopped at once: work in flight is re-read on the next start");
+        std::process::exit(130);
     });
     (stop, rx)
 }

@@ -25,6 +25,8 @@ use server::analyze::{self, AnalyzeOptions};
 use server::batch::score_file;
 use server::metrics::PipelineMetrics;
 use std::sync::Arc;
+use server::args;
+use server::supervisor::Supervisor;
 use server::{model_file, models, shutdown_signal};
 
 #[derive(Parser)]
@@ -91,7 +93,7 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Share of rows made messy on purpose (missing values, stray spaces, trailing columns, CRLF).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = args::share)]
     messy: f64,
     /// Output CSV file.
     #[arg(short, long, default_value = "data/customers.csv")]
@@ -107,10 +109,10 @@ struct TrainArgs {
     #[arg(short, long, default_value = "data/model.json")]
     output: PathBuf,
     /// Cross-validation folds.
-    #[arg(long, default_value_t = 5)]
-    folds: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=100))]
+    folds: u32,
     /// L2 penalty weight (1.0 matches scikit-learn's default C = 1).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = args::non_negative)]
     l2: f64,
     /// Seed for the fold assignment.
     #[arg(long, default_value_t = 42)]
@@ -152,7 +154,7 @@ struct ReplayArgs {
     #[arg(default_value = "data/customers.csv")]
     file: PathBuf,
     /// Records per second; 0 = as fast as possible.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = args::rate)]
     rate: f64,
     /// Start over after the last row, until stopped (like the original producer).
     #[arg(long = "loop")]
@@ -161,7 +163,7 @@ struct ReplayArgs {
     #[arg(long)]
     limit: Option<u64>,
     /// Prefix of record ids (default: random per run).
-    #[arg(long)]
+    #[arg(long, value_parser = args::id_prefix)]
     id_prefix: Option<String>,
 }
 
@@ -184,10 +186,10 @@ struct ScoreArgs {
 #[derive(clap::Args)]
 struct AnalyzeArgs {
     /// Length of the tumbling windows in seconds.
-    #[arg(long, env = "CHURN_WINDOW_SECS", default_value_t = 10.0)]
+    #[arg(long, env = "CHURN_WINDOW_SECS", default_value_t = 10.0, value_parser = args::positive_seconds)]
     window_secs: f64,
     /// Seconds after a window's end that late records still count in it before publication.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = args::non_negative_seconds)]
     lateness_secs: f64,
     /// Consumer group: run more processors with the same group to share the partitions.
     #[arg(long, default_value = "churn-analytics")]
@@ -214,20 +216,24 @@ struct ServeArgs {
     #[arg(long)]
     replay: Option<PathBuf>,
     /// Replay rate in records per second.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = args::rate)]
     replay_rate: f64,
     /// Do not run the stream-analytics processor in this process (run `churn analyze` separately).
     #[arg(long)]
     no_analytics: bool,
     /// Length of the analytics windows in seconds.
-    #[arg(long, env = "CHURN_WINDOW_SECS", default_value_t = 10.0)]
+    #[arg(long, env = "CHURN_WINDOW_SECS", default_value_t = 10.0, value_parser = args::positive_seconds)]
     window_secs: f64,
     /// Most form submissions waiting at once; more are answered 429 instead of piling up.
-    #[arg(long, default_value_t = 10_000)]
-    max_pending: usize,
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_pending: u32,
     /// Seconds a form submission waits for its prediction.
-    #[arg(long, env = "CHURN_REPLY_TIMEOUT", default_value_t = 5.0)]
+    #[arg(long, env = "CHURN_REPLY_TIMEOUT", default_value_t = 5.0, value_parser = args::positive_seconds)]
     reply_timeout: f64,
+    /// This web server's name among several: its replies come on the topic
+    /// `<predictions topic>-replies-<id>`. Default: the host name and the --addr port.
+    #[arg(long, env = "CHURN_INSTANCE_ID", value_parser = server::hub::parse_instance_id)]
+    instance_id: Option<String>,
     #[command(flatten)]
     broker: BrokerArgs,
 }
@@ -311,24 +317,24 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Score(args) => {
             let kafka = connect(&cli.kafka).await?;
-            let (_, shutdown) = shutdown_signal();
-            let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, shutdown.clone()).await?;
-            let result = Scorer::new(kafka, args.group, model_rx).run(shutdown).await;
-            follower.abort();
-            result
+            let mut tasks = Supervisor::new(shutdown_signal().0);
+            let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, tasks.shutdown()).await?;
+            tasks.spawn("model follower", follower);
+            tasks.spawn("scorer", Scorer::new(kafka, args.group, model_rx).run(tasks.shutdown()));
+            tasks.run().await
         }
         Command::Analyze(args) => {
             let kafka = connect(&cli.kafka).await?;
-            let (_, shutdown) = shutdown_signal();
-            let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, shutdown.clone()).await?;
+            let mut tasks = Supervisor::new(shutdown_signal().0);
+            let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, tasks.shutdown()).await?;
+            tasks.spawn("model follower", follower);
             let options = AnalyzeOptions {
                 group: args.group,
                 window: Duration::from_secs_f64(args.window_secs),
                 lateness: Duration::from_secs_f64(args.lateness_secs),
             };
-            let result = analyze::run(kafka, options, model_rx, shutdown).await;
-            follower.abort();
-            result
+            tasks.spawn("analytics", analyze::run(kafka, options, model_rx, tasks.shutdown()));
+            tasks.run().await
         }
         Command::Serve(args) => serve(args, &cli.kafka).await,
     }
@@ -358,9 +364,6 @@ fn replay_options(args: &ReplayArgs, show_progress: bool) -> ReplayOptions {
 }
 
 fn generate(args: &GenerateArgs) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.messy) {
-        bail!("--messy is a share of rows between 0 and 1, got {}", args.messy);
-    }
     let text = generate_csv(&GenerateOptions { rows: args.rows, seed: args.seed, messy_fraction: args.messy });
     if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -398,13 +401,13 @@ fn train_command(args: &TrainArgs) -> Result<ChurnModel> {
         "training on {} customers from {} ({} bad rows skipped, {} without a label skipped)",
         customers.len(), args.input.display(), bad.len(), unlabelled
     );
-    let mut options = TrainOptions { l2: args.l2, folds: args.folds, seed: args.seed, threshold_rule: args.threshold, ..Default::default() };
+    let mut options = TrainOptions { l2: args.l2, folds: args.folds as usize, seed: args.seed, threshold_rule: args.threshold, ..Default::default() };
     if !args.features.is_empty() {
         options.features = args.features.clone();
     }
     if let Some(path) = &args.export_folds {
         let labels: Vec<bool> = customers.iter().map(|c| c.churn == Some(true)).collect();
-        let folds = stratified_folds(&labels, args.folds, args.seed);
+        let folds = stratified_folds(&labels, args.folds as usize, args.seed);
         let mut text = String::from("row,fold\n");
         for (row, fold) in folds.iter().enumerate() {
             text.push_str(&format!("{row},{fold}\n"));
@@ -472,14 +475,14 @@ async fn serve(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let kafka = Kafka::new(brokers, kafka_args);
     kafka.check_reachable(Duration::from_secs(15)).await?;
     kafka.ensure_pipeline_topics().await?;
-    let (stop, shutdown) = shutdown_signal();
-    let (model_rx, follower) = models::follow(&kafka, load_optional(&args.score.model)?, shutdown.clone()).await?;
+    let mut tasks = Supervisor::new(shutdown_signal().0);
+    let (model_rx, follower) = models::follow(&kafka, load_optional(&args.score.model)?, tasks.shutdown()).await?;
+    tasks.spawn("model follower", follower);
     let metrics = Arc::new(PipelineMetrics::default());
     let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone()).with_metrics(metrics.clone());
     let stats = metrics.clone();
-    let mut tasks = tokio::task::JoinSet::new();
     if !args.no_scorer {
-        tasks.spawn(scorer.run(shutdown.clone()));
+        tasks.spawn("scorer", scorer.run(tasks.shutdown()));
     }
     if let Some(file) = &args.replay {
         let kafka = kafka.clone();
@@ -487,8 +490,8 @@ async fn serve(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
             &ReplayArgs { file: file.clone(), rate: args.replay_rate, repeat: true, limit: None, id_prefix: None },
             false,
         );
-        let stop = shutdown.clone();
-        tasks.spawn(async move { replay(&kafka, &options, stop).await.map(|_| ()) });
+        let stop = tasks.shutdown();
+        tasks.spawn("replay", async move { replay(&kafka, &options, stop).await.map(|_| ()) });
     }
 
     let status = {
@@ -506,25 +509,20 @@ async fn serve(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     };
     if !args.no_analytics {
         let options = AnalyzeOptions { window: Duration::from_secs_f64(args.window_secs), ..Default::default() };
-        tasks.spawn(analyze::run(kafka.clone(), options, model_rx.clone(), shutdown.clone()));
+        tasks.spawn("analytics", analyze::run(kafka.clone(), options, model_rx.clone(), tasks.shutdown()));
     }
     let hub_options = HubOptions {
         reply_timeout: Duration::from_secs_f64(args.reply_timeout),
         scorer_group: args.score.group.clone(),
-        max_pending: args.max_pending,
+        max_pending: args.max_pending as usize,
+        instance_id: args.instance_id.clone().unwrap_or_else(|| server::hub::default_instance_id(args.addr.port())),
     };
-    let hub = Hub::start(kafka.clone(), hub_options, metrics, status, shutdown.clone()).await?;
+    let hub = Hub::start(kafka.clone(), hub_options, metrics, status, &mut tasks).await?;
     let web = WebOptions { addr: args.addr, site_root: args.site_root.clone(), runs_scorer: !args.no_scorer };
-    let served = server::web::serve(web, hub, shutdown.clone()).await;
-    // The web server is gone (stopped or failed): stop the rest of the pipeline too.
-    let _ = stop.send(true);
-    while let Some(result) = tasks.join_next().await {
-        if let Err(e) = result.context("a pipeline task panicked")? {
-            tracing::error!("{e:#}");
-        }
-    }
-    follower.abort();
-    served
+    let listener = server::web::bind(&web).await?;
+    tasks.spawn("web server", server::web::serve(listener, web, hub, tasks.shutdown()));
+    // Until Ctrl-C or SIGTERM, or the first task to fail (then the exit code is non-zero).
+    tasks.run().await
 }
 
 #[cfg(test)]

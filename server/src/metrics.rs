@@ -62,6 +62,10 @@ pub struct PipelineMetrics {
     pub scored: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub produce_errors: AtomicU64,
+    /// Records whose scoring panicked (a bug): each was dead-lettered and the stream went on.
+    pub record_panics: AtomicU64,
+    /// Records skipped because the broker refused even an empty dead letter for them.
+    pub dropped: AtomicU64,
     /// Time to validate and score one record (its batch's mean).
     pub scoring_seconds: Histogram,
     /// From the input record's timestamp to its prediction's delivery.
@@ -72,6 +76,8 @@ pub struct PipelineMetrics {
     pub model_version: Mutex<String>,
     /// True while this process's scorer holds at least one input partition.
     pub assigned: AtomicBool,
+    /// True once this process's scorer has held a partition (tests check both scorers worked).
+    pub ever_assigned: AtomicBool,
 }
 
 impl Default for PipelineMetrics {
@@ -81,12 +87,15 @@ impl Default for PipelineMetrics {
             scored: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             produce_errors: AtomicU64::new(0),
+            record_panics: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             scoring_seconds: Histogram::new(LATENCY_BOUNDS),
             end_to_end_seconds: Histogram::new(LATENCY_BOUNDS),
             lag: Mutex::new(Vec::new()),
             pending_requests: AtomicU64::new(0),
             model_version: Mutex::new(String::new()),
             assigned: AtomicBool::new(false),
+            ever_assigned: AtomicBool::new(false),
         }
     }
 }
@@ -101,7 +110,9 @@ impl PipelineMetrics {
         counter(&mut out, "churn_records_consumed_total", "Records read from the input topic.", &self.consumed);
         counter(&mut out, "churn_records_scored_total", "Predictions delivered to the predictions topic.", &self.scored);
         counter(&mut out, "churn_records_dead_lettered_total", "Records delivered to the dead-letter topic.", &self.dead_lettered);
-        counter(&mut out, "churn_produce_errors_total", "Failed deliveries (retried).", &self.produce_errors);
+        counter(&mut out, "churn_produce_errors_total", "Failed deliveries (retried, or dead-lettered when permanent).", &self.produce_errors);
+        counter(&mut out, "churn_record_panics_total", "Records whose scoring panicked (a bug); each was dead-lettered.", &self.record_panics);
+        counter(&mut out, "churn_records_dropped_total", "Records skipped: the broker refused even an empty dead letter.", &self.dropped);
         self.scoring_seconds.render(&mut out, "churn_scoring_seconds", "Time to validate and score one record.");
         self.end_to_end_seconds.render(&mut out, "churn_end_to_end_seconds", "From the input record's timestamp to its prediction's delivery.");
         let _ = writeln!(out, "# HELP churn_consumer_lag Records not yet scored, per input partition.\n# TYPE churn_consumer_lag gauge");

@@ -61,12 +61,13 @@ fn parse(payload: Option<&[u8]>) -> Option<ChurnModel> {
 }
 
 /// Starts following the models topic. Returns the model to use now (the newest published one,
-/// or `fallback` when none is), and keeps the channel updated until `shutdown`.
+/// or `fallback` when none is), and the task that keeps the channel updated until `shutdown`
+/// (for the caller's supervisor to run).
 pub async fn follow(
     kafka: &Kafka,
     fallback: Option<ChurnModel>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(watch::Receiver<Arc<ChurnModel>>, tokio::task::JoinHandle<()>)> {
+) -> Result<(watch::Receiver<Arc<ChurnModel>>, impl std::future::Future<Output = Result<()>> + Send + 'static)> {
     let consumer = models_consumer(kafka)?;
     let topic = kafka.topics.models.clone();
     let (_, high) = {
@@ -101,7 +102,7 @@ pub async fn follow(
         ),
     };
     let (tx, rx) = watch::channel(Arc::new(current));
-    let task = tokio::spawn(async move {
+    let task = async move {
         tail_payloads(&consumer, "models topic", shutdown, |payload| {
             if let Some(model) = parse(Some(payload)) {
                 if model.version != tx.borrow().version {
@@ -110,7 +111,8 @@ pub async fn follow(
                 }
             }
         })
-        .await
-    });
+        .await;
+        Ok(())
+    };
     Ok((rx, task))
 }

@@ -35,8 +35,9 @@ struct ExportQuery {
     minutes: Option<f64>,
 }
 
-/// Largest request body accepted; a customer record is a few hundred bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request body accepted: the scorer's own limit on a record (a customer record is a
+/// few hundred bytes).
+pub const MAX_BODY_BYTES: usize = model::record::MAX_RECORD_BYTES;
 
 /// `POST /api/v1/predict`: the form's path for programs — a JSON record in, a JSON prediction out.
 async fn predict_json(hub: Arc<Hub>, body: Result<axum::Json<model::RawCustomer>, JsonRejection>) -> axum::response::Response {
@@ -96,8 +97,11 @@ fn ops_routes(hub: Arc<Hub>, runs_scorer: bool) -> Router<LeptosOptions> {
                     let broker = hub.broker_ok.load(Ordering::Relaxed);
                     let assigned = !runs_scorer || hub.metrics.assigned.load(Ordering::Relaxed);
                     let model = !hub.metrics.model_version.lock().expect("model version").is_empty() || !runs_scorer;
-                    let body = serde_json::json!({ "broker_reachable": broker, "model_loaded": model, "consumer_assigned": assigned });
-                    let status = if broker && assigned && model { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    let failed_tasks = hub.health.failures();
+                    let body = serde_json::json!({ "broker_reachable": broker, "model_loaded": model,
+                                                   "consumer_assigned": assigned, "failed_tasks": failed_tasks });
+                    let ok = broker && assigned && model && failed_tasks.is_empty();
+                    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                     (status, axum::Json(body))
                 }
             }),
@@ -148,14 +152,18 @@ pub fn router(options: &WebOptions, hub: Arc<Hub>) -> Router {
         .with_state(leptos_options)
 }
 
-pub async fn serve(options: WebOptions, hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+/// Takes the web app's address, so that a busy port fails the command before anything starts.
+pub async fn bind(options: &WebOptions) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(options.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}: pick another address with --addr", options.addr))
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, options: WebOptions, hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     if !options.site_root.join("pkg").join(format!("{OUTPUT_NAME}_bg.wasm")).is_file() {
         tracing::warn!(site_root = %options.site_root.display(),
             "the browser bundle is missing: the page will render but not hydrate; build it with scripts/build.sh");
     }
-    let listener = tokio::net::TcpListener::bind(options.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}: pick another address with --addr", options.addr))?;
     let app = router(&options, hub);
     println!("Customer churn is up: open http://{}", listener.local_addr()?);
     axum::serve(listener, app)

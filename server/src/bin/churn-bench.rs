@@ -311,7 +311,10 @@ async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, cust
     let metrics = Arc::new(PipelineMetrics::default());
     let scorer = Scorer::new(kafka.clone(), "bench-web-scorer", models).with_metrics(metrics.clone());
     let scorer_task = tokio::spawn(scorer.run(stop.clone()));
-    let hub = Hub::start(kafka.clone(), HubOptions::default(), metrics.clone(), app::PipelineStatus::default, stop.clone()).await?;
+    let hub_stop = Arc::new(watch::channel(false).0);
+    let mut hub_tasks = server::supervisor::Supervisor::new(hub_stop.clone());
+    let hub = Hub::start(kafka.clone(), HubOptions::default(), metrics.clone(), app::PipelineStatus::default, &mut hub_tasks).await?;
+    let hub_tasks = tokio::spawn(hub_tasks.run());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let options = WebOptions { addr, site_root: std::env::temp_dir(), runs_scorer: true };
@@ -362,8 +365,10 @@ async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, cust
     line("bench process RSS, idle (broker is separate)", format!("{idle_rss:.0}"), "", "MB");
     line("bench process RSS, under load", format!("{load_rss:.0}"), "", "MB");
     stop_tx.send(true)?;
+    hub_stop.send(true)?;
     background.await?;
     scorer_task.await??;
+    hub_tasks.await??;
     Ok(())
 }
 
@@ -393,7 +398,7 @@ fn scoring(model: &model::ChurnModel, customers: &[Customer], repeat: usize) {
         bytes = 0;
         for i in 0..n {
             let payload = &payloads[i % payloads.len()];
-            let json = server::scorer::score_payload(i.to_string(), Some(payload), model, "2026-01-01T00:00:00.000Z");
+            let json = server::scorer::score_payload(&i.to_string(), Some(payload), model, "2026-01-01T00:00:00.000Z");
             bytes += json.expect("a valid record").len();
         }
         records.push(n as f64 / started.elapsed().as_secs_f64());

@@ -1,0 +1,172 @@
+//! Supervision of a command's long-running tasks: none may die unnoticed.
+//!
+//! Every task is spawned by name. One that ends before the stop was asked for (an error, a
+//! panic, or simply returning) is logged at error level, recorded in [`Health`] (so `/readyz`
+//! answers 503 with the reason), and stops the whole command, which then exits non-zero: an
+//! orchestrator restarts it, rather than it looking up while answering nothing.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use tokio::sync::watch;
+use tokio::task::{Id, JoinSet};
+
+/// How long the tasks get to finish after the stop (in-flight batches, final commits).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What readiness knows beyond the pipeline's counters: the tasks that failed, and why.
+#[derive(Debug, Default)]
+pub struct Health {
+    failures: Mutex<Vec<String>>,
+}
+
+impl Health {
+    pub fn record_failure(&self, failure: String) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).push(failure);
+    }
+
+    /// Every failure so far, e.g. "scorer: ended unexpectedly".
+    pub fn failures(&self) -> Vec<String> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A command's tasks and its stop switch.
+pub struct Supervisor {
+    tasks: JoinSet<Result<()>>,
+    names: HashMap<Id, &'static str>,
+    pub health: Arc<Health>,
+    stop: Arc<watch::Sender<bool>>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Supervisor {
+    /// Supervises tasks stopped by `stop` (Ctrl-C, SIGTERM, or a failure).
+    pub fn new(stop: Arc<watch::Sender<bool>>) -> Self {
+        let stopping = stop.subscribe();
+        Supervisor { tasks: JoinSet::new(), names: HashMap::new(), health: Arc::default(), stop, stopping }
+    }
+
+    /// The stop signal, for tasks to watch.
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.stopping.clone()
+    }
+
+    /// Runs a task that is meant to last until the stop.
+    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = Result<()>> + Send + 'static) {
+        let handle = self.tasks.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits for the stop or the first failure, then stops every task and waits for them (at most
+    /// `STOP_GRACE`). Ok only when the stop was asked for and every task ended cleanly.
+    pub async fn run(mut self) -> Result<()> {
+        let mut stopping = self.stopping.clone();
+        let first_end = tokio::select! {
+            _ = stopping.wait_for(|s| *s) => None,
+            joined = self.tasks.join_next_with_id() => joined,
+        };
+        // A task that ends before the stop ends the process: a half-running pipeline is worse
+        // than a restart.
+        let mut failed = first_end.and_then(|joined| self.failure(joined, false));
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
+                Ok(None) => break,
+                Ok(Some(joined)) => {
+                    if let Some(failure) = self.failure(joined, true) {
+                        failed.get_or_insert(failure);
+                    }
+                }
+                Err(_) => {
+                    let left: Vec<&str> = self.names.values().copied().collect();
+                    tracing::error!(tasks = ?left, grace_s = STOP_GRACE.as_secs(), "tasks did not stop in time; leaving them");
+                    self.tasks.abort_all();
+                    failed.get_or_insert(format!("{} did not stop within {} s", left.join(", "), STOP_GRACE.as_secs()));
+                    break;
+                }
+            }
+        }
+        match failed {
+            Some(failure) => Err(anyhow!(failure)),
+            None => Ok(()),
+        }
+    }
+
+    /// What a finished task's end means: `None` for a clean end after the stop.
+    fn failure(&mut self, joined: Result<(Id, Result<()>), tokio::task::JoinError>, stopping: bool) -> Option<String> {
+        let (id, outcome) = match joined {
+            Ok((id, result)) => (id, result.map_err(|e| format!("failed: {e:#}"))),
+            Err(e) => {
+                let id = e.id();
+                let why = if e.is_panic() {
+                    format!("panicked: {}", crate::scorer::panic_message(e.into_panic().as_ref()))
+                } else {
+                    "was cancelled".to_owned()
+                };
+                (id, Err(why))
+            }
+        };
+        let name = self.names.remove(&id).unwrap_or("a task");
+        let failure = match outcome {
+            Ok(()) if stopping => return None,
+            Ok(()) => format!("{name} ended unexpectedly"),
+            Err(why) => format!("{name} {why}"),
+        };
+        tracing::error!("{failure}; stopping");
+        self.health.record_failure(failure.clone());
+        Some(failure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn supervisor() -> Supervisor {
+        Supervisor::new(Arc::new(watch::channel(false).0))
+    }
+
+    async fn until_stopped(mut stop: watch::Receiver<bool>) -> Result<()> {
+        let _ = stop.wait_for(|s| *s).await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_stops_the_others_and_is_reported_with_its_message() {
+        let mut s = supervisor();
+        s.spawn("steady", until_stopped(s.shutdown()));
+        s.spawn("replies reader", async { panic!("poisoned lock") });
+        let health = s.health.clone();
+        let error = s.run().await.unwrap_err().to_string();
+        assert!(error.contains("replies reader panicked: poisoned lock"), "{error}");
+        assert_eq!(health.failures(), vec!["replies reader panicked: poisoned lock".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_returns_early_is_a_failure_and_a_clean_stop_is_not() {
+        let mut s = supervisor();
+        s.spawn("scorer", async { Ok(()) });
+        assert!(s.run().await.unwrap_err().to_string().contains("scorer ended unexpectedly"));
+
+        let stop = Arc::new(watch::channel(false).0);
+        let mut s = Supervisor::new(stop.clone());
+        s.spawn("steady", until_stopped(s.shutdown()));
+        stop.send(true).unwrap();
+        s.run().await.expect("a clean stop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_ignores_the_stop_is_left_after_the_grace_period() {
+        let stop = Arc::new(watch::channel(false).0);
+        let mut s = Supervisor::new(stop.clone());
+        s.spawn("stubborn", std::future::pending::<Result<()>>());
+        stop.send(true).unwrap();
+        let error = s.run().await.unwrap_err().to_string();
+        assert!(error.contains("stubborn did not stop"), "{error}");
+    }
+}
