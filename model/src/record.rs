@@ -63,6 +63,15 @@ pub fn score_record(
         field_errors: serde_json::to_string(&errors.0).ok(),
     })?;
     let score = model.score(&customer);
+    // JSON has no infinity: a non-finite number would be written as `null`, which no reader of
+    // the prediction could parse. Only an absurd model file (a standard deviation of 1e-300)
+    // gets here; the record is dead-lettered rather than published unreadable.
+    if !score.probability.is_finite() || score.contributions.iter().any(|c| !c.log_odds.is_finite()) {
+        return Err(Rejection::new(format!(
+            "model {} gives this record a non-finite score: check the model file's scales",
+            model.version
+        )));
+    }
     Ok(Prediction::new(id.to_owned(), &customer, model, &score, scored_at.to_owned()))
 }
 
@@ -130,6 +139,15 @@ mod tests {
         }
         let invalid = score_record("b", Some(br#"{"Names":"Ann","Age":-4}"#), &model, "now").unwrap_err();
         assert!(invalid.field_errors.unwrap().contains(r#""field":"Age""#));
+    }
+
+    #[test]
+    fn a_model_that_gives_a_non_finite_score_dead_letters_instead_of_publishing_nulls() {
+        let mut model = tiny_model();
+        model.features[0].std_dev = 1e-300;
+        model.features[0].coefficient = 1e10;
+        let rejection = score_record("a", Some(GOOD.as_bytes()), &model, "now").unwrap_err();
+        assert!(rejection.reason.contains("non-finite score"), "{}", rejection.reason);
     }
 
     #[test]

@@ -249,6 +249,13 @@ fn main() -> Result<()> {
         // Logs go to stderr; stdout carries results (reports, summaries).
         .with_writer(std::io::stderr)
         .init();
+    // Panics go to the log, one line each and cut short: a caught per-record panic must not
+    // print an unbounded message (or a backtrace) for every bad record.
+    std::panic::set_hook(Box::new(|info| {
+        let message = server::scorer::panic_message(info.payload());
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!(%location, "panic: {}", model::record::truncate_utf8(message, 512));
+    }));
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(cli))
 }

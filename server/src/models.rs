@@ -54,7 +54,8 @@ fn parse(payload: Option<&[u8]>) -> Option<ChurnModel> {
     match ChurnModel::from_json(text) {
         Ok(model) => Some(model),
         Err(e) => {
-            tracing::warn!("ignoring an unusable model on the models topic: {e}");
+            // Cut: the error may quote what a hostile producer wrote.
+            tracing::warn!("ignoring an unusable model on the models topic: {}", model::record::truncate_utf8(&e.to_string(), 300));
             None
         }
     }
