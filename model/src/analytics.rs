@@ -5,13 +5,18 @@
 //! numbers all add up across partitions (counts, sums, histograms). Readers merge partials, so
 //! any number of processors can share the partitions without double counting, and a window
 //! revised by a late record simply replaces its earlier revision.
+//!
+//! Nothing read from a topic is trusted: readers `validate` a partial before merging it, merging
+//! itself never indexes past what a partial holds, and a record stamped far in the future counts
+//! at the wall clock instead of closing every window at once.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use crate::message::Prediction;
 use crate::metrics::Confusion;
+use crate::record::truncate_utf8;
 
 /// Population stability index above which scores count as drifting. Industry convention:
 /// below 0.1 stable, 0.1–0.2 a moderate shift, above 0.2 a significant one.
@@ -20,12 +25,57 @@ pub const PSI_DRIFT_THRESHOLD: f64 = 0.2;
 pub const QUALITY_BINS: usize = 20;
 /// Closed windows kept to absorb late records.
 const KEEP_CLOSED: usize = 64;
+/// How far ahead of the wall clock a record's timestamp may be and still count at its own time.
+/// Further ahead is a wrong clock (a producer's, or a hand-set CreateTime): taken at face value
+/// it would move the watermark that far ahead, and every window would close as soon as it
+/// opened until real time caught up. Such a record counts at the wall clock instead. A minute
+/// covers the clock differences of hosts that run NTP many times over.
+pub const FUTURE_TOLERANCE_MS: i64 = 60_000;
+/// Most drift bins a partial may carry: the reference has deciles (10 bins); this leaves room
+/// for finer references while keeping a hostile message from allocating without bound.
+const MAX_DRIFT_BINS: usize = 1_000;
+/// Most records one partial may count: 2^40, about 10^12, a million records a second for 12
+/// days in one window. Real windows are far below; a forged count near u64::MAX is refused, so
+/// sums over the windows a reader keeps cannot overflow.
+const MAX_WINDOW_COUNT: u64 = 1 << 40;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SegmentCounts {
     pub count: u64,
     pub churn_predicted: u64,
     pub sum_probability: f64,
+}
+
+impl SegmentCounts {
+    /// Whether these numbers could come from `count` predictions with probabilities in [0, 1].
+    fn is_consistent(&self) -> bool {
+        self.count <= MAX_WINDOW_COUNT
+            && self.churn_predicted <= self.count
+            && probability_sum_fits(self.sum_probability, self.count)
+    }
+}
+
+/// Whether `sum` can be the sum of `n` probabilities. The tolerance covers float rounding: each
+/// addition errs by at most 2^-53 relative, far below 1e-9 for any count a window holds.
+fn probability_sum_fits(sum: f64, n: u64) -> bool {
+    sum.is_finite() && sum >= 0.0 && sum <= n as f64 * (1.0 + 1e-9)
+}
+
+/// The sum of counts, or `None` when it overflows (only a forged message gets there).
+fn checked_total(counts: &[u64]) -> Option<u64> {
+    counts.iter().try_fold(0u64, |total, &n| total.checked_add(n))
+}
+
+/// The sum of counts, at most u64::MAX: merged totals stay total whatever they were fed.
+fn saturating_total(counts: &[u64]) -> u64 {
+    counts.iter().fold(0, |total, &n| total.saturating_add(n))
+}
+
+/// Adds `more` into `total` bin by bin; bins only one side has are left as they are.
+fn add_bins(total: &mut [u64], more: &[u64]) {
+    for (t, n) in total.iter_mut().zip(more) {
+        *t = t.saturating_add(*n);
+    }
 }
 
 /// Outcome-labelled predictions of one model version, in summable form.
@@ -50,8 +100,66 @@ impl Default for QualityCounts {
     }
 }
 
+impl QualityCounts {
+    /// What is wrong with these counts, if anything: every labelled prediction sits in exactly
+    /// one confusion cell and one probability bin, so the two must agree.
+    fn problem(&self) -> Option<&'static str> {
+        if [self.churner_bins.len(), self.stayer_bins.len(), self.predicted_sum_bins.len()] != [QUALITY_BINS; 3] {
+            return Some("probability bins are not QUALITY_BINS long");
+        }
+        let c = &self.confusion;
+        let churners = (c.true_positive as u64).checked_add(c.false_negative as u64);
+        let stayers = (c.false_positive as u64).checked_add(c.true_negative as u64);
+        if churners != checked_total(&self.churner_bins) || stayers != checked_total(&self.stayer_bins) {
+            return Some("the confusion matrix does not match the probability bins");
+        }
+        if churners.zip(stayers).and_then(|(c, s)| c.checked_add(s)).is_none_or(|n| n > MAX_WINDOW_COUNT) {
+            return Some("more outcomes than a window can hold");
+        }
+        let bins = self.churner_bins.iter().zip(&self.stayer_bins).zip(&self.predicted_sum_bins);
+        for ((&churners, &stayers), &sum) in bins {
+            // Cannot overflow: the totals above were checked.
+            if !probability_sum_fits(sum, churners + stayers) {
+                return Some("a bin's probability sum does not fit its count");
+            }
+        }
+        None
+    }
+
+    fn add(&mut self, more: &QualityCounts) {
+        let (t, c) = (&mut self.confusion, &more.confusion);
+        t.true_positive = t.true_positive.saturating_add(c.true_positive);
+        t.false_positive = t.false_positive.saturating_add(c.false_positive);
+        t.true_negative = t.true_negative.saturating_add(c.true_negative);
+        t.false_negative = t.false_negative.saturating_add(c.false_negative);
+        add_bins(&mut self.churner_bins, &more.churner_bins);
+        add_bins(&mut self.stayer_bins, &more.stayer_bins);
+        for (t, s) in self.predicted_sum_bins.iter_mut().zip(&more.predicted_sum_bins) {
+            *t += s;
+        }
+    }
+}
+
 fn quality_bin(p: f64) -> usize {
     ((p * QUALITY_BINS as f64) as usize).min(QUALITY_BINS - 1)
+}
+
+/// Why a stats message cannot be merged: its numbers could not have come from a processor, and
+/// adding them would corrupt every total they join.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MalformedPartial {
+    #[error("window length {0} ms is not positive")]
+    WindowLength(i64),
+    #[error("window start {start} ms is not a multiple of the window length {length} ms")]
+    Misaligned { start: i64, length: i64 },
+    #[error("negative partition {0}")]
+    Partition(i32),
+    #[error("segment {0:?}: more churners than records, or a probability sum outside [0, count]")]
+    Segment(String),
+    #[error("drift bins: {0}")]
+    Drift(&'static str),
+    #[error("quality of model {version:?}: {problem}")]
+    Quality { version: String, problem: &'static str },
 }
 
 /// One window of one partition. Every number adds up across partitions.
@@ -70,6 +178,11 @@ pub struct WindowPartial {
     pub quality: BTreeMap<String, QualityCounts>,
 }
 
+/// A name from a message, short enough for an error message or a log line.
+fn shown(name: &str) -> String {
+    truncate_utf8(name, 64).into_owned()
+}
+
 impl WindowPartial {
     fn new(window_start_ms: i64, window_ms: i64, partition: i32, drift: &Option<DriftReference>) -> Self {
         WindowPartial {
@@ -84,6 +197,44 @@ impl WindowPartial {
         }
     }
 
+    /// Checks everything a reader relies on, so that a short, forged or corrupted message on the
+    /// stats topic is skipped instead of merged. Whatever a `WindowAggregator` publishes passes.
+    pub fn validate(&self) -> Result<(), MalformedPartial> {
+        if self.window_ms <= 0 {
+            return Err(MalformedPartial::WindowLength(self.window_ms));
+        }
+        if self.window_start_ms.rem_euclid(self.window_ms) != 0 {
+            return Err(MalformedPartial::Misaligned { start: self.window_start_ms, length: self.window_ms });
+        }
+        if self.partition < 0 {
+            return Err(MalformedPartial::Partition(self.partition));
+        }
+        if let Some((key, _)) = self.segments.iter().find(|(_, c)| !c.is_consistent()) {
+            return Err(MalformedPartial::Segment(shown(key)));
+        }
+        self.drift_problem().map_or(Ok(()), |problem| Err(MalformedPartial::Drift(problem)))?;
+        for (version, q) in &self.quality {
+            if let Some(problem) = q.problem() {
+                return Err(MalformedPartial::Quality { version: shown(version), problem });
+            }
+        }
+        Ok(())
+    }
+
+    fn drift_problem(&self) -> Option<&'static str> {
+        match (&self.drift_version, self.drift_bins.len()) {
+            (None, 0) => None,
+            (None, _) => Some("bins without a model version"),
+            (Some(_), 0) => Some("a model version without bins"),
+            (Some(_), n) if n > MAX_DRIFT_BINS => Some("more bins than any reference has"),
+            // Each prediction counted in drift also counted in the "all" segment.
+            _ => match checked_total(&self.drift_bins) {
+                Some(scored) if scored <= self.segments.get("all").map_or(0, |c| c.count) => None,
+                _ => Some("more predictions binned than counted"),
+            },
+        }
+    }
+
     fn add(&mut self, prediction: &Prediction, drift: &Option<DriftReference>) {
         for key in prediction.segments.keys() {
             let counts = self.segments.entry(key).or_default();
@@ -91,7 +242,12 @@ impl WindowPartial {
             counts.churn_predicted += u64::from(prediction.churn);
             counts.sum_probability += prediction.churn_probability;
         }
-        if let Some(reference) = drift.as_ref().filter(|d| d.version == prediction.model_version) {
+        // Only against the reference this window's bins were made for: a new model arriving
+        // while the window is open (or closed and revised) must not mix two references' bins.
+        let reference = drift.as_ref().filter(|d| {
+            d.version == prediction.model_version && self.drift_version.as_ref() == Some(&d.version)
+        });
+        if let Some(reference) = reference {
             let bin = reference.edges.iter().filter(|&&edge| prediction.churn_probability >= edge).count();
             if let Some(slot) = self.drift_bins.get_mut(bin) {
                 *slot += 1;
@@ -146,10 +302,24 @@ pub enum Source {
     Outcomes = 1,
 }
 
-/// Predictions remembered per partition for joining outcomes that arrive later.
+/// Predictions remembered per partition for joining outcomes that arrive later. Memory bound:
+/// an entry (the record id, kept in the map and again in the eviction queue; the model version,
+/// probability and flag; table slack) measured 160 bytes allocated with 10-byte ids and the
+/// 14-byte model versions, 220 with the web's 40-byte ids: 32–44 MB per partition when full,
+/// plus 2 bytes per further id byte.
 const REMEMBERED: usize = 200_000;
-/// Outcomes kept while their prediction has not been seen yet.
+/// How long a prediction is remembered, by its timestamp against stream time: outcomes that
+/// come later than a day are not joined (a restart recalls a day of predictions, the same span).
+pub const REMEMBER_FOR_MS: i64 = 24 * 3_600_000;
+/// Outcomes kept while their prediction has not been seen yet: measured 150–210 bytes each
+/// (10–40-byte ids, kept twice), so at most 15–21 MB per partition.
 const WAITING: usize = 100_000;
+/// How long (in stream time after its arrival) an outcome waits for its prediction. A record
+/// is scored within seconds, so an outcome still unmatched after an hour is for a record that
+/// was dead-lettered, scored before the predictions the processor remembers, or lost; waiting
+/// longer would hold its offset, and so the labels commit, back forever. It is given up and
+/// counted in `expired_outcomes`.
+pub const WAIT_FOR_PREDICTION_MS: i64 = 3_600_000;
 
 /// The training score distribution a model is compared against.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +337,20 @@ struct OpenWindow {
     first_offsets: [i64; 2],
 }
 
+/// An outcome whose prediction has not been seen yet.
+struct Waiting {
+    offset: i64,
+    /// Its (event) time of arrival, which its expiry counts from.
+    at: i64,
+    actual: bool,
+}
+
+/// Whether a prediction's numbers can be counted: a probability outside [0, 1] (a forged or
+/// corrupted message) would make its window fail every reader's validation.
+fn countable(prediction: &Prediction) -> bool {
+    (0.0..=1.0).contains(&prediction.churn_probability)
+}
+
 /// Tumbling event-time windows for one partition.
 pub struct WindowAggregator {
     window_ms: i64,
@@ -174,16 +358,25 @@ pub struct WindowAggregator {
     partition: i32,
     open: BTreeMap<i64, OpenWindow>,
     closed: BTreeMap<i64, (WindowPartial, HashSet<String>)>,
+    /// The newest event time seen (future-dated records count at the wall clock).
     watermark: i64,
     drift: Option<DriftReference>,
-    /// Predictions by record id, oldest first for eviction.
+    /// Predictions by record id, and (timestamp, id) oldest first for eviction.
     remembered: HashMap<String, Scored>,
-    remembered_order: VecDeque<String>,
-    /// Outcomes whose prediction has not arrived yet: id -> (offset, timestamp, outcome).
-    waiting: HashMap<String, (i64, i64, bool)>,
+    remembered_order: VecDeque<(i64, String)>,
+    /// Outcomes whose prediction has not arrived yet, and (arrival, id) for their expiry.
+    waiting: HashMap<String, Waiting>,
+    waiting_since: BTreeSet<(i64, String)>,
     /// Records too late even for the kept closed windows.
     pub dropped_late: u64,
     pub duplicates: u64,
+    /// Records stamped more than FUTURE_TOLERANCE_MS ahead of the wall clock (counted at it).
+    pub future_dated: u64,
+    /// Outcomes given up without their prediction: waited WAIT_FOR_PREDICTION_MS, or found
+    /// WAITING outcomes already waiting.
+    pub expired_outcomes: u64,
+    /// Predictions not counted because their probability is outside [0, 1].
+    pub malformed: u64,
 }
 
 impl WindowAggregator {
@@ -199,8 +392,12 @@ impl WindowAggregator {
             remembered: Default::default(),
             remembered_order: Default::default(),
             waiting: Default::default(),
+            waiting_since: Default::default(),
             dropped_late: 0,
             duplicates: 0,
+            future_dated: 0,
+            expired_outcomes: 0,
+            malformed: 0,
         }
     }
 
@@ -213,19 +410,29 @@ impl WindowAggregator {
         timestamp_ms.div_euclid(self.window_ms) * self.window_ms
     }
 
-    /// Counts one record into the window of `timestamp_ms`. Returns the revised window when a
+    /// The time a record counts at: its own, unless that is implausibly far in the future.
+    fn event_time(&mut self, timestamp_ms: i64, now_ms: i64) -> i64 {
+        if timestamp_ms > now_ms.saturating_add(FUTURE_TOLERANCE_MS) {
+            self.future_dated += 1;
+            now_ms
+        } else {
+            timestamp_ms
+        }
+    }
+
+    /// Counts one record into the window of event time `at`. Returns the revised window when a
     /// late record changed one that was already closed (to publish again); a `key` already
     /// counted in that window counts once.
     fn count(
         &mut self,
         source: Source,
         offset: i64,
-        timestamp_ms: i64,
+        at: i64,
         key: String,
         apply: impl FnOnce(&mut WindowPartial, &Option<DriftReference>),
     ) -> Option<WindowPartial> {
-        let start = self.start_of(timestamp_ms);
-        self.watermark = self.watermark.max(timestamp_ms);
+        let start = self.start_of(at);
+        self.watermark = self.watermark.max(at);
         if let Some((partial, ids)) = self.closed.get_mut(&start) {
             if !ids.insert(key) {
                 self.duplicates += 1;
@@ -235,7 +442,7 @@ impl WindowAggregator {
             partial.revision += 1;
             return Some(partial.clone());
         }
-        if self.open.get(&start).is_none() && self.closed.keys().next().is_some_and(|&oldest| start < oldest) {
+        if !self.open.contains_key(&start) && self.closed.keys().next().is_some_and(|&oldest| start < oldest) {
             self.dropped_late += 1;
             return None;
         }
@@ -255,26 +462,47 @@ impl WindowAggregator {
         None
     }
 
-    /// Remembers a prediction so that an outcome arriving later can be joined to it.
-    pub fn remember(&mut self, prediction: &Prediction) {
+    /// Remembers a prediction made at `timestamp_ms` so that an outcome arriving later can be
+    /// joined to it, for REMEMBER_FOR_MS of stream time and among the newest REMEMBERED.
+    pub fn remember(&mut self, timestamp_ms: i64, prediction: &Prediction) {
+        if !countable(prediction) {
+            return;
+        }
         if self.remembered.insert(prediction.id.clone(), Scored::of(prediction)).is_none() {
-            self.remembered_order.push_back(prediction.id.clone());
-            while self.remembered_order.len() > REMEMBERED {
-                if let Some(old) = self.remembered_order.pop_front() {
-                    self.remembered.remove(&old);
-                }
+            self.remembered_order.push_back((timestamp_ms, prediction.id.clone()));
+        }
+        self.forget_old();
+    }
+
+    /// Forgets predictions beyond the count bound or older than REMEMBER_FOR_MS. By arrival
+    /// order: a prediction behind an older-stamped one waits for it (timestamps of one partition
+    /// are nearly ordered, so this stretches the day by the stream's disorder at most).
+    fn forget_old(&mut self) {
+        let horizon = self.watermark.saturating_sub(REMEMBER_FOR_MS);
+        while let Some((at, _)) = self.remembered_order.front() {
+            if self.remembered_order.len() <= REMEMBERED && *at > horizon {
+                break;
+            }
+            if let Some((_, old)) = self.remembered_order.pop_front() {
+                self.remembered.remove(&old);
             }
         }
     }
 
-    /// Counts one prediction. Returns a revised window when a late record changed one that was
-    /// already closed (to publish again); duplicates of an id within a window count once. An
-    /// outcome that arrived before its prediction is counted with it.
-    pub fn observe(&mut self, offset: i64, timestamp_ms: i64, prediction: &Prediction) -> Option<WindowPartial> {
-        self.remember(prediction);
-        let early_outcome = self.waiting.remove(&prediction.id).map(|(_, _, actual)| actual);
+    /// Counts one prediction stamped `timestamp_ms`, read at wall-clock time `now_ms`. Returns
+    /// a revised window when a late record changed one that was already closed (to publish
+    /// again); duplicates of an id within a window count once. An outcome that arrived before
+    /// its prediction is counted with it.
+    pub fn observe(&mut self, offset: i64, timestamp_ms: i64, now_ms: i64, prediction: &Prediction) -> Option<WindowPartial> {
+        if !countable(prediction) {
+            self.malformed += 1;
+            return None;
+        }
+        let at = self.event_time(timestamp_ms, now_ms);
+        self.remember(at, prediction);
+        let early_outcome = self.take_waiting(&prediction.id);
         let scored = Scored::of(prediction);
-        self.count(Source::Predictions, offset, timestamp_ms, format!("p:{}", prediction.id), |w, drift| {
+        self.count(Source::Predictions, offset, at, format!("p:{}", prediction.id), |w, drift| {
             w.add(prediction, drift);
             if let (Some(actual), None) = (early_outcome, prediction.actual_churn) {
                 w.add_outcome(&scored, actual);
@@ -284,34 +512,64 @@ impl WindowAggregator {
 
     /// Counts a true outcome that arrived on its own (from a labels topic), joined by record id
     /// to the prediction made earlier, in the window of its arrival. Until that prediction is
-    /// seen the outcome waits (bounded).
-    pub fn observe_outcome(&mut self, offset: i64, timestamp_ms: i64, id: &str, actual: bool) -> Option<WindowPartial> {
+    /// seen the outcome waits (bounded in number and by WAIT_FOR_PREDICTION_MS).
+    pub fn observe_outcome(&mut self, offset: i64, timestamp_ms: i64, now_ms: i64, id: &str, actual: bool) -> Option<WindowPartial> {
+        let at = self.event_time(timestamp_ms, now_ms);
         let Some(scored) = self.remembered.get(id).cloned() else {
-            if self.waiting.len() < WAITING {
-                self.waiting.insert(id.to_owned(), (offset, timestamp_ms, actual));
-            } else {
-                self.dropped_late += 1;
-            }
+            self.wait(id, Waiting { offset, at, actual });
             return None;
         };
-        self.count(Source::Outcomes, offset, timestamp_ms, format!("o:{id}"), |w, _| w.add_outcome(&scored, actual))
+        self.count(Source::Outcomes, offset, at, format!("o:{id}"), |w, _| w.add_outcome(&scored, actual))
+    }
+
+    fn wait(&mut self, id: &str, outcome: Waiting) {
+        if self.take_waiting(id).is_none() && self.waiting.len() >= WAITING {
+            self.expired_outcomes += 1;
+            return;
+        }
+        self.watermark = self.watermark.max(outcome.at);
+        self.waiting_since.insert((outcome.at, id.to_owned()));
+        self.waiting.insert(id.to_owned(), outcome);
+    }
+
+    /// The outcome waiting for this prediction, if one is.
+    fn take_waiting(&mut self, id: &str) -> Option<bool> {
+        let outcome = self.waiting.remove(id)?;
+        self.waiting_since.remove(&(outcome.at, id.to_owned()));
+        Some(outcome.actual)
+    }
+
+    /// Gives up the outcomes that waited WAIT_FOR_PREDICTION_MS of stream time, so that their
+    /// offsets no longer hold the commit back.
+    fn expire_waiting(&mut self) {
+        let horizon = self.watermark.saturating_sub(WAIT_FOR_PREDICTION_MS);
+        while self.waiting_since.first().is_some_and(|(at, _)| *at <= horizon) {
+            if let Some((_, id)) = self.waiting_since.pop_first() {
+                self.waiting.remove(&id);
+                self.expired_outcomes += 1;
+            }
+        }
     }
 
     /// Closes the windows whose end plus the allowed lateness has passed, by the stream's own
-    /// time or by the wall clock (so a quiet stream still publishes its last window).
+    /// time or by the wall clock (so a quiet stream still publishes its last window), and lets
+    /// go of outcomes and predictions past their time.
     pub fn close_due(&mut self, now_ms: i64) -> Vec<WindowPartial> {
+        self.expire_waiting();
+        self.forget_old();
         let time = self.watermark.max(now_ms);
         let due: Vec<i64> = self
             .open
             .keys()
             .copied()
-            .filter(|&start| start + self.window_ms + self.lateness_ms <= time)
+            .filter(|&start| start.saturating_add(self.window_ms).saturating_add(self.lateness_ms) <= time)
             .collect();
         let mut closed = Vec::new();
         for start in due {
-            let window = self.open.remove(&start).expect("listed above");
-            closed.push(window.partial.clone());
-            self.closed.insert(start, (window.partial, window.ids));
+            if let Some(window) = self.open.remove(&start) {
+                closed.push(window.partial.clone());
+                self.closed.insert(start, (window.partial, window.ids));
+            }
         }
         while self.closed.len() > KEEP_CLOSED {
             self.closed.pop_first();
@@ -324,7 +582,7 @@ impl WindowAggregator {
     /// that state), or `None` when nothing is held (everything read so far is published).
     pub fn commit_offset(&self, source: Source) -> Option<i64> {
         let waiting = match source {
-            Source::Outcomes => self.waiting.values().map(|(offset, _, _)| *offset).min(),
+            Source::Outcomes => self.waiting.values().map(|w| w.offset).min(),
             Source::Predictions => None,
         };
         self.open
@@ -375,11 +633,13 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// Adds a partial in. Total for any input (bins one side lacks are skipped, counts
+    /// saturate) though readers `validate` first: a bad message must never take a reader down.
     pub fn add(&mut self, partial: &WindowPartial) {
         for (key, c) in &partial.segments {
             let t = self.segments.entry(key.clone()).or_default();
-            t.count += c.count;
-            t.churn_predicted += c.churn_predicted;
+            t.count = t.count.saturating_add(c.count);
+            t.churn_predicted = t.churn_predicted.saturating_add(c.churn_predicted);
             t.sum_probability += c.sum_probability;
         }
         if partial.drift_version.is_some() {
@@ -388,21 +648,10 @@ impl Totals {
                 self.drift_version = partial.drift_version.clone();
                 self.drift_bins = vec![0; partial.drift_bins.len()];
             }
-            for (t, c) in self.drift_bins.iter_mut().zip(&partial.drift_bins) {
-                *t += c;
-            }
+            add_bins(&mut self.drift_bins, &partial.drift_bins);
         }
         for (version, q) in &partial.quality {
-            let t = self.quality.entry(version.clone()).or_default();
-            t.confusion.true_positive += q.confusion.true_positive;
-            t.confusion.false_positive += q.confusion.false_positive;
-            t.confusion.true_negative += q.confusion.true_negative;
-            t.confusion.false_negative += q.confusion.false_negative;
-            for i in 0..QUALITY_BINS {
-                t.churner_bins[i] += q.churner_bins[i];
-                t.stayer_bins[i] += q.stayer_bins[i];
-                t.predicted_sum_bins[i] += q.predicted_sum_bins[i];
-            }
+            self.quality.entry(version.clone()).or_default().add(q);
         }
     }
 
@@ -419,7 +668,7 @@ impl Totals {
 
     pub fn drift(&self) -> Option<DriftSummary> {
         let version = self.drift_version.clone()?;
-        let scored: u64 = self.drift_bins.iter().sum();
+        let scored = saturating_total(&self.drift_bins);
         (scored > 0).then(|| {
             let psi = psi(&self.drift_bins);
             DriftSummary { version, psi, drifting: psi > PSI_DRIFT_THRESHOLD, scored }
@@ -430,10 +679,11 @@ impl Totals {
         self.quality
             .iter()
             .map(|(version, q)| {
-                let calibration = (0..QUALITY_BINS)
-                    .filter_map(|i| {
-                        let n = q.churner_bins[i] + q.stayer_bins[i];
-                        (n > 0).then(|| (q.predicted_sum_bins[i] / n as f64, q.churner_bins[i] as f64 / n as f64, n))
+                let bins = q.churner_bins.iter().zip(&q.stayer_bins).zip(&q.predicted_sum_bins);
+                let calibration = bins
+                    .filter_map(|((&churners, &stayers), &sum)| {
+                        let n = churners.saturating_add(stayers);
+                        (n > 0).then(|| (sum / n as f64, churners as f64 / n as f64, n))
                     })
                     .collect();
                 let summary = QualitySummary {
@@ -453,7 +703,7 @@ impl Totals {
 /// Population stability index of observed counts against equal expected shares (the training
 /// deciles put 10% of training scores in each bin).
 pub fn psi(observed: &[u64]) -> f64 {
-    let total: u64 = observed.iter().sum();
+    let total = saturating_total(observed);
     if total == 0 || observed.is_empty() {
         return 0.0;
     }
@@ -471,7 +721,7 @@ pub fn psi(observed: &[u64]) -> f64 {
 /// ROC-AUC from probability histograms: pairs in different bins count by order, pairs in the same
 /// bin count half (exact when scores are distinct within bins).
 pub fn binned_auc(churners: &[u64], stayers: &[u64]) -> f64 {
-    let (p, n): (u64, u64) = (churners.iter().sum(), stayers.iter().sum());
+    let (p, n) = (saturating_total(churners), saturating_total(stayers));
     if p == 0 || n == 0 {
         return f64::NAN;
     }
@@ -479,7 +729,7 @@ pub fn binned_auc(churners: &[u64], stayers: &[u64]) -> f64 {
     let mut wins = 0.0;
     for (c, s) in churners.iter().zip(stayers) {
         wins += *c as f64 * (stayers_below as f64 + *s as f64 / 2.0);
-        stayers_below += s;
+        stayers_below = stayers_below.saturating_add(*s);
     }
     wins / (p as f64 * n as f64)
 }
@@ -488,6 +738,9 @@ pub fn binned_auc(churners: &[u64], stayers: &[u64]) -> f64 {
 mod tests {
     use super::*;
     use crate::segments::Segments;
+
+    /// The wall clock most tests read at: their records are stamped within FUTURE_TOLERANCE_MS.
+    const CLOCK: i64 = 0;
 
     fn prediction(id: &str, p: f64, churn: bool, actual: Option<bool>, manager: bool) -> Prediction {
         Prediction {
@@ -512,12 +765,12 @@ mod tests {
     #[test]
     fn records_land_in_their_tumbling_window_and_windows_close_after_the_lateness() {
         let mut agg = WindowAggregator::new(10_000, 2_000, 0);
-        agg.observe(1, 10_000, &prediction("a", 0.9, true, None, true)); // window [10s, 20s)
-        agg.observe(2, 19_999, &prediction("b", 0.1, false, None, false));
-        agg.observe(3, 20_000, &prediction("c", 0.2, false, None, false)); // window [20s, 30s)
+        agg.observe(1, 10_000, CLOCK, &prediction("a", 0.9, true, None, true)); // window [10s, 20s)
+        agg.observe(2, 19_999, CLOCK, &prediction("b", 0.1, false, None, false));
+        agg.observe(3, 20_000, CLOCK, &prediction("c", 0.2, false, None, false)); // window [20s, 30s)
         assert!(agg.close_due(0).is_empty(), "20s + 2s lateness not reached by the stream");
         assert_eq!(agg.commit_offset(Source::Predictions), Some(1));
-        agg.observe(4, 22_000, &prediction("d", 0.3, false, None, false));
+        agg.observe(4, 22_000, CLOCK, &prediction("d", 0.3, false, None, false));
         let closed = agg.close_due(0);
         assert_eq!(closed.len(), 1);
         let w = &closed[0];
@@ -531,7 +784,7 @@ mod tests {
     #[test]
     fn the_wall_clock_closes_a_quiet_stream_and_empty_windows_are_not_published() {
         let mut agg = WindowAggregator::new(10_000, 2_000, 0);
-        agg.observe(1, 5_000, &prediction("a", 0.9, true, None, true));
+        agg.observe(1, 5_000, CLOCK, &prediction("a", 0.9, true, None, true));
         assert_eq!(agg.close_due(11_999).len(), 0);
         assert_eq!(agg.close_due(12_000).len(), 1);
         assert!(agg.close_due(100_000).is_empty(), "no records, no windows");
@@ -541,15 +794,15 @@ mod tests {
     #[test]
     fn a_late_record_revises_its_closed_window_and_duplicates_count_once() {
         let mut agg = WindowAggregator::new(10_000, 0, 3);
-        agg.observe(1, 1_000, &prediction("a", 0.9, true, None, true));
+        agg.observe(1, 1_000, CLOCK, &prediction("a", 0.9, true, None, true));
         let first = agg.close_due(10_000).remove(0);
         assert_eq!(first.revision, 0);
-        let revised = agg.observe(2, 2_000, &prediction("b", 0.4, false, None, true)).expect("revised");
+        let revised = agg.observe(2, 2_000, CLOCK, &prediction("b", 0.4, false, None, true)).expect("revised");
         assert_eq!((revised.revision, revised.segments["all"].count), (1, 2));
         assert_eq!(revised.key(), first.key(), "the revision replaces the first publication");
-        assert!(agg.observe(3, 3_000, &prediction("b", 0.4, false, None, true)).is_none());
+        assert!(agg.observe(3, 3_000, CLOCK, &prediction("b", 0.4, false, None, true)).is_none());
         assert_eq!(agg.duplicates, 1);
-        agg.observe(4, 15_000, &prediction("c", 0.1, false, None, true));
+        agg.observe(4, 15_000, CLOCK, &prediction("c", 0.1, false, None, true));
         assert_eq!(agg.close_due(20_000)[0].segments["all"].count, 1);
     }
 
@@ -561,14 +814,14 @@ mod tests {
         let mut before = WindowAggregator::new(10_000, 0, 0);
         let mut published = Vec::new();
         for (offset, ts, p) in &stream[..4] {
-            before.observe(*offset, *ts, p);
+            before.observe(*offset, *ts, CLOCK, p);
             published.extend(before.close_due(0));
         }
         let resume = before.commit_offset(Source::Predictions).unwrap();
         // Crash: the open window is lost; a new aggregator re-reads from the committed offset.
         let mut after = WindowAggregator::new(10_000, 0, 0);
         for (offset, ts, p) in stream.iter().filter(|(o, _, _)| *o >= resume) {
-            after.observe(*offset, *ts, p);
+            after.observe(*offset, *ts, CLOCK, p);
             published.extend(after.close_due(0));
         }
         published.extend(after.close_due(i64::MAX / 2));
@@ -581,9 +834,9 @@ mod tests {
     fn partials_of_several_partitions_merge_into_exact_totals() {
         let mut a = WindowAggregator::new(10_000, 0, 0);
         let mut b = WindowAggregator::new(10_000, 0, 1);
-        a.observe(1, 1_000, &prediction("x", 0.8, true, Some(true), true));
-        b.observe(1, 2_000, &prediction("y", 0.2, false, Some(false), false));
-        b.observe(2, 3_000, &prediction("z", 0.6, true, Some(false), false));
+        a.observe(1, 1_000, CLOCK, &prediction("x", 0.8, true, Some(true), true));
+        b.observe(1, 2_000, CLOCK, &prediction("y", 0.2, false, Some(false), false));
+        b.observe(2, 3_000, CLOCK, &prediction("z", 0.6, true, Some(false), false));
         let mut totals = Totals::default();
         for w in a.close_due(10_000).iter().chain(&b.close_due(10_000)) {
             totals.add(w);
@@ -601,14 +854,14 @@ mod tests {
     fn outcomes_from_a_labels_topic_join_their_prediction_by_id_in_either_order() {
         let mut agg = WindowAggregator::new(10_000, 0, 0);
         // Prediction first, outcome later (in a later window).
-        agg.observe(1, 1_000, &prediction("a", 0.9, true, None, true));
-        assert!(agg.observe_outcome(7, 12_000, "a", true).is_none());
+        agg.observe(1, 1_000, CLOCK, &prediction("a", 0.9, true, None, true));
+        assert!(agg.observe_outcome(7, 12_000, CLOCK, "a", true).is_none());
         // Outcome first: it waits, holding its offset back from the commit, and joins on arrival.
-        assert!(agg.observe_outcome(8, 12_500, "b", false).is_none());
+        assert!(agg.observe_outcome(8, 12_500, CLOCK, "b", false).is_none());
         assert_eq!(agg.commit_offset(Source::Outcomes), Some(7));
-        agg.observe(2, 13_000, &prediction("b", 0.7, true, None, false));
+        agg.observe(2, 13_000, CLOCK, &prediction("b", 0.7, true, None, false));
         // An outcome for an unknown id simply waits; a repeated one counts once.
-        assert!(agg.observe_outcome(9, 13_500, "a", true).is_none());
+        assert!(agg.observe_outcome(9, 13_500, CLOCK, "a", true).is_none());
         let mut totals = Totals::default();
         for w in agg.close_due(30_000) {
             totals.add(&w);
@@ -628,13 +881,181 @@ mod tests {
         let edges: Vec<f64> = (1..10).map(|i| i as f64 / 10.0).collect();
         agg.set_drift_reference(Some(DriftReference { version: "m-a".into(), edges }));
         for i in 0..100 {
-            agg.observe(i, 1_000, &prediction(&format!("h{i}"), 0.95, true, None, true));
+            agg.observe(i, 1_000, CLOCK, &prediction(&format!("h{i}"), 0.95, true, None, true));
         }
         let mut totals = Totals::default();
         totals.add(&agg.close_due(10_000)[0]);
         let drift = totals.drift().unwrap();
         assert!(drift.drifting && drift.psi > 1.0, "{drift:?}");
         assert_eq!(drift.scored, 100);
+    }
+
+    /// Every kind of record the aggregator handles, in and out of order, with a model change.
+    fn busy_partition() -> Vec<WindowPartial> {
+        let mut agg = WindowAggregator::new(10_000, 1_000, 2);
+        let edges: Vec<f64> = (1..10).map(|i| i as f64 / 10.0).collect();
+        agg.set_drift_reference(Some(DriftReference { version: "m-a".into(), edges: edges.clone() }));
+        let mut published = Vec::new();
+        for i in 0..200i64 {
+            let p = (i % 101) as f64 / 100.0;
+            let labelled = (i % 3 == 0).then_some(i % 2 == 0);
+            let ts = i * 300 - (i % 7) * 2_000; // up to 12 s late
+            published.extend(agg.observe(i, ts, CLOCK, &prediction(&format!("r{}", i % 190), p, p >= 0.5, labelled, i % 4 == 0)));
+            if i % 5 == 0 {
+                published.extend(agg.observe_outcome(i, ts, CLOCK, &format!("r{}", i / 2), i % 3 == 1));
+                published.extend(agg.observe_outcome(i, ts, CLOCK, &format!("later{i}"), true));
+            }
+            if i == 100 {
+                agg.set_drift_reference(Some(DriftReference { version: "m-b".into(), edges: edges.clone() }));
+            }
+            published.extend(agg.close_due(CLOCK));
+        }
+        for i in 0..40 {
+            published.extend(agg.observe(1_000 + i, 60_000, CLOCK, &prediction(&format!("later{i}"), 0.3, false, None, false)));
+        }
+        published.extend(agg.close_due(i64::MAX));
+        published
+    }
+
+    #[test]
+    fn every_window_the_aggregator_publishes_passes_validation_also_after_a_round_trip() {
+        let published = busy_partition();
+        assert!(published.len() > 10 && published.iter().any(|w| w.revision > 0 && !w.quality.is_empty()));
+        for window in &published {
+            assert_eq!(window.validate(), Ok(()), "{window:?}");
+            let read: WindowPartial = serde_json::from_slice(&serde_json::to_vec(window).unwrap()).unwrap();
+            assert_eq!(read.validate(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn validation_refuses_what_merging_cannot_trust() {
+        let valid = busy_partition().into_iter().find(|w| !w.quality.is_empty() && w.drift_version.is_some()).unwrap();
+        let version = valid.quality.keys().next().unwrap().clone();
+        let broken = |change: &dyn Fn(&mut WindowPartial)| {
+            let mut w = valid.clone();
+            change(&mut w);
+            w.validate().unwrap_err()
+        };
+        let quality = |problem| MalformedPartial::Quality { version: version.clone(), problem };
+        fn q(w: &mut WindowPartial) -> &mut QualityCounts {
+            w.quality.values_mut().next().unwrap()
+        }
+        assert_eq!(broken(&|w| q(w).churner_bins.truncate(3)), quality("probability bins are not QUALITY_BINS long"));
+        assert_eq!(broken(&|w| q(w).predicted_sum_bins.push(0.0)), quality("probability bins are not QUALITY_BINS long"));
+        assert_eq!(broken(&|w| q(w).confusion.true_positive += 1), quality("the confusion matrix does not match the probability bins"));
+        assert_eq!(broken(&|w| q(w).churner_bins[0] = u64::MAX), quality("the confusion matrix does not match the probability bins"));
+        assert_eq!(broken(&|w| q(w).predicted_sum_bins[0] = f64::NAN), quality("a bin's probability sum does not fit its count"));
+        assert_eq!(broken(&|w| q(w).predicted_sum_bins[19] = -1.0), quality("a bin's probability sum does not fit its count"));
+        assert_eq!(broken(&|w| w.window_ms = 0), MalformedPartial::WindowLength(0));
+        assert_eq!(broken(&|w| w.window_start_ms += 1), MalformedPartial::Misaligned { start: valid.window_start_ms + 1, length: 10_000 });
+        assert_eq!(broken(&|w| w.partition = -1), MalformedPartial::Partition(-1));
+        fn all(w: &mut WindowPartial) -> &mut SegmentCounts {
+            w.segments.get_mut("all").unwrap()
+        }
+        let segment = MalformedPartial::Segment("all".into());
+        assert_eq!(broken(&|w| all(w).churn_predicted = all(w).count + 1), segment);
+        assert_eq!(broken(&|w| all(w).sum_probability = all(w).count as f64 + 1.0), segment);
+        assert_eq!(broken(&|w| all(w).sum_probability = f64::INFINITY), segment);
+        assert_eq!(broken(&|w| all(w).count = u64::MAX), segment, "beyond what any window holds");
+        assert_eq!(broken(&|w| w.drift_bins.clear()), MalformedPartial::Drift("a model version without bins"));
+        assert_eq!(broken(&|w| w.drift_version = None), MalformedPartial::Drift("bins without a model version"));
+        assert_eq!(broken(&|w| w.drift_bins = vec![0; 1_001]), MalformedPartial::Drift("more bins than any reference has"));
+        assert_eq!(broken(&|w| w.drift_bins[0] += all(w).count), MalformedPartial::Drift("more predictions binned than counted"));
+        assert_eq!(broken(&|w| w.drift_bins = vec![u64::MAX, 2]), MalformedPartial::Drift("more predictions binned than counted"));
+    }
+
+    #[test]
+    fn merging_never_panics_or_overflows_even_on_partials_that_fail_validation() {
+        let mut short = busy_partition().into_iter().find(|w| !w.quality.is_empty()).unwrap();
+        for q in short.quality.values_mut() {
+            q.churner_bins.truncate(2);
+            q.stayer_bins.clear();
+            q.predicted_sum_bins.truncate(1);
+        }
+        short.drift_bins = vec![u64::MAX; 3];
+        short.segments.insert("all".into(), SegmentCounts { count: u64::MAX, churn_predicted: u64::MAX, sum_probability: 1.0 });
+        let mut totals = Totals::default();
+        totals.add(&short);
+        totals.add(&short);
+        assert_eq!(totals.segment("all").count, u64::MAX, "saturated, not wrapped");
+        assert!(totals.drift().is_some());
+        assert_eq!(totals.quality().len(), short.quality.len());
+        // And the other way round: totals built from short vectors take full-length partials.
+        let mut odd = Totals { drift_version: Some("m-a".into()), drift_bins: vec![1], ..Default::default() };
+        odd.quality.insert("m-a".into(), QualityCounts { churner_bins: vec![], ..Default::default() });
+        for w in busy_partition() {
+            odd.add(&w);
+        }
+        odd.quality();
+    }
+
+    #[test]
+    fn a_record_stamped_far_in_the_future_counts_at_the_wall_clock_and_closes_nothing_early() {
+        let now = 1_700_000_000_000;
+        let mut agg = WindowAggregator::new(10_000, 2_000, 0);
+        agg.observe(1, now + 365 * 86_400_000, now, &prediction("typo", 0.9, true, None, true));
+        assert_eq!(agg.future_dated, 1);
+        agg.observe(2, now + 1_000, now, &prediction("a", 0.1, false, None, true));
+        assert!(agg.close_due(now).is_empty(), "the open window is not closed by the bad clock");
+        let within = now + FUTURE_TOLERANCE_MS;
+        agg.observe(3, within, now, &prediction("b", 0.1, false, None, true));
+        assert_eq!(agg.future_dated, 1, "a minute ahead is a clock difference, taken at face value");
+        let closed = agg.close_due(now + 12_000);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].window_start_ms, now / 10_000 * 10_000);
+        assert_eq!(closed[0].segments["all"].count, 2, "the future-dated record and its neighbour");
+        assert_eq!(agg.dropped_late, 0);
+    }
+
+    #[test]
+    fn an_outcome_whose_prediction_never_comes_expires_after_an_hour_of_stream_time() {
+        let mut agg = WindowAggregator::new(10_000, 0, 0);
+        let now = i64::MAX / 4; // wall clock far ahead: only stream time expires outcomes
+        assert!(agg.observe_outcome(5, 0, now, "ghost", true).is_none());
+        agg.observe_outcome(6, 1_000, now, "late", false);
+        agg.observe(1, WAIT_FOR_PREDICTION_MS - 1, now, &prediction("x", 0.5, true, None, true));
+        agg.close_due(0);
+        assert_eq!((agg.expired_outcomes, agg.commit_offset(Source::Outcomes)), (0, Some(5)));
+        agg.observe(2, WAIT_FOR_PREDICTION_MS, now, &prediction("y", 0.5, true, None, true));
+        agg.close_due(0);
+        assert_eq!(agg.expired_outcomes, 1);
+        assert_eq!(agg.commit_offset(Source::Outcomes), Some(6), "the commit moves past the expired outcome");
+        agg.observe(3, WAIT_FOR_PREDICTION_MS + 1_000, now, &prediction("late", 0.2, false, None, true));
+        assert_eq!(agg.expired_outcomes, 1, "the other one is joined just in time");
+        agg.observe(4, WAIT_FOR_PREDICTION_MS + 2_000, now, &prediction("ghost", 0.9, true, None, true));
+        let mut totals = Totals::default();
+        agg.close_due(i64::MAX).iter().for_each(|w| totals.add(w));
+        assert_eq!(totals.quality()["m-a"].labelled, 1, "only the outcome still waiting was joined");
+        assert_eq!(agg.commit_offset(Source::Outcomes), None);
+    }
+
+    #[test]
+    fn predictions_are_remembered_for_a_day_of_stream_time() {
+        let mut agg = WindowAggregator::new(10_000, 0, 0);
+        agg.remember(0, &prediction("old", 0.9, true, None, true));
+        agg.remember(1_000, &prediction("kept", 0.9, true, None, true));
+        agg.observe(1, REMEMBER_FOR_MS + 500, REMEMBER_FOR_MS, &prediction("now", 0.1, false, None, true));
+        agg.close_due(0);
+        assert!(agg.observe_outcome(2, REMEMBER_FOR_MS + 600, REMEMBER_FOR_MS, "old", true).is_none());
+        assert_eq!(agg.commit_offset(Source::Outcomes), Some(2), "a day old: it waits for a prediction again");
+        agg.observe_outcome(3, REMEMBER_FOR_MS + 700, REMEMBER_FOR_MS, "kept", true);
+        agg.observe_outcome(4, REMEMBER_FOR_MS + 800, REMEMBER_FOR_MS, "now", false);
+        let mut totals = Totals::default();
+        agg.close_due(i64::MAX).iter().for_each(|w| totals.add(w));
+        assert_eq!(totals.quality()["m-a"].labelled, 2);
+    }
+
+    #[test]
+    fn a_prediction_with_an_impossible_probability_is_counted_as_malformed_not_in_a_window() {
+        let mut agg = WindowAggregator::new(10_000, 0, 0);
+        for p in [1.5, -0.1, f64::NAN] {
+            assert!(agg.observe(1, 1_000, CLOCK, &prediction("bad", p, true, Some(true), true)).is_none());
+        }
+        assert_eq!(agg.malformed, 3);
+        assert!(agg.observe_outcome(2, 1_000, CLOCK, "bad", true).is_none());
+        assert_eq!(agg.commit_offset(Source::Predictions), None, "nothing held for it");
+        assert!(agg.close_due(i64::MAX).is_empty(), "the outcome waits; no window was opened");
     }
 
     #[test]

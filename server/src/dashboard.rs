@@ -3,18 +3,18 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use app::{Dashboard, WindowPoint};
-use model::analytics::{Totals, WindowPartial};
+use model::analytics::{MalformedPartial, Totals, WindowPartial, FUTURE_TOLERANCE_MS};
 use model::Prediction;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::kafka::{tail_payloads, Kafka};
+use crate::kafka::{follow_partitions, partition_count, tail_payloads, Kafka, SkipLog};
 use crate::metrics::PipelineMetrics;
 
 /// Windows drawn on the dashboard's time series.
@@ -22,15 +22,66 @@ const WINDOWS_SHOWN: usize = 60;
 /// Minutes the segment breakdown, drift and quality are summed over.
 const SUMMARY_MINUTES: u32 = 5;
 const RISKIEST: usize = 20;
+/// How much history the view keeps, back from the wall clock.
+const KEEP_MS: i64 = 3_600_000;
+/// How far after the wall clock a window may start and still be taken: the processor counts no
+/// record later than FUTURE_TOLERANCE_MS after its own clock, and this host's clock may be
+/// behind the processor's by as much again. A window further ahead is a forged or corrupted
+/// message: kept, it would be the "newest" window for as long as it is in the future.
+const FUTURE_WINDOW_MS: i64 = 2 * FUTURE_TOLERANCE_MS;
 
-/// The newest revision of every (window, partition) partial seen on the stats topic.
+/// Why a stats message was not taken into the view.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsRejected {
+    #[error("not a window partial: {0}")]
+    NotAPartial(#[from] serde_json::Error),
+    #[error("malformed window partial: {0}")]
+    Malformed(#[from] MalformedPartial),
+    #[error("window starts {ahead_ms} ms after this host's clock")]
+    FromTheFuture { ahead_ms: i64 },
+}
+
+/// The newest revision of every (window, partition) partial seen on the stats topic, for the
+/// last KEEP_MS.
 #[derive(Default)]
 pub struct StatsView {
     partials: BTreeMap<(i64, i32), WindowPartial>,
+    /// Messages refused: not a partial or malformed, and windows from the future.
+    pub malformed: u64,
+    pub future_dated: u64,
 }
 
 impl StatsView {
-    pub fn apply(&mut self, partial: WindowPartial) {
+    /// Takes one stats-topic message at wall-clock time `now_ms`.
+    pub fn read(&mut self, payload: &[u8], now_ms: i64) -> Result<(), StatsRejected> {
+        match serde_json::from_slice::<WindowPartial>(payload) {
+            Ok(partial) => self.apply(partial, now_ms),
+            Err(e) => {
+                self.malformed += 1;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Takes one partial, if it is well formed and not from the future; older than the view
+    /// keeps, it is simply not kept.
+    pub fn apply(&mut self, partial: WindowPartial, now_ms: i64) -> Result<(), StatsRejected> {
+        if let Err(e) = partial.validate() {
+            self.malformed += 1;
+            return Err(e.into());
+        }
+        let ahead_ms = partial.window_start_ms.saturating_sub(now_ms);
+        if ahead_ms > FUTURE_WINDOW_MS {
+            self.future_dated += 1;
+            return Err(StatsRejected::FromTheFuture { ahead_ms });
+        }
+        let oldest = now_ms.saturating_sub(KEEP_MS);
+        while self.partials.first_key_value().is_some_and(|(&(start, _), _)| start < oldest) {
+            self.partials.pop_first();
+        }
+        if partial.window_start_ms < oldest {
+            return Ok(());
+        }
         let key = (partial.window_start_ms, partial.partition);
         match self.partials.get(&key) {
             Some(known) if known.revision >= partial.revision => {}
@@ -38,13 +89,9 @@ impl StatsView {
                 self.partials.insert(key, partial);
             }
         }
-        // Keep about an hour.
-        if let Some(&(newest, _)) = self.partials.keys().next_back() {
-            self.partials.retain(|&(start, _), _| start >= newest - 3_600_000);
-        }
+        Ok(())
     }
 
-    /// Totals per window, oldest first.
     pub fn windows(&self) -> Vec<(i64, i64, Totals)> {
         let mut by_window: BTreeMap<i64, (i64, Totals)> = BTreeMap::new();
         for ((start, _), partial) in &self.partials {
@@ -97,25 +144,35 @@ pub fn riskiest(recent: &[Prediction]) -> Vec<Prediction> {
     unique.into_iter().take(RISKIEST).cloned().collect()
 }
 
-/// Reads the stats topic from the start (it is compacted) and keeps the view current.
+/// Reads the stats topic from the start (it is compacted) and keeps the view current, on every
+/// partition the broker reports, including any added later. A message that is not a sound
+/// partial is skipped with a warning (rate-limited): one bad message must not blank or stop
+/// the dashboard.
 pub async fn follow_stats(kafka: Kafka, view: Arc<Mutex<StatsView>>, shutdown: watch::Receiver<bool>) -> Result<()> {
     let consumer: StreamConsumer = kafka
         .consumer_config("churn-web-stats", &[("enable.auto.commit", "false")])
         .create()
         .context("creating the stats consumer")?;
+    let consumer = Arc::new(consumer);
     let topic = kafka.topics.stats.clone();
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..kafka.topics.partitions.max(1) {
-        assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment).with_context(|| format!("reading {topic}"))?;
-    tail_payloads(&consumer, "stats consumer", shutdown, |payload| {
-        if let Ok(partial) = serde_json::from_slice::<WindowPartial>(payload) {
-            view.lock().expect("stats view").apply(partial);
+    let mut skipped = SkipLog::new(format!("skipping a message on {topic}"));
+    let read = tail_payloads(&consumer, "stats consumer", shutdown.clone(), |payload| {
+        let now = chrono::Utc::now().timestamp_millis();
+        if let Err(e) = lock(&view).read(payload, now) {
+            skipped.skip(&e, payload);
         }
-    })
-    .await;
+    });
+    tokio::join!(follow_partitions(consumer.clone(), topic, Offset::Beginning, shutdown), read);
     Ok(())
+}
+
+/// The view, also after a panic while it was held: its state is whole partials (a panic cannot
+/// leave one half inserted), and a poisoned lock must not take every later reader down.
+fn lock(view: &Mutex<StatsView>) -> MutexGuard<'_, StatsView> {
+    view.lock().unwrap_or_else(|poisoned| {
+        view.clear_poison();
+        poisoned.into_inner()
+    })
 }
 
 /// Every few seconds: the scorer group's lag per input partition, and whether the broker answers.
@@ -133,11 +190,12 @@ pub async fn watch_lag(
         .context("creating the lag monitor")?;
     let consumer = Arc::new(consumer);
     let topic = kafka.topics.input.clone();
-    let partitions = kafka.topics.partitions.max(1);
     loop {
         let probe = consumer.clone();
         let topic = topic.clone();
         let lag = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>> {
+            // From the broker on every probe (one small request): an added partition shows at once.
+            let partitions = partition_count(&*probe, &topic, Duration::from_secs(3))?;
             let mut wanted = TopicPartitionList::new();
             for p in 0..partitions {
                 wanted.add_partition(&topic, p);
@@ -196,16 +254,69 @@ mod tests {
     #[test]
     fn partitions_add_up_and_a_revision_replaces_its_predecessor() {
         let mut view = StatsView::default();
-        view.apply(partial(0, 0, 0, 3));
-        view.apply(partial(0, 1, 0, 4));
-        view.apply(partial(0, 0, 1, 5)); // a late record revised partition 0
-        view.apply(partial(0, 0, 0, 3)); // an old revision arriving again changes nothing
-        view.apply(partial(10_000, 0, 0, 1));
+        let now = 20_000;
+        view.apply(partial(0, 0, 0, 3), now).unwrap();
+        view.apply(partial(0, 1, 0, 4), now).unwrap();
+        view.apply(partial(0, 0, 1, 5), now).unwrap(); // a late record revised partition 0
+        view.apply(partial(0, 0, 0, 3), now).unwrap(); // an old revision arriving again changes nothing
+        view.apply(partial(10_000, 0, 0, 1), now).unwrap();
         let windows = view.windows();
         assert_eq!(windows.len(), 2);
         assert_eq!(windows[0].2.segment("all").count, 9);
-        let dashboard = view.dashboard(20_000, &[], vec![]);
+        let dashboard = view.dashboard(now, &[], vec![]);
         assert_eq!(dashboard.windows.iter().map(|w| w.count).collect::<Vec<_>>(), vec![9, 1]);
         assert_eq!(dashboard.segments[0].1.count, 10);
+    }
+
+    #[test]
+    fn short_malformed_or_non_json_messages_are_refused_and_the_view_keeps_counting() {
+        let now = 1_700_000_000_000;
+        let mut view = StatsView::default();
+        let good = partial(now - 20_000, 0, 0, 5);
+        view.read(&serde_json::to_vec(&good).unwrap(), now).unwrap();
+        let mut short = partial(now - 10_000, 1, 0, 2);
+        let quality = model::analytics::QualityCounts { churner_bins: vec![1], ..Default::default() };
+        short.quality.insert("m".into(), quality);
+        let bad: [&[u8]; 5] = [b"not json", b"", b"{}", b"{\"window_start_ms\": 1}", &serde_json::to_vec(&short).unwrap()];
+        for payload in bad {
+            assert!(view.read(payload, now).is_err());
+        }
+        assert!(matches!(view.read(&serde_json::to_vec(&short).unwrap(), now), Err(StatsRejected::Malformed(_))));
+        assert_eq!(view.malformed, 6);
+        view.read(&serde_json::to_vec(&partial(now - 10_000, 0, 0, 2)).unwrap(), now).unwrap();
+        let dashboard = view.dashboard(now, &[], vec![]);
+        assert_eq!(dashboard.windows.iter().map(|w| w.count).collect::<Vec<_>>(), vec![5, 2]);
+    }
+
+    #[test]
+    fn a_far_future_window_is_refused_and_the_hour_kept_is_counted_back_from_the_wall_clock() {
+        let now = 1_700_000_000_000;
+        let mut view = StatsView::default();
+        view.apply(partial(now - 2 * KEEP_MS, 0, 0, 7), now).unwrap(); // too old to keep, not an error
+        view.apply(partial(now - 60_000, 0, 0, 3), now).unwrap();
+        view.apply(partial(now - 10_000, 0, 0, 2), now).unwrap();
+        let year = 365 * 86_400_000;
+        assert!(matches!(view.apply(partial(now + year, 0, 0, 1), now), Err(StatsRejected::FromTheFuture { .. })));
+        assert_eq!(view.future_dated, 1);
+        view.apply(partial(now + 60_000, 1, 0, 1), now).unwrap(); // within a clock difference
+        let counts = |view: &StatsView, now| view.dashboard(now, &[], vec![]).windows.iter().map(|w| w.count).collect::<Vec<_>>();
+        assert_eq!(counts(&view, now), vec![3, 2, 1], "the future window did not push the others out");
+        // An hour later (by the wall clock) the old windows go as new ones come.
+        view.apply(partial(now + KEEP_MS - 10_000 + 60_000, 0, 0, 4), now + KEEP_MS).unwrap();
+        assert_eq!(counts(&view, now + KEEP_MS), vec![1, 4]);
+    }
+
+    #[test]
+    fn a_panic_while_the_view_is_held_does_not_poison_it_for_later_readers() {
+        let view = Arc::new(Mutex::new(StatsView::default()));
+        let held = view.clone();
+        let crashed = std::thread::spawn(move || {
+            let _guard = held.lock().unwrap();
+            panic!("a bug while holding the view");
+        });
+        assert!(crashed.join().is_err());
+        lock(&view).apply(partial(0, 0, 0, 1), 0).unwrap();
+        assert!(!view.is_poisoned());
+        assert_eq!(view.lock().expect("stats view").windows().len(), 1);
     }
 }

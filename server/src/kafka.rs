@@ -3,16 +3,23 @@
 //! Everything goes through librdkafka, so the same code talks to the embedded broker or to a real
 //! cluster; only the configuration differs (bootstrap servers plus any librdkafka property).
 
-use std::time::Duration;
+use std::any::Any;
+use std::fmt::Display;
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 /// The embedded broker's default address.
 pub const DEFAULT_EMBEDDED_PORT: u16 = 9092;
@@ -77,6 +84,45 @@ impl Default for Topics {
             partitions: 3,
             replication: 1,
         }
+    }
+}
+
+/// The header a web server puts on each record it submits: the topic its prediction is also to be
+/// sent to, read by that web server alone (request-reply, as Kafka's reply-topic libraries do).
+pub const REPLY_TO_HEADER: &str = "churn.reply-to";
+/// Longest topic name Kafka accepts.
+pub const MAX_TOPIC_BYTES: usize = 249;
+/// How long replies stay on a reply topic: they are read within seconds or never, so stale ones
+/// must not pile up.
+pub const REPLY_RETENTION: Duration = Duration::from_secs(3600);
+
+/// Whether Kafka accepts `name` as a topic name: 1 to 249 of `a-z A-Z 0-9 . _ -`, not "." or "..".
+pub fn is_legal_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_TOPIC_BYTES
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl Topics {
+    /// What every reply topic's name starts with: `<predictions>-replies-`.
+    pub fn reply_prefix(&self) -> String {
+        format!("{}-replies-", self.predictions)
+    }
+
+    /// The reply topic of one web server instance.
+    pub fn reply_topic(&self, instance_id: &str) -> String {
+        format!("{}{instance_id}", self.reply_prefix())
+    }
+
+    /// Whether the scorer may send a copy of a prediction to `name`, as a record's reply-to header
+    /// asks. Anyone who can write to the input topic can set the header, so only reply topics
+    /// qualify: a legal name under the reply prefix, never one of the pipeline's own topics.
+    pub fn accepts_reply_topic(&self, name: &str) -> bool {
+        let own = [&self.input, &self.predictions, &self.dead_letter, &self.models, &self.labels, &self.stats];
+        let prefix = self.reply_prefix();
+        name.len() > prefix.len() && name.starts_with(&prefix) && is_legal_topic(name) && !own.iter().any(|t| t.as_str() == name)
     }
 }
 
@@ -165,8 +211,6 @@ impl Kafka {
     /// Creates topics that are missing, with this many partitions each; existing ones are left
     /// alone. Compacted topics keep only the newest message per key.
     pub async fn ensure_topics(&self, specs: &[(&str, i32, bool)]) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.config(&[]).create().context("creating the Kafka admin client")?;
         let topics: Vec<NewTopic> = specs
             .iter()
             .map(|&(name, partitions, compacted)| {
@@ -178,9 +222,23 @@ impl Kafka {
                 }
             })
             .collect();
+        self.create_topics(&topics).await
+    }
+
+    /// Creates a web server's reply topic if missing: one partition (one reader), and replies
+    /// deleted after `REPLY_RETENTION`.
+    pub async fn ensure_reply_topic(&self, name: &str) -> Result<()> {
+        let retention = REPLY_RETENTION.as_millis().to_string();
+        let topic = NewTopic::new(name, 1, TopicReplication::Fixed(self.topics.replication)).set("retention.ms", &retention);
+        self.create_topics(&[topic]).await
+    }
+
+    async fn create_topics(&self, topics: &[NewTopic<'_>]) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.config(&[]).create().context("creating the Kafka admin client")?;
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin
-            .create_topics(&topics, &options)
+            .create_topics(topics, &options)
             .await
             .with_context(|| format!("creating topics on {}", self.brokers))?;
         for result in results {
@@ -212,13 +270,15 @@ impl Kafka {
 }
 
 /// Hands each payload of an assigned topic to `handle` until `shutdown`. Consumer errors (a
-/// broker away, say) are logged and waited out: librdkafka reconnects by itself.
+/// broker away, say) are logged and waited out: librdkafka reconnects by itself. A panic in
+/// `handle` is a bug, but it costs only its message: it is logged and the reader goes on.
 pub async fn tail_payloads(
     consumer: &StreamConsumer,
     what: &str,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     mut handle: impl FnMut(&[u8]),
 ) {
+    let mut panics = SkipLog::new(format!("{what}: a message handler panicked"));
     loop {
         let message = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
@@ -227,7 +287,9 @@ pub async fn tail_payloads(
         match message {
             Ok(m) => {
                 if let Some(payload) = rdkafka::Message::payload(&m) {
-                    handle(payload);
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handle(payload))) {
+                        panics.skip(&panic_message(&*panic), payload);
+                    }
                 }
             }
             Err(e) => {
@@ -235,5 +297,192 @@ pub async fn tail_payloads(
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+    }
+}
+
+/// What a caught panic said.
+pub fn panic_message(panic: &(dyn Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (_, Some(text)) => text.clone(),
+        _ => "(no message)".to_owned(),
+    }
+}
+
+/// Bytes of a skipped message shown in the log: enough to recognise it, never a whole message.
+const EXCERPT_BYTES: usize = 120;
+
+/// The start of a message for a log line, as text.
+pub fn excerpt(payload: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&payload[..payload.len().min(EXCERPT_BYTES + 4)]);
+    model::record::truncate_utf8(&text, EXCERPT_BYTES).into_owned()
+}
+
+/// How often a reader logs the messages it skips: the first at once, then at most one line per
+/// interval with the count since, so a topic full of garbage cannot flood the log.
+const SKIP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Counts the messages a reader skips for one reason, and logs them without flooding.
+pub struct SkipLog {
+    what: String,
+    /// Skipped since this log was made.
+    pub total: u64,
+    /// Skipped since the last line logged.
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl SkipLog {
+    pub fn new(what: impl Into<String>) -> Self {
+        SkipLog { what: what.into(), total: 0, unlogged: 0, logged_at: None }
+    }
+
+    /// Counts one skipped message and logs it (why, and its start) unless a line was logged
+    /// less than SKIP_LOG_EVERY ago.
+    pub fn skip(&mut self, why: &dyn Display, payload: &[u8]) {
+        if let Some(skipped) = self.count(Instant::now()) {
+            tracing::warn!(skipped, total = self.total, "{}: {why}; message starts {:?}", self.what, excerpt(payload));
+        }
+    }
+
+    /// Counts one; returns how many were skipped since the last line when one is due now.
+    fn count(&mut self, now: Instant) -> Option<u64> {
+        self.total += 1;
+        self.unlogged += 1;
+        if self.logged_at.is_some_and(|at| now.duration_since(at) < SKIP_LOG_EVERY) {
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+/// The number of partitions of `topic` the broker reports (0 while the topic does not exist).
+pub fn partition_count<C: ConsumerContext>(client: &impl Consumer<C>, topic: &str, timeout: Duration) -> KafkaResult<i32> {
+    let metadata = client.fetch_metadata(Some(topic), timeout)?;
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    Ok(found.map_or(0, |t| t.partitions().len() as i32))
+}
+
+/// How often an assigned reader looks for partitions added to its topic.
+pub const PARTITION_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// How often it looks while the topic has not been found at all (not created yet, or the
+/// broker not reachable).
+const TOPIC_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// The partitions to start reading when the broker reports `reported` and `known` are read: the
+/// added ones. A topic never loses partitions, so a smaller number (stale metadata) adds none.
+fn added_partitions(known: i32, reported: i32) -> Range<i32> {
+    known..reported.max(known)
+}
+
+/// Keeps a group-less consumer assigned to every partition of `topic`: those the broker's
+/// metadata lists, and any added later (checked every PARTITION_CHECK_EVERY), each read from
+/// `start`. Runs until `shutdown`, next to the loop that reads the consumer.
+pub async fn follow_partitions(
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    start: Offset,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut known = 0;
+    loop {
+        let (probe, name) = (consumer.clone(), topic.clone());
+        let reported = tokio::task::spawn_blocking(move || partition_count(&*probe, &name, Duration::from_secs(10))).await;
+        match reported {
+            Ok(Ok(reported)) => {
+                let added = added_partitions(known, reported);
+                if !added.is_empty() {
+                    match assign_more(&consumer, &topic, added.clone(), start) {
+                        Ok(()) => {
+                            tracing::info!(topic, partitions = ?added, "reading partitions");
+                            known = added.end;
+                        }
+                        Err(e) => tracing::warn!(topic, "could not read partitions {added:?}: {e}"),
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(topic, "reading the partition count: {e}"),
+            Err(e) => tracing::warn!(topic, "partition check failed: {e}"),
+        }
+        let wait = if known == 0 { TOPIC_CHECK_EVERY } else { PARTITION_CHECK_EVERY };
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+fn assign_more(consumer: &StreamConsumer, topic: &str, partitions: Range<i32>, start: Offset) -> KafkaResult<()> {
+    let mut more = TopicPartitionList::new();
+    for partition in partitions {
+        more.add_partition_offset(topic, partition, start)?;
+    }
+    consumer.incremental_assign(&more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_messages_are_logged_once_per_interval_with_the_count_since() {
+        let mut log = SkipLog::new("test");
+        let start = Instant::now();
+        assert_eq!(log.count(start), Some(1), "the first is logged at once");
+        assert_eq!(log.count(start + Duration::from_secs(1)), None);
+        assert_eq!(log.count(start + Duration::from_secs(9)), None);
+        assert_eq!(log.count(start + SKIP_LOG_EVERY), Some(3), "then one line for the three since");
+        assert_eq!(log.total, 4);
+    }
+
+    #[test]
+    fn excerpts_are_short_and_text_even_for_binary_or_multi_byte_payloads() {
+        assert_eq!(excerpt(b"{\"a\": 1}"), "{\"a\": 1}");
+        let long = "é".repeat(500);
+        let shown = excerpt(long.as_bytes());
+        assert!(shown.len() <= EXCERPT_BYTES + "…".len() && shown.ends_with('…'), "{shown}");
+        assert!(excerpt(&[0xff; 1000]).chars().count() < 200);
+    }
+
+    #[test]
+    fn only_reply_topics_with_legal_names_are_accepted_as_reply_to() {
+        let topics = Topics::default();
+        assert_eq!(topics.reply_topic("web-1"), "test3-replies-web-1");
+        assert!(topics.accepts_reply_topic("test3-replies-web-1"));
+        assert!(topics.accepts_reply_topic(&format!("test3-replies-{}", "x".repeat(MAX_TOPIC_BYTES - 14))));
+        for hostile in [
+            "churn-models",
+            "test3",
+            "costumerchurn",
+            "test3-replies-",
+            "test3-replies-x/../",
+            "test3-replies-a b",
+            "test3-replies-é",
+            "Test3-replies-a",
+            "xtest3-replies-a",
+            &format!("test3-replies-{}", "x".repeat(MAX_TOPIC_BYTES - 13)),
+        ] {
+            assert!(!topics.accepts_reply_topic(hostile), "{hostile:?}");
+        }
+        let odd = Topics { models: "test3-replies-models".into(), ..Topics::default() };
+        assert!(!odd.accepts_reply_topic("test3-replies-models"), "never one of the pipeline's own topics");
+        assert!(!is_legal_topic("..") && !is_legal_topic("") && is_legal_topic("a.b_c-D9"));
+    }
+
+    #[test]
+    fn only_added_partitions_are_assigned_and_a_stale_smaller_count_adds_none() {
+        assert_eq!(added_partitions(0, 3), 0..3);
+        assert_eq!(added_partitions(3, 5), 3..5);
+        assert!(added_partitions(5, 5).is_empty());
+        assert!(added_partitions(5, 2).is_empty());
+    }
+
+    #[test]
+    fn a_caught_panic_says_what_it_said() {
+        let text = catch_unwind(|| panic!("index {} out of range", 3)).unwrap_err();
+        assert_eq!(panic_message(&*text), "index 3 out of range");
+        let fixed = catch_unwind(|| panic!("fixed")).unwrap_err();
+        assert_eq!(panic_message(&*fixed), "fixed");
     }
 }
