@@ -149,6 +149,8 @@ pub fn router(options: &WebOptions, hub: Arc<Hub>) -> Router {
         .layer(axum::middleware::map_response(server_fn_status))
         // Oversized bodies get 413 before any handler reads them.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // A panic in a handler (a bug) answers 500 for that request; the server goes on.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(leptos_options)
 }
 
