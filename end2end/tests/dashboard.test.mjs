@@ -37,7 +37,8 @@ test('the dashboard numbers and charts move while replay runs', async () => {
 test('operations endpoints: readiness and Prometheus metrics', async () => {
   const ready = await fetch(`${product.url}/readyz`);
   assert.equal(ready.status, 200);
-  assert.deepEqual(await ready.json(), { broker_reachable: true, model_loaded: true, consumer_assigned: true });
+  assert.deepEqual(await ready.json(),
+    { broker_reachable: true, model_loaded: true, consumer_assigned: true, failed_tasks: [] });
   const metrics = await (await fetch(`${product.url}/metrics`)).text();
   const scored = Number(metrics.match(/^churn_records_scored_total (\d+)$/m)?.[1]);
   assert.ok(scored > 0, metrics);

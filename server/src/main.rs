@@ -497,8 +497,21 @@ async fn serve(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
             &ReplayArgs { file: file.clone(), rate: args.replay_rate, repeat: true, limit: None, id_prefix: None },
             false,
         );
-        let stop = tasks.shutdown();
-        tasks.spawn("replay", async move { replay(&kafka, &options, stop).await.map(|_| ()) });
+        let mut stop = tasks.shutdown();
+        // The demo stream outlives a broker away for longer than a delivery timeout (60 s):
+        // it starts over rather than ending the server.
+        tasks.spawn("replay", async move {
+            while !*stop.borrow() {
+                if let Err(e) = replay(&kafka, &options, stop.clone()).await {
+                    tracing::warn!("replay stopped, starting over in 5 s: {e:#}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                }
+            }
+            Ok(())
+        });
     }
 
     let status = {
