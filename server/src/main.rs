@@ -502,11 +502,19 @@ async fn serve(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
         // it starts over rather than ending the server.
         tasks.spawn("replay", async move {
             while !*stop.borrow() {
-                if let Err(e) = replay(&kafka, &options, stop.clone()).await {
-                    tracing::warn!("replay stopped, starting over in 5 s: {e:#}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                        _ = stop.wait_for(|s| *s) => {}
+                match replay(&kafka, &options, stop.clone()).await {
+                    // A looping replay returns before the stop only for a file without usable rows.
+                    Ok(_) if !*stop.borrow() => {
+                        tracing::warn!(file = %options.file.display(), "nothing to replay: the file has no usable rows");
+                        let _ = stop.wait_for(|s| *s).await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("replay stopped, starting over in 5 s: {e:#}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                            _ = stop.wait_for(|s| *s) => {}
+                        }
                     }
                 }
             }
