@@ -4,27 +4,42 @@
 //! dead-letter copy) is acknowledged by the broker. Records are handled in batches: everything
 //! already fetched is taken together, scored on a worker thread and produced; the consumer loop
 //! meanwhile fetches the next batch. Batches enqueue their records in fetch order, so each
-//! partition's predictions keep its input order. Offsets are stored strictly in order, as each
-//! oldest batch's deliveries are acknowledged. A crash re-delivers at most the uncommitted batches; readers
-//! de-duplicate by record id.
+//! partition's predictions keep its input order, and store their offsets in fetch order too, as
+//! each one's deliveries are acknowledged. A crash re-delivers at most the uncommitted batches;
+//! readers de-duplicate by record id.
+//!
+//! No single record stops the stream: each one is scored in isolation (a panic included) and
+//! anything that cannot be scored or delivered ends on the dead-letter topic with its reason.
+//! Before partitions are given up in a rebalance, the batches in flight are finished and the
+//! stored offsets committed synchronously, so the new owner starts where this one stopped.
+//!
+//! Replies: a record whose `churn.reply-to` header names a reply topic (a web server's own, see
+//! `hub`) gets a copy of its prediction there too, sent the moment the prediction itself is
+//! acknowledged, so a reply always means the prediction is on the predictions topic. Replies are
+//! best-effort and outside the offset accounting: a reply topic that does not exist (a hostile
+//! header, a web server long gone) would otherwise hold its partition until librdkafka gave the
+//! reply up (it waits for a missing topic to appear), and a reply later than the web's timeout has
+//! nobody waiting for it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::FutureExt;
-use model::{validate, ChurnModel, Prediction, RawCustomer};
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use model::record::{encode_json, score_record, truncate_utf8, Rejection, MAX_KEY_BYTES, MAX_RECORD_BYTES};
+use model::ChurnModel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 use tokio::sync::{oneshot, watch, Notify};
 
-use crate::kafka::{Kafka, Topics};
+use crate::kafka::{Kafka, SkipLog, Topics, REPLY_TO_HEADER};
 
 /// Most records handled together; bounds memory and the re-delivery after a crash.
 const MAX_BATCH: usize = 4000;
@@ -33,19 +48,83 @@ const MAX_BATCH: usize = 4000;
 /// throughput (measured on two cores: 64 batches of 1,000 records, 320k records/s; of 4,000,
 /// 370k). A crash re-reads them, but the auto-commit interval re-reads as many anyway.
 const MAX_IN_FLIGHT: usize = 64;
+/// How much of an oversized or undeliverable record its dead letter keeps; the header
+/// `dlq.original_size` says how large it was.
+pub const DEAD_LETTER_COPY_BYTES: usize = 16 * 1024;
+/// Longest reason header: reasons quote bad values, which are shortened, but a panic message may
+/// quote anything.
+const MAX_REASON_BYTES: usize = 2048;
+/// How long a rebalance waits for this scorer's batches in flight before giving its partitions
+/// up anyway (their records are then re-read by the new owner: duplicates, never a loss).
+/// Under full load a batch is acknowledged within ~100 ms.
+const REVOKE_WAIT: Duration = Duration::from_secs(10);
+/// Ids and reasons in log lines are cut to this many bytes: a log line never carries unbounded
+/// input (a 900 KB key used to be logged whole on every retry).
+pub const LOG_TEXT_BYTES: usize = 96;
 
 /// The scorer's counters live in the process-wide metrics.
 pub type ScorerStats = crate::metrics::PipelineMetrics;
 
-/// Tracks assignment so callers (and tests) can wait for it instead of sleeping.
+/// Batches between fetch and stored offsets; a rebalance waits until there are none.
+#[derive(Default)]
+struct InFlight {
+    batches: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl InFlight {
+    fn start(self: &Arc<Self>) -> InFlightGuard {
+        *self.batches.lock().expect("in-flight count") += 1;
+        InFlightGuard(self.clone())
+    }
+
+    /// Waits until no batch is in flight; false when `timeout` passed first.
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        let batches = self.batches.lock().expect("in-flight count");
+        let (_batches, result) = self.idle.wait_timeout_while(batches, timeout, |n| *n > 0).expect("in-flight count");
+        !result.timed_out()
+    }
+}
+
+/// Counts a batch out of flight however its task ends, a panic included.
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut batches = self.0.batches.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *batches -= 1;
+        self.0.idle.notify_all();
+    }
+}
+
+/// Tracks assignment for readiness, and finishes in-flight work before partitions are revoked.
 struct ScorerContext {
     stats: Arc<ScorerStats>,
+    in_flight: Arc<InFlight>,
 }
 
 impl ClientContext for ScorerContext {}
 
 impl ConsumerContext for ScorerContext {
-    fn post_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    /// Runs on the consumer loop's thread, inside `recv`, so no new batch starts meanwhile.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            if partitions.count() == 0 {
+                return;
+            }
+            if !self.in_flight.wait_idle(REVOKE_WAIT) {
+                tracing::warn!(wait_s = REVOKE_WAIT.as_secs(), "batches still in flight at a rebalance: their records will be scored again by the new owner");
+            }
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => tracing::info!(partitions = partitions.count(), "committed before giving partitions up"),
+                // Nothing stored since the last commit.
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::warn!("commit before a rebalance failed, the new owner re-reads from the last commit: {e}"),
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
                 tracing::info!(partitions = partitions.count(), "scorer assigned partitions");
@@ -55,13 +134,10 @@ impl ConsumerContext for ScorerContext {
         }
         let held = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
         self.stats.assigned.store(held, Ordering::SeqCst);
+        if held {
+            self.stats.ever_assigned.store(true, Ordering::SeqCst);
+        }
     }
-}
-
-/// What became of one input record.
-enum Outcome {
-    Scored(Prediction),
-    DeadLetter { id: String, reason: String, errors: Option<String> },
 }
 
 /// The record id: the message key, or topic-partition-offset for unkeyed messages (as the
@@ -73,45 +149,45 @@ pub fn record_id(message: &impl Message) -> String {
     }
 }
 
-fn judge(id: String, payload: Option<&[u8]>, model: &ChurnModel, now: &str) -> Outcome {
-    let Some(payload) = payload.filter(|p| !p.is_empty()) else {
-        return Outcome::DeadLetter { id, reason: "empty message: expected a JSON customer record".into(), errors: None };
-    };
-    let raw: RawCustomer = match serde_json::from_slice(payload) {
-        Ok(raw) => raw,
-        Err(e) => {
-            return Outcome::DeadLetter { id, reason: format!("not a JSON customer record: {e}"), errors: None }
-        }
-    };
-    match validate(&raw) {
-        Ok(customer) => {
-            let score = model.score(&customer);
-            Outcome::Scored(Prediction::new(id, &customer, model, &score, now.to_owned()))
-        }
-        Err(errors) => Outcome::DeadLetter {
-            id,
-            reason: format!("invalid customer record: {errors}"),
-            errors: serde_json::to_string(&errors.0).ok(),
-        },
-    }
+/// The message of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Runs `work` for one record, isolated: whatever goes wrong, a panic included, becomes that
+/// record's rejection, and `out` is left as it was.
+fn isolated(out: &mut Vec<u8>, work: impl FnOnce(&mut Vec<u8>) -> Result<(), Rejection>) -> Result<(), Rejection> {
+    let start = out.len();
+    std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut *out)))
+        .unwrap_or_else(|panic| {
+            Err(Rejection::new(format!(
+                "internal error while scoring this record (a bug: please report it with this record): {PANIC_MARK}{}",
+                panic_message(panic.as_ref())
+            )))
+        })
+        .inspect_err(|_| out.truncate(start))
+}
+
+/// Marks a rejection that comes from a caught panic.
+const PANIC_MARK: &str = "panic: ";
+
+/// Scores one record and appends its prediction's JSON to `out`, isolated.
+fn score_into(id: &str, payload: Option<&[u8]>, model: &ChurnModel, now: &str, out: &mut Vec<u8>) -> Result<(), Rejection> {
+    isolated(out, |out| {
+        let prediction = score_record(id, payload, model, now)?;
+        encode_json(&prediction, out).map_err(Rejection::new)
+    })
 }
 
 /// One record as the scorer handles it, without Kafka: the prediction's JSON, or the reason the
-/// record is dead-lettered. The benchmark times this.
-pub fn score_payload(id: String, payload: Option<&[u8]>, model: &ChurnModel, now: &str) -> Result<Vec<u8>, String> {
-    match judge(id, payload, model, now) {
-        Outcome::Scored(prediction) => {
-            let mut json = Vec::new();
-            encode(&prediction, &mut json);
-            Ok(json)
-        }
-        Outcome::DeadLetter { reason, .. } => Err(reason),
-    }
-}
-
-/// Appends a prediction's JSON.
-fn encode(prediction: &Prediction, out: &mut Vec<u8>) {
-    serde_json::to_writer(out, prediction).expect("predictions serialize");
+/// record is dead-lettered. The benchmark times this; the tests drive it.
+pub fn score_payload(id: &str, payload: Option<&[u8]>, model: &ChurnModel, now: &str) -> Result<Vec<u8>, String> {
+    let mut json = Vec::new();
+    score_into(id, payload, model, now, &mut json).map(|()| json).map_err(|r| r.reason)
 }
 
 pub struct Scorer {
@@ -120,6 +196,8 @@ pub struct Scorer {
     model: watch::Receiver<Arc<ChurnModel>>,
     pub stats: Arc<ScorerStats>,
 }
+
+type ScorerConsumer = StreamConsumer<ScorerContext>;
 
 impl Scorer {
     pub fn new(kafka: Kafka, group: impl Into<String>, model: watch::Receiver<Arc<ChurnModel>>) -> Self {
@@ -132,31 +210,49 @@ impl Scorer {
         self
     }
 
-    /// Runs until `shutdown` turns true; then commits what was delivered and returns.
+    /// Runs until `shutdown` turns true; then commits what was delivered and returns. An error
+    /// means the scorer cannot go on (a bug in its own plumbing, never a bad record).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let topics = &self.kafka.topics;
-        let consumer: StreamConsumer<ScorerContext> = self
-            .kafka
-            .consumer_config(&self.group, &[
-                ("enable.auto.commit", "true"),
-                ("auto.commit.interval.ms", "1000"),
-                // Offsets are stored by hand, after delivery: at-least-once.
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("session.timeout.ms", "10000"),
-                // A person may be waiting for this record's prediction: do not let the broker
-                // hold an idle fetch for long (the default is 500 ms).
-                ("fetch.wait.max.ms", "5"),
-            ])
-            .create_with_context(ScorerContext { stats: self.stats.clone() })
-            .context("creating the scorer's consumer")?;
+        let in_flight = Arc::new(InFlight::default());
+        let consumer: Arc<ScorerConsumer> = Arc::new(
+            self.kafka
+                .consumer_config(&self.group, &[
+                    ("enable.auto.commit", "true"),
+                    ("auto.commit.interval.ms", "1000"),
+                    // Offsets are stored by hand, after delivery: at-least-once.
+                    ("enable.auto.offset.store", "false"),
+                    ("auto.offset.reset", "earliest"),
+                    ("session.timeout.ms", "10000"),
+                    // A person may be waiting for this record's prediction: do not let the broker
+                    // hold an idle fetch for long (the default is 500 ms).
+                    ("fetch.wait.max.ms", "5"),
+                ])
+                .create_with_context(ScorerContext { stats: self.stats.clone(), in_flight: in_flight.clone() })
+                .context("creating the scorer's consumer")?,
+        );
         consumer
             .subscribe(&[&topics.input])
             .with_context(|| format!("subscribing to {}", topics.input))?;
+        let replies: ReplyProducer = self
+            .kafka
+            .config(&[
+                // A lost reply costs one person a timeout; the durable copy is on the predictions
+                // topic. So no idempotence, and the leader's acknowledgement is enough.
+                ("acks", "1"),
+                // A person is waiting, and replies are few: send each at once.
+                ("linger.ms", "0"),
+                ("message.timeout.ms", "10000"),
+                // A reply-to header naming a missing topic must not create it (librdkafka's
+                // producers ask the broker to, by default).
+                ("allow.auto.create.topics", "false"),
+            ])
+            .create_with_context(ReplyLog(Mutex::new(SkipLog::new("a reply could not be delivered"))))
+            .context("creating the scorer's reply producer")?;
         let producer: Arc<AckingProducer> = Arc::new(
             self.kafka
                 .idempotent_producer_config()
-                .create_with_context(AckCounter)
+                .create_with_context(AckCounter { replies })
                 .context("creating the scorer's producer")?,
         );
         // Loaded means ready, before the first record arrives (readiness reports it).
@@ -164,33 +260,31 @@ impl Scorer {
         tracing::info!(input = %topics.input, predictions = %topics.predictions, group = %self.group,
                        model = %self.model.borrow().version, "scorer started");
 
-        // Batches being scored or delivered, oldest first. Many overlap so that fetching and
-        // scoring go on while the broker acknowledges; offsets are stored strictly in order, as
-        // each oldest batch completes.
-        let mut in_flight: VecDeque<tokio::task::JoinHandle<Delivered>> = VecDeque::new();
+        // Batch tasks, oldest first: awaited here only to bound how many are in flight and to
+        // learn of a failure; each task stores its own offsets, in fetch order (see `Batch`).
+        let mut tasks: VecDeque<tokio::task::JoinHandle<Result<()>>> = VecDeque::new();
         let scoring_slots = Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ));
-        // Each batch enqueues its records after the one before it has (see `deliver`).
-        let mut previous_enqueued = {
-            let (done, turn) = oneshot::channel();
-            let _ = done.send(());
-            turn
-        };
+        let mut previous = Turns::first();
+        let mut failure = None;
         loop {
             let first = tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => break,
-                delivered = async { in_flight.front_mut().expect("checked non-empty").await }, if !in_flight.is_empty() => {
-                    in_flight.pop_front();
-                    self.store(&consumer, delivered.context("a delivery task panicked")?);
+                done = async { tasks.front_mut().expect("checked non-empty").await }, if !tasks.is_empty() => {
+                    tasks.pop_front();
+                    if let Err(e) = flatten(done) {
+                        failure = Some(e);
+                        break;
+                    }
                     continue;
                 }
                 message = consumer.recv() => message,
             };
-            let mut batch = Vec::with_capacity(64);
+            let mut batch = Incoming::default();
             match first {
-                Ok(m) => batch.push(m),
+                Ok(m) => batch.push(&m, topics),
                 Err(e) => {
                     tracing::warn!("consumer error: {e}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -198,18 +292,13 @@ impl Scorer {
                 }
             }
             // Take whatever else is already fetched, without waiting.
-            while batch.len() < MAX_BATCH {
+            while batch.records.len() < MAX_BATCH {
                 match consumer.recv().now_or_never() {
-                    Some(Ok(m)) => batch.push(m),
+                    Some(Ok(m)) => batch.push(&m, topics),
                     Some(Err(e)) => tracing::warn!("consumer error: {e}"),
                     None => break,
                 }
             }
-            let mut incoming = Incoming::default();
-            for message in &batch {
-                incoming.push(message);
-            }
-            let batch = incoming;
             let model = self.model.borrow().clone();
             {
                 let mut version = self.stats.model_version.lock().expect("model version");
@@ -217,33 +306,36 @@ impl Scorer {
                     *version = model.version.clone();
                 }
             }
-            let (topics, stats, producer, shutdown) =
-                (self.kafka.topics.clone(), self.stats.clone(), producer.clone(), shutdown.clone());
-            let (enqueued, next_turn) = oneshot::channel();
-            let turn = std::mem::replace(&mut previous_enqueued, next_turn);
-            let scoring_slots = scoring_slots.clone();
-            in_flight.push_back(tokio::spawn(async move {
-                // As many batches scored at once as there are cores: more threads would only
-                // take turns, each with its own allocator heap.
-                let slot = scoring_slots.acquire_owned().await.expect("never closed");
-                let prepared = tokio::task::spawn_blocking({
-                    let (stats, input_topic) = (stats.clone(), topics.input.clone());
-                    move || {
-                        let _slot = slot;
-                        prepare(batch, &model, &input_topic, &stats)
-                    }
-                })
-                .await
-                .expect("scoring a batch does not panic");
-                deliver(prepared, producer, &topics, stats, shutdown, turn, enqueued).await
-            }));
-            while in_flight.len() > MAX_IN_FLIGHT {
-                let oldest = in_flight.pop_front().expect("non-empty");
-                self.store(&consumer, oldest.await.context("a delivery task panicked")?);
+            let (turns, next) = Turns::after(previous);
+            previous = next;
+            let job = Batch {
+                incoming: batch,
+                model,
+                topics: self.kafka.topics.clone(),
+                stats: self.stats.clone(),
+                producer: producer.clone(),
+                consumer: consumer.clone(),
+                shutdown: shutdown.clone(),
+                turns,
+                _in_flight: in_flight.start(),
+            };
+            let slots = scoring_slots.clone();
+            tasks.push_back(tokio::spawn(job.run(slots)));
+            while tasks.len() > MAX_IN_FLIGHT {
+                let oldest = tasks.pop_front().expect("non-empty");
+                if let Err(e) = flatten(oldest.await) {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            if failure.is_some() {
+                break;
             }
         }
-        while let Some(oldest) = in_flight.pop_front() {
-            self.store(&consumer, oldest.await.context("a delivery task panicked")?);
+        while let Some(task) = tasks.pop_front() {
+            if let Err(e) = flatten(task.await) {
+                failure.get_or_insert(e);
+            }
         }
 
         // Graceful: everything stored so far is delivered; commit it before leaving the group.
@@ -255,19 +347,95 @@ impl Scorer {
             dead_lettered = self.stats.dead_lettered.load(Ordering::Relaxed),
             "scorer stopped"
         );
-        Ok(())
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn flatten(joined: Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    joined.map_err(|e| anyhow::anyhow!("a scorer batch task panicked: {e}"))?
+}
+
+/// A batch's places in the two orders batches keep: enqueueing records, storing offsets.
+struct Turns {
+    /// Resolves when the previous batch has enqueued, or has ended without doing so.
+    enqueue_after: oneshot::Receiver<()>,
+    enqueued: oneshot::Sender<()>,
+    /// The previous batch's stored-offset state, sent once it has stored its own offsets.
+    store_after: oneshot::Receiver<HashSet<i32>>,
+    stored: oneshot::Sender<HashSet<i32>>,
+}
+
+/// The receiving ends of the turns the next batch waits for.
+struct NextTurns {
+    enqueue: oneshot::Receiver<()>,
+    store: oneshot::Receiver<HashSet<i32>>,
+}
+
+impl Turns {
+    /// The turns before the first batch: already taken.
+    fn first() -> NextTurns {
+        let (enqueued, enqueue) = oneshot::channel();
+        let (stored, store) = oneshot::channel();
+        let _ = enqueued.send(());
+        let _ = stored.send(HashSet::new());
+        NextTurns { enqueue, store }
     }
 
-    /// Stores the offsets that are safe. One store per partition and batch (each store looks the
-    /// topic up).
-    fn store(&self, consumer: &StreamConsumer<ScorerContext>, delivered: Delivered) {
-        for (partition, offset) in delivered.safe_offsets() {
+    fn after(previous: NextTurns) -> (Turns, NextTurns) {
+        let (enqueued, enqueue) = oneshot::channel();
+        let (stored, store) = oneshot::channel();
+        let turns = Turns { enqueue_after: previous.enqueue, enqueued, store_after: previous.store, stored };
+        (turns, NextTurns { enqueue, store })
+    }
+}
+
+/// One batch's whole way: scored on a worker thread, enqueued in its turn, acknowledged, and its
+/// offsets stored in its turn.
+struct Batch {
+    incoming: Incoming,
+    model: Arc<ChurnModel>,
+    topics: Topics,
+    stats: Arc<ScorerStats>,
+    producer: Arc<AckingProducer>,
+    consumer: Arc<ScorerConsumer>,
+    shutdown: watch::Receiver<bool>,
+    turns: Turns,
+    _in_flight: InFlightGuard,
+}
+
+impl Batch {
+    async fn run(self, scoring_slots: Arc<tokio::sync::Semaphore>) -> Result<()> {
+        let Batch { incoming, model, topics, stats, producer, consumer, shutdown, turns, _in_flight } = self;
+        // As many batches scored at once as there are cores: more threads would only take
+        // turns, each with its own allocator heap.
+        let slot = scoring_slots.acquire_owned().await.context("scoring slots closed")?;
+        let prepared = tokio::task::spawn_blocking({
+            let (stats, input_topic) = (stats.clone(), topics.input.clone());
+            move || {
+                let _slot = slot;
+                prepare(incoming, &model, &input_topic, &stats)
+            }
+        })
+        .await
+        .context("scoring a batch panicked outside the per-record isolation")?;
+        let delivered =
+            deliver(prepared, &producer, &topics, &stats, &shutdown, turns.enqueue_after, turns.enqueued).await;
+        // An earlier batch failed: storing this one's offsets could skip its records.
+        let Ok(mut blocked) = turns.store_after.await else {
+            return Ok(());
+        };
+        for (partition, offset) in delivered.safe_offsets(&mut blocked) {
             // Stores offset + 1, the next record to read.
-            if let Err(e) = consumer.store_offset(&self.kafka.topics.input, partition, offset) {
+            if let Err(e) = consumer.store_offset(&topics.input, partition, offset) {
                 // A partition revoked meanwhile: its new owner re-reads; duplicates are allowed.
                 tracing::debug!("store offset: {e}");
             }
         }
+        let _ = turns.stored.send(blocked);
+        Ok(())
     }
 }
 
@@ -282,27 +450,95 @@ struct Incoming {
 
 struct InputRecord {
     id: String,
-    /// Where its payload is in `bytes`; `None` for a message without one.
+    /// Where its payload is in `bytes`; `None` for a message without one. An oversized payload
+    /// is copied only in part (`DEAD_LETTER_COPY_BYTES`): it is dead-lettered anyway.
     payload: Option<Range<usize>>,
+    /// The payload's whole size.
+    size: usize,
     partition: i32,
     offset: i64,
     created_ms: Option<i64>,
+    /// The reply topic its prediction is also sent to, when it names an acceptable one.
+    reply_to: Option<Arc<str>>,
+}
+
+/// The reply topic a record asks for with its `churn.reply-to` header, if the scorer may write
+/// there (`Topics::accepts_reply_topic`); anything else is ignored, and logged at debug level.
+fn reply_to(message: &BorrowedMessage<'_>, topics: &Topics) -> Option<Arc<str>> {
+    let headers = message.headers()?;
+    let value = headers.iter().find(|h| h.key == REPLY_TO_HEADER)?.value?;
+    match std::str::from_utf8(value) {
+        Ok(topic) if topics.accepts_reply_topic(topic) => Some(topic.into()),
+        _ => {
+            tracing::debug!(reply_to = %truncate_utf8(&String::from_utf8_lossy(value), LOG_TEXT_BYTES),
+                            "ignoring a reply-to that is not a reply topic; the record is scored as usual");
+            None
+        }
+    }
 }
 
 impl Incoming {
-    fn push(&mut self, message: &BorrowedMessage<'_>) {
+    fn push(&mut self, message: &BorrowedMessage<'_>, topics: &Topics) {
+        let size = message.payload_len();
         let payload = message.payload().map(|p| {
-            self.bytes.extend_from_slice(p);
-            self.bytes.len() - p.len()..self.bytes.len()
+            let kept = if p.len() > MAX_RECORD_BYTES { &p[..DEAD_LETTER_COPY_BYTES] } else { p };
+            self.bytes.extend_from_slice(kept);
+            self.bytes.len() - kept.len()..self.bytes.len()
         });
         self.records.push(InputRecord {
             id: record_id(message),
             payload,
+            size,
             partition: message.partition(),
             offset: message.offset(),
             created_ms: message.timestamp().to_millis(),
+            reply_to: reply_to(message, topics),
         });
     }
+}
+
+/// What a produced record is, and so what to fall back to when the broker refuses it for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Prediction,
+    /// A dead letter with the whole original record.
+    DeadLetter,
+    /// A dead letter with the first `DEAD_LETTER_COPY_BYTES` of it (or nothing, if even that was
+    /// refused).
+    TruncatedDeadLetter,
+}
+
+/// One scored record, ready to produce: a prediction, or a dead letter with its headers.
+struct Output {
+    kind: Kind,
+    key: String,
+    /// Where its payload is in the batch's `bytes`.
+    payload: Range<usize>,
+    headers: Option<OwnedHeaders>,
+    created_ms: Option<i64>,
+    /// Where the input record is in the batch's `input`, and how large it was.
+    input: Option<Range<usize>>,
+    input_size: usize,
+    /// (partition, offset) of the input record.
+    position: (i32, i64),
+    /// Where a copy of the prediction goes once it is acknowledged (not for dead letters).
+    reply_to: Option<Arc<str>>,
+}
+
+/// Dead-letter headers: the reason for people, field errors for programs, where it came from,
+/// and the original size when the copy is cut.
+fn dead_letter_headers(reason: &str, errors: Option<&str>, source: &str, original_size: Option<usize>) -> OwnedHeaders {
+    let reason = truncate_utf8(reason, MAX_REASON_BYTES);
+    let mut headers = OwnedHeaders::new()
+        .insert(Header { key: "dlq.reason", value: Some(reason.as_ref()) })
+        .insert(Header { key: "dlq.source", value: Some(source) });
+    if let Some(errors) = errors {
+        headers = headers.insert(Header { key: "dlq.errors", value: Some(errors) });
+    }
+    if let Some(size) = original_size {
+        headers = headers.insert(Header { key: "dlq.original_size", value: Some(size.to_string().as_str()) });
+    }
+    headers
 }
 
 /// Scores a batch into ready-to-send records.
@@ -310,53 +546,113 @@ fn prepare(batch: Incoming, model: &ChurnModel, input_topic: &str, stats: &Score
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     stats.consumed.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
     let started = std::time::Instant::now();
-    let positions = batch.records.iter().map(|record| (record.partition, record.offset)).collect();
     // A prediction is about twice its input's size.
     let mut bytes = Vec::with_capacity(batch.bytes.len() * 2 + 1024);
     let mut outputs = Vec::with_capacity(batch.records.len());
     for record in batch.records {
         let input = record.payload.clone().map(|range| &batch.bytes[range]);
         let start = bytes.len();
-        let output = match judge(record.id, input, model, &now) {
-            Outcome::Scored(prediction) => {
-                encode(&prediction, &mut bytes);
-                Output { key: prediction.id, payload: start..bytes.len(), dead_letter: None, created_ms: record.created_ms }
-            }
-            Outcome::DeadLetter { id, reason, errors } => {
-                tracing::debug!(%id, %reason, "dead letter");
-                let source = format!("{input_topic}-{}-{}", record.partition, record.offset);
-                let mut headers = OwnedHeaders::new()
-                    .insert(Header { key: "dlq.reason", value: Some(reason.as_str()) })
-                    .insert(Header { key: "dlq.source", value: Some(source.as_str()) });
-                if let Some(errors) = &errors {
-                    headers = headers.insert(Header { key: "dlq.errors", value: Some(errors.as_str()) });
+        let position = (record.partition, record.offset);
+        let scored = if record.size > MAX_RECORD_BYTES {
+            Err(Rejection::new(format!("record too large: {} bytes, at most {MAX_RECORD_BYTES}", record.size)))
+        } else {
+            score_into(&record.id, input, model, &now, &mut bytes)
+        };
+        let output = match scored {
+            Ok(()) => Output {
+                kind: Kind::Prediction,
+                key: record.id,
+                payload: start..bytes.len(),
+                headers: None,
+                created_ms: record.created_ms,
+                input: record.payload,
+                input_size: record.size,
+                position,
+                reply_to: record.reply_to,
+            },
+            Err(rejection) => {
+                let source = source(input_topic, position);
+                if rejection.reason.contains(PANIC_MARK) {
+                    stats.record_panics.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(id = %truncate_utf8(&record.id, LOG_TEXT_BYTES), %source,
+                                    reason = %truncate_utf8(&rejection.reason, 4 * LOG_TEXT_BYTES),
+                                    "a record made the scorer panic; dead-lettered, the stream goes on");
+                } else {
+                    tracing::debug!(id = %truncate_utf8(&record.id, LOG_TEXT_BYTES),
+                                    reason = %truncate_utf8(&rejection.reason, LOG_TEXT_BYTES), "dead letter");
                 }
-                // The original bytes, untouched.
+                // The original bytes, untouched (cut when the record was oversized).
+                let cut = (input.map_or(0, <[u8]>::len) < record.size).then_some(record.size);
                 bytes.extend_from_slice(input.unwrap_or_default());
-                Output { key: id, payload: start..bytes.len(), dead_letter: Some(headers), created_ms: record.created_ms }
+                Output {
+                    kind: if cut.is_some() { Kind::TruncatedDeadLetter } else { Kind::DeadLetter },
+                    key: truncate_utf8(&record.id, MAX_KEY_BYTES).into_owned(),
+                    payload: start..bytes.len(),
+                    headers: Some(dead_letter_headers(&rejection.reason, rejection.field_errors.as_deref(), &source, cut)),
+                    created_ms: record.created_ms,
+                    input: record.payload,
+                    input_size: record.size,
+                    position,
+                    reply_to: None,
+                }
             }
         };
         outputs.push(output);
     }
     // One clock reading per batch rather than two per record.
     stats.scoring_seconds.observe_each(started.elapsed().as_secs_f64() / outputs.len().max(1) as f64, outputs.len() as u64);
-    Prepared { bytes, outputs, positions }
+    Prepared { input: batch.bytes, bytes, outputs }
 }
 
-/// One scored record, ready to produce: a prediction, or a dead letter with its headers.
-struct Output {
-    key: String,
-    /// Where its payload is in the batch's `bytes`.
-    payload: Range<usize>,
-    dead_letter: Option<OwnedHeaders>,
-    created_ms: Option<i64>,
+/// Where a record came from, as dead letters name it: topic-partition-offset.
+fn source(input_topic: &str, (partition, offset): (i32, i64)) -> String {
+    format!("{input_topic}-{partition}-{offset}")
 }
 
 /// A scored batch and where its records came from.
 struct Prepared {
+    /// The input records' bytes, for dead letters made after a refused delivery.
+    input: Vec<u8>,
     bytes: Vec<u8>,
     outputs: Vec<Output>,
-    positions: Vec<(i32, i64)>,
+}
+
+impl Prepared {
+    /// Turns a record the broker refused for good into the next fallback: a prediction into a
+    /// dead letter, a dead letter into one with a cut copy. `None` when nothing is left to try.
+    fn fall_back(&mut self, i: usize, error: &KafkaError, input_topic: &str) -> Option<()> {
+        let out = &self.outputs[i];
+        let input = out.input.clone().map(|r| &self.input[r]).unwrap_or_default();
+        let (kind, copy) = match out.kind {
+            Kind::Prediction if input.len() <= DEAD_LETTER_COPY_BYTES => (Kind::DeadLetter, input),
+            Kind::Prediction | Kind::DeadLetter => (Kind::TruncatedDeadLetter, &input[..input.len().min(DEAD_LETTER_COPY_BYTES)]),
+            Kind::TruncatedDeadLetter if !out.payload.is_empty() => (Kind::TruncatedDeadLetter, &input[..0]),
+            Kind::TruncatedDeadLetter => return None,
+        };
+        let reason = match out.kind {
+            Kind::Prediction => format!("the broker refused this record's prediction: {error}"),
+            _ => format!("the broker refused this dead letter whole ({error}); the copy is cut"),
+        };
+        let cut = (copy.len() < out.input_size).then_some(out.input_size);
+        let headers = dead_letter_headers(&reason, None, &source(input_topic, out.position), cut);
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(copy);
+        let out = &mut self.outputs[i];
+        out.kind = kind;
+        out.key = truncate_utf8(&out.key, MAX_KEY_BYTES).into_owned();
+        out.payload = start..self.bytes.len();
+        out.headers = Some(headers);
+        Some(())
+    }
+}
+
+/// Errors that no retry can mend: the record itself is unacceptable to the broker.
+fn is_permanent(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(MessageSizeTooLarge | InvalidMessageSize | MessageBatchTooLarge | InvalidRecord | InvalidMessage | InvalidTopic | BadMessage)
+    )
 }
 
 /// A batch after delivery: which records (by index) could not be delivered before shutdown.
@@ -366,8 +662,10 @@ struct Delivered {
 }
 
 impl Delivered {
-    /// Per partition, the last offset before its first undelivered record (if any is left).
-    fn safe_offsets(&self) -> HashMap<i32, i64> {
+    /// Per partition, the last offset before its first undelivered record. A partition with an
+    /// undelivered record joins `blocked`, and a blocked partition (an earlier batch left a record
+    /// undelivered) stores nothing more: that record is re-read after a restart.
+    fn safe_offsets(&self, blocked: &mut HashSet<i32>) -> HashMap<i32, i64> {
         let mut first_failed: HashMap<i32, i64> = HashMap::new();
         for &i in &self.undelivered {
             let (partition, offset) = self.positions[i];
@@ -376,12 +674,13 @@ impl Delivered {
         }
         let mut safe: HashMap<i32, i64> = HashMap::new();
         for &(partition, offset) in &self.positions {
-            if first_failed.get(&partition).is_some_and(|&f| offset >= f) {
+            if blocked.contains(&partition) || first_failed.get(&partition).is_some_and(|&f| offset >= f) {
                 continue;
             }
             let entry = safe.entry(partition).or_insert(offset);
             *entry = (*entry).max(offset);
         }
+        blocked.extend(first_failed.into_keys());
         safe
     }
 }
@@ -395,7 +694,7 @@ struct BatchAcks {
     /// Starts at one, for the enqueueing itself, so that early acknowledgements cannot bring it to
     /// zero before every record is handed over (`wait_after_enqueueing`).
     outstanding: AtomicUsize,
-    failed: Mutex<Vec<(usize, String)>>,
+    failed: Mutex<Vec<(usize, KafkaError)>>,
     settled: Notify,
 }
 
@@ -412,54 +711,103 @@ impl BatchAcks {
 
     /// Ends the enqueueing and waits until the broker has acknowledged (or refused) every record
     /// enqueued; returns the refused ones by index.
-    async fn wait_after_enqueueing(&self) -> Vec<(usize, String)> {
+    async fn wait_after_enqueueing(&self) -> Vec<(usize, KafkaError)> {
         self.settle_one();
         self.settled.notified().await;
         std::mem::take(&mut *self.failed.lock().expect("acks"))
     }
 }
 
-/// Routes each delivery report to its batch.
-struct AckCounter;
+/// One produced record's delivery report: which batch and record it is, and where its reply goes.
+struct Delivery {
+    acks: Arc<BatchAcks>,
+    index: usize,
+    reply_to: Option<Arc<str>>,
+}
+
+/// Routes each delivery report to its batch, and sends the reply of each acknowledged prediction.
+struct AckCounter {
+    replies: ReplyProducer,
+}
 
 impl ClientContext for AckCounter {}
 
 impl ProducerContext for AckCounter {
-    type DeliveryOpaque = Box<(Arc<BatchAcks>, usize)>;
+    type DeliveryOpaque = Box<Delivery>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
-        let (acks, index) = *opaque;
-        if let Err((e, _)) = result {
-            acks.failed.lock().expect("acks").push((index, e.to_string()));
+        let Delivery { acks, index, reply_to } = *opaque;
+        match result {
+            Ok(message) => {
+                if let Some(topic) = reply_to {
+                    send_reply(&self.replies, &topic, message);
+                }
+            }
+            Err((e, _)) => acks.failed.lock().expect("acks").push((index, e.clone())),
         }
         acks.settle_one();
     }
 }
 
+/// Replies go out on their own producer: not idempotent, no linger, never creating topics.
+type ReplyProducer = ThreadedProducer<ReplyLog>;
+
+/// Logs undelivered replies, at most a line per interval (a hostile header could name a missing
+/// topic on every record).
+struct ReplyLog(Mutex<SkipLog>);
+
+impl ClientContext for ReplyLog {}
+
+impl ProducerContext for ReplyLog {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, message)) = result {
+            let why = format!("{} ({e})", message.topic());
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).skip(&why, message.key().unwrap_or_default());
+        }
+    }
+}
+
+/// A copy of an acknowledged prediction (same key and payload) to its reply topic. Runs on the
+/// producer's delivery thread, so it never waits: a full queue drops the reply, as a late one would.
+fn send_reply(replies: &ReplyProducer, topic: &str, prediction: &BorrowedMessage<'_>) {
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic);
+    if let Some(key) = prediction.key() {
+        record = record.key(key);
+    }
+    if let Some(payload) = prediction.payload() {
+        record = record.payload(payload);
+    }
+    if let Err((e, record)) = replies.send(record) {
+        let why = format!("{topic} ({e})");
+        replies.context().0.lock().unwrap_or_else(|p| p.into_inner()).skip(&why, record.key.unwrap_or_default());
+    }
+}
+
 /// Produces a batch: its records are enqueued in order, once the previous batch has enqueued
 /// its own (`turn`), so predictions keep the input's order per partition even though batches are
-/// scored in parallel. Then the acknowledgements are awaited; failed records are retried with
-/// back-off until acknowledged or the scorer stops.
+/// scored in parallel. Then the acknowledgements are awaited. A record the broker refuses for
+/// good falls back to a dead letter (then to a cut one); other failures are retried with back-off
+/// until acknowledged or the scorer stops.
 async fn deliver(
-    batch: Prepared,
-    producer: Arc<AckingProducer>,
+    mut batch: Prepared,
+    producer: &AckingProducer,
     topics: &Topics,
-    stats: Arc<ScorerStats>,
-    shutdown: watch::Receiver<bool>,
+    stats: &ScorerStats,
+    shutdown: &watch::Receiver<bool>,
     turn: oneshot::Receiver<()>,
     enqueued: oneshot::Sender<()>,
 ) -> Delivered {
-    let outputs = &batch.outputs;
-    // Resolves when the previous batch has enqueued, or has ended without doing so.
     let _ = turn.await;
     let mut enqueued = Some(enqueued);
-    let mut pending: Vec<usize> = (0..outputs.len()).collect();
+    let mut pending: Vec<usize> = (0..batch.outputs.len()).collect();
     let mut attempt = 0u32;
     while !pending.is_empty() {
         let acks = BatchAcks::new();
         let mut failed = Vec::new();
         for &i in &pending {
-            if let Err(e) = enqueue(&producer, topics, &outputs[i], &batch.bytes, &acks, i, &shutdown).await {
+            if let Err(e) = enqueue(producer, topics, &batch.outputs[i], &batch.bytes, &acks, i, shutdown).await {
                 failed.push((i, e));
             }
         }
@@ -468,25 +816,41 @@ async fn deliver(
         }
         failed.extend(acks.wait_after_enqueueing().await);
         failed.sort_unstable_by_key(|&(i, _)| i);
-        let mut delivered = vec![true; outputs.len()];
+        let mut delivered = vec![true; batch.outputs.len()];
+        let mut retry = Vec::new();
+        let mut transient = 0;
         for (i, e) in &failed {
             delivered[*i] = false;
             stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(id = %outputs[*i].key, "produce failed, will retry: {e}");
+            if !is_permanent(e) {
+                transient += 1;
+                retry.push(*i);
+            } else if batch.fall_back(*i, e, &topics.input).is_some() {
+                // Sent again at once, as what it fell back to.
+                retry.push(*i);
+            } else {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(source = %source(&topics.input, batch.outputs[*i].position), "the broker refused even an empty dead letter ({e}); the record is skipped");
+            }
+        }
+        if let Some((i, e)) = failed.iter().find(|(_, e)| !is_permanent(e)) {
+            tracing::warn!(records = transient, first_id = %truncate_utf8(&batch.outputs[*i].key, LOG_TEXT_BYTES),
+                           "produce failed, will retry: {e}");
         }
         let acknowledged_ms = chrono::Utc::now().timestamp_millis();
         for &i in pending.iter().filter(|&&i| delivered[i]) {
-            if outputs[i].dead_letter.is_some() {
-                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-            } else {
+            let out = &batch.outputs[i];
+            if out.kind == Kind::Prediction {
                 stats.scored.fetch_add(1, Ordering::Relaxed);
-                if let Some(created) = outputs[i].created_ms {
+                if let Some(created) = out.created_ms {
                     stats.end_to_end_seconds.observe((acknowledged_ms - created) as f64 / 1000.0);
                 }
+            } else {
+                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             }
         }
-        pending = failed.into_iter().map(|(i, _)| i).collect();
-        if !pending.is_empty() {
+        pending = retry;
+        if transient > 0 {
             if *shutdown.borrow() {
                 // Leave these offsets uncommitted: the next scorer re-reads them.
                 tracing::warn!(records = pending.len(), "stopping with undelivered records; they will be re-read");
@@ -496,7 +860,7 @@ async fn deliver(
             tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25)))).await;
         }
     }
-    Delivered { positions: batch.positions, undelivered: pending }
+    Delivered { positions: batch.outputs.iter().map(|o| o.position).collect(), undelivered: pending }
 }
 
 /// Hands one record to the producer, waiting while its local queue is full (unless stopping).
@@ -508,13 +872,14 @@ async fn enqueue(
     acks: &Arc<BatchAcks>,
     index: usize,
     shutdown: &watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), KafkaError> {
     acks.outstanding.fetch_add(1, Ordering::AcqRel);
-    let topic = if out.dead_letter.is_some() { &topics.dead_letter } else { &topics.predictions };
-    let mut record = BaseRecord::with_opaque_to(topic, Box::new((acks.clone(), index)))
+    let topic = if out.kind == Kind::Prediction { &topics.predictions } else { &topics.dead_letter };
+    let reply_to = if out.kind == Kind::Prediction { out.reply_to.clone() } else { None };
+    let mut record = BaseRecord::with_opaque_to(topic, Box::new(Delivery { acks: acks.clone(), index, reply_to }))
         .key(out.key.as_str())
         .payload(&bytes[out.payload.clone()]);
-    if let Some(headers) = &out.dead_letter {
+    if let Some(headers) = &out.headers {
         record = record.headers(headers.clone());
     }
     loop {
@@ -526,7 +891,7 @@ async fn enqueue(
             }
             Err((e, _)) => {
                 acks.settle_one();
-                return Err(e.to_string());
+                return Err(e);
             }
         }
     }
@@ -536,54 +901,108 @@ async fn enqueue(
 mod tests {
     use super::*;
 
-    fn model() -> ChurnModel {
-        let customers = model::synth::generate_customers(&model::synth::GenerateOptions {
-            rows: 200,
-            seed: 1,
-            messy_fraction: 0.0,
-        });
-        model::train::train(&customers, &Default::default(), "t".into(), |_| {}).unwrap()
-    }
-
     #[test]
     fn offsets_are_stored_up_to_the_first_undelivered_record_of_each_partition() {
         // Partition 0: offsets 10..=13, 12 undelivered. Partition 1: 5..=6, all delivered.
-        // Partition 2: its only record undelivered.
+        // Partition 2: its only record undelivered. Partition 3: blocked by an earlier batch.
         let delivered = Delivered {
-            positions: vec![(0, 10), (1, 5), (0, 11), (0, 12), (2, 7), (1, 6), (0, 13)],
+            positions: vec![(0, 10), (1, 5), (0, 11), (0, 12), (2, 7), (1, 6), (0, 13), (3, 1)],
             undelivered: vec![3, 4],
         };
-        let safe = delivered.safe_offsets();
+        let mut blocked = HashSet::from([3]);
+        let safe = delivered.safe_offsets(&mut blocked);
         assert_eq!(safe.get(&0), Some(&11));
         assert_eq!(safe.get(&1), Some(&6));
         assert_eq!(safe.get(&2), None);
+        assert_eq!(safe.get(&3), None, "an earlier batch left a record of partition 3 undelivered");
+        assert_eq!(blocked, HashSet::from([0, 2, 3]), "later batches store nothing of 0 and 2 either");
     }
 
     #[test]
-    fn poison_records_get_a_reason_good_ones_a_prediction() {
-        let model = model();
+    fn a_panic_while_scoring_one_record_becomes_its_rejection_and_leaves_the_buffer_as_it_was() {
+        let mut out = b"earlier".to_vec();
+        let rejection = isolated(&mut out, |out| {
+            out.extend_from_slice(b"half a prediction");
+            let zip = "123€abcd";
+            let _ = &zip[..5]; // what us_state once did
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(rejection.reason.contains(PANIC_MARK), "{}", rejection.reason);
+        assert!(rejection.reason.contains("char boundary"), "the panic's own message: {}", rejection.reason);
+        assert_eq!(out, b"earlier");
+        assert!(isolated(&mut out, |out| Ok(out.push(b'!'))).is_ok());
+        assert_eq!(out, b"earlier!");
+    }
+
+    fn prepared(input: &[u8]) -> Prepared {
+        Prepared {
+            input: input.to_vec(),
+            bytes: b"{prediction}".to_vec(),
+            outputs: vec![Output {
+                kind: Kind::Prediction,
+                key: "k".repeat(MAX_KEY_BYTES + 10),
+                payload: 0..12,
+                headers: None,
+                created_ms: None,
+                input: Some(0..input.len()),
+                input_size: input.len(),
+                position: (2, 40),
+                reply_to: None,
+            }],
+        }
+    }
+
+    fn header(out: &Output, key: &str) -> Option<String> {
+        use rdkafka::message::Headers;
+        let headers = out.headers.as_ref()?;
+        headers.iter().find(|h| h.key == key).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    #[test]
+    fn a_record_the_broker_refuses_for_good_falls_back_to_a_dead_letter_then_a_cut_one_then_gives_up() {
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(is_permanent(&too_large));
+        assert!(!is_permanent(&KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)));
+        assert!(!is_permanent(&KafkaError::MessageProduction(RDKafkaErrorCode::BrokerTransportFailure)));
+
+        let mut small = prepared(b"{\"Names\":\"x\"}");
+        small.fall_back(0, &too_large, "in").unwrap();
+        let out = &small.outputs[0];
+        assert_eq!(out.kind, Kind::DeadLetter);
+        assert_eq!(&small.bytes[out.payload.clone()], b"{\"Names\":\"x\"}", "the original record");
+        assert!(out.key.len() <= MAX_KEY_BYTES, "a key within the limit");
+        assert!(header(out, "dlq.reason").unwrap().contains("refused this record's prediction"));
+        assert_eq!(header(out, "dlq.source").unwrap(), "in-2-40");
+        assert_eq!(header(out, "dlq.original_size"), None);
+
+        let big_input = vec![b'x'; DEAD_LETTER_COPY_BYTES * 2];
+        let mut big = prepared(&big_input);
+        big.fall_back(0, &too_large, "in").unwrap();
+        let out = &big.outputs[0];
+        assert_eq!(out.kind, Kind::TruncatedDeadLetter);
+        assert_eq!(out.payload.len(), DEAD_LETTER_COPY_BYTES);
+        assert_eq!(header(out, "dlq.original_size").unwrap(), (DEAD_LETTER_COPY_BYTES * 2).to_string());
+        big.fall_back(0, &too_large, "in").unwrap();
+        assert!(big.outputs[0].payload.is_empty(), "then an empty copy with the reason");
+        assert!(big.fall_back(0, &too_large, "in").is_none(), "then nothing more to try");
+    }
+
+    #[test]
+    fn oversized_and_bad_records_are_dead_lettered_with_their_reason_and_good_ones_scored() {
+        let model = model::train::train(
+            &model::synth::generate_customers(&model::synth::GenerateOptions { rows: 200, seed: 1, messy_fraction: 0.0 }),
+            &Default::default(),
+            "t".into(),
+            |_| {},
+        )
+        .unwrap();
         let good = br#"{"Names":"Ann","Age":42,"Total_Purchase":9000,"Account_Manager":1,"Years":5,
-            "Num_Sites":9,"Onboard_date":"2012-01-01 10:00:00","Location":"x","Company":"y"}"#;
-        match judge("a".into(), Some(good), &model, "now") {
-            Outcome::Scored(p) => {
-                assert_eq!(p.id, "a");
-                assert!((0.0..=1.0).contains(&p.churn_probability));
-                assert_eq!(p.model_version, model.version);
-                assert_eq!(p.top_factors.len(), 3);
-            }
-            Outcome::DeadLetter { reason, .. } => panic!("{reason}"),
-        }
-        let cases: [(&[u8], &str); 4] = [
-            (b"", "empty message"),
-            (b"{not json", "not a JSON customer record"),
-            (br#"{"Names":"Ann","Age":-4}"#, "Age: must be between"),
-            (br#"{"Names":"Ann","Age":"x","Total_Purchase":[1]}"#, "not a JSON customer record"),
-        ];
-        for (payload, expected) in cases {
-            match judge("b".into(), Some(payload), &model, "now") {
-                Outcome::DeadLetter { reason, .. } => assert!(reason.contains(expected), "{reason}"),
-                Outcome::Scored(_) => panic!("accepted {:?}", String::from_utf8_lossy(payload)),
-            }
-        }
+            "Num_Sites":9,"Onboard_date":"2012-01-01 10:00:00","Location":"1 Main St, AK 123\u20acabcd","Company":"y"}"#;
+        let json = score_payload("a", Some(good), &model, "now").unwrap();
+        let prediction: model::Prediction = serde_json::from_slice(&json).unwrap();
+        assert_eq!(prediction.segments.state, None, "the multi-byte ZIP that once panicked");
+        let reason = score_payload("b", Some(b"{not json"), &model, "now").unwrap_err();
+        assert!(reason.contains("not a JSON customer record"), "{reason}");
     }
 }

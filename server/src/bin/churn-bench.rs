@@ -49,6 +49,10 @@ struct Args {
     /// Requests per client in the latency runs.
     #[arg(long, default_value_t = 200)]
     requests: usize,
+    /// Web server instances (each with its own scorer) in the scale-out latency run, loaded
+    /// together with as many clients each as one instance alone; 1 skips the run.
+    #[arg(long, default_value_t = 3)]
+    web_instances: usize,
     /// Also run the Python peer (benches/python_peer.py; creates its own venv).
     #[arg(long)]
     python: bool,
@@ -303,27 +307,73 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// One web server as `churn serve` runs it: a scorer (in the group every instance shares) and a
+/// hub with its own reply topic, serving the app on a free port.
+struct Instance {
+    addr: SocketAddr,
+    metrics: Arc<PipelineMetrics>,
+    scorer: tokio::task::JoinHandle<Result<()>>,
+    hub_stop: Arc<watch::Sender<bool>>,
+    hub_tasks: tokio::task::JoinHandle<Result<()>>,
+}
+
+async fn start_instance(
+    kafka: &Kafka,
+    models: watch::Receiver<Arc<model::ChurnModel>>,
+    id: usize,
+    stop: watch::Receiver<bool>,
+) -> Result<Instance> {
+    let metrics = Arc::new(PipelineMetrics::default());
+    let scorer = Scorer::new(kafka.clone(), "bench-web-scorer", models).with_metrics(metrics.clone());
+    let scorer = tokio::spawn(scorer.run(stop.clone()));
+    let hub_stop = Arc::new(watch::channel(false).0);
+    let mut hub_tasks = server::supervisor::Supervisor::new(hub_stop.clone());
+    let options = HubOptions { instance_id: format!("bench-web-{id}"), ..HubOptions::default() };
+    let hub = Hub::start(kafka.clone(), options, metrics.clone(), app::PipelineStatus::default, &mut hub_tasks).await?;
+    let hub_tasks = tokio::spawn(hub_tasks.run());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let options = WebOptions { addr, site_root: std::env::temp_dir(), runs_scorer: true };
+    let app = web::router(&options, hub);
+    let mut server_stop = stop;
+    tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { let _ = server_stop.wait_for(|s| *s).await; }).await
+    });
+    Ok(Instance { addr, metrics, scorer, hub_stop, hub_tasks })
+}
+
+/// `clients` keep-alive clients on each of `addrs`, all at once: every request's latency (ms,
+/// sorted) and the requests per second.
+async fn load(addrs: &[SocketAddr], clients: usize, requests: usize, body: &[u8]) -> Result<(Vec<f64>, f64)> {
+    let started = Instant::now();
+    let handles: Vec<_> = addrs
+        .iter()
+        .flat_map(|&addr| std::iter::repeat_n(addr, clients))
+        .map(|addr| { let body = body.to_vec(); tokio::task::spawn_blocking(move || client(addr, body, requests)) })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await??);
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Ok((all, rate))
+}
+
+fn latency_row(what: &str, all: &[f64], rate: f64) {
+    println!(
+        "| {what:<44} | p50 {:>6.2} | p90 {:>6.2} p99 {:>6.2} | ms ({rate:.0}/s) |",
+        percentile(all, 0.5), percentile(all, 0.9), percentile(all, 0.99)
+    );
+}
+
 async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, customer: &Customer) -> Result<()> {
     let kafka = Kafka { topics: topics("web"), ..kafka.clone() };
     kafka.ensure_pipeline_topics().await?;
     let (stop_tx, stop) = watch::channel(false);
     let (_model_tx, models) = watch::channel(model);
-    let metrics = Arc::new(PipelineMetrics::default());
-    let scorer = Scorer::new(kafka.clone(), "bench-web-scorer", models).with_metrics(metrics.clone());
-    let scorer_task = tokio::spawn(scorer.run(stop.clone()));
-    let hub_stop = Arc::new(watch::channel(false).0);
-    let mut hub_tasks = server::supervisor::Supervisor::new(hub_stop.clone());
-    let hub = Hub::start(kafka.clone(), HubOptions::default(), metrics.clone(), app::PipelineStatus::default, &mut hub_tasks).await?;
-    let hub_tasks = tokio::spawn(hub_tasks.run());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let options = WebOptions { addr, site_root: std::env::temp_dir(), runs_scorer: true };
-    let app = web::router(&options, hub.clone());
-    let mut server_stop = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { let _ = server_stop.wait_for(|s| *s).await; }).await
-    });
-    while !metrics.assigned.load(Ordering::Relaxed) {
+    let mut instances = vec![start_instance(&kafka, models.clone(), 0, stop.clone()).await?];
+    while !instances[0].metrics.assigned.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let idle_rss = rss_mb();
@@ -343,32 +393,47 @@ async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, cust
     };
     let body = serde_json::to_vec(&customer.to_raw())?;
     // Warm-up: connections, consumer positions.
-    tokio::task::spawn_blocking({ let body = body.clone(); move || client(addr, body, 20) }).await??;
+    load(&[instances[0].addr], 1, 20, &body).await?;
     let mut load_rss: f64 = 0.0;
+    let mut one_instance_p99 = Vec::new();
     for clients in [1usize, 10, 50] {
-        let started = Instant::now();
-        let handles: Vec<_> = (0..clients)
-            .map(|_| { let body = body.clone(); let requests = args.requests; tokio::task::spawn_blocking(move || client(addr, body, requests)) })
-            .collect();
-        let mut all = Vec::new();
-        for h in handles {
-            all.extend(h.await??);
-        }
+        let (all, rate) = load(&[instances[0].addr], clients, args.requests, &body).await?;
         load_rss = load_rss.max(rss_mb());
-        let elapsed = started.elapsed().as_secs_f64();
-        all.sort_by(f64::total_cmp);
-        println!(
-            "| submit round trip, {clients:>2} clients ({:>5} requests)       | p50 {:>6.2} | p90 {:>6.2} p99 {:>6.2} | ms ({:.0}/s) |",
-            all.len(), percentile(&all, 0.5), percentile(&all, 0.9), percentile(&all, 0.99), all.len() as f64 / elapsed
-        );
+        latency_row(&format!("submit round trip, {clients:>2} clients ({:>5} requests)", all.len()), &all, rate);
+        one_instance_p99.push((clients, percentile(&all, 0.99)));
     }
     line("bench process RSS, idle (broker is separate)", format!("{idle_rss:.0}"), "", "MB");
     line("bench process RSS, under load", format!("{load_rss:.0}"), "", "MB");
+
+    // Scale-out: more instances on the same broker, each loaded as the one alone was.
+    let n = args.web_instances;
+    if n > 1 {
+        for id in 1..n {
+            instances.push(start_instance(&kafka, models.clone(), id, stop.clone()).await?);
+        }
+        // Each scorer holds a partition once the group has settled (more scorers than partitions
+        // leave some idle).
+        let holders = n.min(kafka.topics.partitions as usize);
+        while instances.iter().filter(|i| i.metrics.assigned.load(Ordering::Relaxed)).count() < holders {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
+        load(&addrs, 1, 20, &body).await?;
+        for (clients, alone) in one_instance_p99.into_iter().filter(|&(c, _)| c <= 10) {
+            let (all, rate) = load(&addrs, clients, args.requests, &body).await?;
+            latency_row(&format!("{n} instances × {clients:>2} clients ({:>5} requests)", all.len()), &all, rate);
+            let ratio = percentile(&all, 0.99) / alone;
+            line(&format!("p99, {n} instances / 1, {clients:>2} clients each (≤ 2)"), format!("{ratio:.2}"), "", "ratio");
+        }
+    }
+
     stop_tx.send(true)?;
-    hub_stop.send(true)?;
     background.await?;
-    scorer_task.await??;
-    hub_tasks.await??;
+    for instance in instances {
+        instance.hub_stop.send(true)?;
+        instance.scorer.await??;
+        instance.hub_tasks.await??;
+    }
     Ok(())
 }
 
