@@ -93,7 +93,7 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Share of rows made messy on purpose (missing values, stray spaces, trailing columns, CRLF).
-    #[arg(long, default_value_t = 0.0, value_parser = args::share)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = args::share)]
     messy: f64,
     /// Output CSV file.
     #[arg(short, long, default_value = "data/customers.csv")]
@@ -109,10 +109,10 @@ struct TrainArgs {
     #[arg(short, long, default_value = "data/model.json")]
     output: PathBuf,
     /// Cross-validation folds.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=100))]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(2..=100))]
     folds: u32,
     /// L2 penalty weight (1.0 matches scikit-learn's default C = 1).
-    #[arg(long, default_value_t = 1.0, value_parser = args::non_negative)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = args::non_negative)]
     l2: f64,
     /// Seed for the fold assignment.
     #[arg(long, default_value_t = 42)]
@@ -154,7 +154,7 @@ struct ReplayArgs {
     #[arg(default_value = "data/customers.csv")]
     file: PathBuf,
     /// Records per second; 0 = as fast as possible.
-    #[arg(long, default_value_t = 10.0, value_parser = args::rate)]
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, value_parser = args::rate)]
     rate: f64,
     /// Start over after the last row, until stopped (like the original producer).
     #[arg(long = "loop")]
@@ -186,10 +186,10 @@ struct ScoreArgs {
 #[derive(clap::Args)]
 struct AnalyzeArgs {
     /// Length of the tumbling windows in seconds.
-    #[arg(long, env = "CHURN_WINDOW_SECS", default_value_t = 10.0, value_parser = args::positive_seconds)]
+    #[arg(long, env = "CHURN_WINDOW_SECS", default_value_t = 10.0, allow_negative_numbers = true, value_parser = args::positive_seconds)]
     window_secs: f64,
     /// Seconds after a window's end that late records still count in it before publication.
-    #[arg(long, default_value_t = 2.0, value_parser = args::non_negative_seconds)]
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true, value_parser = args::non_negative_seconds)]
     lateness_secs: f64,
     /// Consumer group: run more processors with the same group to share the partitions.
     #[arg(long, default_value = "churn-analytics")]
@@ -216,19 +216,19 @@ struct ServeArgs {
     #[arg(long)]
     replay: Option<PathBuf>,
     /// Replay rate in records per second.
-    #[arg(long, default_value_t = 5.0, value_parser = args::rate)]
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true, value_parser = args::rate)]
     replay_rate: f64,
     /// Do not run the stream-analytics processor in this process (run `churn analyze` separately).
     #[arg(long)]
     no_analytics: bool,
     /// Length of the analytics windows in seconds.
-    #[arg(long, env = "CHURN_WINDOW_SECS", default_value_t = 10.0, value_parser = args::positive_seconds)]
+    #[arg(long, env = "CHURN_WINDOW_SECS", default_value_t = 10.0, allow_negative_numbers = true, value_parser = args::positive_seconds)]
     window_secs: f64,
     /// Most form submissions waiting at once; more are answered 429 instead of piling up.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     max_pending: u32,
     /// Seconds a form submission waits for its prediction.
-    #[arg(long, env = "CHURN_REPLY_TIMEOUT", default_value_t = 5.0, value_parser = args::positive_seconds)]
+    #[arg(long, env = "CHURN_REPLY_TIMEOUT", default_value_t = 5.0, allow_negative_numbers = true, value_parser = args::positive_seconds)]
     reply_timeout: f64,
     /// This web server's name among several: its replies come on the topic
     /// `<predictions topic>-replies-<id>`. Default: the host name and the --addr port.

@@ -113,6 +113,7 @@ pub async fn follow(
             }
         })
         .await;
+        crate::supervisor::close_within(consumer, "models topic reader").await;
         Ok(())
     };
     Ok((rx, task))

@@ -249,9 +249,14 @@ impl Scorer {
             ])
             .create_with_context(ReplyLog(Mutex::new(SkipLog::new("a reply could not be delivered"))))
             .context("creating the scorer's reply producer")?;
+        let mut producer_config = self.kafka.idempotent_producer_config();
+        if producer_config.get("batch.size").is_none() {
+            if let Some(limit) = topic_message_limit(&self.kafka, &[&topics.predictions, &topics.dead_letter]).await {
+                producer_config.set("batch.size", limit.min(DEFAULT_BATCH_BYTES).to_string());
+            }
+        }
         let producer: Arc<AckingProducer> = Arc::new(
-            self.kafka
-                .idempotent_producer_config()
+            producer_config
                 .create_with_context(AckCounter { replies })
                 .context("creating the scorer's producer")?,
         );
@@ -347,11 +352,40 @@ impl Scorer {
             dead_lettered = self.stats.dead_lettered.load(Ordering::Relaxed),
             "scorer stopped"
         );
+        crate::supervisor::close_within((consumer, producer), "scorer").await;
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
+}
+
+/// librdkafka's default `batch.size`.
+const DEFAULT_BATCH_BYTES: usize = 1_000_000;
+
+/// The smallest `max.message.bytes` of `topics`, when the broker tells. It bounds the producer's
+/// batches: librdkafka knows nothing of topic limits, and the broker refuses a batch over the
+/// limit as a whole, so every record in it would be dead-lettered as if its own prediction were
+/// too large (measured: a predictions topic limited to 1 KB had all of 2,000 good records
+/// dead-lettered). With batches within the limit, a refusal is the record's own.
+async fn topic_message_limit(kafka: &Kafka, topics: &[&str]) -> Option<usize> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = kafka.config(&[]).create().ok()?;
+    let resources: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = match admin.describe_configs(&resources, &options).await {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::debug!("reading the topics' max.message.bytes: {e}");
+            return None;
+        }
+    };
+    results
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|topic| topic.get("max.message.bytes")?.value.as_deref()?.trim().parse::<usize>().ok())
+        .filter(|&limit| limit > 0)
+        .min()
 }
 
 fn flatten(joined: Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
@@ -460,6 +494,8 @@ struct InputRecord {
     created_ms: Option<i64>,
     /// The reply topic its prediction is also sent to, when it names an acceptable one.
     reply_to: Option<Arc<str>>,
+    /// Its key is not UTF-8: `id` is a lossy copy, which other keys may share, so it is no id.
+    key_not_text: bool,
 }
 
 /// The reply topic a record asks for with its `churn.reply-to` header, if the scorer may write
@@ -493,6 +529,7 @@ impl Incoming {
             offset: message.offset(),
             created_ms: message.timestamp().to_millis(),
             reply_to: reply_to(message, topics),
+            key_not_text: message.key().is_some_and(|key| std::str::from_utf8(key).is_err()),
         });
     }
 }
@@ -555,6 +592,8 @@ fn prepare(batch: Incoming, model: &ChurnModel, input_topic: &str, stats: &Score
         let position = (record.partition, record.offset);
         let scored = if record.size > MAX_RECORD_BYTES {
             Err(Rejection::new(format!("record too large: {} bytes, at most {MAX_RECORD_BYTES}", record.size)))
+        } else if record.key_not_text {
+            Err(Rejection::new("record key is not UTF-8 text: a record id must be"))
         } else {
             score_into(&record.id, input, model, &now, &mut bytes)
         };
@@ -624,8 +663,12 @@ impl Prepared {
         let out = &self.outputs[i];
         let input = out.input.clone().map(|r| &self.input[r]).unwrap_or_default();
         let (kind, copy) = match out.kind {
-            Kind::Prediction if input.len() <= DEAD_LETTER_COPY_BYTES => (Kind::DeadLetter, input),
-            Kind::Prediction | Kind::DeadLetter => (Kind::TruncatedDeadLetter, &input[..input.len().min(DEAD_LETTER_COPY_BYTES)]),
+            Kind::Prediction | Kind::DeadLetter if input.len() > DEAD_LETTER_COPY_BYTES => {
+                (Kind::TruncatedDeadLetter, &input[..DEAD_LETTER_COPY_BYTES])
+            }
+            Kind::Prediction => (Kind::DeadLetter, input),
+            // A whole copy no longer than a cut one was refused: only an empty one can fit.
+            Kind::DeadLetter => (Kind::TruncatedDeadLetter, &input[..0]),
             Kind::TruncatedDeadLetter if !out.payload.is_empty() => (Kind::TruncatedDeadLetter, &input[..0]),
             Kind::TruncatedDeadLetter => return None,
         };
@@ -975,6 +1018,11 @@ mod tests {
         assert!(header(out, "dlq.reason").unwrap().contains("refused this record's prediction"));
         assert_eq!(header(out, "dlq.source").unwrap(), "in-2-40");
         assert_eq!(header(out, "dlq.original_size"), None);
+        small.fall_back(0, &too_large, "in").unwrap();
+        let out = &small.outputs[0];
+        assert_eq!((out.kind, out.payload.len()), (Kind::TruncatedDeadLetter, 0), "a small record's whole copy refused: an empty one next");
+        assert_eq!(header(out, "dlq.original_size").unwrap(), "13");
+        assert!(small.fall_back(0, &too_large, "in").is_none());
 
         let big_input = vec![b'x'; DEAD_LETTER_COPY_BYTES * 2];
         let mut big = prepared(&big_input);

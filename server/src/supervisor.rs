@@ -123,6 +123,30 @@ impl Supervisor {
     }
 }
 
+/// How long a stopping task waits for a Kafka client to close. Closing a group consumer takes a
+/// round trip to the broker (leaving the group hands its partitions to the others at once); with
+/// the broker away librdkafka waits up to the session timeout, which would hold the stop up past
+/// `STOP_GRACE` for nothing: there is nothing left to deliver or commit.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// Drops a Kafka client (closing it) on a thread of its own and waits at most `CLOSE_WAIT` for
+/// that, so that a stop is never held up by a broker that does not answer.
+pub async fn close_within(client: impl Send + 'static, what: &'static str) {
+    let (closed, done) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+        drop(client);
+        let _ = closed.send(());
+    });
+    match spawned {
+        Ok(_) => {
+            if tokio::time::timeout(CLOSE_WAIT, done).await.is_err() {
+                tracing::warn!(wait_s = CLOSE_WAIT.as_secs(), "{what}: the broker did not answer the close; stopping without it");
+            }
+        }
+        Err(e) => tracing::warn!("{what}: closing on a thread of its own failed ({e}); closed here"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,8 +50,14 @@ async fn every_replayed_record_gets_exactly_one_id_on_the_predictions_topic() {
     }
     assert!(stats.assigned.load(Ordering::SeqCst));
 
+    // Exactly one: once the scorer has stopped (nothing more on its way), the topic holds N
+    // messages for N records, not merely N distinct ids.
     stop_tx.send(true).unwrap();
     task.await.unwrap().unwrap();
+    assert_eq!(stats.scored.load(Ordering::Relaxed), N as u64, "the scorer counted each record once");
+    assert_eq!(topic_size(&p.kafka, &p.kafka.topics.predictions), N as i64, "N prediction messages for N records in a clean run");
+    let all = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| m.len() >= N);
+    assert_eq!(predictions_by_id(&all).len(), N, "each for a different record");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

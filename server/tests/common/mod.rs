@@ -135,3 +135,61 @@ pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A fresh in-memory broker whose pipeline topics have `partitions` partitions each (its `kafka`
+/// says so, so `read_topic` reads them all).
+pub async fn pipeline_with_partitions(partitions: i32) -> Pipeline {
+    fail_fast_on_panic();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = EmbeddedBroker::start(BrokerOptions::for_tests()).expect("broker starts");
+    let mut kafka = Kafka::at(broker.address());
+    kafka.topics.partitions = partitions;
+    kafka.check_reachable(Duration::from_secs(10)).await.expect("broker reachable");
+    kafka.ensure_pipeline_topics().await.expect("topics created");
+    Pipeline { broker, kafka, dir }
+}
+
+/// The `churn` binary with logs at info level, uncoloured, and no stdin.
+pub fn churn(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_churn"));
+    command.args(args).env("CHURN_LOG", "info").env("NO_COLOR", "1").stdin(std::process::Stdio::null());
+    command
+}
+
+/// A child process that cannot outlive a failing test (killed when dropped).
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends a signal by name ("INT", "TERM", "KILL") to a child process.
+pub fn signal(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+/// Waits at most `timeout` for a child to exit; `None` if it is still running.
+pub fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Messages on a topic (all partitions), from the watermarks.
+pub fn topic_size(kafka: &Kafka, topic: &str) -> i64 {
+    let consumer: BaseConsumer = kafka.consumer_config("size-probe", &[]).create().unwrap();
+    (0..kafka.topics.partitions)
+        .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(low, high)| high - low).unwrap_or(0))
+        .sum()
+}
