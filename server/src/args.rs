@@ -5,10 +5,20 @@
 /// Longest duration any flag accepts: a year. Beyond it `Duration` arithmetic overflows.
 const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
+/// A number as the user wrote it, for messages: `1e300` stays short rather than 301 digits.
+fn shown(value: f64) -> String {
+    if value != 0.0 && !(1e-6..1e9).contains(&value.abs()) {
+        format!("{value:e}")
+    } else {
+        value.to_string()
+    }
+}
+
 fn number(text: &str) -> Result<f64, String> {
-    let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?;
+    let quoted = || format!("{:?}", model::record::truncate_utf8(text, 40));
+    let value: f64 = text.trim().parse().map_err(|_| format!("{} is not a number", quoted()))?;
     if !value.is_finite() {
-        return Err(format!("{text:?} is not a finite number"));
+        return Err(format!("{} is not a finite number", quoted()));
     }
     Ok(value)
 }
@@ -17,7 +27,7 @@ fn number(text: &str) -> Result<f64, String> {
 pub fn positive_seconds(text: &str) -> Result<f64, String> {
     match number(text)? {
         s if s > 0.0 && s <= MAX_SECONDS => Ok(s),
-        s => Err(format!("must be more than 0 and at most {MAX_SECONDS} seconds, got {s}")),
+        s => Err(format!("must be more than 0 and at most {MAX_SECONDS} seconds, got {}", shown(s))),
     }
 }
 
@@ -25,7 +35,7 @@ pub fn positive_seconds(text: &str) -> Result<f64, String> {
 pub fn non_negative_seconds(text: &str) -> Result<f64, String> {
     match number(text)? {
         s if (0.0..=MAX_SECONDS).contains(&s) => Ok(s),
-        s => Err(format!("must be between 0 and {MAX_SECONDS} seconds, got {s}")),
+        s => Err(format!("must be between 0 and {MAX_SECONDS} seconds, got {}", shown(s))),
     }
 }
 
@@ -33,7 +43,7 @@ pub fn non_negative_seconds(text: &str) -> Result<f64, String> {
 pub fn rate(text: &str) -> Result<f64, String> {
     match number(text)? {
         r if r >= 0.0 => Ok(r),
-        r => Err(format!("must be 0 (as fast as possible) or more records per second, got {r}")),
+        r => Err(format!("must be 0 (as fast as possible) or more records per second, got {}", shown(r))),
     }
 }
 
@@ -41,7 +51,7 @@ pub fn rate(text: &str) -> Result<f64, String> {
 pub fn share(text: &str) -> Result<f64, String> {
     match number(text)? {
         s if (0.0..=1.0).contains(&s) => Ok(s),
-        s => Err(format!("must be a share between 0 and 1, got {s}")),
+        s => Err(format!("must be a share between 0 and 1, got {}", shown(s))),
     }
 }
 
@@ -49,7 +59,7 @@ pub fn share(text: &str) -> Result<f64, String> {
 pub fn non_negative(text: &str) -> Result<f64, String> {
     match number(text)? {
         w if w >= 0.0 => Ok(w),
-        w => Err(format!("must be 0 or more, got {w}")),
+        w => Err(format!("must be 0 or more, got {}", shown(w))),
     }
 }
 
@@ -73,6 +83,8 @@ mod tests {
             assert!(!error.is_empty(), "{bad}");
         }
         assert_eq!(positive_seconds(" 2.5 "), Ok(2.5));
+        assert!(positive_seconds("1e300").unwrap_err().ends_with("got 1e300"), "short, as written");
+        assert!(positive_seconds(&"9".repeat(400)).unwrap_err().len() < 120);
         assert_eq!(non_negative_seconds("0"), Ok(0.0));
         assert!(non_negative_seconds("-0.1").is_err());
         assert_eq!(rate("0"), Ok(0.0));

@@ -65,10 +65,12 @@ pub struct Topics {
     #[arg(id = "stats_topic", long = "stats-topic", env = "CHURN_STATS_TOPIC", default_value = "churn-stats", global = true)]
     pub stats: String,
     /// Partitions for topics this program creates.
-    #[arg(long, env = "CHURN_PARTITIONS", default_value_t = 3, global = true)]
+    #[arg(long, env = "CHURN_PARTITIONS", default_value_t = 3, global = true,
+          value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub partitions: i32,
     /// Replication factor for topics this program creates (raise it on a real cluster).
-    #[arg(long, env = "CHURN_REPLICATION", default_value_t = 1, global = true)]
+    #[arg(long, env = "CHURN_REPLICATION", default_value_t = 1, global = true,
+          value_parser = clap::value_parser!(i32).range(1..=100))]
     pub replication: i32,
 }
 
