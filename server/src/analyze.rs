@@ -21,7 +21,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::kafka::{panic_message, Kafka, SkipLog};
+use crate::kafka::{Kafka, SkipLog};
+use crate::supervisor::panic_message;
 
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {

@@ -3,7 +3,6 @@
 //! Everything goes through librdkafka, so the same code talks to the embedded broker or to a real
 //! cluster; only the configuration differs (bootstrap servers plus any librdkafka property).
 
-use std::any::Any;
 use std::fmt::Display;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -290,7 +289,7 @@ pub async fn tail_payloads(
             Ok(m) => {
                 if let Some(payload) = rdkafka::Message::payload(&m) {
                     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handle(payload))) {
-                        panics.skip(&panic_message(&*panic), payload);
+                        panics.skip(&crate::supervisor::panic_message(&*panic), payload);
                     }
                 }
             }
@@ -299,15 +298,6 @@ pub async fn tail_payloads(
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
-    }
-}
-
-/// What a caught panic said.
-pub fn panic_message(panic: &(dyn Any + Send)) -> String {
-    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-        (Some(text), _) => (*text).to_owned(),
-        (_, Some(text)) => text.clone(),
-        _ => "(no message)".to_owned(),
     }
 }
 
@@ -478,13 +468,5 @@ mod tests {
         assert_eq!(added_partitions(3, 5), 3..5);
         assert!(added_partitions(5, 5).is_empty());
         assert!(added_partitions(5, 2).is_empty());
-    }
-
-    #[test]
-    fn a_caught_panic_says_what_it_said() {
-        let text = catch_unwind(|| panic!("index {} out of range", 3)).unwrap_err();
-        assert_eq!(panic_message(&*text), "index 3 out of range");
-        let fixed = catch_unwind(|| panic!("fixed")).unwrap_err();
-        assert_eq!(panic_message(&*fixed), "fixed");
     }
 }

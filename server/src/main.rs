@@ -252,7 +252,7 @@ fn main() -> Result<()> {
     // Panics go to the log, one line each and cut short: a caught per-record panic must not
     // print an unbounded message (or a backtrace) for every bad record.
     std::panic::set_hook(Box::new(|info| {
-        let message = server::scorer::panic_message(info.payload());
+        let message = server::supervisor::panic_message(info.payload());
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         tracing::error!(%location, "panic: {}", model::record::truncate_utf8(message, 512));
     }));

@@ -40,6 +40,7 @@ use rdkafka::{ClientContext, Message};
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::kafka::{Kafka, SkipLog, Topics, REPLY_TO_HEADER};
+use crate::supervisor::panic_message;
 
 /// Most records handled together; bounds memory and the re-delivery after a crash.
 const MAX_BATCH: usize = 4000;
@@ -147,15 +148,6 @@ pub fn record_id(message: &impl Message) -> String {
         Some(key) if !key.trim().is_empty() => key.into_owned(),
         _ => format!("{}-{}-{}", message.topic(), message.partition(), message.offset()),
     }
-}
-
-/// The message of a caught panic.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)")
 }
 
 /// Runs `work` for one record, isolated: whatever goes wrong, a panic included, becomes that

@@ -34,6 +34,15 @@ impl Health {
     }
 }
 
+/// What a caught panic said.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 /// A command's tasks and its stop switch.
 pub struct Supervisor {
     tasks: JoinSet<Result<()>>,
@@ -104,7 +113,7 @@ impl Supervisor {
             Err(e) => {
                 let id = e.id();
                 let why = if e.is_panic() {
-                    format!("panicked: {}", crate::scorer::panic_message(e.into_panic().as_ref()))
+                    format!("panicked: {}", panic_message(e.into_panic().as_ref()))
                 } else {
                     "was cancelled".to_owned()
                 };
@@ -158,6 +167,14 @@ mod tests {
     async fn until_stopped(mut stop: watch::Receiver<bool>) -> Result<()> {
         let _ = stop.wait_for(|s| *s).await;
         Ok(())
+    }
+
+    #[test]
+    fn a_caught_panic_says_what_it_said() {
+        let text = std::panic::catch_unwind(|| panic!("index {} out of range", 3)).unwrap_err();
+        assert_eq!(panic_message(&*text), "index 3 out of range");
+        let fixed = std::panic::catch_unwind(|| panic!("fixed")).unwrap_err();
+        assert_eq!(panic_message(&*fixed), "fixed");
     }
 
     #[tokio::test]

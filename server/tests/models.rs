@@ -25,6 +25,8 @@ async fn a_published_model_replaces_the_running_one_without_losing_records() {
     // At start the newest published model wins over the local file.
     let (stop_tx, stop) = stop_switch();
     let (models, follower) = follow(&p.kafka, Some((*model_b).clone()), stop.clone()).await.unwrap();
+    // The caller runs the follow task (the commands hand it to their supervisor).
+    let follower = tokio::spawn(follower);
     assert_eq!(models.borrow().version, model_a.version);
 
     const N: usize = 2000;
@@ -66,5 +68,5 @@ async fn a_published_model_replaces_the_running_one_without_losing_records() {
 
     stop_tx.send(true).unwrap();
     task.await.unwrap().unwrap();
-    follower.await.unwrap();
+    follower.await.unwrap().unwrap();
 }
