@@ -260,6 +260,12 @@ impl WindowPartial {
 
     /// Counts a true outcome against the prediction that was made for it.
     fn add_outcome(&mut self, scored: &Scored, actual: bool) {
+        // A window's quality counts are one entry per model version (a champion and a few
+        // predecessors in practice); forged versions beyond the bound are not counted, so that a
+        // window always stays small enough to publish (~1 KB per version).
+        if self.quality.len() >= MAX_VERSIONS_PER_WINDOW && !self.quality.contains_key(&scored.model_version) {
+            return;
+        }
         let q = self.quality.entry(scored.model_version.clone()).or_default();
         let bin = quality_bin(scored.probability);
         q.confusion.count(scored.churn, actual);
@@ -349,7 +355,16 @@ struct Waiting {
 /// corrupted message) would make its window fail every reader's validation.
 fn countable(prediction: &Prediction) -> bool {
     (0.0..=1.0).contains(&prediction.churn_probability)
+        && prediction.segments.is_known()
+        && prediction.id.len() <= crate::record::MAX_KEY_BYTES
+        && prediction.model_version.len() <= MAX_VERSION_BYTES
 }
+
+/// Most model versions whose live quality one window counts.
+const MAX_VERSIONS_PER_WINDOW: usize = 32;
+/// Longest model version a prediction may name ("m-" and 12 hex digits today): versions key the
+/// quality counts of every window.
+const MAX_VERSION_BYTES: usize = 64;
 
 /// Tumbling event-time windows for one partition.
 pub struct WindowAggregator {
@@ -1047,7 +1062,22 @@ mod tests {
     }
 
     #[test]
-    fn a_prediction_with_an_impossible_probability_is_counted_as_malformed_not_in_a_window() {
+fn forged_segments_ids_or_versions_are_counted_as_malformed_not_in_a_window() {
+        let mut agg = WindowAggregator::new(10_000, 0, 0);
+        let mut forged = vec![prediction("a", 0.5, false, None, false); 4];
+        forged[0].segments.tenure = "x".repeat(600_000);
+        forged[1].segments.state = Some("ZZ".into());
+        forged[2].id = "i".repeat(crate::record::MAX_KEY_BYTES + 1);
+        forged[3].model_version = "v".repeat(MAX_VERSION_BYTES + 1);
+        for (i, p) in forged.iter().enumerate() {
+            assert!(agg.observe(i as i64, 1_000, 1_000, p).is_none());
+        }
+        assert_eq!(agg.malformed, 4);
+        assert!(agg.close_due(100_000).is_empty(), "nothing was counted");
+    }
+
+    #[test]
+        fn a_prediction_with_an_impossible_probability_is_counted_as_malformed_not_in_a_window() {
         let mut agg = WindowAggregator::new(10_000, 0, 0);
         for p in [1.5, -0.1, f64::NAN] {
             assert!(agg.observe(1, 1_000, CLOCK, &prediction("bad", p, true, Some(true), true)).is_none());

@@ -13,6 +13,11 @@ const US_STATES: [&str; 51] = [
     "WI", "WY",
 ];
 
+/// Tenure buckets, as `Segments::tenure` names them.
+pub const TENURE_BUCKETS: [&str; 4] = ["<2y", "2-5y", "5-8y", "8y+"];
+/// Number-of-sites buckets, as `Segments::sites` names them.
+pub const SITES_BUCKETS: [&str; 4] = ["0-6", "7-9", "10-12", "13+"];
+
 /// The segments one customer belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Segments {
@@ -31,22 +36,31 @@ impl Segments {
         let tenure = tenure_years(customer.onboard_date, reference_date);
         Segments {
             account_manager: customer.account_manager,
-            tenure: match tenure {
-                t if t < 2.0 => "<2y",
-                t if t < 5.0 => "2-5y",
-                t if t < 8.0 => "5-8y",
-                _ => "8y+",
-            }
+            tenure: TENURE_BUCKETS[match tenure {
+                t if t < 2.0 => 0,
+                t if t < 5.0 => 1,
+                t if t < 8.0 => 2,
+                _ => 3,
+            }]
             .into(),
-            sites: match customer.num_sites {
-                0..=6 => "0-6",
-                7..=9 => "7-9",
-                10..=12 => "10-12",
-                _ => "13+",
-            }
+            sites: SITES_BUCKETS[match customer.num_sites {
+                0..=6 => 0,
+                7..=9 => 1,
+                10..=12 => 2,
+                _ => 3,
+            }]
             .into(),
             state: us_state(&customer.location),
         }
+    }
+
+    /// Whether every segment is one this code makes. Predictions come off a topic anyone with
+    /// write access can write to: an unknown value would become a map key in every window (a
+    /// megabyte "tenure" made the window too large to publish, forever).
+    pub fn is_known(&self) -> bool {
+        TENURE_BUCKETS.contains(&self.tenure.as_str())
+            && SITES_BUCKETS.contains(&self.sites.as_str())
+            && self.state.as_deref().is_none_or(|state| US_STATES.contains(&state))
     }
 
     /// Segment keys this customer counts in, e.g. "all", "account_manager=yes", "state=AK".

@@ -4,6 +4,11 @@
 
 /// Longest duration any flag accepts: a year. Beyond it `Duration` arithmetic overflows.
 const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+/// Shortest duration: a millisecond, the finest the pipeline's clocks count in.
+const MIN_SECONDS: f64 = 0.001;
+/// Slowest replay rate besides 0: one record a day (a slower one is a period past `MAX_SECONDS`
+/// and made `Duration::from_secs_f64` panic).
+const MIN_RATE: f64 = 1.0 / 86_400.0;
 
 /// A number as the user wrote it, for messages: `1e300` stays short rather than 301 digits.
 fn shown(value: f64) -> String {
@@ -26,8 +31,8 @@ fn number(text: &str) -> Result<f64, String> {
 /// Seconds, more than zero: window lengths, timeouts.
 pub fn positive_seconds(text: &str) -> Result<f64, String> {
     match number(text)? {
-        s if s > 0.0 && s <= MAX_SECONDS => Ok(s),
-        s => Err(format!("must be more than 0 and at most {MAX_SECONDS} seconds, got {}", shown(s))),
+        s if (MIN_SECONDS..=MAX_SECONDS).contains(&s) => Ok(s),
+        s => Err(format!("must be between {MIN_SECONDS} and {MAX_SECONDS} seconds, got {}", shown(s))),
     }
 }
 
@@ -42,8 +47,8 @@ pub fn non_negative_seconds(text: &str) -> Result<f64, String> {
 /// Records per second; 0 means as fast as possible.
 pub fn rate(text: &str) -> Result<f64, String> {
     match number(text)? {
-        r if r >= 0.0 => Ok(r),
-        r => Err(format!("must be 0 (as fast as possible) or more records per second, got {}", shown(r))),
+        r if r == 0.0 || r >= MIN_RATE => Ok(r),
+        r => Err(format!("must be 0 (as fast as possible) or at least {MIN_RATE:.1e} records per second (one a day), got {}", shown(r))),
     }
 }
 
@@ -90,6 +95,8 @@ mod tests {
         assert_eq!(rate("0"), Ok(0.0));
         assert!(rate("-5").unwrap_err().contains("as fast as possible"));
         assert!(rate("NaN").is_err());
+        assert!(rate("1e-300").is_err(), "a period past any Duration");
+        assert!(positive_seconds("1e-9").is_err(), "rounds to no time at all");
         assert!(share("1.5").is_err());
         assert!(non_negative("-1").is_err());
         assert!(id_prefix(&"x".repeat(65)).is_err());

@@ -333,6 +333,8 @@ impl SkipLog {
     /// less than SKIP_LOG_EVERY ago.
     pub fn skip(&mut self, why: &dyn Display, payload: &[u8]) {
         if let Some(skipped) = self.count(Instant::now()) {
+            // Cut: a parser's error quotes the bad value, which may be a megabyte.
+            let why = model::record::truncate_utf8(&why.to_string(), 300).into_owned();
             tracing::warn!(skipped, total = self.total, "{}: {why}; message starts {:?}", self.what, excerpt(payload));
         }
     }

@@ -59,6 +59,11 @@ const MAX_REASON_BYTES: usize = 2048;
 /// up anyway (their records are then re-read by the new owner: duplicates, never a loss).
 /// Under full load a batch is acknowledged within ~100 ms.
 const REVOKE_WAIT: Duration = Duration::from_secs(10);
+/// After the stop, how long deliveries may still be awaited (a broker away would otherwise hold
+/// the stop for librdkafka's 5-minute delivery timeout), and the final commit. Together with
+/// closing the clients they fit the supervisor's stop grace of 10 s.
+const STOP_DELIVERY_WAIT: Duration = Duration::from_secs(4);
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(2);
 /// Ids and reasons in log lines are cut to this many bytes: a log line never carries unbounded
 /// input (a 900 KB key used to be logged whole on every retry).
 pub const LOG_TEXT_BYTES: usize = 96;
@@ -109,10 +114,11 @@ impl ClientContext for ScorerContext {}
 impl ConsumerContext for ScorerContext {
     /// Runs on the consumer loop's thread, inside `recv`, so no new batch starts meanwhile.
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            if partitions.count() == 0 {
-                return;
-            }
+        let Rebalance::Revoke(partitions) = rebalance else { return };
+        if partitions.count() == 0 {
+            return;
+        }
+        let finish = || {
             if !self.in_flight.wait_idle(REVOKE_WAIT) {
                 tracing::warn!(wait_s = REVOKE_WAIT.as_secs(), "batches still in flight at a rebalance: their records will be scored again by the new owner");
             }
@@ -122,6 +128,13 @@ impl ConsumerContext for ScorerContext {
                 Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 Err(e) => tracing::warn!("commit before a rebalance failed, the new owner re-reads from the last commit: {e}"),
             }
+        };
+        // This blocks a runtime worker; `block_in_place` hands the worker's queued tasks (among
+        // them the batch spawned just before, which no other worker may steal) to another thread,
+        // so the batches being waited for can finish. Only a multi-threaded runtime can.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(finish),
+            _ => finish(),
         }
     }
 
@@ -335,9 +348,13 @@ impl Scorer {
             }
         }
 
-        // Graceful: everything stored so far is delivered; commit it before leaving the group.
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!("final commit: {e}");
+        // Graceful: everything stored so far is delivered; commit it before leaving the group. With
+        // the broker away the commit would wait for it: the next owner re-reads instead.
+        let committing = consumer.clone();
+        match crate::supervisor::on_own_thread(move || committing.commit_consumer_state(CommitMode::Sync), FINAL_COMMIT_WAIT).await {
+            Some(Ok(())) | Some(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+            Some(Err(e)) => tracing::warn!("final commit failed, the next scorer re-reads from the last commit: {e}"),
+            None => tracing::warn!(wait_s = FINAL_COMMIT_WAIT.as_secs(), "final commit unanswered (broker away?): the next scorer re-reads from the last commit"),
         }
         tracing::info!(
             scored = self.stats.scored.load(Ordering::Relaxed),
@@ -449,6 +466,9 @@ impl Batch {
         .context("scoring a batch panicked outside the per-record isolation")?;
         let delivered =
             deliver(prepared, &producer, &topics, &stats, &shutdown, turns.enqueue_after, turns.enqueued).await;
+        if let Some(fatal) = delivered.fatal {
+            anyhow::bail!(fatal);
+        }
         // An earlier batch failed: storing this one's offsets could skip its records.
         let Ok(mut blocked) = turns.store_after.await else {
             return Ok(());
@@ -694,6 +714,8 @@ fn is_permanent(error: &KafkaError) -> bool {
 struct Delivered {
     positions: Vec<(i32, i64)>,
     undelivered: Vec<usize>,
+    /// Why the scorer cannot go on, when the producer says so.
+    fatal: Option<String>,
 }
 
 impl Delivered {
@@ -849,8 +871,22 @@ async fn deliver(
         if let Some(enqueued) = enqueued.take() {
             let _ = enqueued.send(());
         }
-        failed.extend(acks.wait_after_enqueueing().await);
+        let acknowledged = tokio::select! {
+            refused = acks.wait_after_enqueueing() => Some(refused),
+            _ = stopped_for(shutdown, STOP_DELIVERY_WAIT) => None,
+        };
+        let Some(refused) = acknowledged else {
+            // Which of them arrived is unknown: none counts, and all are re-read (never lost).
+            tracing::warn!(records = pending.len(), "stopping with unacknowledged records; they will be re-read");
+            return Delivered { positions: batch.outputs.iter().map(|o| o.position).collect(), undelivered: pending, fatal: None };
+        };
+        failed.extend(refused);
         failed.sort_unstable_by_key(|&(i, _)| i);
+        // The idempotent producer cannot go on after a fatal error: the scorer must restart.
+        if let Some((_, e)) = failed.iter().find(|(_, e)| e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal)) {
+            let fatal = Some(format!("the producer hit a fatal error, restart the scorer: {e}"));
+            return Delivered { positions: batch.outputs.iter().map(|o| o.position).collect(), undelivered: pending, fatal };
+        }
         let mut delivered = vec![true; batch.outputs.len()];
         let mut retry = Vec::new();
         let mut transient = 0;
@@ -895,7 +931,14 @@ async fn deliver(
             tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25)))).await;
         }
     }
-    Delivered { positions: batch.outputs.iter().map(|o| o.position).collect(), undelivered: pending }
+    Delivered { positions: batch.outputs.iter().map(|o| o.position).collect(), undelivered: pending, fatal: None }
+}
+
+/// Resolves `grace` after the stop was asked for.
+async fn stopped_for(shutdown: &watch::Receiver<bool>, grace: Duration) {
+    let mut shutdown = shutdown.clone();
+    let _ = shutdown.wait_for(|s| *s).await;
+    tokio::time::sleep(grace).await;
 }
 
 /// Hands one record to the producer, waiting while its local queue is full (unless stopping).
@@ -943,6 +986,7 @@ mod tests {
         let delivered = Delivered {
             positions: vec![(0, 10), (1, 5), (0, 11), (0, 12), (2, 7), (1, 6), (0, 13), (3, 1)],
             undelivered: vec![3, 4],
+            fatal: None,
         };
         let mut blocked = HashSet::from([3]);
         let safe = delivered.safe_offsets(&mut blocked);

@@ -75,12 +75,15 @@ impl Supervisor {
     pub async fn run(mut self) -> Result<()> {
         let mut stopping = self.stopping.clone();
         let first_end = tokio::select! {
+            biased;
             _ = stopping.wait_for(|s| *s) => None,
             joined = self.tasks.join_next_with_id() => joined,
         };
         // A task that ends before the stop ends the process: a half-running pipeline is worse
-        // than a restart.
-        let mut failed = first_end.and_then(|joined| self.failure(joined, false));
+        // than a restart. One that ends because the stop was just asked for is no failure: it can
+        // be seen before the stop signal is (tasks watch the same signal).
+        let stop_asked = *self.stopping.borrow();
+        let mut failed = first_end.and_then(|joined| self.failure(joined, stop_asked));
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
         loop {
@@ -141,18 +144,25 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// Drops a Kafka client (closing it) on a thread of its own and waits at most `CLOSE_WAIT` for
 /// that, so that a stop is never held up by a broker that does not answer.
 pub async fn close_within(client: impl Send + 'static, what: &'static str) {
-    let (closed, done) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
-        drop(client);
-        let _ = closed.send(());
+    if on_own_thread(move || drop(client), CLOSE_WAIT).await.is_none() {
+        tracing::warn!(wait_s = CLOSE_WAIT.as_secs(), "{what}: the broker did not answer the close; stopping without it");
+    }
+}
+
+/// Runs blocking client work (a close, a synchronous commit) on a thread of its own and waits
+/// at most `wait` for it: `None` when it did not finish in time (it goes on by itself). Not the
+/// runtime's blocking pool: the runtime waits for that pool at exit, however long it takes.
+pub async fn on_own_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static, wait: Duration) -> Option<T> {
+    let (finished, done) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("kafka-blocking".into()).spawn(move || {
+        let _ = finished.send(work());
     });
     match spawned {
-        Ok(_) => {
-            if tokio::time::timeout(CLOSE_WAIT, done).await.is_err() {
-                tracing::warn!(wait_s = CLOSE_WAIT.as_secs(), "{what}: the broker did not answer the close; stopping without it");
-            }
+        Ok(_) => tokio::time::timeout(wait, done).await.ok().and_then(Result::ok),
+        Err(e) => {
+            tracing::warn!("no thread for blocking Kafka work ({e})");
+            None
         }
-        Err(e) => tracing::warn!("{what}: closing on a thread of its own failed ({e}); closed here"),
     }
 }
 
@@ -199,6 +209,20 @@ mod tests {
         s.spawn("steady", until_stopped(s.shutdown()));
         stop.send(true).unwrap();
         s.run().await.expect("a clean stop");
+    }
+
+    #[tokio::test]
+    async fn a_task_ending_because_of_the_stop_is_no_failure_whichever_is_seen_first() {
+        for _ in 0..200 {
+            let stop = Arc::new(watch::channel(false).0);
+            let mut s = Supervisor::new(stop.clone());
+            for _ in 0..4 {
+                s.spawn("steady", until_stopped(s.shutdown()));
+            }
+            let stop_from_elsewhere = stop.clone();
+            tokio::spawn(async move { stop_from_elsewhere.send(true) });
+            s.run().await.expect("a clean stop");
+        }
     }
 
     #[tokio::test(start_paused = true)]
