@@ -57,9 +57,11 @@ impl Segments {
     /// Whether every segment is one this code makes. Predictions come off a topic anyone with
     /// write access can write to: an unknown value would become a map key in every window (a
     /// megabyte "tenure" made the window too large to publish, forever).
+    /// Empty is known too: a prediction without segments (another producer's) reads as the default.
     pub fn is_known(&self) -> bool {
-        TENURE_BUCKETS.contains(&self.tenure.as_str())
-            && SITES_BUCKETS.contains(&self.sites.as_str())
+        let known = |value: &str, buckets: &[&str]| value.is_empty() || buckets.contains(&value);
+        known(&self.tenure, &TENURE_BUCKETS)
+            && known(&self.sites, &SITES_BUCKETS)
             && self.state.as_deref().is_none_or(|state| US_STATES.contains(&state))
     }
 

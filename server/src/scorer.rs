@@ -277,6 +277,7 @@ impl Scorer {
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ));
         let mut previous = Turns::first();
+        let mut reply_topics = ReplyTopics::default();
         let mut failure = None;
         loop {
             let first = tokio::select! {
@@ -294,7 +295,7 @@ impl Scorer {
             };
             let mut batch = Incoming::default();
             match first {
-                Ok(m) => batch.push(&m, topics),
+                Ok(m) => batch.push(&m, topics, &mut reply_topics),
                 Err(e) => {
                     tracing::warn!("consumer error: {e}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -304,7 +305,7 @@ impl Scorer {
             // Take whatever else is already fetched, without waiting.
             while batch.records.len() < MAX_BATCH {
                 match consumer.recv().now_or_never() {
-                    Some(Ok(m)) => batch.push(&m, topics),
+                    Some(Ok(m)) => batch.push(&m, topics, &mut reply_topics),
                     Some(Err(e)) => tracing::warn!("consumer error: {e}"),
                     None => break,
                 }
@@ -510,13 +511,37 @@ struct InputRecord {
     key_not_text: bool,
 }
 
+/// Most distinct reply topics one scorer sends to (one per web server instance in practice).
+/// librdkafka keeps state and metadata requests per topic name, so records naming ever-new reply
+/// topics must not grow the producer without bound; beyond it, new names get no reply.
+const MAX_REPLY_TOPICS: usize = 1_000;
+
+/// The reply topics this scorer has sent to, interned (one allocation per topic, not per record).
+#[derive(Default)]
+struct ReplyTopics(HashSet<Arc<str>>);
+
+impl ReplyTopics {
+    fn admit(&mut self, topic: &str) -> Option<Arc<str>> {
+        if let Some(known) = self.0.get(topic) {
+            return Some(known.clone());
+        }
+        if self.0.len() >= MAX_REPLY_TOPICS {
+            tracing::debug!(limit = MAX_REPLY_TOPICS, "too many distinct reply topics; no reply for a new one");
+            return None;
+        }
+        let topic: Arc<str> = topic.into();
+        self.0.insert(topic.clone());
+        Some(topic)
+    }
+}
+
 /// The reply topic a record asks for with its `churn.reply-to` header, if the scorer may write
 /// there (`Topics::accepts_reply_topic`); anything else is ignored, and logged at debug level.
-fn reply_to(message: &BorrowedMessage<'_>, topics: &Topics) -> Option<Arc<str>> {
+fn reply_to<'m>(message: &'m BorrowedMessage<'_>, topics: &Topics) -> Option<&'m str> {
     let headers = message.headers()?;
     let value = headers.iter().find(|h| h.key == REPLY_TO_HEADER)?.value?;
     match std::str::from_utf8(value) {
-        Ok(topic) if topics.accepts_reply_topic(topic) => Some(topic.into()),
+        Ok(topic) if topics.accepts_reply_topic(topic) => Some(topic),
         _ => {
             tracing::debug!(reply_to = %truncate_utf8(&String::from_utf8_lossy(value), LOG_TEXT_BYTES),
                             "ignoring a reply-to that is not a reply topic; the record is scored as usual");
@@ -526,7 +551,7 @@ fn reply_to(message: &BorrowedMessage<'_>, topics: &Topics) -> Option<Arc<str>> 
 }
 
 impl Incoming {
-    fn push(&mut self, message: &BorrowedMessage<'_>, topics: &Topics) {
+    fn push(&mut self, message: &BorrowedMessage<'_>, topics: &Topics, reply_topics: &mut ReplyTopics) {
         let size = message.payload_len();
         let payload = message.payload().map(|p| {
             let kept = if p.len() > MAX_RECORD_BYTES { &p[..DEAD_LETTER_COPY_BYTES] } else { p };
@@ -540,7 +565,7 @@ impl Incoming {
             partition: message.partition(),
             offset: message.offset(),
             created_ms: message.timestamp().to_millis(),
-            reply_to: reply_to(message, topics),
+            reply_to: reply_to(message, topics).and_then(|topic| reply_topics.admit(topic)),
             key_not_text: message.key().is_some_and(|key| std::str::from_utf8(key).is_err()),
         });
     }
@@ -978,6 +1003,18 @@ async fn enqueue(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reply_topics_are_interned_and_bounded() {
+        let mut topics = ReplyTopics::default();
+        let first = topics.admit("test3-replies-a").unwrap();
+        assert!(Arc::ptr_eq(&first, &topics.admit("test3-replies-a").unwrap()), "one allocation per topic");
+        for i in 1..MAX_REPLY_TOPICS {
+            assert!(topics.admit(&format!("test3-replies-{i}")).is_some());
+        }
+        assert!(topics.admit("test3-replies-one-too-many").is_none());
+        assert!(topics.admit("test3-replies-a").is_some(), "known ones still get replies");
+    }
 
     #[test]
     fn offsets_are_stored_up_to_the_first_undelivered_record_of_each_partition() {
