@@ -6,41 +6,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use model::features::Feature;
 use model::record::{encode_json, score_record};
-use model::schema::parse_onboard_date;
-use model::scoring::{DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION};
 use model::{ChurnModel, Prediction};
 use std::sync::OnceLock;
 
-/// Every feature weighted, so that every feature's code runs.
+include!("../../model/tests/support/every_feature_model.rs");
+
 fn model() -> &'static ChurnModel {
     static MODEL: OnceLock<ChurnModel> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let weight = |feature, mean, std_dev, coefficient| FeatureWeight { feature, mean, std_dev, coefficient };
-        let model = ChurnModel {
-            schema_version: MODEL_SCHEMA_VERSION,
-            version: "m-fuzz".into(),
-            created_at: "2026-01-01T00:00:00Z".into(),
-            reference_date: parse_onboard_date("2016-01-01 00:00:00").unwrap(),
-            features: vec![
-                weight(Feature::Age, 40.0, 6.0, 0.3),
-                weight(Feature::TotalPurchase, 10_000.0, 2_400.0, 0.05),
-                weight(Feature::AccountManager, 0.5, 0.5, 0.6),
-                weight(Feature::Years, 5.0, 1.3, 0.4),
-                weight(Feature::NumSites, 8.5, 1.8, 1.6),
-                weight(Feature::TenureYears, 6.0, 3.0, -0.1),
-            ],
-            intercept: -2.0,
-            threshold: 0.45,
-            hyperparameters: Hyperparameters { l2: 1.0, folds: 5, seed: 7, threshold_rule: "f1".into() },
-            metrics: Default::default(),
-            training_data: DataFingerprint { rows: 0, churners: 0, hash: "0".into() },
-            score_deciles: vec![],
-        };
-        // The scorer only ever holds models that pass the model file's checks.
-        ChurnModel::from_json(&model.to_json()).expect("a usable model")
-    })
+    MODEL.get_or_init(|| every_feature_model("m-fuzz"))
 }
 
 fuzz_target!(|data: &[u8]| {

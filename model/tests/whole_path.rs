@@ -11,11 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use model::features::Feature;
-use model::metrics::Metrics;
 use model::record::{encode_json, score_record, Rejection};
-use model::schema::parse_onboard_date;
-use model::scoring::{DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION};
 use model::validate::{AGE_RANGE, NUM_SITES_MAX, ONBOARD_YEAR_RANGE, TEXT_MAX_CHARS, TOTAL_PURCHASE_MAX, YEARS_MAX};
 use model::{ChurnModel, Field, FieldError, Prediction};
 use proptest::prelude::*;
@@ -48,31 +44,10 @@ const NASTY: [&str; 14] = [
 /// Control characters: rejected inside text. The whitespace ones are trimmed away at the ends.
 const CONTROLS: [&str; 8] = ["\0", "\u{1}", "\u{1b}", "\u{7f}", "\u{9f}", "\t", "\n", "\u{85}"];
 
-/// A small model using every feature, so that every feature's code runs.
+include!("support/every_feature_model.rs");
+
 fn model() -> ChurnModel {
-    let weight = |feature, mean, std_dev, coefficient| FeatureWeight { feature, mean, std_dev, coefficient };
-    let model = ChurnModel {
-        schema_version: MODEL_SCHEMA_VERSION,
-        version: "m-whole-path".into(),
-        created_at: SCORED_AT.into(),
-        reference_date: parse_onboard_date("2016-01-01 00:00:00").unwrap(),
-        features: vec![
-            weight(Feature::Age, 40.0, 6.0, 0.3),
-            weight(Feature::TotalPurchase, 10_000.0, 2_400.0, 0.05),
-            weight(Feature::AccountManager, 0.5, 0.5, 0.6),
-            weight(Feature::Years, 5.0, 1.3, 0.4),
-            weight(Feature::NumSites, 8.5, 1.8, 1.6),
-            weight(Feature::TenureYears, 6.0, 3.0, -0.1),
-        ],
-        intercept: -2.0,
-        threshold: 0.45,
-        hyperparameters: Hyperparameters { l2: 1.0, folds: 5, seed: 7, threshold_rule: "f1".into() },
-        metrics: Metrics::default(),
-        training_data: DataFingerprint { rows: 0, churners: 0, hash: "0".into() },
-        score_deciles: vec![],
-    };
-    // The scorer only ever holds models that pass the model file's checks.
-    ChurnModel::from_json(&model.to_json()).expect("a usable model")
+    every_feature_model("m-whole-path")
 }
 
 /// One field's value as the producer writes it.
