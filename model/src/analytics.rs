@@ -313,7 +313,7 @@ pub enum Source {
 /// probability and flag; table slack) measured 160 bytes allocated with 10-byte ids and the
 /// 14-byte model versions, 220 with the web's 40-byte ids: 32–44 MB per partition when full,
 /// plus 2 bytes per further id byte.
-const REMEMBERED: usize = 200_000;
+pub const REMEMBERED: usize = 200_000;
 /// How long a prediction is remembered, by its timestamp against stream time: outcomes that
 /// come later than a day are not joined (a restart recalls a day of predictions, the same span).
 pub const REMEMBER_FOR_MS: i64 = 24 * 3_600_000;

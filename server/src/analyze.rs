@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use model::analytics::{Source, WindowAggregator, WindowPartial, REMEMBER_FOR_MS};
+use model::analytics::{Source, WindowAggregator, WindowPartial, REMEMBERED, REMEMBER_FOR_MS};
 use model::{ChurnModel, Prediction};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -45,7 +45,7 @@ struct PartitionState {
 }
 
 /// After a restart or rebalance, remembers the partition's predictions from before the committed
-/// offset (up to REMEMBER_FOR_MS back), so outcomes arriving later still find the prediction they
+/// offset (up to REMEMBER_FOR_MS and REMEMBERED records back), so outcomes arriving later still find the prediction they
 /// judge.
 fn remember_earlier(kafka: &Kafka, group: &StreamConsumer, partition: i32, aggregator: &mut WindowAggregator) -> Result<usize> {
     let topic = &kafka.topics.predictions;
@@ -55,16 +55,21 @@ fn remember_earlier(kafka: &Kafka, group: &StreamConsumer, partition: i32, aggre
     let Some(until) = committed.find_partition(topic, partition).and_then(|e| e.offset().to_raw()).filter(|&o| o > 0) else {
         return Ok(0);
     };
-    let reader: BaseConsumer = kafka.consumer_config("churn-analytics-recall", &[("enable.auto.commit", "false")]).create()?;
+    // Earliest: a start already deleted by retention reads from what is left.
+    let reader: BaseConsumer = kafka
+        .consumer_config("churn-analytics-recall", &[("enable.auto.commit", "false"), ("auto.offset.reset", "earliest")])
+        .create()?;
     let now = chrono::Utc::now().timestamp_millis();
     let mut times = TopicPartitionList::new();
     times.add_partition_offset(topic, partition, Offset::Offset(now - REMEMBER_FOR_MS))?;
-    let start = reader
+    let a_day_back = reader
         .offsets_for_times(times, Duration::from_secs(5))?
         .find_partition(topic, partition)
-        .map(|e| e.offset())
-        .filter(|o| matches!(o, Offset::Offset(_)))
-        .unwrap_or(Offset::Beginning);
+        .and_then(|e| e.offset().to_raw())
+        .unwrap_or(0);
+    // No more than can be remembered: a day of a busy stream is millions of records, and they are
+    // read here while the group waits for this member.
+    let start = Offset::Offset(a_day_back.max(until - REMEMBERED as i64));
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, partition, start)?;
     reader.assign(&assignment)?;
