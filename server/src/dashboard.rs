@@ -24,6 +24,9 @@ const SUMMARY_MINUTES: u32 = 5;
 const RISKIEST: usize = 20;
 /// How much history the view keeps, back from the wall clock.
 const KEEP_MS: i64 = 3_600_000;
+/// Most partials the view keeps: an hour of 10 s windows on 100 partitions (a partial is a few
+/// KB, so at most ~100 MB even when forged ones fill it).
+const MAX_PARTIALS: usize = 36_000;
 /// How far after the wall clock a window may start and still be taken: the processor counts no
 /// record later than FUTURE_TOLERANCE_MS after its own clock, and this host's clock may be
 /// behind the processor's by as much again. A window further ahead is a forged or corrupted
@@ -88,6 +91,11 @@ impl StatsView {
             _ => {
                 self.partials.insert(key, partial);
             }
+        }
+        // Forged partials (any partition number is well formed) must not grow the view: past the
+        // bound the oldest go first.
+        while self.partials.len() > MAX_PARTIALS {
+            self.partials.pop_first();
         }
         Ok(())
     }
@@ -304,6 +312,16 @@ mod tests {
         // An hour later (by the wall clock) the old windows go as new ones come.
         view.apply(partial(now + KEEP_MS - 10_000 + 60_000, 0, 0, 4), now + KEEP_MS).unwrap();
         assert_eq!(counts(&view, now + KEEP_MS), vec![1, 4]);
+    }
+
+    #[test]
+    fn forged_partitions_cannot_grow_the_view_past_its_bound() {
+        let now = 1_700_000_000_000;
+        let mut view = StatsView::default();
+        for forged in 0..(MAX_PARTIALS as i32 + 100) {
+            view.apply(partial(now - 10_000, forged, 0, 1), now).unwrap();
+        }
+        assert_eq!(view.partials.len(), MAX_PARTIALS);
     }
 
     #[test]
