@@ -249,12 +249,22 @@ fn main() -> Result<()> {
         // Logs go to stderr; stdout carries results (reports, summaries).
         .with_writer(std::io::stderr)
         .init();
-    // Panics go to the log, one line each and cut short: a caught per-record panic must not
-    // print an unbounded message (or a backtrace) for every bad record.
+    // Panics go to the log cut short and at most one line a second: caught per-record panics
+    // must not print an unbounded message (or a backtrace) for every bad record. The scorer logs
+    // each such record itself, with its id.
     std::panic::set_hook(Box::new(|info| {
+        use std::sync::atomic::{AtomicI64, AtomicU64};
+        static LAST_SECOND: AtomicI64 = AtomicI64::new(i64::MIN);
+        static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+        let second = chrono::Utc::now().timestamp();
+        if LAST_SECOND.swap(second, Ordering::Relaxed) == second {
+            SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
         let message = server::supervisor::panic_message(info.payload());
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-        tracing::error!(%location, "panic: {}", model::record::truncate_utf8(message, 512));
+        tracing::error!(%location, suppressed, "panic: {}", model::record::truncate_utf8(message, 512));
     }));
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(cli))
