@@ -28,7 +28,7 @@ impl Health {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).push(failure);
     }
 
-    /// Every failure so far, e.g. "scorer: ended unexpectedly".
+    /// Every failure so far, e.g. "scorer ended unexpectedly".
     pub fn failures(&self) -> Vec<String> {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -116,7 +116,7 @@ impl Supervisor {
             Err(e) => {
                 let id = e.id();
                 let why = if e.is_panic() {
-                    format!("panicked: {}", panic_message(e.into_panic().as_ref()))
+                    format!("panicked: {}", model::record::truncate_utf8(panic_message(e.into_panic().as_ref()), 512))
                 } else {
                     "was cancelled".to_owned()
                 };
