@@ -526,7 +526,14 @@ async fn churn_score_rides_out_a_broker_outage_and_stops_promptly_on_sigterm_dur
     let stopped_after = stop_sent.elapsed();
     let text = log_text();
     let stopped = text.lines().find(|l| l.contains("scorer stopped")).unwrap_or_else(|| panic!("no 'scorer stopped' line:\n{text}"));
-    assert!(stopped.contains("scored=400"), "final counts: {stopped}");
+    // At least once: records scored before the first outage may be scored again after it when the
+    // broker went away before their offsets were committed (auto-commit runs every second).
+    let scored: u64 = stopped
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("scored="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("final counts: {stopped}"));
+    assert!(scored >= 400, "every record scored before the stop: {stopped}");
     eprintln!("SIGTERM with the broker away: {status} after {:.1} s: {stopped}", stopped_after.as_secs_f64());
     assert!(status.success(), "exit 0: the stop was asked for and every task ended, got {status}\n{}",
             text.lines().filter(|l| !l.contains("librdkafka")).collect::<Vec<_>>().join("\n"));
