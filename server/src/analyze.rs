@@ -6,6 +6,7 @@
 //! published as per-partition partials keyed by window and partition, and readers add the
 //! partitions up: several processors never double count.
 
+use tokio_util::sync::CancellationToken;
 use std::collections::btree_map::Entry as BTreeEntry;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -266,7 +267,7 @@ pub async fn run(
     kafka: Kafka,
     options: AnalyzeOptions,
     mut models: watch::Receiver<Arc<ChurnModel>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<()> {
     let topics = &kafka.topics;
     let consumer: StreamConsumer = kafka
@@ -299,7 +300,7 @@ pub async fn run(
         let reading = !outbox.is_full();
         let message = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = shutdown.cancelled() => break,
             _ = tick.tick() => None,
             m = consumer.recv(), if reading => Some(m),
         };
@@ -359,7 +360,7 @@ pub async fn run(
         }
         let delivered = tokio::select! {
             delivered = publish(&producer, &topics.stats, &outbox) => delivered,
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = shutdown.cancelled() => break,
         };
         match delivered {
             Ok(()) => {

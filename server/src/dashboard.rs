@@ -1,6 +1,7 @@
 //! What the dashboard shows: window stats read back from the stats topic and added up across
 //! partitions, the riskiest recent customers, and the scorer's consumer lag.
 
+use tokio_util::sync::CancellationToken;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,7 +13,6 @@ use model::analytics::{MalformedPartial, Totals, WindowPartial, FUTURE_TOLERANCE
 use model::Prediction;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::watch;
 
 use crate::kafka::{follow_partitions, partition_count, tail_payloads, Kafka, SkipLog};
 use crate::metrics::PipelineMetrics;
@@ -156,7 +156,7 @@ pub fn riskiest(recent: &[Prediction]) -> Vec<Prediction> {
 /// partition the broker reports, including any added later. A message that is not a sound
 /// partial is skipped with a warning (rate-limited): one bad message must not blank or stop
 /// the dashboard.
-pub async fn follow_stats(kafka: Kafka, view: Arc<Mutex<StatsView>>, shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn follow_stats(kafka: Kafka, view: Arc<Mutex<StatsView>>, shutdown: CancellationToken) -> Result<()> {
     let consumer: StreamConsumer = kafka
         .consumer_config("churn-web-stats", &[("enable.auto.commit", "false")])
         .create()
@@ -189,7 +189,7 @@ pub async fn watch_lag(
     scorer_group: String,
     metrics: Arc<PipelineMetrics>,
     broker_ok: Arc<AtomicBool>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<()> {
     // A consumer that only reads the group's committed offsets; it never joins the group.
     let consumer: BaseConsumer = kafka
@@ -234,7 +234,7 @@ pub async fn watch_lag(
             }
         }
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_secs(3)) => {}
         }
     }

@@ -12,6 +12,7 @@
 //! The live feed (every prediction, the chart, the riskiest list, the CSV export) still reads
 //! every partition of the predictions topic: every instance shows every prediction.
 
+use tokio_util::sync::CancellationToken;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::dashboard::{follow_stats, watch_lag, StatsView};
 use crate::kafka::{is_legal_topic, tail_payloads, Kafka, REPLY_TO_HEADER};
@@ -312,7 +313,7 @@ async fn feed_consumer(kafka: &Kafka) -> Result<StreamConsumer> {
 
 /// Hands each reply to the request waiting for it; replies nobody waits for (timed out, or
 /// another instance's under the same id) are dropped.
-async fn read_replies(consumer: StreamConsumer, pending: Arc<Pending>, shutdown: watch::Receiver<bool>) {
+async fn read_replies(consumer: StreamConsumer, pending: Arc<Pending>, shutdown: CancellationToken) {
     tail_payloads(&consumer, "replies consumer", shutdown, |payload| {
         let Ok(prediction) = serde_json::from_slice::<Prediction>(payload) else {
             return;
@@ -328,7 +329,7 @@ async fn read_feed(
     consumer: StreamConsumer,
     events: broadcast::Sender<FeedEvent>,
     window: Arc<Mutex<Window>>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     tail_payloads(&consumer, "live feed consumer", shutdown, |payload| {
         let Ok(prediction) = serde_json::from_slice::<Prediction>(payload) else {
@@ -355,12 +356,12 @@ async fn read_feed(
 }
 
 /// Closes each second, busy or not, so the chart shows quiet times too.
-async fn close_seconds(events: broadcast::Sender<FeedEvent>, window: Arc<Mutex<Window>>, mut shutdown: watch::Receiver<bool>) {
+async fn close_seconds(events: broadcast::Sender<FeedEvent>, window: Arc<Mutex<Window>>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_closed = now_second() - 1;
     loop {
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
         let now = now_second();
@@ -386,11 +387,11 @@ async fn close_seconds(events: broadcast::Sender<FeedEvent>, window: Arc<Mutex<W
 }
 
 /// Pushes fresh analytics and pipeline counters to every browser every two seconds.
-async fn push_dashboard(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+async fn push_dashboard(hub: Arc<Hub>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
         if hub.events.receiver_count() > 0 {

@@ -3,6 +3,7 @@
 //! Everything goes through librdkafka, so the same code talks to the embedded broker or to a real
 //! cluster; only the configuration differs (bootstrap servers plus any librdkafka property).
 
+use tokio_util::sync::CancellationToken;
 use std::fmt::Display;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -276,13 +277,13 @@ impl Kafka {
 pub async fn tail_payloads(
     consumer: &StreamConsumer,
     what: &str,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
     mut handle: impl FnMut(&[u8]),
 ) {
     let mut panics = SkipLog::new(format!("{what}: a message handler panicked"));
     loop {
         let message = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = shutdown.cancelled() => break,
             m = consumer.recv() => m,
         };
         match message {
@@ -377,7 +378,7 @@ pub async fn follow_partitions(
     consumer: Arc<StreamConsumer>,
     topic: String,
     start: Offset,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let mut known = 0;
     loop {
@@ -401,7 +402,7 @@ pub async fn follow_partitions(
         }
         let wait = if known == 0 { TOPIC_CHECK_EVERY } else { PARTITION_CHECK_EVERY };
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
         }
     }

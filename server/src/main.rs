@@ -27,7 +27,7 @@ use server::metrics::PipelineMetrics;
 use std::sync::Arc;
 use server::args;
 use server::supervisor::Supervisor;
-use server::{model_file, models, shutdown_signal};
+use server::{model_file, models};
 
 #[derive(Parser)]
 #[command(name = "churn", version, about = "Real-time customer churn prediction on Apache Kafka",
@@ -292,7 +292,7 @@ async fn run(cli: Cli) -> Result<()> {
             let broker = start_embedded(&args)?;
             println!("embedded broker listening on {} (Ctrl-C to stop)", broker.address());
             Kafka::new(broker.address(), &cli.kafka).ensure_pipeline_topics().await?;
-            let _ = shutdown_signal().1.wait_for(|s| *s).await;
+            server::shutdown::on_signals().cancelled().await;
             Ok(())
         }
         Command::Generate(args) => generate(&args),
@@ -311,7 +311,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Replay(args) => {
             let kafka = connect(&cli.kafka).await?;
             let options = replay_options(&args, std::io::IsTerminal::is_terminal(&std::io::stderr()));
-            let summary = replay(&kafka, &options, shutdown_signal().1).await?;
+            let summary = replay(&kafka, &options, server::shutdown::on_signals()).await?;
             println!(
                 "replayed {} records to {} ({} unreadable rows skipped, {} passes)",
                 summary.sent, kafka.topics.input, summary.unreadable, summary.passes
@@ -334,7 +334,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Score(args) => {
             let kafka = connect(&cli.kafka).await?;
-            let mut tasks = Supervisor::new(shutdown_signal().0);
+            let mut tasks = Supervisor::new(server::shutdown::on_signals());
             let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, tasks.shutdown()).await?;
             tasks.spawn("model follower", follower);
             tasks.spawn("scorer", Scorer::new(kafka, args.group, model_rx).run(tasks.shutdown()));
@@ -342,7 +342,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Analyze(args) => {
             let kafka = connect(&cli.kafka).await?;
-            let mut tasks = Supervisor::new(shutdown_signal().0);
+            let mut tasks = Supervisor::new(server::shutdown::on_signals());
             let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, tasks.shutdown()).await?;
             tasks.spawn("model follower", follower);
             let options = AnalyzeOptions {
@@ -492,7 +492,7 @@ async fn serve(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let kafka = Kafka::new(brokers, kafka_args);
     kafka.check_reachable(Duration::from_secs(15)).await?;
     kafka.ensure_pipeline_topics().await?;
-    let mut tasks = Supervisor::new(shutdown_signal().0);
+    let mut tasks = Supervisor::new(server::shutdown::on_signals());
     let (model_rx, follower) = models::follow(&kafka, load_optional(&args.score.model)?, tasks.shutdown()).await?;
     tasks.spawn("model follower", follower);
     let metrics = Arc::new(PipelineMetrics::default());
@@ -507,23 +507,23 @@ async fn serve(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
             &ReplayArgs { file: file.clone(), rate: args.replay_rate, repeat: true, limit: None, id_prefix: None },
             false,
         );
-        let mut stop = tasks.shutdown();
+        let stop = tasks.shutdown();
         // The demo stream outlives a broker away for longer than a delivery timeout (60 s):
         // it starts over rather than ending the server.
         tasks.spawn("replay", async move {
-            while !*stop.borrow() {
+            while !stop.is_cancelled() {
                 match replay(&kafka, &options, stop.clone()).await {
                     // A looping replay returns before the stop only for a file without usable rows.
-                    Ok(_) if !*stop.borrow() => {
+                    Ok(_) if !stop.is_cancelled() => {
                         tracing::warn!(file = %options.file.display(), "nothing to replay: the file has no usable rows");
-                        let _ = stop.wait_for(|s| *s).await;
+                        stop.cancelled().await;
                     }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!("replay stopped, starting over in 5 s: {e:#}");
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                            _ = stop.wait_for(|s| *s) => {}
+                            _ = stop.cancelled() => {}
                         }
                     }
                 }

@@ -4,6 +4,7 @@
 //! The swap is a `watch` channel: the scorer takes the current model once per batch, so a batch
 //! in flight finishes with the model it started with and nothing is dropped.
 
+use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +68,7 @@ fn parse(payload: Option<&[u8]>) -> Option<ChurnModel> {
 pub async fn follow(
     kafka: &Kafka,
     fallback: Option<ChurnModel>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(watch::Receiver<Arc<ChurnModel>>, impl std::future::Future<Output = Result<()>> + Send + 'static)> {
     let consumer = models_consumer(kafka)?;
     let topic = kafka.topics.models.clone();

@@ -1,6 +1,7 @@
 //! The replay producer: streams a customer CSV into the input topic, keyed by record id,
 //! rate-limited, optionally looping, and never dropping what it has queued.
 
+use tokio_util::sync::CancellationToken;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +10,6 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::{Field, RawCustomer, Scalar};
 use rdkafka::producer::FutureRecord;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::csv_io::CustomerCsv;
@@ -58,7 +58,7 @@ pub fn random_prefix() -> String {
     format!("r{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
-pub async fn replay(kafka: &Kafka, options: &ReplayOptions, mut stop: watch::Receiver<bool>) -> Result<ReplaySummary> {
+pub async fn replay(kafka: &Kafka, options: &ReplayOptions, stop: CancellationToken) -> Result<ReplaySummary> {
     if !(options.rate >= 0.0 && options.rate.is_finite()) {
         bail!("--rate must be 0 (unlimited) or a positive number of records per second");
     }
@@ -75,7 +75,7 @@ pub async fn replay(kafka: &Kafka, options: &ReplayOptions, mut stop: watch::Rec
         let mut csv = CustomerCsv::open(&options.file)?;
         let mut rows_this_pass = 0u64;
         for row in csv.rows() {
-            if *stop.borrow() || options.limit.is_some_and(|l| summary.sent >= l) {
+            if stop.is_cancelled() || options.limit.is_some_and(|l| summary.sent >= l) {
                 break 'passes;
             }
             let row = match row {
@@ -90,7 +90,7 @@ pub async fn replay(kafka: &Kafka, options: &ReplayOptions, mut stop: watch::Rec
                 next_send += interval;
                 tokio::select! {
                     _ = tokio::time::sleep_until(next_send) => {}
-                    _ = stop.wait_for(|s| *s) => break 'passes,
+                    _ = stop.cancelled() => break 'passes,
                 }
             }
             let id = format!("{}-{}-{}", options.id_prefix, summary.passes, row.line);

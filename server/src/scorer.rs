@@ -21,6 +21,7 @@
 //! reply up (it waits for a missing topic to appear), and a reply later than the web's timeout has
 //! nobody waiting for it.
 
+use tokio_util::sync::CancellationToken;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
@@ -217,7 +218,7 @@ impl Scorer {
 
     /// Runs until `shutdown` turns true; then commits what was delivered and returns. An error
     /// means the scorer cannot go on (a bug in its own plumbing, never a bad record).
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let topics = &self.kafka.topics;
         let in_flight = Arc::new(InFlight::default());
         let consumer: Arc<ScorerConsumer> = Arc::new(
@@ -282,7 +283,7 @@ impl Scorer {
         loop {
             let first = tokio::select! {
                 biased;
-                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = shutdown.cancelled() => break,
                 done = async { tasks.front_mut().expect("checked non-empty").await }, if !tasks.is_empty() => {
                     tasks.pop_front();
                     if let Err(e) = flatten(done) {
@@ -445,7 +446,7 @@ struct Batch {
     stats: Arc<ScorerStats>,
     producer: Arc<AckingProducer>,
     consumer: Arc<ScorerConsumer>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     turns: Turns,
     _in_flight: InFlightGuard,
 }
@@ -877,7 +878,7 @@ async fn deliver(
     producer: &AckingProducer,
     topics: &Topics,
     stats: &ScorerStats,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &CancellationToken,
     turn: oneshot::Receiver<()>,
     enqueued: oneshot::Sender<()>,
 ) -> Delivered {
@@ -947,7 +948,7 @@ async fn deliver(
         }
         pending = retry;
         if transient > 0 {
-            if *shutdown.borrow() {
+            if shutdown.is_cancelled() {
                 // Leave these offsets uncommitted: the next scorer re-reads them.
                 tracing::warn!(records = pending.len(), "stopping with undelivered records; they will be re-read");
                 break;
@@ -960,9 +961,9 @@ async fn deliver(
 }
 
 /// Resolves `grace` after the stop was asked for.
-async fn stopped_for(shutdown: &watch::Receiver<bool>, grace: Duration) {
-    let mut shutdown = shutdown.clone();
-    let _ = shutdown.wait_for(|s| *s).await;
+async fn stopped_for(shutdown: &CancellationToken, grace: Duration) {
+    let shutdown = shutdown.clone();
+    shutdown.cancelled().await;
     tokio::time::sleep(grace).await;
 }
 
@@ -974,7 +975,7 @@ async fn enqueue(
     bytes: &[u8],
     acks: &Arc<BatchAcks>,
     index: usize,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) -> Result<(), KafkaError> {
     acks.outstanding.fetch_add(1, Ordering::AcqRel);
     let topic = if out.kind == Kind::Prediction { &topics.predictions } else { &topics.dead_letter };
@@ -988,7 +989,7 @@ async fn enqueue(
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) if !*shutdown.borrow() => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) if !shutdown.is_cancelled() => {
                 record = returned;
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }

@@ -5,34 +5,21 @@
 //! answers 503 with the reason), and stops the whole command, which then exits non-zero: an
 //! orchestrator restarts it, rather than it looking up while answering nothing.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use tokio::sync::watch;
-use tokio::task::{Id, JoinSet};
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long the tasks get to finish after the stop (in-flight batches, final commits).
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// What readiness knows beyond the pipeline's counters: the tasks that failed, and why.
-#[derive(Debug, Default)]
-pub struct Health {
-    failures: Mutex<Vec<String>>,
-}
-
-impl Health {
-    pub fn record_failure(&self, failure: String) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).push(failure);
-    }
-
-    /// Every failure so far, e.g. "scorer ended unexpectedly".
-    pub fn failures(&self) -> Vec<String> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
+pub use crate::health::Health;
 
 /// What a caught panic said.
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
@@ -43,62 +30,71 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
+/// How a supervised task ended: its result, or the message of its panic.
+type Ended = (&'static str, std::result::Result<Result<()>, String>);
+
 /// A command's tasks and its stop switch.
 pub struct Supervisor {
-    tasks: JoinSet<Result<()>>,
-    names: HashMap<Id, &'static str>,
+    tracker: TaskTracker,
+    ended_tx: mpsc::UnboundedSender<Ended>,
+    ended: mpsc::UnboundedReceiver<Ended>,
+    running: usize,
     pub health: Arc<Health>,
-    stop: Arc<watch::Sender<bool>>,
-    stopping: watch::Receiver<bool>,
+    stop: CancellationToken,
 }
 
 impl Supervisor {
     /// Supervises tasks stopped by `stop` (Ctrl-C, SIGTERM, or a failure).
-    pub fn new(stop: Arc<watch::Sender<bool>>) -> Self {
-        let stopping = stop.subscribe();
-        Supervisor { tasks: JoinSet::new(), names: HashMap::new(), health: Arc::default(), stop, stopping }
+    pub fn new(stop: CancellationToken) -> Self {
+        let (ended_tx, ended) = mpsc::unbounded_channel();
+        Supervisor { tracker: TaskTracker::new(), ended_tx, ended, running: 0, health: Arc::default(), stop }
     }
 
     /// The stop signal, for tasks to watch.
-    pub fn shutdown(&self) -> watch::Receiver<bool> {
-        self.stopping.clone()
+    pub fn shutdown(&self) -> CancellationToken {
+        self.stop.clone()
     }
 
-    /// Runs a task that is meant to last until the stop.
+    /// Runs a task that is meant to last until the stop. Its panic is caught and reported by name.
     pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = Result<()>> + Send + 'static) {
-        let handle = self.tasks.spawn(task);
-        self.names.insert(handle.id(), name);
+        let ended = self.ended_tx.clone();
+        self.running += 1;
+        self.tracker.spawn(async move {
+            let outcome = AssertUnwindSafe(task)
+                .catch_unwind()
+                .await
+                .map_err(|panic| model::record::truncate_utf8(panic_message(panic.as_ref()), 512).into_owned());
+            let _ = ended.send((name, outcome));
+        });
     }
 
     /// Waits for the stop or the first failure, then stops every task and waits for them (at most
     /// `STOP_GRACE`). Ok only when the stop was asked for and every task ended cleanly.
     pub async fn run(mut self) -> Result<()> {
-        let mut stopping = self.stopping.clone();
+        self.tracker.close();
         let first_end = tokio::select! {
             biased;
-            _ = stopping.wait_for(|s| *s) => None,
-            joined = self.tasks.join_next_with_id() => joined,
+            _ = self.stop.cancelled() => None,
+            ended = self.ended.recv() => ended,
         };
         // A task that ends before the stop ends the process: a half-running pipeline is worse
         // than a restart. One that ends because the stop was just asked for is no failure: it can
         // be seen before the stop signal is (tasks watch the same signal).
-        let stop_asked = *self.stopping.borrow();
-        let mut failed = first_end.and_then(|joined| self.failure(joined, stop_asked));
-        let _ = self.stop.send(true);
+        let stop_asked = self.stop.is_cancelled();
+        let mut failed = first_end.and_then(|ended| self.failure(ended, stop_asked));
+        self.stop.cancel();
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
-        loop {
-            match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
-                Ok(None) => break,
-                Ok(Some(joined)) => {
-                    if let Some(failure) = self.failure(joined, true) {
+        while self.running > 0 {
+            match tokio::time::timeout_at(deadline, self.ended.recv()).await {
+                Ok(Some(ended)) => {
+                    if let Some(failure) = self.failure(ended, true) {
                         failed.get_or_insert(failure);
                     }
                 }
+                Ok(None) => break,
                 Err(_) => {
-                    let left: Vec<&str> = self.names.values().copied().collect();
-                    tracing::error!(tasks = ?left, grace_s = STOP_GRACE.as_secs(), "tasks did not stop in time; leaving them");
-                    self.tasks.abort_all();
-                    failed.get_or_insert(format!("{} did not stop within {} s", left.join(", "), STOP_GRACE.as_secs()));
+                    tracing::error!(tasks = self.running, grace_s = STOP_GRACE.as_secs(), "tasks did not stop in time; leaving them");
+                    failed.get_or_insert(format!("{} task(s) did not stop within {} s", self.running, STOP_GRACE.as_secs()));
                     break;
                 }
             }
@@ -110,24 +106,13 @@ impl Supervisor {
     }
 
     /// What a finished task's end means: `None` for a clean end after the stop.
-    fn failure(&mut self, joined: Result<(Id, Result<()>), tokio::task::JoinError>, stopping: bool) -> Option<String> {
-        let (id, outcome) = match joined {
-            Ok((id, result)) => (id, result.map_err(|e| format!("failed: {e:#}"))),
-            Err(e) => {
-                let id = e.id();
-                let why = if e.is_panic() {
-                    format!("panicked: {}", model::record::truncate_utf8(panic_message(e.into_panic().as_ref()), 512))
-                } else {
-                    "was cancelled".to_owned()
-                };
-                (id, Err(why))
-            }
-        };
-        let name = self.names.remove(&id).unwrap_or("a task");
+    fn failure(&mut self, (name, outcome): Ended, stopping: bool) -> Option<String> {
+        self.running -= 1;
         let failure = match outcome {
-            Ok(()) if stopping => return None,
-            Ok(()) => format!("{name} ended unexpectedly"),
-            Err(why) => format!("{name} {why}"),
+            Ok(Ok(())) if stopping => return None,
+            Ok(Ok(())) => format!("{name} ended unexpectedly"),
+            Ok(Err(e)) => format!("{name} failed: {e:#}"),
+            Err(panic) => format!("{name} panicked: {panic}"),
         };
         tracing::error!("{failure}; stopping");
         self.health.record_failure(failure.clone());
@@ -171,11 +156,11 @@ mod tests {
     use super::*;
 
     fn supervisor() -> Supervisor {
-        Supervisor::new(Arc::new(watch::channel(false).0))
+        Supervisor::new(CancellationToken::new())
     }
 
-    async fn until_stopped(mut stop: watch::Receiver<bool>) -> Result<()> {
-        let _ = stop.wait_for(|s| *s).await;
+    async fn until_stopped(stop: CancellationToken) -> Result<()> {
+        stop.cancelled().await;
         Ok(())
     }
 
@@ -204,34 +189,34 @@ mod tests {
         s.spawn("scorer", async { Ok(()) });
         assert!(s.run().await.unwrap_err().to_string().contains("scorer ended unexpectedly"));
 
-        let stop = Arc::new(watch::channel(false).0);
+        let stop = CancellationToken::new();
         let mut s = Supervisor::new(stop.clone());
         s.spawn("steady", until_stopped(s.shutdown()));
-        stop.send(true).unwrap();
+        stop.cancel();
         s.run().await.expect("a clean stop");
     }
 
     #[tokio::test]
     async fn a_task_ending_because_of_the_stop_is_no_failure_whichever_is_seen_first() {
         for _ in 0..200 {
-            let stop = Arc::new(watch::channel(false).0);
+            let stop = CancellationToken::new();
             let mut s = Supervisor::new(stop.clone());
             for _ in 0..4 {
                 s.spawn("steady", until_stopped(s.shutdown()));
             }
             let stop_from_elsewhere = stop.clone();
-            tokio::spawn(async move { stop_from_elsewhere.send(true) });
+            tokio::spawn(async move { stop_from_elsewhere.cancel() });
             s.run().await.expect("a clean stop");
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_task_that_ignores_the_stop_is_left_after_the_grace_period() {
-        let stop = Arc::new(watch::channel(false).0);
+        let stop = CancellationToken::new();
         let mut s = Supervisor::new(stop.clone());
         s.spawn("stubborn", std::future::pending::<Result<()>>());
-        stop.send(true).unwrap();
+        stop.cancel();
         let error = s.run().await.unwrap_err().to_string();
-        assert!(error.contains("stubborn did not stop"), "{error}");
+        assert!(error.contains("1 task(s) did not stop"), "{error}");
     }
 }

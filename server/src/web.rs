@@ -1,6 +1,7 @@
 //! The web server: server-side rendering of the Leptos app, its server functions, and the
 //! static bundle (WASM, JS, CSS) built by scripts/build.sh.
 
+use tokio_util::sync::CancellationToken;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -17,7 +18,6 @@ use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{AxumRouteListing, LeptosRoutes};
 use leptos_router::{Method, SsrMode};
-use tokio::sync::watch;
 
 use crate::hub::Hub;
 
@@ -161,7 +161,7 @@ pub async fn bind(options: &WebOptions) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {}: pick another address with --addr", options.addr))
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, options: WebOptions, hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, options: WebOptions, hub: Arc<Hub>, shutdown: CancellationToken) -> Result<()> {
     if !options.site_root.join("pkg").join(format!("{OUTPUT_NAME}_bg.wasm")).is_file() {
         tracing::warn!(site_root = %options.site_root.display(),
             "the browser bundle is missing: the page will render but not hydrate; build it with scripts/build.sh");
@@ -170,7 +170,7 @@ pub async fn serve(listener: tokio::net::TcpListener, options: WebOptions, hub: 
     println!("Customer churn is up: open http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
+            shutdown.cancelled().await;
         })
         .await
         .context("web server failed")

@@ -5,6 +5,7 @@
 
 mod common;
 
+use tokio_util::sync::CancellationToken;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,6 @@ use server::dashboard::{follow_stats, StatsView};
 use server::metrics::PipelineMetrics;
 use server::replay::{replay, ReplayOptions};
 use server::scorer::Scorer;
-use tokio::sync::watch;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -38,11 +38,11 @@ fn view_of(messages: &[OwnedMessage]) -> Totals {
 }
 
 /// Samples each scorer's `assigned` flag until stopped: which ones held partitions at some point.
-fn watch_assignments(metrics: &[Arc<PipelineMetrics>], stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<Vec<bool>> {
+fn watch_assignments(metrics: &[Arc<PipelineMetrics>], stop: CancellationToken) -> tokio::task::JoinHandle<Vec<bool>> {
     let metrics = metrics.to_vec();
     tokio::spawn(async move {
         let mut held = vec![false; metrics.len()];
-        while !*stop.borrow() {
+        while !stop.is_cancelled() {
             for (held, m) in held.iter_mut().zip(&metrics) {
                 *held |= m.assigned.load(Ordering::SeqCst);
             }
@@ -119,10 +119,10 @@ async fn window_stats_match_the_replayed_file_with_two_scorers_and_metrics_count
         }
     }
     assert!(scored >= N as f64, "scored {scored} of {N} (duplicates allowed, none missing)");
-    held_tx.send(true).unwrap();
+    held_tx.cancel();
     assert_eq!(held.await.unwrap(), [true, true], "both scorers held partitions while the file streamed");
 
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     for s in scorers {
         s.await.unwrap().unwrap();
     }
@@ -154,7 +154,7 @@ async fn outcomes_arriving_later_on_the_labels_topic_join_their_predictions_acro
     read_topic(&p.kafka, &p.kafka.topics.stats, TIMEOUT, |m| counted(m).segment("all").count >= N as u64);
 
     // The analytics processor restarts; only then do the outcomes arrive.
-    first_stop_tx.send(true).unwrap();
+    first_stop_tx.cancel();
     first.await.unwrap().unwrap();
     let second = tokio::spawn(analyze::run(p.kafka.clone(), window, models, stop.clone()));
     let producer = p.kafka.idempotent_producer().unwrap();
@@ -170,7 +170,7 @@ async fn outcomes_arriving_later_on_the_labels_topic_join_their_predictions_acro
     let totals = counted(&messages);
     assert_eq!(totals.quality[&model.version].confusion, expected, "every outcome joined to its prediction once");
 
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     scorer.await.unwrap().unwrap();
     second.await.unwrap().unwrap();
 }
@@ -230,7 +230,7 @@ async fn garbage_on_the_stats_topic_does_not_stop_the_dashboard_from_counting_th
     producer.send(FutureRecord::to(topic).partition(1).key("later").payload(&later), Duration::from_secs(10)).await.unwrap();
     wait_until("the later window counted", TIMEOUT, || counted() == 15).await;
 
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     follower.await.unwrap().unwrap();
 }
 
@@ -256,6 +256,6 @@ async fn the_dashboard_reads_the_partitions_the_broker_reports_not_the_configure
     let counted = || view.lock().unwrap().totals_since(i64::MIN).segment("all").count;
     wait_until("a window from every partition", TIMEOUT, || counted() == wide as u64).await;
 
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     follower.await.unwrap().unwrap();
 }

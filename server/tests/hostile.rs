@@ -267,7 +267,7 @@ async fn records_the_broker_refuses_for_good_fall_back_to_dead_letters_and_the_s
         let refusals = stats.produce_errors.load(Ordering::Relaxed);
         eprintln!("case {case}: {refusals} refusals by the broker for 2 records");
         assert_eq!(refusals, if case == "a" { 2 } else { 4 }, "case {case}");
-        stop_tx.send(true).unwrap();
+        stop_tx.cancel();
         tokio::time::timeout(Duration::from_secs(30), task).await.expect("stops").unwrap().expect("stops cleanly");
     }
 }
@@ -593,7 +593,7 @@ async fn a_burst_on_a_topic_with_a_small_message_limit_dead_letters_only_the_rec
         stats.scored.load(Ordering::Relaxed) + stats.dead_lettered.load(Ordering::Relaxed) + stats.dropped.load(Ordering::Relaxed) >= N as u64
     })
     .await;
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     tokio::time::timeout(Duration::from_secs(30), task).await.expect("stops").unwrap().expect("stops cleanly");
 
     let bigs = (0..N).filter(|&i| is_big(i)).count();

@@ -66,7 +66,7 @@ async fn a_published_model_replaces_the_running_one_without_losing_records() {
     }
     assert_eq!(saw, HashSet::from([model_a.version.clone(), model_b.version.clone()]));
 
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     task.await.unwrap().unwrap();
     follower.await.unwrap().unwrap();
 }

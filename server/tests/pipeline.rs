@@ -52,7 +52,7 @@ async fn every_replayed_record_gets_exactly_one_id_on_the_predictions_topic() {
 
     // Exactly one: once the scorer has stopped (nothing more on its way), the topic holds N
     // messages for N records, not merely N distinct ids.
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(stats.scored.load(Ordering::Relaxed), N as u64, "the scorer counted each record once");
     assert_eq!(topic_size(&p.kafka, &p.kafka.topics.predictions), N as i64, "N prediction messages for N records in a clean run");
@@ -114,7 +114,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_after_them_are
     assert!(unkeyed_id.starts_with(&format!("{topic}-")), "{unkeyed_id}");
     assert_eq!(ids.len(), 6);
 
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     task.await.unwrap().unwrap();
 }
 
@@ -138,7 +138,7 @@ async fn a_scorer_stopped_mid_stream_and_restarted_leaves_no_record_unscored() {
     let stats = first.stats.clone();
     let task = tokio::spawn(first.run(stop));
     wait_until("the first scorer to score part of the stream", TIMEOUT, || stats.scored.load(Ordering::Relaxed) >= 300).await;
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     task.await.unwrap().unwrap();
     let scored_by_first = stats.scored.load(Ordering::Relaxed);
     assert_eq!(producer.await.unwrap().unwrap().sent, N as u64);
@@ -159,7 +159,7 @@ async fn a_scorer_stopped_mid_stream_and_restarted_leaves_no_record_unscored() {
     // The second scorer resumed from the committed offsets instead of starting over.
     assert!(second_stats.scored.load(Ordering::Relaxed) < N as u64);
 
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     task.await.unwrap().unwrap();
 }
 
@@ -193,6 +193,6 @@ async fn predictions_keep_the_input_order_within_each_partition() {
     assert_eq!(output.len(), N, "a clean run scores each record once");
     assert_eq!(keys_by_partition(&output), keys_by_partition(&input));
 
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     task.await.unwrap().unwrap();
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use tokio_util::sync::CancellationToken;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
@@ -211,7 +212,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     assert_eq!(producer.await.unwrap(), N as u64, "the producer rode out the restart");
     let (_, messages) = all_scored(&p, "br", N);
     eprintln!("broker restart: {N} records, {} duplicates", messages - N);
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     task.await.unwrap().unwrap();
 }
 
@@ -271,7 +272,7 @@ async fn ten_thousand_poison_records_are_all_dead_lettered_and_every_good_one_is
     assert!(dead.iter().all(|m| header(m, "dlq.reason").is_some_and(|r| !r.is_empty())), "each with a reason");
     let scored = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| predictions_by_id(m).len() >= good_keys.len());
     assert_eq!(predictions_by_id(&scored).into_keys().collect::<HashSet<_>>(), good_keys, "every good record is scored");
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     task.await.unwrap().expect("the scorer never panicked and stopped cleanly");
 }
 
@@ -293,7 +294,7 @@ fn keys_by_partition(messages: &[rdkafka::message::OwnedMessage]) -> BTreeMap<i3
 
 /// One in-process scorer of a group, with its own stop switch.
 struct GroupMember {
-    stop: tokio::sync::watch::Sender<bool>,
+    stop: CancellationToken,
     stats: std::sync::Arc<server::scorer::ScorerStats>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -312,7 +313,7 @@ impl GroupMember {
 
     /// Stops it (it commits and leaves the group) and returns how many it scored.
     async fn leave(self) -> u64 {
-        self.stop.send(true).unwrap();
+        self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
             .expect("a scorer stops within 30 s")

@@ -3,6 +3,7 @@
 
 mod common;
 
+use tokio_util::sync::CancellationToken;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ async fn three_web_servers_and_three_scorers_each_server_gets_the_replies_to_its
     })
     .await;
 
-    let hub_stop = Arc::new(watch::channel(false).0);
+    let hub_stop = CancellationToken::new();
     let mut hub_tasks = Supervisor::new(hub_stop.clone());
     let mut hubs = Vec::new();
     for id in SERVERS {
@@ -107,8 +108,8 @@ async fn three_web_servers_and_three_scorers_each_server_gets_the_replies_to_its
 
     assert!(health.failures().is_empty(), "no task of the web servers failed: {:?}", health.failures());
 
-    stop_tx.send(true).unwrap();
-    hub_stop.send(true).unwrap();
+    stop_tx.cancel();
+    hub_stop.cancel();
     for scorer in scorers {
         scorer.await.unwrap().unwrap();
     }
@@ -179,7 +180,7 @@ async fn a_reply_to_that_is_not_a_reply_topic_is_ignored_and_its_record_still_sc
     let found = tokio::task::spawn_blocking(move || partition_count(&probe, &missing, Duration::from_secs(10))).await.unwrap().unwrap();
     assert_eq!(found, 0, "a reply to a missing topic does not create it");
 
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     task.await.unwrap().unwrap();
 }
 

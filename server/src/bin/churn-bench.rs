@@ -8,6 +8,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use tokio_util::sync::CancellationToken;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
@@ -176,7 +177,8 @@ async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>) -
         let records = args.records;
         let consume_rate = (n - 1.0) / tokio::task::spawn_blocking(move || consume_all(&k, &input, records)).await??.as_secs_f64();
         // The scorer from an already filled input topic to the predictions topic.
-        let (stop_tx, stop) = watch::channel(false);
+        let stop_tx = CancellationToken::new();
+        let stop = stop_tx.clone();
         let (_model_tx, models) = watch::channel(model.clone());
         let scorer = Scorer::new(kafka.clone(), format!("bench-scorer-{run}"), models);
         let stats = scorer.stats.clone();
@@ -201,7 +203,7 @@ async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>) -
             consume.push(consume_rate);
             pipeline.push(pipeline_rate);
         }
-        stop_tx.send(true)?;
+        stop_tx.cancel();
         task.await??;
         // The in-memory broker would otherwise hold every repeat's records (gigabytes), and each
         // repeat would run slower than the one before.
@@ -313,7 +315,7 @@ struct Instance {
     addr: SocketAddr,
     metrics: Arc<PipelineMetrics>,
     scorer: tokio::task::JoinHandle<Result<()>>,
-    hub_stop: Arc<watch::Sender<bool>>,
+    hub_stop: CancellationToken,
     hub_tasks: tokio::task::JoinHandle<Result<()>>,
 }
 
@@ -321,12 +323,12 @@ async fn start_instance(
     kafka: &Kafka,
     models: watch::Receiver<Arc<model::ChurnModel>>,
     id: usize,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<Instance> {
     let metrics = Arc::new(PipelineMetrics::default());
     let scorer = Scorer::new(kafka.clone(), "bench-web-scorer", models).with_metrics(metrics.clone());
     let scorer = tokio::spawn(scorer.run(stop.clone()));
-    let hub_stop = Arc::new(watch::channel(false).0);
+    let hub_stop = CancellationToken::new();
     let mut hub_tasks = server::supervisor::Supervisor::new(hub_stop.clone());
     let options = HubOptions { instance_id: format!("bench-web-{id}"), ..HubOptions::default() };
     let hub = Hub::start(kafka.clone(), options, metrics.clone(), app::PipelineStatus::default, &mut hub_tasks).await?;
@@ -335,9 +337,9 @@ async fn start_instance(
     let addr = listener.local_addr()?;
     let options = WebOptions { addr, site_root: std::env::temp_dir(), runs_scorer: true };
     let app = web::router(&options, hub);
-    let mut server_stop = stop;
+    let server_stop = stop;
     tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { let _ = server_stop.wait_for(|s| *s).await; }).await
+        axum::serve(listener, app).with_graceful_shutdown(async move { server_stop.cancelled().await; }).await
     });
     Ok(Instance { addr, metrics, scorer, hub_stop, hub_tasks })
 }
@@ -370,7 +372,8 @@ fn latency_row(what: &str, all: &[f64], rate: f64) {
 async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, customer: &Customer) -> Result<()> {
     let kafka = Kafka { topics: topics("web"), ..kafka.clone() };
     kafka.ensure_pipeline_topics().await?;
-    let (stop_tx, stop) = watch::channel(false);
+    let stop_tx = CancellationToken::new();
+    let stop = stop_tx.clone();
     let (_model_tx, models) = watch::channel(model);
     let mut instances = vec![start_instance(&kafka, models.clone(), 0, stop.clone()).await?];
     while !instances[0].metrics.assigned.load(Ordering::Relaxed) {
@@ -381,12 +384,12 @@ async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, cust
     let background = {
         let kafka = kafka.clone();
         let data = records(100_000);
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let producer = kafka.idempotent_producer().expect("producer");
             let mut tick = tokio::time::interval(Duration::from_millis(5));
             for (key, payload) in &data {
-                tokio::select! { _ = stop.wait_for(|s| *s) => break, _ = tick.tick() => {} }
+                tokio::select! { _ = stop.cancelled() => break, _ = tick.tick() => {} }
                 let _ = producer.send(FutureRecord::to(&kafka.topics.input).key(key).payload(payload), Duration::from_secs(5)).await;
             }
         })
@@ -427,10 +430,10 @@ async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, cust
         }
     }
 
-    stop_tx.send(true)?;
+    stop_tx.cancel();
     background.await?;
     for instance in instances {
-        instance.hub_stop.send(true)?;
+        instance.hub_stop.cancel();
         instance.scorer.await??;
         instance.hub_tasks.await??;
     }

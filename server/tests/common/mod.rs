@@ -14,7 +14,7 @@ use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use server::broker::{BrokerOptions, EmbeddedBroker};
 use server::kafka::Kafka;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub struct Pipeline {
     pub broker: EmbeddedBroker,
@@ -123,8 +123,9 @@ pub fn header(message: &OwnedMessage, key: &str) -> Option<String> {
 }
 
 /// A stop switch for a background task.
-pub fn stop_switch() -> (watch::Sender<bool>, watch::Receiver<bool>) {
-    watch::channel(false)
+pub fn stop_switch() -> (CancellationToken, CancellationToken) {
+    let stop = CancellationToken::new();
+    (stop.clone(), stop)
 }
 
 /// Waits until `condition` holds, polling; panics with `what` on timeout.
