@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::message::Prediction;
-use crate::metrics::Confusion;
+use crate::model_file::ChurnModel;
+use crate::quality::Confusion;
 use crate::record::truncate_utf8;
 
 /// Population stability index above which scores count as drifting. Industry convention:
@@ -333,6 +334,18 @@ pub struct DriftReference {
     pub version: String,
     /// Inner decile edges of the training scores (9 for deciles).
     pub edges: Vec<f64>,
+}
+
+/// Here, with the reference, rather than in `model_file`: the model file knows nothing of
+/// analytics, so the modules depend on each other one way only.
+impl ChurnModel {
+    /// What live score drift is measured against.
+    pub fn drift_reference(&self) -> Option<DriftReference> {
+        (!self.score_deciles.is_empty()).then(|| DriftReference {
+            version: self.version.clone(),
+            edges: self.score_deciles.clone(),
+        })
+    }
 }
 
 struct OpenWindow {
@@ -1110,7 +1123,7 @@ fn forged_segments_ids_or_versions_are_counted_as_malformed_not_in_a_window() {
         for (p, y) in probabilities.iter().zip(labels) {
             if y { churners[quality_bin(*p)] += 1 } else { stayers[quality_bin(*p)] += 1 }
         }
-        let exact = crate::metrics::roc_auc(&probabilities, &labels);
+        let exact = crate::quality::roc_auc(&probabilities, &labels);
         assert!((binned_auc(&churners, &stayers) - exact).abs() < 1e-12);
     }
 }

@@ -10,9 +10,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::features::Feature;
-use crate::metrics::{best_f1_threshold, min_cost_threshold, roc_auc, Metrics};
+use crate::quality::{best_f1_threshold, min_cost_threshold, roc_auc, Metrics};
 use crate::schema::Customer;
-use crate::scoring::{
+use crate::model_file::{
     ChurnModel, DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION,
 };
 

@@ -5,7 +5,7 @@
 
 fn every_feature_model(version: &str) -> model::ChurnModel {
     use model::features::Feature;
-    use model::scoring::{DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION};
+    use model::model_file::{DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION};
     let weight = |feature, mean, std_dev, coefficient| FeatureWeight { feature, mean, std_dev, coefficient };
     let model = model::ChurnModel {
         schema_version: MODEL_SCHEMA_VERSION,
