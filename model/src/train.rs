@@ -74,7 +74,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            features: Feature::NUMERIC.into_iter().chain([Feature::TenureYears]).collect(),
+            features: Feature::ALL.to_vec(),
             l2: 1.0,
             folds: 5,
             seed: 42,
