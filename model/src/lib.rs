@@ -8,6 +8,7 @@
 
 pub mod analytics;
 pub mod features;
+pub mod format;
 pub mod message;
 pub mod model_file;
 pub mod quality;
