@@ -2,10 +2,11 @@
 
 use leptos::prelude::*;
 use model::analytics::{SegmentSummary, PSI_DRIFT_THRESHOLD};
+use model::format::percent;
 
 use crate::api::{Dashboard, WindowPoint};
 use crate::chart::{Column, RateChart};
-use crate::live::{percent, time_of, LiveState};
+use crate::live::{time_of, LiveState};
 
 #[component]
 pub fn DashboardPage() -> impl IntoView {
@@ -45,7 +46,7 @@ fn DashboardBody(d: Dashboard) -> impl IntoView {
         <div class="kpi-row">
             <div class="card kpi-card"><span class="kpi" id="dash-count">{all.count}</span>
                 {format!(" predictions, last {} min", d.summary_minutes)}</div>
-            <div class="card kpi-card"><span class="kpi" id="dash-rate">{percent(all.churn_rate)}</span>" predicted to churn"</div>
+            <div class="card kpi-card"><span class="kpi" id="dash-rate">{percent(all.churn_rate, 0)}</span>" predicted to churn"</div>
             <div class="card kpi-card"><span class="kpi">{format!("{:.1}/s", last.count as f64 / window_s)}</span>" in the last window"</div>
             <div class="card kpi-card" class:alert=drift.as_ref().is_some_and(|x| x.drifting)>
                 <span class="kpi" id="dash-drift">{drift.as_ref().map(|x| format!("{:.3}", x.psi)).unwrap_or_else(|| "—".into())}</span>
@@ -77,8 +78,8 @@ fn DashboardBody(d: Dashboard) -> impl IntoView {
                             <tbody>
                                 {d.quality.iter().map(|(v, q)| view! {
                                     <tr><td class="mono">{v.clone()}</td><td class="num">{q.labelled}</td>
-                                        <td class="num">{format!("{:.3}", q.roc_auc)}</td><td class="num">{percent(q.accuracy)}</td>
-                                        <td class="num">{percent(q.precision)}</td><td class="num">{percent(q.recall)}</td></tr>
+                                        <td class="num">{format!("{:.3}", q.roc_auc)}</td><td class="num">{percent(q.accuracy, 0)}</td>
+                                        <td class="num">{percent(q.precision, 0)}</td><td class="num">{percent(q.recall, 0)}</td></tr>
                                 }).collect_view()}
                             </tbody>
                         </table>
@@ -98,7 +99,7 @@ fn DashboardBody(d: Dashboard) -> impl IntoView {
                             <tr class="risk">
                                 <td class="num">{time_of(&p.scored_at)}</td>
                                 <td>{p.name.clone()}</td>
-                                <td class="num">{percent(p.churn_probability)}</td>
+                                <td class="num">{percent(p.churn_probability, 0)}</td>
                                 <td class="factor">{model::describe_all(&p.top_factors)}</td>
                             </tr>
                         }).collect_view()}
@@ -152,8 +153,8 @@ fn SegmentBars(segments: Vec<(String, SegmentSummary)>) -> impl IntoView {
                 view! {
                     <div class="seg">
                         <span class="seg-label">{label}</span>
-                        <span class="seg-bar"><span style=format!("width:{:.1}%", s.churn_rate * 100.0)></span></span>
-                        <span class="num seg-value">{format!("{} of {}", percent(s.churn_rate), s.count)}</span>
+                        <span class="seg-bar"><span style=format!("width:{}", percent(s.churn_rate, 1))></span></span>
+                        <span class="num seg-value">{format!("{} of {}", percent(s.churn_rate, 0), s.count)}</span>
                     </div>
                 }
             }).collect_view()}

@@ -2,6 +2,7 @@
 //! the scorer uses (the `model` crate, compiled to WASM).
 
 use leptos::prelude::*;
+use model::validate::{AGE_RANGE, NUM_SITES_MAX, TOTAL_PURCHASE_MAX, YEARS_MAX};
 use model::{validate_field, Field, RawCustomer, Scalar};
 
 /// How a field is entered.
@@ -13,23 +14,42 @@ enum Input {
     DateTime,
 }
 
+/// The line under a field.
+#[derive(Clone, Copy)]
+enum Hint {
+    Text(&'static str),
+    /// The text, then the range a number field accepts: "Years, 16–110".
+    WithRange(&'static str),
+}
+
 struct Spec {
     field: Field,
     label: &'static str,
-    hint: &'static str,
+    hint: Hint,
     input: Input,
 }
 
+impl Spec {
+    fn hint(&self) -> String {
+        match (self.hint, self.input) {
+            (Hint::WithRange(text), Input::Number { min, max, .. }) => format!("{text}, {min}–{max}"),
+            (Hint::Text(text) | Hint::WithRange(text), _) => text.to_owned(),
+        }
+    }
+}
+
+/// The number fields' bounds are validation's (`model::validate`): the browser's own checks and
+/// the hints agree with the rules the form and the scorer apply.
 const SPECS: [Spec; 9] = [
-    Spec { field: Field::Names, label: "Customer name", hint: "Contact person", input: Input::Text { placeholder: "Cameron Williams" } },
-    Spec { field: Field::Company, label: "Company", hint: "Optional", input: Input::Text { placeholder: "Harvey LLC" } },
-    Spec { field: Field::Age, label: "Age", hint: "Years, 16–110", input: Input::Number { min: 16.0, max: 110.0, step: "1" } },
-    Spec { field: Field::TotalPurchase, label: "Total purchase", hint: "USD spent so far", input: Input::Number { min: 0.0, max: 1.0e9, step: "0.01" } },
-    Spec { field: Field::AccountManager, label: "Account manager", hint: "Assigned to the account?", input: Input::YesNo },
-    Spec { field: Field::Years, label: "Years as customer", hint: "Decimals allowed", input: Input::Number { min: 0.0, max: 100.0, step: "0.01" } },
-    Spec { field: Field::NumSites, label: "Number of sites", hint: "Websites using the service", input: Input::Number { min: 0.0, max: 100000.0, step: "1" } },
-    Spec { field: Field::OnboardDate, label: "Onboard date", hint: "When the account started", input: Input::DateTime },
-    Spec { field: Field::Location, label: "Location", hint: "Postal address, optional", input: Input::Text { placeholder: "10265 Elizabeth Mission Barkerburgh, AK 89518" } },
+    Spec { field: Field::Names, label: "Customer name", hint: Hint::Text("Contact person"), input: Input::Text { placeholder: "Cameron Williams" } },
+    Spec { field: Field::Company, label: "Company", hint: Hint::Text("Optional"), input: Input::Text { placeholder: "Harvey LLC" } },
+    Spec { field: Field::Age, label: "Age", hint: Hint::WithRange("Years"), input: Input::Number { min: AGE_RANGE.0, max: AGE_RANGE.1, step: "1" } },
+    Spec { field: Field::TotalPurchase, label: "Total purchase", hint: Hint::Text("USD spent so far"), input: Input::Number { min: 0.0, max: TOTAL_PURCHASE_MAX, step: "0.01" } },
+    Spec { field: Field::AccountManager, label: "Account manager", hint: Hint::Text("Assigned to the account?"), input: Input::YesNo },
+    Spec { field: Field::Years, label: "Years as customer", hint: Hint::Text("Decimals allowed"), input: Input::Number { min: 0.0, max: YEARS_MAX, step: "0.01" } },
+    Spec { field: Field::NumSites, label: "Number of sites", hint: Hint::Text("Websites using the service"), input: Input::Number { min: 0.0, max: NUM_SITES_MAX as f64, step: "1" } },
+    Spec { field: Field::OnboardDate, label: "Onboard date", hint: Hint::Text("When the account started"), input: Input::DateTime },
+    Spec { field: Field::Location, label: "Location", hint: Hint::Text("Postal address, optional"), input: Input::Text { placeholder: "10265 Elizabeth Mission Barkerburgh, AK 89518" } },
 ];
 
 /// One field's state: what is typed, whether the user has been there, what the server said.
@@ -165,7 +185,7 @@ fn FieldInput(spec: &'static Spec, state: FieldState) -> impl IntoView {
         <div class="field" class:invalid=invalid data-field=spec.field.column()>
             <label for=id.clone()>{spec.label}</label>
             {control}
-            <small id=hint_id class="hint">{spec.hint}</small>
+            <small id=hint_id class="hint">{spec.hint()}</small>
             <small id=error_id class="field-error" role="alert">{move || state.shown_error()}</small>
         </div>
     }
@@ -221,5 +241,23 @@ pub fn ChurnForm(
             </div>
             <p id="submit-why" class="why" aria-live="polite">{blocked_reason}</p>
         </form>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_fields_offer_what_validation_accepts() {
+        let age = SPECS.iter().find(|spec| spec.field == Field::Age).unwrap();
+        assert_eq!(age.hint(), "Years, 16–110");
+        for spec in &SPECS {
+            if let Input::Number { min, max, .. } = spec.input {
+                let check = |value: f64| validate_field(spec.field, Some(&Scalar::Number(value)));
+                assert!(check(min).is_ok() && check(max).is_ok(), "{}", spec.field);
+                assert!(check(min - 1.0).is_err() && check(max + 1.0).is_err(), "{}", spec.field);
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@ mod live;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use model::format::{percent, percentage_points};
 use model::{Field, RawCustomer, Scalar};
 
 pub use api::{Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats, WindowPoint};
@@ -147,17 +148,13 @@ fn HomePage() -> impl IntoView {
     }
 }
 
-fn percent(p: f64) -> String {
-    format!("{:.1}%", p * 100.0)
-}
-
 #[component]
 fn Gauge(probability: f64, threshold: f64) -> impl IntoView {
     view! {
         <div class="gauge" role="meter" aria-valuemin="0" aria-valuemax="100"
-            aria-valuenow=format!("{:.0}", probability * 100.0) aria-label="Churn probability">
-            <span class="fill" class:risk={probability >= threshold} style=format!("width:{:.1}%", probability * 100.0)></span>
-            <span class="threshold" style=format!("left:{:.1}%", threshold * 100.0) title="decision threshold"></span>
+            aria-valuenow=percentage_points(probability, 0) aria-label="Churn probability">
+            <span class="fill" class:risk={probability >= threshold} style=format!("width:{}", percent(probability, 1))></span>
+            <span class="threshold" style=format!("left:{}", percent(threshold, 1)) title="decision threshold"></span>
         </div>
     }
 }
@@ -178,12 +175,12 @@ fn ResultCard(outcome: Signal<Option<Outcome>>, pending: Signal<bool>) -> impl I
                     let p = reply.prediction;
                     view! {
                         <div class="verdict" id="verdict">
-                            <span class="big num" id="probability">{percent(p.churn_probability)}</span>
+                            <span class="big num" id="probability">{percent(p.churn_probability, 1)}</span>
                             <span class="chip" class:risk=p.churn>{if p.churn { "likely to churn" } else { "likely to stay" }}</span>
                         </div>
                         <Gauge probability=p.churn_probability threshold=p.threshold/>
                         <p class="muted small">
-                            "Threshold " {percent(p.threshold)} " · model "
+                            "Threshold " {percent(p.threshold, 1)} " · model "
                             <span class="mono" id="model-version">{p.model_version.clone()}</span>
                             " · round trip " <span id="round-trip">{format!("{:.0} ms", reply.round_trip_ms)}</span>
                         </p>
@@ -248,8 +245,8 @@ fn WhatIf(
                 {move || match (what_if.value().get(), base.get()) {
                     (Some(Ok(now)), Some(Ok(before))) => format!(
                         "Churn probability {} (was {})",
-                        percent(now.prediction.churn_probability),
-                        percent(before.prediction.churn_probability)
+                        percent(now.prediction.churn_probability, 1),
+                        percent(before.prediction.churn_probability, 1)
                     ),
                     (Some(Err(e)), _) => e.to_string(),
                     _ if what_if.pending().get() => "Scoring…".to_owned(),

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use leptos::prelude::*;
+use model::format::percent;
 use model::Prediction;
 
 use crate::api::{Dashboard, FeedEvent, PipelineStatus, SecondStats};
@@ -112,10 +113,6 @@ fn connect(state: LiveState) {
     });
 }
 
-pub(crate) fn percent(p: f64) -> String {
-    format!("{:.0}%", p * 100.0)
-}
-
 pub(crate) fn time_of(rfc3339: &str) -> String {
     rfc3339.get(11..19).unwrap_or(rfc3339).to_owned()
 }
@@ -161,8 +158,8 @@ pub fn LivePanel() -> impl IntoView {
                                 <td class="num">{time_of(&p.scored_at)}</td>
                                 <td>{p.name.clone()}</td>
                                 <td>
-                                    <span class="minibar"><span style=format!("width:{:.1}%", p.churn_probability * 100.0)></span></span>
-                                    <span class="num">{percent(p.churn_probability)}</span>
+                                    <span class="minibar"><span style=format!("width:{}", percent(p.churn_probability, 1))></span></span>
+                                    <span class="num">{percent(p.churn_probability, 0)}</span>
                                 </td>
                                 <td class="factor">{p.top_factors.first().map(|f| f.describe()).unwrap_or_default()}</td>
                                 <td class="mono">{p.model_version.clone()}</td>
@@ -200,7 +197,7 @@ fn Chart(seconds: RwSignal<VecDeque<SecondStats>>) -> impl IntoView {
                 rate_label="churn rate (10 s avg) 0–100%" start_label=format!("−{CHART_SECONDS} s")/>
             <div class="kpis">
                 <div><span class="kpi" id="kpi-throughput">{format!("{:.1}", total as f64 / seconds_covered)}</span>" predictions/s (last minute)"</div>
-                <div><span class="kpi" id="kpi-rate">{percent(rate)}</span>" predicted to churn (last minute)"</div>
+                <div><span class="kpi" id="kpi-rate">{percent(rate, 0)}</span>" predicted to churn (last minute)"</div>
             </div>
         }
     };

@@ -10,7 +10,7 @@ use model::record::{encode_json, score_record};
 use model::{ChurnModel, Prediction};
 use std::sync::OnceLock;
 
-include!("../../model/tests/support/every_feature_model.rs");
+include!("../../model/tests/it/every_feature_model.rs");
 
 fn model() -> &'static ChurnModel {
     static MODEL: OnceLock<ChurnModel> = OnceLock::new();

@@ -3,48 +3,57 @@
 //! Names, addresses and company names identify a customer; encoding them as numbers only lets a
 //! model memorise the training rows, and breaks on every new customer. They stay out.
 
+use std::fmt;
+
 use chrono::NaiveDateTime;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Deserializer, EnumAccess, VariantAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
-use crate::schema::Customer;
+use crate::schema::{Customer, Field};
 
-/// A model input, derived from a validated customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A model input, derived from a validated customer. Named like the column it comes from
+/// (`Feature::name`), in model files, predictions and explanations alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Feature {
-    #[serde(rename = "Age")]
     Age,
-    #[serde(rename = "Total_Purchase")]
     TotalPurchase,
-    #[serde(rename = "Account_Manager")]
     AccountManager,
-    #[serde(rename = "Years")]
     Years,
-    #[serde(rename = "Num_Sites")]
     NumSites,
     /// Years from the onboard date to the model's reference date: how long the account has
     /// been with us, measured against a fixed date so that scoring is reproducible.
-    #[serde(rename = "Tenure_Years")]
     TenureYears,
 }
 
 impl Feature {
-    /// The five numeric columns of the schema, used as they are.
-    pub const NUMERIC: [Feature; 5] = [
+    /// Every feature, in the order `churn train` uses them by default: the five numeric columns
+    /// of the schema, used as they are, then tenure.
+    pub const ALL: [Feature; 6] = [
         Feature::Age,
         Feature::TotalPurchase,
         Feature::AccountManager,
         Feature::Years,
         Feature::NumSites,
+        Feature::TenureYears,
     ];
 
-    pub fn name(self) -> &'static str {
+    /// The column a numeric feature is, as it is; `None` for a derived feature.
+    pub const fn column(self) -> Option<Field> {
         match self {
-            Feature::Age => "Age",
-            Feature::TotalPurchase => "Total_Purchase",
-            Feature::AccountManager => "Account_Manager",
-            Feature::Years => "Years",
-            Feature::NumSites => "Num_Sites",
-            Feature::TenureYears => "Tenure_Years",
+            Feature::Age => Some(Field::Age),
+            Feature::TotalPurchase => Some(Field::TotalPurchase),
+            Feature::AccountManager => Some(Field::AccountManager),
+            Feature::Years => Some(Field::Years),
+            Feature::NumSites => Some(Field::NumSites),
+            Feature::TenureYears => None,
+        }
+    }
+
+    /// Its column's name, or "Tenure_Years": the name in model files, predictions and messages.
+    pub const fn name(self) -> &'static str {
+        match self.column() {
+            Some(field) => field.column(),
+            None => "Tenure_Years",
         }
     }
 
@@ -61,10 +70,7 @@ impl Feature {
     }
 
     pub fn from_name(name: &str) -> Option<Feature> {
-        [Feature::TenureYears]
-            .into_iter()
-            .chain(Feature::NUMERIC)
-            .find(|f| f.name().eq_ignore_ascii_case(name.trim()))
+        Feature::ALL.into_iter().find(|f| f.name().eq_ignore_ascii_case(name.trim()))
     }
 
     /// The feature's raw value for one customer.
@@ -77,6 +83,61 @@ impl Feature {
             Feature::NumSites => f64::from(customer.num_sites),
             Feature::TenureYears => tenure_years(customer.onboard_date, reference_date),
         }
+    }
+}
+
+/// Every feature's name, for serde's "expected one of" message.
+static NAMES: [&str; Feature::ALL.len()] = {
+    let mut names = [""; Feature::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Feature::ALL[i].name();
+        i += 1;
+    }
+    names
+};
+
+/// By hand rather than derived, because serde's `rename` takes only literals and the names are
+/// the columns' (`Feature::name`). The same calls the derived code makes: a unit variant by name,
+/// so the JSON, and the errors for an unknown name, are as they were.
+impl Serialize for Feature {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit_variant("Feature", *self as u32, self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Feature {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name(Feature);
+        impl<'de> Deserialize<'de> for Name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_identifier(NameVisitor)
+            }
+        }
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = Name;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("variant identifier")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Name, E> {
+                let feature = Feature::ALL.into_iter().find(|f| f.name() == name);
+                feature.map(Name).ok_or_else(|| E::unknown_variant(name, &NAMES))
+            }
+        }
+        struct FeatureVisitor;
+        impl<'de> Visitor<'de> for FeatureVisitor {
+            type Value = Feature;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("enum Feature")
+            }
+            fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Feature, A::Error> {
+                let (Name(feature), variant) = data.variant()?;
+                variant.unit_variant()?;
+                Ok(feature)
+            }
+        }
+        deserializer.deserialize_enum("Feature", &NAMES, FeatureVisitor)
     }
 }
 
@@ -107,8 +168,13 @@ mod tests {
 
     #[test]
     fn feature_names_round_trip() {
-        for f in Feature::NUMERIC.into_iter().chain([Feature::TenureYears]) {
+        for f in Feature::ALL {
             assert_eq!(Feature::from_name(f.name()), Some(f));
+            let json = serde_json::to_string(&f).unwrap();
+            assert_eq!(json, format!("\"{}\"", f.name()));
+            assert_eq!(serde_json::from_str::<Feature>(&json).unwrap(), f);
         }
+        let unknown = serde_json::from_str::<Feature>("\"Onboard_date\"").unwrap_err().to_string();
+        assert!(unknown.starts_with("unknown variant `Onboard_date`, expected one of `Age`, `Total_Purchase`"), "{unknown}");
     }
 }

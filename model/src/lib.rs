@@ -1,11 +1,17 @@
-//! The churn domain, pure: schema, validation, features, scoring and explanations, metrics.
+//! The churn domain, pure: schema, validation, features, the model file, scoring and
+//! explanations, quality measures, stream analytics.
 //! No I/O, so the same rules compile into the scorer and into the browser (wasm32).
 //! Training and synthetic data live behind the `train` feature to keep linfa out of the bundle.
+//!
+//! Modules depend on earlier ones only: schema → validate → features → quality → model_file →
+//! scoring → segments → message → record → analytics (train and synth on top).
 
 pub mod analytics;
 pub mod features;
+pub mod format;
 pub mod message;
-pub mod metrics;
+pub mod model_file;
+pub mod quality;
 pub mod record;
 pub mod schema;
 pub mod scoring;
@@ -19,6 +25,7 @@ pub mod train;
 
 pub use features::Feature;
 pub use message::Prediction;
+pub use model_file::{ChurnModel, ModelFileError};
 pub use schema::{Customer, Field, RawCustomer, Scalar};
-pub use scoring::{describe_all, ChurnModel, Contribution, ModelFileError, Score};
+pub use scoring::{describe_all, Contribution, Score};
 pub use validate::{validate, validate_field, FieldError, ValidationErrors};

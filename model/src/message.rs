@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scoring::{ChurnModel, Contribution, Score};
-use crate::segments::Segments;
+use crate::model_file::ChurnModel;
 use crate::schema::Customer;
+use crate::scoring::{Contribution, Score};
+use crate::segments::Segments;
 
 /// How many contributing factors a prediction carries.
 pub const TOP_FACTORS: usize = 3;

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::message::Prediction;
-use crate::scoring::ChurnModel;
+use crate::model_file::ChurnModel;
 use crate::validate::validate;
 
 /// Largest input record (message value) the scorer reads, in bytes. A customer record is about
@@ -106,7 +106,7 @@ pub fn truncate_utf8(text: &str, max_bytes: usize) -> std::borrow::Cow<'_, str> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scoring::tests::tiny_model;
+    use crate::model_file::tests::tiny_model;
 
     const GOOD: &str = r#"{"Names":"Ann","Age":42,"Total_Purchase":9000,"Account_Manager":1,"Years":5,
         "Num_Sites":9,"Onboard_date":"2012-01-01 10:00:00","Location":"x","Company":"y"}"#;

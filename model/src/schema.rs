@@ -9,55 +9,79 @@ use std::fmt;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
-/// Every column of the schema, in the original CSV's order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Field {
-    Names,
-    Age,
-    #[serde(rename = "Total_Purchase")]
-    TotalPurchase,
-    #[serde(rename = "Account_Manager")]
-    AccountManager,
-    Years,
-    #[serde(rename = "Num_Sites")]
-    NumSites,
-    #[serde(rename = "Onboard_date")]
-    OnboardDate,
-    Location,
-    Company,
-    Churn,
+/// The schema, written once: each line is a column's `Field` variant, its name in CSV headers and
+/// JSON keys, and the fields of `RawCustomer` and `Customer` that hold it (with the typed field's
+/// serde attributes). Serde's `rename` takes only literals, so the names reach the derived serde
+/// code of all three types through this macro; everything else asks `Field::column`.
+macro_rules! schema {
+    ($(
+        $variant:ident = $column:literal, raw $raw:ident, customer $field:ident: $type:ty $(, serde($($attr:tt)*))?;
+    )*) => {
+        /// Every column of the schema, in the original CSV's order.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum Field {
+            $(#[serde(rename = $column)] $variant,)*
+        }
+
+        impl Field {
+            pub const ALL: [Field; 10] = [$(Field::$variant),*];
+
+            /// The column name used in CSV headers and JSON keys.
+            pub const fn column(self) -> &'static str {
+                match self {
+                    $(Field::$variant => $column,)*
+                }
+            }
+        }
+
+        /// A customer record as received: the original producer's JSON object, one key per CSV column.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        pub struct RawCustomer {
+            $(
+                #[serde(rename = $column, default, skip_serializing_if = "Option::is_none")]
+                pub $raw: Option<Scalar>,
+            )*
+        }
+
+        impl RawCustomer {
+            fn slot(&self, field: Field) -> &Option<Scalar> {
+                match field {
+                    $(Field::$variant => &self.$raw,)*
+                }
+            }
+
+            fn slot_mut(&mut self, field: Field) -> &mut Option<Scalar> {
+                match field {
+                    $(Field::$variant => &mut self.$raw,)*
+                }
+            }
+        }
+
+        /// A validated customer: every feature is present, typed and within its documented range.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct Customer {
+            $(
+                #[serde(rename = $column $(, $($attr)*)?)]
+                pub $field: $type,
+            )*
+        }
+    };
+}
+
+schema! {
+    Names = "Names", raw names, customer name: String;
+    Age = "Age", raw age, customer age: f64;
+    TotalPurchase = "Total_Purchase", raw total_purchase, customer total_purchase: f64;
+    AccountManager = "Account_Manager", raw account_manager, customer account_manager: bool;
+    Years = "Years", raw years, customer years: f64;
+    NumSites = "Num_Sites", raw num_sites, customer num_sites: u32;
+    OnboardDate = "Onboard_date", raw onboard_date, customer onboard_date: NaiveDateTime, serde(with = "date_format");
+    Location = "Location", raw location, customer location: String;
+    Company = "Company", raw company, customer company: String;
+    Churn = "Churn", raw churn, customer churn: Option<bool>, serde(default, skip_serializing_if = "Option::is_none");
 }
 
 impl Field {
-    pub const ALL: [Field; 10] = [
-        Field::Names,
-        Field::Age,
-        Field::TotalPurchase,
-        Field::AccountManager,
-        Field::Years,
-        Field::NumSites,
-        Field::OnboardDate,
-        Field::Location,
-        Field::Company,
-        Field::Churn,
-    ];
-
-    /// The column name used in CSV headers and JSON keys.
-    pub fn column(self) -> &'static str {
-        match self {
-            Field::Names => "Names",
-            Field::Age => "Age",
-            Field::TotalPurchase => "Total_Purchase",
-            Field::AccountManager => "Account_Manager",
-            Field::Years => "Years",
-            Field::NumSites => "Num_Sites",
-            Field::OnboardDate => "Onboard_date",
-            Field::Location => "Location",
-            Field::Company => "Company",
-            Field::Churn => "Churn",
-        }
-    }
-
     /// Finds a field by CSV header, forgiving case, spaces and a stray BOM.
     pub fn from_column(name: &str) -> Option<Field> {
         let wanted = normalize_header(name);
@@ -136,31 +160,6 @@ impl From<f64> for Scalar {
     }
 }
 
-/// A customer record as received: the original producer's JSON object, one key per CSV column.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RawCustomer {
-    #[serde(rename = "Names", default, skip_serializing_if = "Option::is_none")]
-    pub names: Option<Scalar>,
-    #[serde(rename = "Age", default, skip_serializing_if = "Option::is_none")]
-    pub age: Option<Scalar>,
-    #[serde(rename = "Total_Purchase", default, skip_serializing_if = "Option::is_none")]
-    pub total_purchase: Option<Scalar>,
-    #[serde(rename = "Account_Manager", default, skip_serializing_if = "Option::is_none")]
-    pub account_manager: Option<Scalar>,
-    #[serde(rename = "Years", default, skip_serializing_if = "Option::is_none")]
-    pub years: Option<Scalar>,
-    #[serde(rename = "Num_Sites", default, skip_serializing_if = "Option::is_none")]
-    pub num_sites: Option<Scalar>,
-    #[serde(rename = "Onboard_date", default, skip_serializing_if = "Option::is_none")]
-    pub onboard_date: Option<Scalar>,
-    #[serde(rename = "Location", default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<Scalar>,
-    #[serde(rename = "Company", default, skip_serializing_if = "Option::is_none")]
-    pub company: Option<Scalar>,
-    #[serde(rename = "Churn", default, skip_serializing_if = "Option::is_none")]
-    pub churn: Option<Scalar>,
-}
-
 impl RawCustomer {
     pub fn get(&self, field: Field) -> Option<&Scalar> {
         self.slot(field).as_ref()
@@ -168,36 +167,6 @@ impl RawCustomer {
 
     pub fn set(&mut self, field: Field, value: Option<Scalar>) {
         *self.slot_mut(field) = value;
-    }
-
-    fn slot(&self, field: Field) -> &Option<Scalar> {
-        match field {
-            Field::Names => &self.names,
-            Field::Age => &self.age,
-            Field::TotalPurchase => &self.total_purchase,
-            Field::AccountManager => &self.account_manager,
-            Field::Years => &self.years,
-            Field::NumSites => &self.num_sites,
-            Field::OnboardDate => &self.onboard_date,
-            Field::Location => &self.location,
-            Field::Company => &self.company,
-            Field::Churn => &self.churn,
-        }
-    }
-
-    fn slot_mut(&mut self, field: Field) -> &mut Option<Scalar> {
-        match field {
-            Field::Names => &mut self.names,
-            Field::Age => &mut self.age,
-            Field::TotalPurchase => &mut self.total_purchase,
-            Field::AccountManager => &mut self.account_manager,
-            Field::Years => &mut self.years,
-            Field::NumSites => &mut self.num_sites,
-            Field::OnboardDate => &mut self.onboard_date,
-            Field::Location => &mut self.location,
-            Field::Company => &mut self.company,
-            Field::Churn => &mut self.churn,
-        }
     }
 
     /// Builds a raw record from CSV cells; empty cells count as missing.
@@ -211,31 +180,6 @@ impl RawCustomer {
         }
         raw
     }
-}
-
-/// A validated customer: every feature is present, typed and within its documented range.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Customer {
-    #[serde(rename = "Names")]
-    pub name: String,
-    #[serde(rename = "Age")]
-    pub age: f64,
-    #[serde(rename = "Total_Purchase")]
-    pub total_purchase: f64,
-    #[serde(rename = "Account_Manager")]
-    pub account_manager: bool,
-    #[serde(rename = "Years")]
-    pub years: f64,
-    #[serde(rename = "Num_Sites")]
-    pub num_sites: u32,
-    #[serde(rename = "Onboard_date", with = "date_format")]
-    pub onboard_date: NaiveDateTime,
-    #[serde(rename = "Location")]
-    pub location: String,
-    #[serde(rename = "Company")]
-    pub company: String,
-    #[serde(rename = "Churn", default, skip_serializing_if = "Option::is_none")]
-    pub churn: Option<bool>,
 }
 
 impl Customer {

@@ -1,83 +1,10 @@
-//! The model file and scoring: standardize, weigh, squash, explain.
+//! Scoring with a model file's model: standardize, weigh, squash, explain.
 
-use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 use crate::features::Feature;
-use crate::metrics::Metrics;
-use crate::schema::{Customer, Field, RawCustomer, Scalar};
-use crate::validate::{validate, ValidationErrors};
-
-/// Bumped whenever the model file's layout changes incompatibly.
-pub const MODEL_SCHEMA_VERSION: u32 = 1;
-
-/// One input of the model: how to standardize it and how much it weighs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeatureWeight {
-    pub feature: Feature,
-    /// Mean and standard deviation of the training data, for standardization.
-    pub mean: f64,
-    pub std_dev: f64,
-    /// Weight of the standardized value in the log-odds of churn.
-    pub coefficient: f64,
-}
-
-/// What the model was trained on, to tell two models apart and to audit them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataFingerprint {
-    pub rows: usize,
-    pub churners: usize,
-    /// FNV-1a hash of the training rows' feature values and labels.
-    pub hash: String,
-}
-
-/// Training settings, stored so that a model can be reproduced.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Hyperparameters {
-    /// L2 penalty weight (linfa's alpha; 1.0 matches scikit-learn's default C = 1).
-    pub l2: f64,
-    pub folds: usize,
-    pub seed: u64,
-    /// How the decision threshold was chosen.
-    pub threshold_rule: String,
-}
-
-/// A trained, versioned churn model: everything needed to score, explain and audit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChurnModel {
-    pub schema_version: u32,
-    /// Content hash of the parameters and training data: same inputs, same version.
-    pub version: String,
-    /// RFC 3339 time of training.
-    pub created_at: String,
-    /// The date tenure is measured to: the newest onboard date seen in training.
-    #[serde(with = "crate::schema::date_format")]
-    pub reference_date: NaiveDateTime,
-    pub features: Vec<FeatureWeight>,
-    pub intercept: f64,
-    /// Probability at or above which a customer is labelled a churner.
-    pub threshold: f64,
-    pub hyperparameters: Hyperparameters,
-    pub metrics: Metrics,
-    pub training_data: DataFingerprint,
-    /// Inner decile edges of the model's scores on its training data: the reference live scores
-    /// are compared with to detect drift.
-    #[serde(default)]
-    pub score_deciles: Vec<f64>,
-}
-
-/// Why a model file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ModelFileError {
-    #[error("not a churn model file: {0}")]
-    NotJson(#[source] serde_json::Error),
-    #[error(
-        "model file has schema version {found}, this program reads version {expected}: retrain with `churn train`"
-    )]
-    SchemaVersion { found: u32, expected: u32 },
-    #[error("model file is damaged: {0}")]
-    Invalid(String),
-}
+use crate::model_file::ChurnModel;
+use crate::schema::Customer;
 
 /// One feature's share of a prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -157,55 +84,6 @@ pub fn sigmoid(z: f64) -> f64 {
 }
 
 impl ChurnModel {
-    pub fn from_json(text: &str) -> Result<Self, ModelFileError> {
-        #[derive(Deserialize)]
-        struct Header {
-            schema_version: u32,
-        }
-        let header: Header = serde_json::from_str(text).map_err(ModelFileError::NotJson)?;
-        if header.schema_version != MODEL_SCHEMA_VERSION {
-            return Err(ModelFileError::SchemaVersion {
-                found: header.schema_version,
-                expected: MODEL_SCHEMA_VERSION,
-            });
-        }
-        let model: ChurnModel =
-            serde_json::from_str(text).map_err(|e| ModelFileError::Invalid(e.to_string()))?;
-        model.check()?;
-        Ok(model)
-    }
-
-    /// What live score drift is measured against.
-    pub fn drift_reference(&self) -> Option<crate::analytics::DriftReference> {
-        (!self.score_deciles.is_empty()).then(|| crate::analytics::DriftReference {
-            version: self.version.clone(),
-            edges: self.score_deciles.clone(),
-        })
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a model always serializes")
-    }
-
-    fn check(&self) -> Result<(), ModelFileError> {
-        let bad = |what: String| Err(ModelFileError::Invalid(what));
-        if self.features.is_empty() {
-            return bad("it has no features".into());
-        }
-        for w in &self.features {
-            if !(w.std_dev > 0.0 && w.std_dev.is_finite() && w.mean.is_finite()) {
-                return bad(format!("feature {} has an unusable scale", w.feature.name()));
-            }
-            if !w.coefficient.is_finite() {
-                return bad(format!("feature {} has a non-finite weight", w.feature.name()));
-            }
-        }
-        if !(self.intercept.is_finite() && (0.0..=1.0).contains(&self.threshold)) {
-            return bad("intercept or threshold out of range".into());
-        }
-        Ok(())
-    }
-
     /// Scores a validated customer, with every feature's contribution.
     pub fn score(&self, customer: &Customer) -> Score {
         let mut contributions: Vec<Contribution> = self
@@ -238,55 +116,13 @@ impl ChurnModel {
         });
         sigmoid(z)
     }
-
-    /// What-if: the same record with some fields changed, validated and scored again.
-    pub fn what_if(
-        &self,
-        record: &RawCustomer,
-        changes: &[(Field, Scalar)],
-    ) -> Result<Score, ValidationErrors> {
-        let mut changed = record.clone();
-        for (field, value) in changes {
-            changed.set(*field, Some(value.clone()));
-        }
-        validate(&changed).map(|customer| self.score(&customer))
-    }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::model_file::tests::tiny_model;
     use crate::schema::parse_onboard_date;
-
-    pub fn tiny_model() -> ChurnModel {
-        ChurnModel {
-            schema_version: MODEL_SCHEMA_VERSION,
-            version: "m-test".into(),
-            created_at: "2026-01-01T00:00:00Z".into(),
-            reference_date: parse_onboard_date("2016-01-01 00:00:00").unwrap(),
-            features: vec![
-                FeatureWeight { feature: Feature::Age, mean: 40.0, std_dev: 5.0, coefficient: 0.5 },
-                FeatureWeight { feature: Feature::NumSites, mean: 8.0, std_dev: 2.0, coefficient: 1.5 },
-                FeatureWeight {
-                    feature: Feature::AccountManager,
-                    mean: 0.5,
-                    std_dev: 0.5,
-                    coefficient: -0.2,
-                },
-            ],
-            intercept: -1.0,
-            threshold: 0.5,
-            hyperparameters: Hyperparameters {
-                l2: 1.0,
-                folds: 5,
-                seed: 7,
-                threshold_rule: "fixed".into(),
-            },
-            metrics: Metrics::default(),
-            training_data: DataFingerprint { rows: 0, churners: 0, hash: "0".into() },
-            score_deciles: vec![],
-        }
-    }
 
     fn customer(age: f64, sites: u32, manager: bool) -> Customer {
         Customer {
@@ -344,28 +180,5 @@ pub(crate) mod tests {
         assert_eq!(sigmoid(-1000.0), 0.0);
         assert_eq!(sigmoid(1000.0), 1.0);
         assert_eq!(sigmoid(0.0), 0.5);
-    }
-
-    #[test]
-    fn the_model_file_round_trips_and_checks_its_schema_version() {
-        let model = tiny_model();
-        assert_eq!(ChurnModel::from_json(&model.to_json()).unwrap(), model);
-        let future = model.to_json().replace("\"schema_version\": 1", "\"schema_version\": 99");
-        let err = ChurnModel::from_json(&future).unwrap_err().to_string();
-        assert!(err.contains("schema version 99"), "{err}");
-        assert!(ChurnModel::from_json("{}").is_err());
-        let broken = model.to_json().replace("\"std_dev\": 5.0", "\"std_dev\": 0.0");
-        assert!(ChurnModel::from_json(&broken).unwrap_err().to_string().contains("scale"));
-    }
-
-    #[test]
-    fn what_if_changes_only_the_named_fields() {
-        let model = tiny_model();
-        let raw = customer(40.0, 8, false).to_raw();
-        let base = model.score(&customer(40.0, 8, false)).probability;
-        let more_sites = model.what_if(&raw, &[(Field::NumSites, Scalar::Number(14.0))]).unwrap();
-        assert!(more_sites.probability > base);
-        let bad = model.what_if(&raw, &[(Field::Age, Scalar::Number(-1.0))]).unwrap_err();
-        assert!(bad.for_field(Field::Age).is_some());
     }
 }

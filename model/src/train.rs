@@ -10,9 +10,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::features::Feature;
-use crate::metrics::{best_f1_threshold, min_cost_threshold, roc_auc, Metrics};
+use crate::quality::{best_f1_threshold, min_cost_threshold, roc_auc, Metrics};
 use crate::schema::Customer;
-use crate::scoring::{
+use crate::model_file::{
     ChurnModel, DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION,
 };
 
@@ -74,7 +74,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            features: Feature::NUMERIC.into_iter().chain([Feature::TenureYears]).collect(),
+            features: Feature::ALL.to_vec(),
             l2: 1.0,
             folds: 5,
             seed: 42,

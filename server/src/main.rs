@@ -135,7 +135,7 @@ struct TrainArgs {
 
 fn parse_feature(name: &str) -> Result<Feature, String> {
     Feature::from_name(name).ok_or_else(|| {
-        format!("unknown feature {name:?}: choose from Age, Total_Purchase, Account_Manager, Years, Num_Sites, Tenure_Years")
+        format!("unknown feature {name:?}: choose from {}", Feature::ALL.map(Feature::name).join(", "))
     })
 }
 

@@ -158,7 +158,7 @@ async fn outcomes_arriving_later_on_the_labels_topic_join_their_predictions_acro
     first.await.unwrap().unwrap();
     let second = tokio::spawn(analyze::run(p.kafka.clone(), window, models, stop.clone()));
     let producer = p.kafka.idempotent_producer().unwrap();
-    let mut expected = model::metrics::Confusion::default();
+    let mut expected = model::quality::Confusion::default();
     for (i, customer) in customers.iter().enumerate() {
         let actual = customer.churn.unwrap();
         expected.count(model.score(customer).churn, actual);

@@ -1,12 +1,14 @@
 //! Property tests of the record parser and validator: whatever arrives, they answer with a
 //! customer or with reasons, never a panic; and every valid customer survives the wire form.
 //! The scorer's whole per-record path, driven by records that get past parsing, is tested in
-//! `whole_path.rs`.
+//! `whole_path`.
 
 use chrono::NaiveDate;
 use model::validate::{AGE_RANGE, NUM_SITES_MAX, ONBOARD_YEAR_RANGE, TEXT_MAX_CHARS, TOTAL_PURCHASE_MAX, YEARS_MAX};
 use model::{validate, validate_field, Customer, Field, RawCustomer, Scalar};
 use proptest::prelude::*;
+
+use crate::support::close;
 
 fn scalar() -> impl Strategy<Value = Scalar> {
     prop_oneof![
@@ -82,13 +84,6 @@ fn valid_customer() -> impl Strategy<Value = Customer> {
                 }
             },
         )
-}
-
-/// Equal, or the nearest neighbours: serde_json parses floats fast rather than exactly (its
-/// `float_roundtrip` feature is off), so about one float in ten comes back one unit in the
-/// last place off.
-fn close(a: f64, b: f64) -> bool {
-    a == b || a.next_up() == b || a.next_down() == b
 }
 
 proptest! {

@@ -1,11 +1,11 @@
 // A small model weighting every feature, so that every feature's code runs: shared by the
-// whole-path tests (`model/tests/whole_path.rs`) and the fuzz target (`fuzz/`), by `include!`.
+// integration tests (`model/tests/it/support.rs`) and the fuzz target (`fuzz/`), by `include!`.
 // It is passed through `ChurnModel::from_json`: the scorer only ever holds models that pass the
 // model file's checks.
 
-fn every_feature_model(version: &str) -> model::ChurnModel {
+pub fn every_feature_model(version: &str) -> model::ChurnModel {
     use model::features::Feature;
-    use model::scoring::{DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION};
+    use model::model_file::{DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION};
     let weight = |feature, mean, std_dev, coefficient| FeatureWeight { feature, mean, std_dev, coefficient };
     let model = model::ChurnModel {
         schema_version: MODEL_SCHEMA_VERSION,
