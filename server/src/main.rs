@@ -27,7 +27,7 @@ use server::metrics::PipelineMetrics;
 use std::sync::Arc;
 use server::args;
 use server::supervisor::Supervisor;
-use server::{model_file, models};
+use server::model_store;
 
 #[derive(Parser)]
 #[command(name = "churn", version, about = "Real-time customer churn prediction on Apache Kafka",
@@ -281,7 +281,7 @@ async fn connect(args: &KafkaArgs) -> Result<Kafka> {
 
 async fn publish_model(args: &KafkaArgs, model: &ChurnModel) -> Result<()> {
     let kafka = connect(args).await?;
-    models::publish(&kafka, model).await?;
+    model_store::publish(&kafka, model).await?;
     println!("published {} to {}", model.version, kafka.topics.models);
     Ok(())
 }
@@ -303,9 +303,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Publish { file } => publish_model(&cli.kafka, &model_file::load(&file)?).await,
+        Command::Publish { file } => publish_model(&cli.kafka, &model_store::load(&file)?).await,
         Command::Model { command: ModelCommand::Info { file } } => {
-            print_model(&model_file::load(&file)?);
+            print_model(&model_store::load(&file)?);
             Ok(())
         }
         Command::Replay(args) => {
@@ -319,7 +319,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Score(ScoreArgs { input: Some(input), output: Some(output), model, .. }) => {
-            let model = model_file::load(&model)?;
+            let model = model_store::load(&model)?;
             let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let summary = score_file(&model, &input, &output, show)?;
             for e in summary.bad.iter().take(20) {
@@ -335,7 +335,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Score(args) => {
             let kafka = connect(&cli.kafka).await?;
             let mut tasks = Supervisor::new(server::shutdown::on_signals());
-            let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, tasks.shutdown()).await?;
+            let (model_rx, follower) = model_store::follow(&kafka, load_optional(&args.model)?, tasks.shutdown()).await?;
             tasks.spawn("model follower", follower);
             tasks.spawn("scorer", Scorer::new(kafka, args.group, model_rx).run(tasks.shutdown()));
             tasks.run().await
@@ -343,7 +343,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Analyze(args) => {
             let kafka = connect(&cli.kafka).await?;
             let mut tasks = Supervisor::new(server::shutdown::on_signals());
-            let (model_rx, follower) = models::follow(&kafka, load_optional(&args.model)?, tasks.shutdown()).await?;
+            let (model_rx, follower) = model_store::follow(&kafka, load_optional(&args.model)?, tasks.shutdown()).await?;
             tasks.spawn("model follower", follower);
             let options = AnalyzeOptions {
                 group: args.group,
@@ -393,7 +393,7 @@ fn generate(args: &GenerateArgs) -> Result<()> {
 /// The model file if there is one; a missing file is fine when a model is published.
 fn load_optional(path: &std::path::Path) -> Result<Option<ChurnModel>> {
     if path.exists() {
-        model_file::load(path).map(Some)
+        model_store::load(path).map(Some)
     } else {
         tracing::info!(path = %path.display(), "no model file; expecting a published model");
         Ok(None)
@@ -441,7 +441,7 @@ fn train_command(args: &TrainArgs) -> Result<ChurnModel> {
         TrainProgress::Final => bar.set_message("fitting the final model"),
     })?;
     bar.finish_and_clear();
-    model_file::save(&model, &args.output)?;
+    model_store::save(&model, &args.output)?;
     print_model(&model);
     println!("\nsaved {} to {}", model.version, args.output.display());
     Ok(model)
@@ -493,7 +493,7 @@ async fn serve(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     kafka.check_reachable(Duration::from_secs(15)).await?;
     kafka.ensure_pipeline_topics().await?;
     let mut tasks = Supervisor::new(server::shutdown::on_signals());
-    let (model_rx, follower) = models::follow(&kafka, load_optional(&args.score.model)?, tasks.shutdown()).await?;
+    let (model_rx, follower) = model_store::follow(&kafka, load_optional(&args.score.model)?, tasks.shutdown()).await?;
     tasks.spawn("model follower", follower);
     let metrics = Arc::new(PipelineMetrics::default());
     let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone()).with_metrics(metrics.clone());

@@ -55,7 +55,7 @@ fn big_producer(kafka: &Kafka) -> FutureProducer {
 
 fn model_file(p: &Pipeline, seed: u64) -> String {
     let path = p.dir.path().join("model.json");
-    server::model_file::save(&trained_model(seed), &path).unwrap();
+    server::model_store::save(&trained_model(seed), &path).unwrap();
     path.to_string_lossy().into_owned()
 }
 
@@ -365,7 +365,7 @@ async fn a_hostile_stream_through_a_scorer_killed_mid_stream_scores_every_good_r
     let p = pipeline().await;
     let started = Instant::now();
     let model_path = model_file(&p, 23);
-    let model = server::model_file::load(Path::new(&model_path)).unwrap();
+    let model = server::model_store::load(Path::new(&model_path)).unwrap();
     let topic = p.kafka.topics.input.clone();
     let logs: Vec<PathBuf> = ["scorer-a.log", "scorer-b.log", "scorer-a2.log", "serve.log"].iter().map(|f| p.dir.path().join(f)).collect();
 

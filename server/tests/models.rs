@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use rdkafka::Message;
-use server::models::{follow, publish};
+use server::model_store::{follow, publish};
 use server::replay::{replay, ReplayOptions};
 use server::scorer::Scorer;
 

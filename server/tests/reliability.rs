@@ -58,7 +58,7 @@ fn score_process(p: &Pipeline, model_path: &str) -> Running {
 
 fn model_file(p: &Pipeline, seed: u64) -> String {
     let path = p.dir.path().join("model.json");
-    server::model_file::save(&trained_model(seed), &path).unwrap();
+    server::model_store::save(&trained_model(seed), &path).unwrap();
     path.to_string_lossy().into_owned()
 }
 
