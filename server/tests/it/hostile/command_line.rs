@@ -32,7 +32,10 @@ fn nonsense_on_the_command_line_is_a_usage_error_naming_the_flag_and_starts_noth
         (&["generate", "--messy", "1.5", "--output", "x.csv"], "--messy"),
         (&["train", "--folds", "1"], "--folds"),
         (&["train", "--l2", "-1"], "--l2"),
-        (&["score", "--input", "customers.csv"], "--output"),
+        (&["score-file", "--input", "customers.csv"], "--output"),
+        // Offline scoring is `churn score-file`: the stream scorer and the web server refuse its flags.
+        (&["score", "--input", "customers.csv", "--output", "scored.csv"], "--input"),
+        (&["serve", "--input", "customers.csv", "--output", "scored.csv", "--addr", addr, "--data-dir", data], "--input"),
     ];
     for (args, flag) in cases {
         let started = Instant::now();
