@@ -42,34 +42,46 @@ pub struct KafkaArgs {
     pub topics: Topics,
 }
 
+/// The default topic names, written once: the flags' defaults and `Topics::default()` both use
+/// them. `costumerchurn` and `test3` are the original project's names, kept.
+pub const DEFAULT_INPUT_TOPIC: &str = "costumerchurn";
+pub const DEFAULT_PREDICTIONS_TOPIC: &str = "test3";
+pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "costumerchurn-dlq";
+pub const DEFAULT_MODELS_TOPIC: &str = "churn-models";
+pub const DEFAULT_LABELS_TOPIC: &str = "churn-labels";
+pub const DEFAULT_STATS_TOPIC: &str = "churn-stats";
+/// Partitions and replication factor of the topics this program creates.
+pub const DEFAULT_PARTITIONS: i32 = 3;
+pub const DEFAULT_REPLICATION: i32 = 1;
+
 /// Topic names: the original project's defaults, all configurable.
 #[derive(Debug, Clone, Args)]
 pub struct Topics {
     /// Topic the customer records arrive on.
-    #[arg(id = "input_topic", long = "input-topic", env = "CHURN_INPUT_TOPIC", default_value = "costumerchurn", global = true)]
+    #[arg(id = "input_topic", long = "input-topic", env = "CHURN_INPUT_TOPIC", default_value = DEFAULT_INPUT_TOPIC, global = true)]
     pub input: String,
     /// Topic the predictions are written to.
-    #[arg(id = "predictions_topic", long = "predictions-topic", env = "CHURN_PREDICTIONS_TOPIC", default_value = "test3", global = true)]
+    #[arg(id = "predictions_topic", long = "predictions-topic", env = "CHURN_PREDICTIONS_TOPIC", default_value = DEFAULT_PREDICTIONS_TOPIC, global = true)]
     pub predictions: String,
     /// Topic for records that cannot be scored: original bytes, reason in the headers.
-    #[arg(id = "dead_letter_topic", long = "dead-letter-topic", env = "CHURN_DEAD_LETTER_TOPIC", default_value = "costumerchurn-dlq", global = true)]
+    #[arg(id = "dead_letter_topic", long = "dead-letter-topic", env = "CHURN_DEAD_LETTER_TOPIC", default_value = DEFAULT_DEAD_LETTER_TOPIC, global = true)]
     pub dead_letter: String,
     /// Compacted topic of published models; every scorer and web server follows it.
-    #[arg(id = "models_topic", long = "models-topic", env = "CHURN_MODELS_TOPIC", default_value = "churn-models", global = true)]
+    #[arg(id = "models_topic", long = "models-topic", env = "CHURN_MODELS_TOPIC", default_value = DEFAULT_MODELS_TOPIC, global = true)]
     pub models: String,
     /// True outcomes arriving later, keyed by record id: `{"Churn": 1}`. Must have the
     /// predictions topic's partition count (it is created so), for the join by id.
-    #[arg(id = "labels_topic", long = "labels-topic", env = "CHURN_LABELS_TOPIC", default_value = "churn-labels", global = true)]
+    #[arg(id = "labels_topic", long = "labels-topic", env = "CHURN_LABELS_TOPIC", default_value = DEFAULT_LABELS_TOPIC, global = true)]
     pub labels: String,
     /// Compacted topic of window statistics published by the stream-analytics processor.
-    #[arg(id = "stats_topic", long = "stats-topic", env = "CHURN_STATS_TOPIC", default_value = "churn-stats", global = true)]
+    #[arg(id = "stats_topic", long = "stats-topic", env = "CHURN_STATS_TOPIC", default_value = DEFAULT_STATS_TOPIC, global = true)]
     pub stats: String,
     /// Partitions for topics this program creates.
-    #[arg(long, env = "CHURN_PARTITIONS", default_value_t = 3, global = true,
+    #[arg(long, env = "CHURN_PARTITIONS", default_value_t = DEFAULT_PARTITIONS, global = true,
           value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub partitions: i32,
     /// Replication factor for topics this program creates (raise it on a real cluster).
-    #[arg(long, env = "CHURN_REPLICATION", default_value_t = 1, global = true,
+    #[arg(long, env = "CHURN_REPLICATION", default_value_t = DEFAULT_REPLICATION, global = true,
           value_parser = clap::value_parser!(i32).range(1..=100))]
     pub replication: i32,
 }
@@ -77,14 +89,14 @@ pub struct Topics {
 impl Default for Topics {
     fn default() -> Self {
         Topics {
-            input: "costumerchurn".into(),
-            predictions: "test3".into(),
-            dead_letter: "costumerchurn-dlq".into(),
-            models: "churn-models".into(),
-            stats: "churn-stats".into(),
-            labels: "churn-labels".into(),
-            partitions: 3,
-            replication: 1,
+            input: DEFAULT_INPUT_TOPIC.into(),
+            predictions: DEFAULT_PREDICTIONS_TOPIC.into(),
+            dead_letter: DEFAULT_DEAD_LETTER_TOPIC.into(),
+            models: DEFAULT_MODELS_TOPIC.into(),
+            stats: DEFAULT_STATS_TOPIC.into(),
+            labels: DEFAULT_LABELS_TOPIC.into(),
+            partitions: DEFAULT_PARTITIONS,
+            replication: DEFAULT_REPLICATION,
         }
     }
 }
@@ -438,6 +450,18 @@ mod tests {
         let shown = excerpt(long.as_bytes());
         assert!(shown.len() <= EXCERPT_BYTES + "…".len() && shown.ends_with('…'), "{shown}");
         assert!(excerpt(&[0xff; 1000]).chars().count() < 200);
+    }
+
+    #[test]
+    fn the_flags_default_to_the_same_topics_as_topics_default() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            topics: Topics,
+        }
+        let parsed = <Cli as clap::Parser>::try_parse_from(["churn"]).unwrap().topics;
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Topics::default()));
+        assert_eq!((parsed.input.as_str(), parsed.predictions.as_str()), ("costumerchurn", "test3"), "the original names");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The churn pipeline's I/O side: the embedded broker, Kafka clients, the replay producer, the
-//! scorer service, CSV files, model files, and the web server. The CLI in main.rs wires them up.
+//! scorer service, CSV files, the model store (files and the models topic), and the web server.
+//! The `churn` binary (main.rs, one module per command under commands/) wires them up.
 
 pub mod analyze;
 pub mod args;
@@ -11,8 +12,7 @@ pub mod health;
 pub mod hub;
 pub mod kafka;
 pub mod metrics;
-pub mod model_file;
-pub mod models;
+pub mod model_store;
 pub mod replay;
 pub mod scorer;
 pub mod shutdown;

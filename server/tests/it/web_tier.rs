@@ -1,15 +1,12 @@
 //! The web tier scaled out on the real broker process: several web servers and scorers share one
 //! broker, and each web server gets the replies to its own requests on its own reply topic.
 
-mod common;
-
 use tokio_util::sync::CancellationToken;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use model::synth::{generate_customers, GenerateOptions};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -20,6 +17,8 @@ use server::kafka::{partition_count, Kafka, Topics, REPLY_TO_HEADER};
 use server::scorer::Scorer;
 use server::supervisor::Supervisor;
 use tokio::sync::watch;
+
+use crate::support::*;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 

@@ -3,15 +3,12 @@
 //! and the Prometheus counters match the records replayed; the dashboard's reader skips garbage
 //! on the stats topic and reads every partition the broker reports.
 
-mod common;
-
 use tokio_util::sync::CancellationToken;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
 use model::analytics::{QualityCounts, SegmentCounts, Totals, WindowPartial};
 use model::segments::Segments;
 use model::synth::{generate_csv, generate_customers, GenerateOptions};
@@ -24,6 +21,8 @@ use server::dashboard::{follow_stats, StatsView};
 use server::metrics::PipelineMetrics;
 use server::replay::{replay, ReplayOptions};
 use server::scorer::Scorer;
+
+use crate::support::*;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 

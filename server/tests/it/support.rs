@@ -1,9 +1,8 @@
-//! Shared set-up for integration tests: a real broker process, a model, generated data.
-
-#![allow(dead_code)]
+//! Shared set-up for the integration tests: a real broker process, a model, generated data, the
+//! `churn` binary as a child process.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,8 @@ pub struct Pipeline {
 /// A failed assertion must not leave the test binary hanging: unwinding drops the test's broker
 /// first, then the runtime drops the clients still running, and librdkafka's consumer close waits
 /// for a broker that will never answer again. So the first panic is reported, this process's child
-/// processes (brokers, `churn` binaries) are killed, and the binary exits with a failure.
+/// processes (brokers, `churn` binaries) are killed, and the binary exits with a failure. Every
+/// test of the binary ends with it: its other tests' brokers are killed too.
 fn fail_fast_on_panic() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -67,6 +67,13 @@ impl Pipeline {
 pub fn trained_model(seed: u64) -> Arc<ChurnModel> {
     let customers = generate_customers(&GenerateOptions { rows: 600, seed, messy_fraction: 0.0 });
     Arc::new(model::train::train(&customers, &Default::default(), "test".into(), |_| {}).unwrap())
+}
+
+/// Saves a model trained with `seed` as `model.json` in the test's directory; returns its path.
+pub fn model_path(p: &Pipeline, seed: u64) -> String {
+    let path = p.dir.path().join("model.json");
+    server::model_store::save(&trained_model(seed), &path).unwrap();
+    path.to_string_lossy().into_owned()
 }
 
 /// Reads a topic from the beginning (all partitions, no group) until `done` says so or time is up.
@@ -155,6 +162,17 @@ pub fn churn(args: &[&str]) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_churn"));
     command.args(args).env("CHURN_LOG", "info").env("NO_COLOR", "1").stdin(std::process::Stdio::null());
     command
+}
+
+/// `churn score` with `model` in `group`, logging at `level` to `log` (appended).
+pub fn score_process(p: &Pipeline, model: &str, group: &str, log: &Path, level: &str) -> Running {
+    churn(&["score", "--brokers", &p.kafka.brokers, "--model", model, "--group", group])
+        .env("CHURN_LOG", level)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::options().create(true).append(true).open(log).unwrap())
+        .spawn()
+        .map(Running)
+        .unwrap()
 }
 
 /// A child process that cannot outlive a failing test (killed when dropped).

@@ -1,3 +1,6 @@
+//! Where models live outside a process, in one place: model files on disk (load, save) and the
+//! compacted models topic (publish, follow).
+//!
 //! Live model updates, the distributed way: models are published to a compacted topic, and
 //! every scorer and web server follows it, swapping to each new model as it arrives.
 //!
@@ -5,6 +8,7 @@
 //! in flight finishes with the model it started with and nothing is dropped.
 
 use tokio_util::sync::CancellationToken;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +20,39 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::kafka::{tail_payloads, Kafka};
+
+// Model files on disk.
+
+/// Reads a model file.
+pub fn load(path: &Path) -> Result<ChurnModel> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("no model at {}: train one with `churn train --input customers.csv --output {}`",
+                path.display(), path.display())
+    })?;
+    ChurnModel::from_json(&text).with_context(|| format!("loading {}", path.display()))
+}
+
+/// The model file if there is one; a missing file is fine when a model is published.
+pub fn load_optional(path: &Path) -> Result<Option<ChurnModel>> {
+    if path.exists() {
+        load(path).map(Some)
+    } else {
+        tracing::info!(path = %path.display(), "no model file; expecting a published model");
+        Ok(None)
+    }
+}
+
+/// Writes atomically (temp file + rename) so a running scorer never reads half a model.
+pub fn save(model: &ChurnModel, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, model.to_json()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+// The models topic.
 
 /// Every model is published under this key, so compaction keeps only the newest.
 const MODEL_KEY: &str = "churn-model";

@@ -1,17 +1,16 @@
 //! Live model updates on the real broker: publish a model while the stream flows, and every
 //! later prediction carries the new version, with no record lost or unscored.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
 use rdkafka::Message;
-use server::models::{follow, publish};
+use server::model_store::{follow, publish};
 use server::replay::{replay, ReplayOptions};
 use server::scorer::Scorer;
+
+use crate::support::*;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 

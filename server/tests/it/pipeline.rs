@@ -1,17 +1,16 @@
 //! The pipeline end to end on the real broker process: replay -> scorer -> predictions and
 //! dead letters.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 use server::replay::{replay, ReplayOptions};
 use server::scorer::Scorer;
+
+use crate::support::*;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 

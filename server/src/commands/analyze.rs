@@ -1,0 +1,41 @@
+//! `churn analyze`: the stream-analytics processor, windowed churn stats per segment -> stats topic.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use server::analyze::{self, AnalyzeOptions};
+use server::args;
+use server::kafka::KafkaArgs;
+use server::model_store;
+use server::supervisor::Supervisor;
+
+#[derive(clap::Args)]
+pub struct AnalyzeArgs {
+    /// Length of the tumbling windows in seconds.
+    #[arg(long, env = "CHURN_WINDOW_SECS", default_value_t = 10.0, allow_negative_numbers = true, value_parser = args::positive_seconds)]
+    window_secs: f64,
+    /// Seconds after a window's end that late records still count in it before publication.
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true, value_parser = args::non_negative_seconds)]
+    lateness_secs: f64,
+    /// Consumer group: run more processors with the same group to share the partitions.
+    #[arg(long, default_value = "churn-analytics")]
+    group: String,
+    /// Model file whose training scores drift is measured against (a published model wins).
+    #[arg(short, long, env = "CHURN_MODEL", default_value = "data/model.json")]
+    model: PathBuf,
+}
+
+pub async fn run(args: AnalyzeArgs, kafka_args: &KafkaArgs) -> Result<()> {
+    let kafka = super::connect(kafka_args).await?;
+    let mut tasks = Supervisor::new(server::shutdown::on_signals());
+    let (model_rx, follower) = model_store::follow(&kafka, model_store::load_optional(&args.model)?, tasks.shutdown()).await?;
+    tasks.spawn("model follower", follower);
+    let options = AnalyzeOptions {
+        group: args.group,
+        window: Duration::from_secs_f64(args.window_secs),
+        lateness: Duration::from_secs_f64(args.lateness_secs),
+    };
+    tasks.spawn("analytics", analyze::run(kafka, options, model_rx, tasks.shutdown()));
+    tasks.run().await
+}

@@ -1,0 +1,43 @@
+//! The body of each `churn` command, one module per command; main.rs holds the command line and
+//! dispatches here. A command's flags live next to its body.
+
+pub mod analyze;
+pub mod broker;
+pub mod generate;
+pub mod logging;
+pub mod model_info;
+pub mod publish;
+pub mod replay;
+pub mod score;
+pub mod score_file;
+pub mod serve;
+pub mod train;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use server::kafka::{Kafka, KafkaArgs, DEFAULT_EMBEDDED_PORT};
+
+/// The cluster named by --brokers, or the local embedded broker; checked and with its topics.
+pub async fn connect(args: &KafkaArgs) -> Result<Kafka> {
+    let brokers = args.brokers.clone().unwrap_or_else(|| format!("127.0.0.1:{DEFAULT_EMBEDDED_PORT}"));
+    let kafka = Kafka::new(brokers, args);
+    kafka.check_reachable(Duration::from_secs(10)).await?;
+    kafka.ensure_pipeline_topics().await?;
+    Ok(kafka)
+}
+
+/// Reports the first 20 rows a command skipped, on stderr, and how many more there were.
+pub fn report_skipped(bad: &[impl std::fmt::Display]) {
+    for e in bad.iter().take(20) {
+        eprintln!("skipped {e}");
+    }
+    if bad.len() > 20 {
+        eprintln!("... and {} more bad rows", bad.len() - 20);
+    }
+}
+
+/// Whether to draw progress bars: only for a person watching stderr.
+pub fn stderr_is_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+}

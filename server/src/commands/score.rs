@@ -1,0 +1,29 @@
+//! `churn score`: the scorer service, input topic -> model -> predictions topic.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use server::kafka::KafkaArgs;
+use server::model_store;
+use server::scorer::Scorer;
+use server::supervisor::Supervisor;
+
+/// The stream scorer's flags, shared by `churn score` and `churn serve` (which runs one in-process).
+#[derive(clap::Args, Clone)]
+pub struct ScoreArgs {
+    /// Model file; used until (and unless) a newer model is published on the models topic.
+    #[arg(short, long, env = "CHURN_MODEL", default_value = "data/model.json")]
+    pub model: PathBuf,
+    /// Consumer group: run more scorers with the same group to share the partitions.
+    #[arg(long, env = "CHURN_GROUP", default_value = "churn-scorer")]
+    pub group: String,
+}
+
+pub async fn run(args: ScoreArgs, kafka_args: &KafkaArgs) -> Result<()> {
+    let kafka = super::connect(kafka_args).await?;
+    let mut tasks = Supervisor::new(server::shutdown::on_signals());
+    let (model_rx, follower) = model_store::follow(&kafka, model_store::load_optional(&args.model)?, tasks.shutdown()).await?;
+    tasks.spawn("model follower", follower);
+    tasks.spawn("scorer", Scorer::new(kafka, args.group, model_rx).run(tasks.shutdown()));
+    tasks.run().await
+}

@@ -1,0 +1,102 @@
+//! `churn train`: a churn model from a labelled CSV, with a cross-validated quality report.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use model::train::{stratified_folds, train, ThresholdRule, TrainOptions, TrainProgress};
+use model::{ChurnModel, Feature};
+use server::args;
+use server::csv_io::CustomerCsv;
+use server::kafka::KafkaArgs;
+use server::model_store;
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Labelled customer CSV (with a Churn column).
+    #[arg(short, long, default_value = "data/customers.csv")]
+    input: PathBuf,
+    /// Where to write the model file.
+    #[arg(short, long, default_value = "data/model.json")]
+    output: PathBuf,
+    /// Cross-validation folds.
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(2..=100))]
+    folds: u32,
+    /// L2 penalty weight (1.0 matches scikit-learn's default C = 1).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = args::non_negative)]
+    l2: f64,
+    /// Seed for the fold assignment.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Features to use, comma-separated (default: all honest features:
+    /// Age,Total_Purchase,Account_Manager,Years,Num_Sites,Tenure_Years).
+    #[arg(long, value_delimiter = ',', value_parser = parse_feature)]
+    features: Vec<Feature>,
+    /// How to choose the decision threshold: `f1` (maximize F1) or `cost:RATIO` (a missed churner
+    /// costs RATIO false alarms).
+    #[arg(long, default_value = "f1")]
+    threshold: ThresholdRule,
+    /// Also publish the model to the models topic, so running scorers switch to it.
+    #[arg(long)]
+    publish: bool,
+    /// Write each row's cross-validation fold to this CSV (row,fold), e.g. to compare with other tools.
+    #[arg(long)]
+    export_folds: Option<PathBuf>,
+}
+
+fn parse_feature(name: &str) -> Result<Feature, String> {
+    Feature::from_name(name).ok_or_else(|| {
+        format!("unknown feature {name:?}: choose from {}", Feature::ALL.map(Feature::name).join(", "))
+    })
+}
+
+pub async fn run(args: &TrainArgs, kafka_args: &KafkaArgs) -> Result<()> {
+    let model = train_model(args)?;
+    if args.publish {
+        super::publish::publish_model(kafka_args, &model).await?;
+    }
+    Ok(())
+}
+
+/// Trains, saves and prints the model.
+fn train_model(args: &TrainArgs) -> Result<ChurnModel> {
+    let mut csv = CustomerCsv::open(&args.input)?;
+    if !csv.has_labels() {
+        bail!("{} has no Churn column: training needs the outcome of each customer", args.input.display());
+    }
+    let (customers, bad) = csv.customers();
+    super::report_skipped(&bad);
+    let unlabelled = customers.iter().filter(|c| c.churn.is_none()).count();
+    let customers: Vec<_> = customers.into_iter().filter(|c| c.churn.is_some()).collect();
+    println!(
+        "training on {} customers from {} ({} bad rows skipped, {} without a label skipped)",
+        customers.len(), args.input.display(), bad.len(), unlabelled
+    );
+    let mut options = TrainOptions { l2: args.l2, folds: args.folds as usize, seed: args.seed, threshold_rule: args.threshold, ..Default::default() };
+    if !args.features.is_empty() {
+        options.features = args.features.clone();
+    }
+    if let Some(path) = &args.export_folds {
+        let labels: Vec<bool> = customers.iter().map(|c| c.churn == Some(true)).collect();
+        let folds = stratified_folds(&labels, args.folds as usize, args.seed);
+        let mut text = String::from("row,fold\n");
+        for (row, fold) in folds.iter().enumerate() {
+            text.push_str(&format!("{row},{fold}\n"));
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let bar = ProgressBar::new(args.folds as u64 + 1).with_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}").expect("valid template").progress_chars("=> "),
+    );
+    bar.set_message("cross-validating");
+    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let model = train(&customers, &options, created_at, |p| match p {
+        TrainProgress::Fold { done, .. } => bar.set_position(done as u64),
+        TrainProgress::Final => bar.set_message("fitting the final model"),
+    })?;
+    bar.finish_and_clear();
+    model_store::save(&model, &args.output)?;
+    super::model_info::print_model(&model);
+    println!("\nsaved {} to {}", model.version, args.output.display());
+    Ok(model)
+}
