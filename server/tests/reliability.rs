@@ -6,7 +6,6 @@ mod common;
 use tokio_util::sync::CancellationToken;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
@@ -207,7 +206,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     let scorer = Scorer::new(kafka.clone(), "scorer-restart", models);
     let stats = scorer.stats.clone();
     let task = tokio::spawn(scorer.run(stop));
-    wait_until("part of the stream to be scored", TIMEOUT, || stats.scored.load(Ordering::Relaxed) >= 500).await;
+    wait_until("part of the stream to be scored", TIMEOUT, || stats.scored.get() >= 500).await;
     tokio::task::block_in_place(|| p.broker.restart()).unwrap();
     assert_eq!(producer.await.unwrap(), N as u64, "the producer rode out the restart");
     let (_, messages) = all_scored(&p, "br", N);
@@ -296,6 +295,7 @@ fn keys_by_partition(messages: &[rdkafka::message::OwnedMessage]) -> BTreeMap<i3
 struct GroupMember {
     stop: CancellationToken,
     stats: std::sync::Arc<server::scorer::ScorerStats>,
+    health: std::sync::Arc<server::health::Health>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -303,12 +303,12 @@ impl GroupMember {
     fn join(p: &Pipeline, group: &str, models: &tokio::sync::watch::Receiver<std::sync::Arc<model::ChurnModel>>) -> Self {
         let (stop, stopped) = stop_switch();
         let scorer = Scorer::new(p.kafka.clone(), group, models.clone());
-        let stats = scorer.stats.clone();
-        GroupMember { stop, stats, task: tokio::spawn(scorer.run(stopped)) }
+        let (stats, health) = (scorer.stats.clone(), scorer.health.clone());
+        GroupMember { stop, stats, health, task: tokio::spawn(scorer.run(stopped)) }
     }
 
     fn scored(&self) -> u64 {
-        self.stats.scored.load(Ordering::Relaxed)
+        self.stats.scored.get()
     }
 
     /// Stops it (it commits and leaves the group) and returns how many it scored.
@@ -319,7 +319,7 @@ impl GroupMember {
             .expect("a scorer stops within 30 s")
             .unwrap()
             .expect("a scorer stops cleanly");
-        self.stats.scored.load(Ordering::Relaxed)
+        self.stats.scored.get()
     }
 }
 
@@ -343,7 +343,7 @@ async fn scorers_joining_and_leaving_mid_stream_score_everything_in_order_per_pa
     let b = GroupMember::join(&p, GROUP, &models);
     let c = GroupMember::join(&p, GROUP, &models);
     wait_until("the two new scorers to get partitions", TIMEOUT, || {
-        b.stats.assigned.load(Ordering::SeqCst) && c.stats.assigned.load(Ordering::SeqCst)
+        b.health.assigned() && c.health.assigned()
     })
     .await;
     let at_three = a.scored() + b.scored() + c.scored();

@@ -11,7 +11,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio_util::sync::CancellationToken;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use server::broker::{BrokerOptions, EmbeddedBroker};
-use server::hub::{Hub, HubOptions};
+use server::backend::{BackendOptions, PipelineBackend};
+use server::health::Health;
 use server::kafka::{Kafka, Topics};
 use server::metrics::PipelineMetrics;
 use server::replay::to_wire;
@@ -181,9 +181,9 @@ async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>) -
         let stop = stop_tx.clone();
         let (_model_tx, models) = watch::channel(model.clone());
         let scorer = Scorer::new(kafka.clone(), format!("bench-scorer-{run}"), models);
-        let stats = scorer.stats.clone();
+        let (stats, health) = (scorer.stats.clone(), scorer.health.clone());
         let task = tokio::spawn(scorer.run(stop));
-        while !stats.assigned.load(Ordering::Relaxed) || stats.consumed.load(Ordering::Relaxed) == 0 {
+        while !health.assigned() || stats.consumed.get() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // The clock starts at the first fetched batch; those records' scoring and delivery still
@@ -191,8 +191,8 @@ async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>) -
         let started = Instant::now();
         // A mark to attach a profiler to (`perf record -p`) for the pipeline phase alone.
         eprintln!("run {run}: pipeline started");
-        let before = stats.consumed.load(Ordering::Relaxed) as f64;
-        while stats.scored.load(Ordering::Relaxed) < args.records as u64 {
+        let before = stats.consumed.get() as f64;
+        while stats.scored.get() < args.records as u64 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let pipeline_rate = (n - before) / started.elapsed().as_secs_f64();
@@ -310,10 +310,10 @@ fn rss_mb() -> f64 {
 }
 
 /// One web server as `churn serve` runs it: a scorer (in the group every instance shares) and a
-/// hub with its own reply topic, serving the app on a free port.
+/// pipeline backend with its own reply topic, serving the app on a free port.
 struct Instance {
     addr: SocketAddr,
-    metrics: Arc<PipelineMetrics>,
+    health: Arc<Health>,
     scorer: tokio::task::JoinHandle<Result<()>>,
     hub_stop: CancellationToken,
     hub_tasks: tokio::task::JoinHandle<Result<()>>,
@@ -327,11 +327,12 @@ async fn start_instance(
 ) -> Result<Instance> {
     let metrics = Arc::new(PipelineMetrics::default());
     let scorer = Scorer::new(kafka.clone(), "bench-web-scorer", models).with_metrics(metrics.clone());
+    let health = scorer.health.clone();
     let scorer = tokio::spawn(scorer.run(stop.clone()));
     let hub_stop = CancellationToken::new();
     let mut hub_tasks = server::supervisor::Supervisor::new(hub_stop.clone());
-    let options = HubOptions { instance_id: format!("bench-web-{id}"), ..HubOptions::default() };
-    let hub = Hub::start(kafka.clone(), options, metrics.clone(), app::PipelineStatus::default, &mut hub_tasks).await?;
+    let options = BackendOptions { instance_id: format!("bench-web-{id}"), ..BackendOptions::default() };
+    let hub = PipelineBackend::start(kafka.clone(), options, metrics.clone(), app::PipelineStatus::default, &mut hub_tasks).await?;
     let hub_tasks = tokio::spawn(hub_tasks.run());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -341,7 +342,7 @@ async fn start_instance(
     tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { server_stop.cancelled().await; }).await
     });
-    Ok(Instance { addr, metrics, scorer, hub_stop, hub_tasks })
+    Ok(Instance { addr, health, scorer, hub_stop, hub_tasks })
 }
 
 /// `clients` keep-alive clients on each of `addrs`, all at once: every request's latency (ms,
@@ -376,7 +377,7 @@ async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, cust
     let stop = stop_tx.clone();
     let (_model_tx, models) = watch::channel(model);
     let mut instances = vec![start_instance(&kafka, models.clone(), 0, stop.clone()).await?];
-    while !instances[0].metrics.assigned.load(Ordering::Relaxed) {
+    while !instances[0].health.assigned() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let idle_rss = rss_mb();
@@ -417,7 +418,7 @@ async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, cust
         // Each scorer holds a partition once the group has settled (more scorers than partitions
         // leave some idle).
         let holders = n.min(kafka.topics.partitions as usize);
-        while instances.iter().filter(|i| i.metrics.assigned.load(Ordering::Relaxed)).count() < holders {
+        while instances.iter().filter(|i| i.health.assigned()).count() < holders {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
