@@ -47,20 +47,6 @@ pub enum PredictError {
     Transport(String),
 }
 
-impl PredictError {
-    /// The HTTP status that goes with the error.
-    pub fn status(&self) -> u16 {
-        match self {
-            PredictError::Invalid(_) => 422,
-            PredictError::BrokerUnavailable(_) | PredictError::NotRunning => 503,
-            PredictError::Timeout(_) => 504,
-            PredictError::Busy => 429,
-            PredictError::BadRequest(_) => 400,
-            PredictError::Transport(_) => 500,
-        }
-    }
-}
-
 impl FromServerFnError for PredictError {
     type Encoder = JsonEncoding;
 
@@ -176,19 +162,14 @@ pub async fn predict_record(backend: &dyn Backend, record: RawCustomer) -> Resul
     Ok(PredictReply { prediction, round_trip_ms: started.elapsed().as_secs_f64() * 1000.0 })
 }
 
-/// Publishes the record to Kafka and awaits its prediction; errors carry their HTTP status.
+/// Publishes the record to Kafka and awaits its prediction. The web server answers each error
+/// with its HTTP status (the server's one mapping of errors to statuses).
 #[server]
 pub async fn predict(record: RawCustomer) -> Result<PredictReply, PredictError> {
-    let result = match backend() {
+    match backend() {
         Some(backend) => predict_record(backend.0.as_ref(), record).await,
         None => Err(PredictError::NotRunning),
-    };
-    if let Err(error) = &result {
-        if let Ok(status) = http::StatusCode::from_u16(error.status()) {
-            expect_context::<leptos_axum::ResponseOptions>().set_status(status);
-        }
     }
-    result
 }
 
 /// A sample customer to fill the form with.

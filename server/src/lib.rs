@@ -4,17 +4,20 @@
 
 pub mod analyze;
 pub mod args;
+pub mod backend;
 pub mod batch;
 pub mod broker;
 pub mod csv_io;
-pub mod dashboard;
 pub mod health;
-pub mod hub;
 pub mod kafka;
+pub mod lag_monitor;
+pub mod live_feed;
 pub mod metrics;
 pub mod model_store;
 pub mod replay;
+pub mod replies;
 pub mod scorer;
 pub mod shutdown;
+pub mod stats_view;
 pub mod supervisor;
 pub mod web;

@@ -1,158 +1,189 @@
-//! Operational metrics in the Prometheus text format, without a metrics framework: a handful
-//! of atomics and fixed-bucket histograms, rendered on demand.
+//! Operational metrics, exposed in the Prometheus text format (0.0.4) by `prometheus-client`.
+//! The names, help texts and types are what dashboards and alerts rely on: keep them.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// A latency histogram with fixed bucket bounds (seconds), safe to update from any thread.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    /// Sum in microseconds, to stay an integer atomic.
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
+/// The `Content-Type` of [`PipelineMetrics::render`].
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Bucket bounds of the latency histograms, in seconds.
 pub const LATENCY_BOUNDS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
+/// Observing times in seconds.
+pub trait ObserveSeconds {
+    /// Records `count` observations of the same value (e.g. a batch's mean per record). A
+    /// negative time (clocks apart) counts as zero.
+    fn observe_each(&self, seconds: f64, count: u64);
 
-    pub fn observe(&self, seconds: f64) {
+    fn observe_seconds(&self, seconds: f64) {
         self.observe_each(seconds, 1);
     }
+}
 
-    /// Records `count` observations of the same value (e.g. a batch's mean per record).
-    pub fn observe_each(&self, seconds: f64, count: u64) {
+impl ObserveSeconds for Histogram {
+    fn observe_each(&self, seconds: f64, count: u64) {
         let seconds = seconds.max(0.0);
-        if let Some(i) = self.bounds.iter().position(|&b| seconds <= b) {
-            self.counts[i].fetch_add(count, Ordering::Relaxed);
+        // One lock per observation: a batch is at most a few thousand records, scored in far longer.
+        for _ in 0..count {
+            self.observe(seconds);
         }
-        self.sum_micros.fetch_add((seconds * 1e6) as u64 * count, Ordering::Relaxed);
-        self.count.fetch_add(count, Ordering::Relaxed);
     }
+}
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let total = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {total}");
-    }
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabel {
+    partition: i32,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
 }
 
 /// Everything the pipeline counts. One instance per process, shared by its tasks.
 #[derive(Debug)]
 pub struct PipelineMetrics {
-    pub consumed: AtomicU64,
-    pub scored: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub produce_errors: AtomicU64,
+    registry: Registry,
+    pub consumed: Counter,
+    pub scored: Counter,
+    pub dead_lettered: Counter,
+    pub produce_errors: Counter,
     /// Records whose scoring panicked (a bug): each was dead-lettered and the stream went on.
-    pub record_panics: AtomicU64,
+    pub record_panics: Counter,
     /// Records skipped because the broker refused even an empty dead letter for them.
-    pub dropped: AtomicU64,
+    pub dropped: Counter,
     /// Time to validate and score one record (its batch's mean).
     pub scoring_seconds: Histogram,
     /// From the input record's timestamp to its prediction's delivery.
     pub end_to_end_seconds: Histogram,
+    /// Web submissions waiting for their prediction (kept by the reply routing).
+    pub pending_requests: Gauge,
     /// Lag of the scorer's consumer group, per input partition.
-    pub lag: Mutex<Vec<(i32, i64)>>,
-    pub pending_requests: AtomicU64,
-    pub model_version: Mutex<String>,
-    /// True while this process's scorer holds at least one input partition.
-    pub assigned: AtomicBool,
-    /// True once this process's scorer has held a partition (tests check both scorers worked).
-    pub ever_assigned: AtomicBool,
+    consumer_lag: Family<PartitionLabel, Gauge>,
+    /// The same, as last probed, for the dashboard (a family cannot be read back).
+    lag: Mutex<Vec<(i32, i64)>>,
+    /// `version` of the model in use = 1.
+    model_info: Family<VersionLabel, Gauge>,
+    model_version: Mutex<String>,
 }
 
 impl Default for PipelineMetrics {
     fn default() -> Self {
-        PipelineMetrics {
-            consumed: AtomicU64::new(0),
-            scored: AtomicU64::new(0),
-            dead_lettered: AtomicU64::new(0),
-            produce_errors: AtomicU64::new(0),
-            record_panics: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            scoring_seconds: Histogram::new(LATENCY_BOUNDS),
-            end_to_end_seconds: Histogram::new(LATENCY_BOUNDS),
+        let metrics = PipelineMetrics {
+            registry: Registry::default(),
+            consumed: Counter::default(),
+            scored: Counter::default(),
+            dead_lettered: Counter::default(),
+            produce_errors: Counter::default(),
+            record_panics: Counter::default(),
+            dropped: Counter::default(),
+            scoring_seconds: Histogram::new(LATENCY_BOUNDS.iter().copied()),
+            end_to_end_seconds: Histogram::new(LATENCY_BOUNDS.iter().copied()),
+            pending_requests: Gauge::default(),
+            consumer_lag: Family::default(),
             lag: Mutex::new(Vec::new()),
-            pending_requests: AtomicU64::new(0),
+            model_info: Family::default(),
             model_version: Mutex::new(String::new()),
-            assigned: AtomicBool::new(false),
-            ever_assigned: AtomicBool::new(false),
-        }
+        };
+        // Before a model is loaded the info names the empty version, as it always has.
+        metrics.model_info.get_or_create(&VersionLabel { version: String::new() }).set(1);
+        metrics.register()
     }
 }
 
 impl PipelineMetrics {
+    /// Registers every metric, in the order of the exposition. `prometheus-client` appends `_total`
+    /// to counters and a full stop to help texts.
+    fn register(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register("churn_records_consumed", "Records read from the input topic", self.consumed.clone());
+        r.register("churn_records_scored", "Predictions delivered to the predictions topic", self.scored.clone());
+        r.register("churn_records_dead_lettered", "Records delivered to the dead-letter topic", self.dead_lettered.clone());
+        r.register("churn_produce_errors", "Failed deliveries (retried, or dead-lettered when permanent)", self.produce_errors.clone());
+        r.register("churn_record_panics", "Records whose scoring panicked (a bug); each was dead-lettered", self.record_panics.clone());
+        r.register("churn_records_dropped", "Records skipped: the broker refused even an empty dead letter", self.dropped.clone());
+        r.register("churn_scoring_seconds", "Time to validate and score one record", self.scoring_seconds.clone());
+        r.register(
+            "churn_end_to_end_seconds",
+            "From the input record's timestamp to its prediction's delivery",
+            self.end_to_end_seconds.clone(),
+        );
+        r.register("churn_consumer_lag", "Records not yet scored, per input partition", self.consumer_lag.clone());
+        r.register("churn_pending_requests", "Web submissions waiting for their prediction", self.pending_requests.clone());
+        r.register("churn_model_info", "The model in use", self.model_info.clone());
+        self
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
-        };
-        counter(&mut out, "churn_records_consumed_total", "Records read from the input topic.", &self.consumed);
-        counter(&mut out, "churn_records_scored_total", "Predictions delivered to the predictions topic.", &self.scored);
-        counter(&mut out, "churn_records_dead_lettered_total", "Records delivered to the dead-letter topic.", &self.dead_lettered);
-        counter(&mut out, "churn_produce_errors_total", "Failed deliveries (retried, or dead-lettered when permanent).", &self.produce_errors);
-        counter(&mut out, "churn_record_panics_total", "Records whose scoring panicked (a bug); each was dead-lettered.", &self.record_panics);
-        counter(&mut out, "churn_records_dropped_total", "Records skipped: the broker refused even an empty dead letter.", &self.dropped);
-        self.scoring_seconds.render(&mut out, "churn_scoring_seconds", "Time to validate and score one record.");
-        self.end_to_end_seconds.render(&mut out, "churn_end_to_end_seconds", "From the input record's timestamp to its prediction's delivery.");
-        let _ = writeln!(out, "# HELP churn_consumer_lag Records not yet scored, per input partition.\n# TYPE churn_consumer_lag gauge");
-        for (partition, lag) in self.lag.lock().expect("lag").iter() {
-            let _ = writeln!(out, "churn_consumer_lag{{partition=\"{partition}\"}} {lag}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP churn_pending_requests Web submissions waiting for their prediction.\n# TYPE churn_pending_requests gauge\nchurn_pending_requests {}",
-            self.pending_requests.load(Ordering::Relaxed)
-        );
-        let version = self.model_version.lock().expect("model version").clone();
-        let _ = writeln!(
-            out,
-            "# HELP churn_model_info The model in use.\n# TYPE churn_model_info gauge\nchurn_model_info{{version=\"{version}\"}} 1"
-        );
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).expect("writing to a String");
         out
+    }
+
+    /// The scorer group's lag per input partition, as just probed.
+    pub fn set_lag(&self, lag: Vec<(i32, i64)>) {
+        let mut last = self.lag.lock().expect("lag");
+        for &(partition, records) in &lag {
+            self.consumer_lag.get_or_create(&PartitionLabel { partition }).set(records);
+        }
+        // Set first, removed after: a scrape in between never misses a partition.
+        for (partition, _) in last.iter().filter(|(p, _)| !lag.iter().any(|(q, _)| q == p)) {
+            self.consumer_lag.remove(&PartitionLabel { partition: *partition });
+        }
+        *last = lag;
+    }
+
+    /// The scorer group's lag per input partition, as last probed.
+    pub fn lag(&self) -> Vec<(i32, i64)> {
+        self.lag.lock().expect("lag").clone()
+    }
+
+    /// Names the model in use.
+    pub fn set_model_version(&self, version: &str) {
+        let mut current = self.model_version.lock().expect("model version");
+        if *current != version {
+            self.model_info.get_or_create(&VersionLabel { version: version.to_owned() }).set(1);
+            self.model_info.remove(&VersionLabel { version: std::mem::replace(&mut *current, version.to_owned()) });
+        }
+    }
+
+    /// The model in use: empty before one is loaded.
+    pub fn model_version(&self) -> String {
+        self.model_version.lock().expect("model version").clone()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_parse::{Scrape, Value};
+
+    fn scrape(metrics: &PipelineMetrics) -> Scrape {
+        Scrape::parse(metrics.render().lines().map(|l| Ok(l.to_owned()))).expect("valid exposition")
+    }
 
     #[test]
     fn the_exposition_parses_with_a_real_prometheus_parser() {
         let metrics = PipelineMetrics::default();
-        metrics.scored.fetch_add(7, Ordering::Relaxed);
-        metrics.scoring_seconds.observe(0.0003);
-        metrics.scoring_seconds.observe(3.0);
-        *metrics.lag.lock().unwrap() = vec![(0, 5), (1, 0)];
-        *metrics.model_version.lock().unwrap() = "m-abc".into();
-        let text = metrics.render();
-        let lines = text.lines().map(|l| Ok(l.to_owned()));
-        let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
+        metrics.scored.inc_by(7);
+        metrics.scoring_seconds.observe_seconds(0.0003);
+        metrics.scoring_seconds.observe_seconds(3.0);
+        metrics.set_lag(vec![(0, 5), (1, 0)]);
+        metrics.set_model_version("m-abc");
+        let scrape = scrape(&metrics);
         let value = |name: &str| scrape.samples.iter().find(|s| s.metric == name).map(|s| s.value.clone());
-        assert!(matches!(value("churn_records_scored_total"), Some(prometheus_parse::Value::Counter(v)) if v == 7.0));
+        assert!(matches!(value("churn_records_scored_total"), Some(Value::Counter(v)) if v == 7.0));
         let histogram = scrape.samples.iter().find(|s| s.metric == "churn_scoring_seconds").expect("histogram");
         match &histogram.value {
-            prometheus_parse::Value::Histogram(buckets) => {
+            Value::Histogram(buckets) => {
                 let le_1ms = buckets.iter().find(|b| b.less_than == 0.0005).unwrap();
                 assert_eq!(le_1ms.count, 1.0);
                 assert_eq!(buckets.iter().find(|b| b.less_than.is_infinite()).unwrap().count, 2.0);
@@ -161,6 +192,69 @@ mod tests {
         }
         let lag: Vec<_> = scrape.samples.iter().filter(|s| s.metric == "churn_consumer_lag").collect();
         assert_eq!(lag.len(), 2);
-        assert!(scrape.samples.iter().any(|s| s.metric == "churn_model_info" && s.labels.get("version") == Some("m-abc")));
+        let info: Vec<_> = scrape.samples.iter().filter(|s| s.metric == "churn_model_info").collect();
+        assert_eq!(info.len(), 1, "only the model in use");
+        assert_eq!(info[0].labels.get("version"), Some("m-abc"));
+        assert_eq!(scrape.docs.get("churn_records_scored_total").map(String::as_str), Some("Predictions delivered to the predictions topic."));
+    }
+
+    #[test]
+    fn names_help_texts_and_types_are_those_dashboards_rely_on() {
+        let text = PipelineMetrics::default().render();
+        for line in [
+            "# HELP churn_records_consumed_total Records read from the input topic.",
+            "# TYPE churn_records_consumed_total counter",
+            "churn_records_consumed_total 0",
+            "# TYPE churn_records_scored_total counter",
+            "# TYPE churn_records_dead_lettered_total counter",
+            "# HELP churn_produce_errors_total Failed deliveries (retried, or dead-lettered when permanent).",
+            "# TYPE churn_record_panics_total counter",
+            "# HELP churn_records_dropped_total Records skipped: the broker refused even an empty dead letter.",
+            "# HELP churn_scoring_seconds Time to validate and score one record.",
+            "# TYPE churn_scoring_seconds histogram",
+            "churn_scoring_seconds_bucket{le=\"0.0001\"} 0",
+            "churn_scoring_seconds_bucket{le=\"1\"} 0",
+            "churn_scoring_seconds_bucket{le=\"+Inf\"} 0",
+            "churn_scoring_seconds_count 0",
+            "# HELP churn_end_to_end_seconds From the input record's timestamp to its prediction's delivery.",
+            "# HELP churn_consumer_lag Records not yet scored, per input partition.",
+            "# TYPE churn_consumer_lag gauge",
+            "# HELP churn_pending_requests Web submissions waiting for their prediction.",
+            "churn_pending_requests 0",
+            "# HELP churn_model_info The model in use.",
+            "# TYPE churn_model_info gauge",
+            "churn_model_info{version=\"\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_model_version_with_quotes_backslashes_and_a_newline_is_escaped() {
+        let metrics = PipelineMetrics::default();
+        let version = "m-\"quoted\" C:\\models\nsecond line";
+        metrics.set_model_version(version);
+        metrics.pending_requests.set(3);
+        let text = metrics.render();
+        let line = text.lines().find(|l| l.starts_with("churn_model_info")).expect("the info line");
+        assert_eq!(line, r#"churn_model_info{version="m-\"quoted\" C:\\models\nsecond line"} 1"#);
+        // The line after it is still read as its own sample.
+        let scrape = scrape(&metrics);
+        assert!(scrape.samples.iter().any(|s| s.metric == "churn_pending_requests" && s.value == Value::Gauge(3.0)));
+        let info: Vec<_> = scrape.samples.iter().filter(|s| s.metric == "churn_model_info").collect();
+        assert_eq!(info.len(), 1);
+        assert_eq!(info[0].value, Value::Gauge(1.0));
+        assert!(!scrape.samples.iter().any(|s| s.metric == "second"), "the newline did not start a sample");
+    }
+
+    #[test]
+    fn a_partition_gone_from_the_probe_is_no_longer_exposed() {
+        let metrics = PipelineMetrics::default();
+        metrics.set_lag(vec![(0, 5), (1, 2)]);
+        metrics.set_lag(vec![(0, 1)]);
+        assert_eq!(metrics.lag(), vec![(0, 1)]);
+        let lag: Vec<_> = scrape(&metrics).samples.into_iter().filter(|s| s.metric == "churn_consumer_lag").collect();
+        assert_eq!(lag.len(), 1);
+        assert_eq!(lag[0].value, Value::Gauge(1.0));
     }
 }

@@ -14,7 +14,7 @@
 //! stored offsets committed synchronously, so the new owner starts where this one stopped.
 //!
 //! Replies: a record whose `churn.reply-to` header names a reply topic (a web server's own, see
-//! `hub`) gets a copy of its prediction there too, sent the moment the prediction itself is
+//! `replies`) gets a copy of its prediction there too, sent the moment the prediction itself is
 //! acknowledged, so a reply always means the prediction is on the predictions topic. Replies are
 //! best-effort and outside the offset accounting: a reply topic that does not exist (a hostile
 //! header, a web server long gone) would otherwise hold its partition until librdkafka gave the
@@ -40,7 +40,9 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, Message};
 use tokio::sync::{oneshot, watch, Notify};
 
+use crate::health::Health;
 use crate::kafka::{Kafka, SkipLog, Topics, REPLY_TO_HEADER};
+use crate::metrics::ObserveSeconds;
 use crate::supervisor::panic_message;
 
 /// Most records handled together; bounds memory and the re-delivery after a crash.
@@ -106,7 +108,7 @@ impl Drop for InFlightGuard {
 
 /// Tracks assignment for readiness, and finishes in-flight work before partitions are revoked.
 struct ScorerContext {
-    stats: Arc<ScorerStats>,
+    health: Arc<Health>,
     in_flight: Arc<InFlight>,
 }
 
@@ -148,10 +150,7 @@ impl ConsumerContext for ScorerContext {
             Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
         }
         let held = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
-        self.stats.assigned.store(held, Ordering::SeqCst);
-        if held {
-            self.stats.ever_assigned.store(true, Ordering::SeqCst);
-        }
+        self.health.set_assigned(held);
     }
 }
 
@@ -201,13 +200,27 @@ pub struct Scorer {
     group: String,
     model: watch::Receiver<Arc<ChurnModel>>,
     pub stats: Arc<ScorerStats>,
+    /// Partitions held and model loaded, for readiness.
+    pub health: Arc<Health>,
 }
 
 type ScorerConsumer = StreamConsumer<ScorerContext>;
 
 impl Scorer {
     pub fn new(kafka: Kafka, group: impl Into<String>, model: watch::Receiver<Arc<ChurnModel>>) -> Self {
-        Scorer { kafka, group: group.into(), model, stats: Arc::default() }
+        Scorer { kafka, group: group.into(), model, stats: Arc::default(), health: Arc::default() }
+    }
+
+    /// Reports into the given (process-wide) health instead of its own.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// The model in use, for the metrics and for readiness.
+    fn note_model(&self, version: &str) {
+        self.stats.set_model_version(version);
+        self.health.set_model_version(version);
     }
 
     /// Counts into the given (process-wide) metrics instead of its own.
@@ -234,7 +247,7 @@ impl Scorer {
                     // hold an idle fetch for long (the default is 500 ms).
                     ("fetch.wait.max.ms", "5"),
                 ])
-                .create_with_context(ScorerContext { stats: self.stats.clone(), in_flight: in_flight.clone() })
+                .create_with_context(ScorerContext { health: self.health.clone(), in_flight: in_flight.clone() })
                 .context("creating the scorer's consumer")?,
         );
         consumer
@@ -267,7 +280,7 @@ impl Scorer {
                 .context("creating the scorer's producer")?,
         );
         // Loaded means ready, before the first record arrives (readiness reports it).
-        *self.stats.model_version.lock().expect("model version") = self.model.borrow().version.clone();
+        self.note_model(&self.model.borrow().version);
         tracing::info!(input = %topics.input, predictions = %topics.predictions, group = %self.group,
                        model = %self.model.borrow().version, "scorer started");
 
@@ -312,12 +325,7 @@ impl Scorer {
                 }
             }
             let model = self.model.borrow().clone();
-            {
-                let mut version = self.stats.model_version.lock().expect("model version");
-                if *version != model.version {
-                    *version = model.version.clone();
-                }
-            }
+            self.note_model(&model.version);
             let (turns, next) = Turns::after(previous);
             previous = next;
             let job = Batch {
@@ -359,8 +367,8 @@ impl Scorer {
             None => tracing::warn!(wait_s = FINAL_COMMIT_WAIT.as_secs(), "final commit unanswered (broker away?): the next scorer re-reads from the last commit"),
         }
         tracing::info!(
-            scored = self.stats.scored.load(Ordering::Relaxed),
-            dead_lettered = self.stats.dead_lettered.load(Ordering::Relaxed),
+            scored = self.stats.scored.get(),
+            dead_lettered = self.stats.dead_lettered.get(),
             "scorer stopped"
         );
         crate::supervisor::close_within((consumer, producer), "scorer").await;
@@ -619,7 +627,7 @@ fn dead_letter_headers(reason: &str, errors: Option<&str>, source: &str, origina
 /// Scores a batch into ready-to-send records.
 fn prepare(batch: Incoming, model: &ChurnModel, input_topic: &str, stats: &ScorerStats) -> Prepared {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    stats.consumed.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+    stats.consumed.inc_by(batch.records.len() as u64);
     let started = std::time::Instant::now();
     // A prediction is about twice its input's size.
     let mut bytes = Vec::with_capacity(batch.bytes.len() * 2 + 1024);
@@ -650,7 +658,7 @@ fn prepare(batch: Incoming, model: &ChurnModel, input_topic: &str, stats: &Score
             Err(rejection) => {
                 let source = source(input_topic, position);
                 if rejection.reason.contains(PANIC_MARK) {
-                    stats.record_panics.fetch_add(1, Ordering::Relaxed);
+                    stats.record_panics.inc();
                     tracing::error!(id = %truncate_utf8(&record.id, LOG_TEXT_BYTES), %source,
                                     reason = %truncate_utf8(&rejection.reason, 4 * LOG_TEXT_BYTES),
                                     "a record made the scorer panic; dead-lettered, the stream goes on");
@@ -918,7 +926,7 @@ async fn deliver(
         let mut transient = 0;
         for (i, e) in &failed {
             delivered[*i] = false;
-            stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+            stats.produce_errors.inc();
             if !is_permanent(e) {
                 transient += 1;
                 retry.push(*i);
@@ -926,7 +934,7 @@ async fn deliver(
                 // Sent again at once, as what it fell back to.
                 retry.push(*i);
             } else {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                stats.dropped.inc();
                 tracing::error!(source = %source(&topics.input, batch.outputs[*i].position), "the broker refused even an empty dead letter ({e}); the record is skipped");
             }
         }
@@ -938,12 +946,12 @@ async fn deliver(
         for &i in pending.iter().filter(|&&i| delivered[i]) {
             let out = &batch.outputs[i];
             if out.kind == Kind::Prediction {
-                stats.scored.fetch_add(1, Ordering::Relaxed);
+                stats.scored.inc();
                 if let Some(created) = out.created_ms {
-                    stats.end_to_end_seconds.observe((acknowledged_ms - created) as f64 / 1000.0);
+                    stats.end_to_end_seconds.observe_seconds((acknowledged_ms - created) as f64 / 1000.0);
                 }
             } else {
-                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                stats.dead_lettered.inc();
             }
         }
         pending = retry;

@@ -3,14 +3,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use model::Customer;
 use rdkafka::producer::FutureRecord;
-use server::hub::{Hub, HubOptions};
+use server::backend::{BackendOptions, PipelineBackend};
+use server::health::Health;
 use server::kafka::Kafka;
 use server::metrics::PipelineMetrics;
 use server::scorer::Scorer;
@@ -79,7 +79,7 @@ fn rss_mb() -> f64 {
 /// hub with its own reply topic, serving the app on a free port.
 struct Instance {
     addr: SocketAddr,
-    metrics: Arc<PipelineMetrics>,
+    health: Arc<Health>,
     scorer: tokio::task::JoinHandle<Result<()>>,
     hub_stop: CancellationToken,
     hub_tasks: tokio::task::JoinHandle<Result<()>>,
@@ -93,11 +93,12 @@ async fn start_instance(
 ) -> Result<Instance> {
     let metrics = Arc::new(PipelineMetrics::default());
     let scorer = Scorer::new(kafka.clone(), "bench-web-scorer", models).with_metrics(metrics.clone());
+    let health = scorer.health.clone();
     let scorer = tokio::spawn(scorer.run(stop.clone()));
     let hub_stop = CancellationToken::new();
     let mut hub_tasks = server::supervisor::Supervisor::new(hub_stop.clone());
-    let options = HubOptions { instance_id: format!("bench-web-{id}"), ..HubOptions::default() };
-    let hub = Hub::start(kafka.clone(), options, metrics.clone(), app::PipelineStatus::default, &mut hub_tasks).await?;
+    let options = BackendOptions { instance_id: format!("bench-web-{id}"), ..BackendOptions::default() };
+    let hub = PipelineBackend::start(kafka.clone(), options, metrics.clone(), app::PipelineStatus::default, &mut hub_tasks).await?;
     let hub_tasks = tokio::spawn(hub_tasks.run());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -107,7 +108,7 @@ async fn start_instance(
     tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { server_stop.cancelled().await; }).await
     });
-    Ok(Instance { addr, metrics, scorer, hub_stop, hub_tasks })
+    Ok(Instance { addr, health, scorer, hub_stop, hub_tasks })
 }
 
 /// `clients` keep-alive clients on each of `addrs`, all at once: every request's latency (ms,
@@ -142,7 +143,7 @@ pub async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, 
     let stop = stop_tx.clone();
     let (_model_tx, models) = watch::channel(model);
     let mut instances = vec![start_instance(&kafka, models.clone(), 0, stop.clone()).await?];
-    while !instances[0].metrics.assigned.load(Ordering::Relaxed) {
+    while !instances[0].health.assigned() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let idle_rss = rss_mb();
@@ -183,7 +184,7 @@ pub async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, 
         // Each scorer holds a partition once the group has settled (more scorers than partitions
         // leave some idle).
         let holders = n.min(kafka.topics.partitions as usize);
-        while instances.iter().filter(|i| i.metrics.assigned.load(Ordering::Relaxed)).count() < holders {
+        while instances.iter().filter(|i| i.health.assigned()).count() < holders {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();

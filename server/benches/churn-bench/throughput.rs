@@ -1,7 +1,6 @@
 //! Throughput: the broker's own ceilings (produce only, consume only) and the pipeline through
 //! the scorer, run after run on fresh topics.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,9 +82,9 @@ pub async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel
         let stop = stop_tx.clone();
         let (_model_tx, models) = watch::channel(model.clone());
         let scorer = Scorer::new(kafka.clone(), format!("bench-scorer-{run}"), models);
-        let stats = scorer.stats.clone();
+        let (stats, health) = (scorer.stats.clone(), scorer.health.clone());
         let task = tokio::spawn(scorer.run(stop));
-        while !stats.assigned.load(Ordering::Relaxed) || stats.consumed.load(Ordering::Relaxed) == 0 {
+        while !health.assigned() || stats.consumed.get() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // The clock starts at the first fetched batch; those records' scoring and delivery still
@@ -93,8 +92,8 @@ pub async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel
         let started = Instant::now();
         // A mark to attach a profiler to (`perf record -p`) for the pipeline phase alone.
         eprintln!("run {run}: pipeline started");
-        let before = stats.consumed.load(Ordering::Relaxed) as f64;
-        while stats.scored.load(Ordering::Relaxed) < args.records as u64 {
+        let before = stats.consumed.get() as f64;
+        while stats.scored.get() < args.records as u64 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let pipeline_rate = (n - before) / started.elapsed().as_secs_f64();

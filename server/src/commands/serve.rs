@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use anyhow::Result;
 use server::analyze::{self, AnalyzeOptions};
 use server::args;
 use server::broker::port_in_use;
-use server::hub::{Hub, HubOptions};
+use server::backend::{BackendOptions, PipelineBackend};
 use server::kafka::{Kafka, KafkaArgs};
 use server::metrics::PipelineMetrics;
 use server::model_store;
@@ -57,7 +56,7 @@ pub struct ServeArgs {
     reply_timeout: f64,
     /// This web server's name among several: its replies come on the topic
     /// `<predictions topic>-replies-<id>`. Default: the host name and the --addr port.
-    #[arg(long, env = "CHURN_INSTANCE_ID", value_parser = server::hub::parse_instance_id)]
+    #[arg(long, env = "CHURN_INSTANCE_ID", value_parser = server::replies::parse_instance_id)]
     instance_id: Option<String>,
     #[command(flatten)]
     broker: BrokerArgs,
@@ -84,7 +83,9 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let (model_rx, follower) = model_store::follow(&kafka, model_store::load_optional(&args.score.model)?, tasks.shutdown()).await?;
     tasks.spawn("model follower", follower);
     let metrics = Arc::new(PipelineMetrics::default());
-    let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone()).with_metrics(metrics.clone());
+    let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone())
+        .with_metrics(metrics.clone())
+        .with_health(tasks.health.clone());
     let stats = metrics.clone();
     if !args.no_scorer {
         tasks.spawn("scorer", scorer.run(tasks.shutdown()));
@@ -128,22 +129,22 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
             input_topic: kafka.topics.input.clone(),
             predictions_topic: kafka.topics.predictions.clone(),
             model_version: model_rx.borrow().version.clone(),
-            consumed: stats.consumed.load(Ordering::Relaxed),
-            scored: stats.scored.load(Ordering::Relaxed),
-            dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
+            consumed: stats.consumed.get(),
+            scored: stats.scored.get(),
+            dead_lettered: stats.dead_lettered.get(),
         }
     };
     if !args.no_analytics {
         let options = AnalyzeOptions { window: Duration::from_secs_f64(args.window_secs), ..Default::default() };
         tasks.spawn("analytics", analyze::run(kafka.clone(), options, model_rx.clone(), tasks.shutdown()));
     }
-    let hub_options = HubOptions {
+    let hub_options = BackendOptions {
         reply_timeout: Duration::from_secs_f64(args.reply_timeout),
         scorer_group: args.score.group.clone(),
         max_pending: args.max_pending as usize,
-        instance_id: args.instance_id.clone().unwrap_or_else(|| server::hub::default_instance_id(args.addr.port())),
+        instance_id: args.instance_id.clone().unwrap_or_else(|| server::replies::default_instance_id(args.addr.port())),
     };
-    let hub = Hub::start(kafka.clone(), hub_options, metrics, status, &mut tasks).await?;
+    let hub = PipelineBackend::start(kafka.clone(), hub_options, metrics, status, &mut tasks).await?;
     let web = WebOptions { addr: args.addr, site_root: args.site_root.clone(), runs_scorer: !args.no_scorer };
     let listener = server::web::bind(&web).await?;
     tasks.spawn("web server", server::web::serve(listener, web, hub, tasks.shutdown()));

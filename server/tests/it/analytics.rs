@@ -5,7 +5,6 @@
 
 use tokio_util::sync::CancellationToken;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,8 +16,9 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 use server::analyze::{self, AnalyzeOptions};
 use server::csv_io::CustomerCsv;
-use server::dashboard::{follow_stats, StatsView};
+use server::health::Health;
 use server::metrics::PipelineMetrics;
+use server::stats_view::{follow_stats, StatsView};
 use server::replay::{replay, ReplayOptions};
 use server::scorer::Scorer;
 
@@ -37,13 +37,13 @@ fn view_of(messages: &[OwnedMessage]) -> Totals {
 }
 
 /// Samples each scorer's `assigned` flag until stopped: which ones held partitions at some point.
-fn watch_assignments(metrics: &[Arc<PipelineMetrics>], stop: CancellationToken) -> tokio::task::JoinHandle<Vec<bool>> {
-    let metrics = metrics.to_vec();
+fn watch_assignments(health: &[Arc<Health>], stop: CancellationToken) -> tokio::task::JoinHandle<Vec<bool>> {
+    let health = health.to_vec();
     tokio::spawn(async move {
-        let mut held = vec![false; metrics.len()];
+        let mut held = vec![false; health.len()];
         while !stop.is_cancelled() {
-            for (held, m) in held.iter_mut().zip(&metrics) {
-                *held |= m.assigned.load(Ordering::SeqCst);
+            for (held, h) in held.iter_mut().zip(&health) {
+                *held |= h.assigned();
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -74,15 +74,17 @@ async fn window_stats_match_the_replayed_file_with_two_scorers_and_metrics_count
     let (stop_tx, stop) = stop_switch();
     let (_model_tx, models) = tokio::sync::watch::channel(model.clone());
     let metrics = [Arc::new(PipelineMetrics::default()), Arc::new(PipelineMetrics::default())];
+    let health = [Arc::new(Health::default()), Arc::new(Health::default())];
     let scorers: Vec<_> = metrics
         .iter()
-        .map(|m| {
-            let scorer = Scorer::new(p.kafka.clone(), "scorer-stats", models.clone()).with_metrics(m.clone());
+        .zip(&health)
+        .map(|(m, h)| {
+            let scorer = Scorer::new(p.kafka.clone(), "scorer-stats", models.clone()).with_metrics(m.clone()).with_health(h.clone());
             tokio::spawn(scorer.run(stop.clone()))
         })
         .collect();
     let (held_tx, held_stop) = stop_switch();
-    let held = watch_assignments(&metrics, held_stop);
+    let held = watch_assignments(&health, held_stop);
     let options = AnalyzeOptions { window: Duration::from_secs(1), lateness: Duration::from_millis(500), ..Default::default() };
     let analytics = tokio::spawn(analyze::run(p.kafka.clone(), options, models.clone(), stop.clone()));
     let replay_options = ReplayOptions { file: csv, rate: 300.0, repeat: false, limit: None, id_prefix: "s".into(), show_progress: false };

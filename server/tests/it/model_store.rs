@@ -2,7 +2,6 @@
 //! later prediction carries the new version, with no record lost or unscored.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -40,7 +39,7 @@ async fn a_published_model_replaces_the_running_one_without_losing_records() {
     let stats = scorer.stats.clone();
     let task = tokio::spawn(scorer.run(stop.clone()));
 
-    wait_until("part of the stream to be scored with A", TIMEOUT, || stats.scored.load(Ordering::Relaxed) >= 300).await;
+    wait_until("part of the stream to be scored with A", TIMEOUT, || stats.scored.get() >= 300).await;
     publish(&p.kafka, &model_b).await.unwrap();
     let mut watching = models.clone();
     tokio::time::timeout(TIMEOUT, watching.wait_for(|m| m.version == model_b.version)).await.unwrap().unwrap();

@@ -2,7 +2,6 @@
 //! dead letters.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
@@ -31,7 +30,7 @@ async fn every_replayed_record_gets_exactly_one_id_on_the_predictions_topic() {
 
     let (_model_tx, model_rx) = tokio::sync::watch::channel(model.clone());
     let scorer = Scorer::new(p.kafka.clone(), "scorer-t1", model_rx);
-    let stats = scorer.stats.clone();
+    let (stats, health) = (scorer.stats.clone(), scorer.health.clone());
     let task = tokio::spawn(scorer.run(stop.clone()));
 
     let messages = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| {
@@ -47,13 +46,13 @@ async fn every_replayed_record_gets_exactly_one_id_on_the_predictions_topic() {
         assert_eq!(prediction.churn, prediction.churn_probability >= model.threshold);
         assert!(!prediction.top_factors.is_empty());
     }
-    assert!(stats.assigned.load(Ordering::SeqCst));
+    assert!(health.assigned());
 
     // Exactly one: once the scorer has stopped (nothing more on its way), the topic holds N
     // messages for N records, not merely N distinct ids.
     stop_tx.cancel();
     task.await.unwrap().unwrap();
-    assert_eq!(stats.scored.load(Ordering::Relaxed), N as u64, "the scorer counted each record once");
+    assert_eq!(stats.scored.get(), N as u64, "the scorer counted each record once");
     assert_eq!(topic_size(&p.kafka, &p.kafka.topics.predictions), N as i64, "N prediction messages for N records in a clean run");
     let all = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| m.len() >= N);
     assert_eq!(predictions_by_id(&all).len(), N, "each for a different record");
@@ -136,10 +135,10 @@ async fn a_scorer_stopped_mid_stream_and_restarted_leaves_no_record_unscored() {
     let first = Scorer::new(p.kafka.clone(), "scorer-t3", model_rx.clone());
     let stats = first.stats.clone();
     let task = tokio::spawn(first.run(stop));
-    wait_until("the first scorer to score part of the stream", TIMEOUT, || stats.scored.load(Ordering::Relaxed) >= 300).await;
+    wait_until("the first scorer to score part of the stream", TIMEOUT, || stats.scored.get() >= 300).await;
     stop_tx.cancel();
     task.await.unwrap().unwrap();
-    let scored_by_first = stats.scored.load(Ordering::Relaxed);
+    let scored_by_first = stats.scored.get();
     assert_eq!(producer.await.unwrap().unwrap().sent, N as u64);
 
     // Second scorer, same group: it resumes from the committed offsets.
@@ -153,10 +152,10 @@ async fn a_scorer_stopped_mid_stream_and_restarted_leaves_no_record_unscored() {
     assert_eq!(ids, expected, "every record is scored");
     let duplicates = messages.len() - ids.len();
     eprintln!("first scorer: {scored_by_first}, second: {}, duplicates: {duplicates}",
-              second_stats.scored.load(Ordering::Relaxed));
+              second_stats.scored.get());
     assert!(scored_by_first < N as u64, "the first scorer stopped mid-stream");
     // The second scorer resumed from the committed offsets instead of starting over.
-    assert!(second_stats.scored.load(Ordering::Relaxed) < N as u64);
+    assert!(second_stats.scored.get() < N as u64);
 
     stop_tx.cancel();
     task.await.unwrap().unwrap();

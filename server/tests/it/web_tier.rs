@@ -3,7 +3,6 @@
 
 use tokio_util::sync::CancellationToken;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
-use server::hub::{Hub, HubOptions};
+use server::backend::{BackendOptions, PipelineBackend};
 use server::kafka::{partition_count, Kafka, Topics, REPLY_TO_HEADER};
 use server::scorer::Scorer;
 use server::supervisor::Supervisor;
@@ -42,13 +41,15 @@ async fn three_web_servers_and_three_scorers_each_server_gets_the_replies_to_its
 
     let mut scorers = Vec::new();
     let mut scorer_stats = Vec::new();
+    let mut scorer_health = Vec::new();
     for _ in 0..3 {
         let scorer = Scorer::new(p.kafka.clone(), "web-tier-scorers", model_rx.clone());
         scorer_stats.push(scorer.stats.clone());
+        scorer_health.push(scorer.health.clone());
         scorers.push(tokio::spawn(scorer.run(stop.clone())));
     }
     wait_until("each of the three scorers to hold a partition", TIMEOUT, || {
-        scorer_stats.iter().all(|s| s.assigned.load(Ordering::SeqCst))
+        scorer_health.iter().all(|h| h.assigned())
     })
     .await;
 
@@ -56,9 +57,9 @@ async fn three_web_servers_and_three_scorers_each_server_gets_the_replies_to_its
     let mut hub_tasks = Supervisor::new(hub_stop.clone());
     let mut hubs = Vec::new();
     for id in SERVERS {
-        let options = HubOptions { instance_id: id.into(), ..HubOptions::default() };
-        let hub = Hub::start(p.kafka.clone(), options, Arc::default(), app::PipelineStatus::default, &mut hub_tasks).await.unwrap();
-        assert_eq!(hub.reply_topic(), format!("test3-replies-{id}"));
+        let options = BackendOptions { instance_id: id.into(), ..BackendOptions::default() };
+        let hub = PipelineBackend::start(p.kafka.clone(), options, Arc::default(), app::PipelineStatus::default, &mut hub_tasks).await.unwrap();
+        assert_eq!(hub.replies().reply_topic(), format!("test3-replies-{id}"));
         hubs.push(hub);
     }
     let health = hub_tasks.health.clone();
@@ -85,7 +86,7 @@ async fn three_web_servers_and_three_scorers_each_server_gets_the_replies_to_its
 
     // Each reply topic holds exactly the replies to its own server's requests.
     for (server, hub) in hubs.iter().enumerate() {
-        let replies = read_topic(&one_partition(&p.kafka), hub.reply_topic(), TIMEOUT, |m| m.len() >= PER_SERVER);
+        let replies = read_topic(&one_partition(&p.kafka), hub.replies().reply_topic(), TIMEOUT, |m| m.len() >= PER_SERVER);
         let on_topic: HashSet<String> = keys(&replies).into_iter().collect();
         assert_eq!(on_topic, answered[server], "{}'s reply topic holds its own replies and no other's", SERVERS[server]);
     }
@@ -96,13 +97,13 @@ async fn three_web_servers_and_three_scorers_each_server_gets_the_replies_to_its
     assert!(all.is_subset(&predictions_by_id(&predictions).into_keys().collect()));
     for (server, hub) in hubs.iter().enumerate() {
         wait_until(&format!("{}'s live feed to show every prediction", SERVERS[server]), TIMEOUT, || {
-            let csv = hub.export_csv(5.0);
+            let csv = hub.live().export_csv(5.0);
             all.iter().all(|id| csv.contains(id.as_str()))
         })
         .await;
     }
     for (i, stats) in scorer_stats.iter().enumerate() {
-        eprintln!("scorer {i}: {} scored", stats.scored.load(Ordering::Relaxed));
+        eprintln!("scorer {i}: {} scored", stats.scored.get());
     }
 
     assert!(health.failures().is_empty(), "no task of the web servers failed: {:?}", health.failures());

@@ -2,7 +2,6 @@
 //! `max.message.bytes`).
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use model::record::{MAX_KEY_BYTES, MAX_RECORD_BYTES};
@@ -156,7 +155,7 @@ async fn records_the_broker_refuses_for_good_fall_back_to_dead_letters_and_the_s
         for (i, (key, payload)) in sends.iter().enumerate() {
             producer.send(FutureRecord::to(&kafka.topics.input).key(*key).payload(payload.as_str()), Duration::from_secs(10)).await.unwrap();
             wait_until(&format!("case {case}: an outcome for {key}"), TIMEOUT, || {
-                stats.scored.load(Ordering::Relaxed) + stats.dead_lettered.load(Ordering::Relaxed) + stats.dropped.load(Ordering::Relaxed)
+                stats.scored.get() + stats.dead_lettered.get() + stats.dropped.get()
                     > i as u64
             })
             .await;
@@ -181,11 +180,11 @@ async fn records_the_broker_refuses_for_good_fall_back_to_dead_letters_and_the_s
                 }
             }
         }
-        assert_eq!(stats.scored.load(Ordering::Relaxed), 3);
-        assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 2);
-        assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.scored.get(), 3);
+        assert_eq!(stats.dead_lettered.get(), 2);
+        assert_eq!(stats.dropped.get(), 0);
         // Each refusal leads to something smaller: no attempt is doomed to fail again.
-        let refusals = stats.produce_errors.load(Ordering::Relaxed);
+        let refusals = stats.produce_errors.get();
         eprintln!("case {case}: {refusals} refusals by the broker for 2 records");
         assert_eq!(refusals, if case == "a" { 2 } else { 4 }, "case {case}");
         stop_tx.cancel();
@@ -236,17 +235,17 @@ async fn a_burst_on_a_topic_with_a_small_message_limit_dead_letters_only_the_rec
     let stats = scorer.stats.clone();
     let task = tokio::spawn(scorer.run(stop));
     wait_until("every record's outcome", TIMEOUT, || {
-        stats.scored.load(Ordering::Relaxed) + stats.dead_lettered.load(Ordering::Relaxed) + stats.dropped.load(Ordering::Relaxed) >= N as u64
+        stats.scored.get() + stats.dead_lettered.get() + stats.dropped.get() >= N as u64
     })
     .await;
     stop_tx.cancel();
     tokio::time::timeout(Duration::from_secs(30), task).await.expect("stops").unwrap().expect("stops cleanly");
 
     let bigs = (0..N).filter(|&i| is_big(i)).count();
-    let refusals = stats.produce_errors.load(Ordering::Relaxed);
+    let refusals = stats.produce_errors.get();
     eprintln!(
         "burst of {N} on a topic limited to {limit} bytes: {} scored, {} dead-lettered, {refusals} refusals",
-        stats.scored.load(Ordering::Relaxed), stats.dead_lettered.load(Ordering::Relaxed)
+        stats.scored.get(), stats.dead_lettered.get()
     );
     let scored: HashSet<String> = read_topic(&kafka, &kafka.topics.predictions, TIMEOUT, |m| m.len() >= N - bigs).iter().map(key_text).collect();
     let expected: HashSet<String> = (0..N).filter(|&i| !is_big(i)).map(|i| keys[i].clone()).collect();

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -127,7 +126,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     let scorer = Scorer::new(kafka.clone(), "scorer-restart", models);
     let stats = scorer.stats.clone();
     let task = tokio::spawn(scorer.run(stop));
-    wait_until("part of the stream to be scored", TIMEOUT, || stats.scored.load(Ordering::Relaxed) >= 500).await;
+    wait_until("part of the stream to be scored", TIMEOUT, || stats.scored.get() >= 500).await;
     tokio::task::block_in_place(|| p.broker.restart()).unwrap();
     assert_eq!(producer.await.unwrap(), N as u64, "the producer rode out the restart");
     let (_, messages) = all_scored(&p, "br", N);

@@ -1,7 +1,6 @@
 //! Scorers joining and leaving a group mid-stream.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -30,6 +29,7 @@ fn keys_by_partition(messages: &[rdkafka::message::OwnedMessage]) -> BTreeMap<i3
 struct GroupMember {
     stop: CancellationToken,
     stats: std::sync::Arc<server::scorer::ScorerStats>,
+    health: std::sync::Arc<server::health::Health>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -37,12 +37,12 @@ impl GroupMember {
     fn join(p: &Pipeline, group: &str, models: &tokio::sync::watch::Receiver<std::sync::Arc<model::ChurnModel>>) -> Self {
         let (stop, stopped) = stop_switch();
         let scorer = Scorer::new(p.kafka.clone(), group, models.clone());
-        let stats = scorer.stats.clone();
-        GroupMember { stop, stats, task: tokio::spawn(scorer.run(stopped)) }
+        let (stats, health) = (scorer.stats.clone(), scorer.health.clone());
+        GroupMember { stop, stats, health, task: tokio::spawn(scorer.run(stopped)) }
     }
 
     fn scored(&self) -> u64 {
-        self.stats.scored.load(Ordering::Relaxed)
+        self.stats.scored.get()
     }
 
     /// Stops it (it commits and leaves the group) and returns how many it scored.
@@ -53,7 +53,7 @@ impl GroupMember {
             .expect("a scorer stops within 30 s")
             .unwrap()
             .expect("a scorer stops cleanly");
-        self.stats.scored.load(Ordering::Relaxed)
+        self.stats.scored.get()
     }
 }
 
@@ -77,7 +77,7 @@ async fn scorers_joining_and_leaving_mid_stream_score_everything_in_order_per_pa
     let b = GroupMember::join(&p, GROUP, &models);
     let c = GroupMember::join(&p, GROUP, &models);
     wait_until("the two new scorers to get partitions", TIMEOUT, || {
-        b.stats.assigned.load(Ordering::SeqCst) && c.stats.assigned.load(Ordering::SeqCst)
+        b.health.assigned() && c.health.assigned()
     })
     .await;
     let at_three = a.scored() + b.scored() + c.scored();

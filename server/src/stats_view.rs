@@ -1,21 +1,18 @@
-//! What the dashboard shows: window stats read back from the stats topic and added up across
-//! partitions, the riskiest recent customers, and the scorer's consumer lag.
+//! The stats topic, viewed: window stats read back from it and added up across partitions, and
+//! the dashboard made of them with the riskiest recent customers and the scorer's consumer lag.
 
-use tokio_util::sync::CancellationToken;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use app::{Dashboard, WindowPoint};
 use model::analytics::{MalformedPartial, Totals, WindowPartial, FUTURE_TOLERANCE_MS};
 use model::Prediction;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::Offset;
+use tokio_util::sync::CancellationToken;
 
-use crate::kafka::{follow_partitions, partition_count, tail_payloads, Kafka, SkipLog};
-use crate::metrics::PipelineMetrics;
+use crate::kafka::{follow_partitions, tail_payloads, Kafka, SkipLog};
 
 /// Windows drawn on the dashboard's time series.
 const WINDOWS_SHOWN: usize = 60;
@@ -181,64 +178,6 @@ fn lock(view: &Mutex<StatsView>) -> MutexGuard<'_, StatsView> {
         view.clear_poison();
         poisoned.into_inner()
     })
-}
-
-/// Every few seconds: the scorer group's lag per input partition, and whether the broker answers.
-pub async fn watch_lag(
-    kafka: Kafka,
-    scorer_group: String,
-    metrics: Arc<PipelineMetrics>,
-    broker_ok: Arc<AtomicBool>,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    // A consumer that only reads the group's committed offsets; it never joins the group.
-    let consumer: BaseConsumer = kafka
-        .consumer_config(&scorer_group, &[("enable.auto.commit", "false")])
-        .create()
-        .context("creating the lag monitor")?;
-    let consumer = Arc::new(consumer);
-    let topic = kafka.topics.input.clone();
-    loop {
-        let probe = consumer.clone();
-        let topic = topic.clone();
-        let lag = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>> {
-            // From the broker on every probe (one small request): an added partition shows at once.
-            let partitions = partition_count(&*probe, &topic, Duration::from_secs(3))?;
-            let mut wanted = TopicPartitionList::new();
-            for p in 0..partitions {
-                wanted.add_partition(&topic, p);
-            }
-            let committed = probe.committed_offsets(wanted, Duration::from_secs(3))?;
-            let committed: HashMap<i32, i64> = committed
-                .elements()
-                .iter()
-                .map(|e| (e.partition(), e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0)))
-                .collect();
-            (0..partitions)
-                .map(|p| {
-                    let (low, high) = probe.fetch_watermarks(&topic, p, Duration::from_secs(3))?;
-                    let done = committed.get(&p).copied().unwrap_or(low).max(low);
-                    Ok((p, (high - done).max(0)))
-                })
-                .collect()
-        })
-        .await?;
-        match lag {
-            Ok(lag) => {
-                broker_ok.store(true, Ordering::Relaxed);
-                *metrics.lag.lock().expect("lag") = lag;
-            }
-            Err(e) => {
-                broker_ok.store(false, Ordering::Relaxed);
-                tracing::debug!("lag probe: {e:#}");
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

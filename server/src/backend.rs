@@ -1,0 +1,143 @@
+//! The pipeline as the web app sees it (`app::Backend`): submissions go out and come back through
+//! the reply routing, the live feed fans every prediction out to the browsers, and the dashboard
+//! is the stats topic's view with the recent predictions and the scorer's lag.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use app::{Backend, Dashboard, FeedEvent, PipelineStatus, PredictError};
+use model::{Customer, Prediction};
+use tokio::sync::broadcast;
+
+use crate::health::Health;
+use crate::kafka::Kafka;
+use crate::lag_monitor::watch_lag;
+use crate::live_feed::{push_dashboard, LiveFeed};
+use crate::metrics::PipelineMetrics;
+use crate::replies::{default_instance_id, Replies};
+use crate::stats_view::{follow_stats, StatsView};
+use crate::supervisor::Supervisor;
+
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
+    /// How long a submission waits for its prediction.
+    pub reply_timeout: Duration,
+    /// Most submissions waiting at once; more are refused (429) instead of piling up.
+    pub max_pending: usize,
+    /// The scorer's consumer group, whose lag the dashboard shows.
+    pub scorer_group: String,
+    /// Names this web server's reply topic: unique per instance (`parse_instance_id` checks it).
+    pub instance_id: String,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            reply_timeout: Duration::from_secs(5),
+            max_pending: 10_000,
+            scorer_group: "churn-scorer".into(),
+            instance_id: default_instance_id(format!("pid{}", std::process::id())),
+        }
+    }
+}
+
+/// The web server's link to the pipeline.
+pub struct PipelineBackend {
+    replies: Replies,
+    live: Arc<LiveFeed>,
+    stats: Arc<Mutex<StatsView>>,
+    status: Box<dyn Fn() -> PipelineStatus + Send + Sync>,
+    metrics: Arc<PipelineMetrics>,
+    /// This process's readiness: the lag probe reports the broker's there.
+    health: Arc<Health>,
+}
+
+impl PipelineBackend {
+    /// Creates this instance's reply topic and starts reading it (before any submission can be
+    /// sent), and the predictions topic for the live feed; its tasks run under `tasks` until the stop.
+    pub async fn start(
+        kafka: Kafka,
+        options: BackendOptions,
+        metrics: Arc<PipelineMetrics>,
+        status: impl Fn() -> PipelineStatus + Send + Sync + 'static,
+        tasks: &mut Supervisor,
+    ) -> Result<Arc<PipelineBackend>> {
+        let shutdown = tasks.shutdown();
+        let pending_gauge = metrics.pending_requests.clone();
+        let replies =
+            Replies::start(&kafka, &options.instance_id, options.reply_timeout, options.max_pending, pending_gauge, tasks).await?;
+        let live = LiveFeed::start(&kafka, tasks).await?;
+        let backend = Arc::new(PipelineBackend {
+            replies,
+            live,
+            stats: Arc::default(),
+            status: Box::new(status),
+            metrics,
+            health: tasks.health.clone(),
+        });
+        tasks.spawn("dashboard stats reader", follow_stats(kafka.clone(), backend.stats.clone(), shutdown.clone()));
+        let (metrics, health) = (backend.metrics.clone(), backend.health.clone());
+        tasks.spawn("consumer lag monitor", watch_lag(kafka, options.scorer_group, metrics, health, shutdown.clone()));
+        let current = {
+            let backend = backend.clone();
+            move || (backend.status(), backend.dashboard())
+        };
+        let push = push_dashboard(backend.live.clone(), current, shutdown);
+        tasks.spawn("dashboard pusher", async move {
+            push.await;
+            Ok(())
+        });
+        Ok(backend)
+    }
+
+    /// This instance's reply routing (its topic, the requests waiting).
+    pub fn replies(&self) -> &Replies {
+        &self.replies
+    }
+
+    /// The prediction stream's recent past, which the CSV export reads.
+    pub fn live(&self) -> &Arc<LiveFeed> {
+        &self.live
+    }
+
+    pub fn metrics(&self) -> &Arc<PipelineMetrics> {
+        &self.metrics
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// The stream analytics as of now.
+    pub fn dashboard(&self) -> Dashboard {
+        let now = chrono::Utc::now().timestamp_millis();
+        let recent = self.live.since(now - 5 * 60_000);
+        let lag = self.metrics.lag();
+        self.stats.lock().expect("stats view").dashboard(now, &recent, lag)
+    }
+}
+
+impl Backend for PipelineBackend {
+    fn status(&self) -> PipelineStatus {
+        (self.status)()
+    }
+
+    fn predict(
+        &self,
+        customer: Customer,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Prediction, PredictError>> + Send>> {
+        self.replies.request(customer)
+    }
+
+    fn feed(&self) -> (FeedEvent, broadcast::Receiver<FeedEvent>) {
+        self.live.subscribe(self.status())
+    }
+
+    fn sample(&self) -> Customer {
+        let options = model::synth::GenerateOptions { rows: 1, seed: rand::random(), messy_fraction: 0.0 };
+        let mut customer = model::synth::generate_customers(&options).remove(0);
+        customer.churn = None;
+        customer
+    }
+}

@@ -1,0 +1,148 @@
+//! The web server: server-side rendering of the Leptos app, its server functions, the static
+//! bundle (WASM, JS, CSS) built by scripts/build.sh, and the operational routes.
+
+mod errors;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use app::{shell, BackendHandle, Page, PredictReply};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use leptos::prelude::*;
+use leptos_axum::{AxumRouteListing, LeptosRoutes};
+use leptos_router::{Method, SsrMode};
+use tokio_util::sync::CancellationToken;
+
+pub use errors::{status_of, ApiError};
+pub use state::AppState;
+
+use crate::backend::PipelineBackend;
+use crate::live_feed::LiveFeed;
+use crate::metrics::{self, PipelineMetrics};
+
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    pub addr: SocketAddr,
+    /// Where the built site lives: pkg/churn.js, pkg/churn_bg.wasm, pkg/churn.css, assets.
+    pub site_root: PathBuf,
+    /// Whether this process runs a scorer, which readiness then requires to hold partitions.
+    pub runs_scorer: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct ExportQuery {
+    minutes: Option<f64>,
+}
+
+/// Largest request body accepted: the scorer's own limit on a record (a customer record is a
+/// few hundred bytes).
+pub const MAX_BODY_BYTES: usize = model::record::MAX_RECORD_BYTES;
+
+/// `POST /api/v1/predict`: the form's path for programs — a JSON record in, a JSON prediction out.
+async fn predict_json(
+    State(backend): State<BackendHandle>,
+    body: Result<Json<model::RawCustomer>, JsonRejection>,
+) -> Result<Json<PredictReply>, ApiError> {
+    let Json(record) = body?;
+    Ok(Json(app::predict_record(backend.0.as_ref(), record).await?))
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn prometheus(State(metrics): State<Arc<PipelineMetrics>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics.render())
+}
+
+/// `GET /readyz`: 200 when ready, 503 otherwise, with what readiness knows as JSON.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let readiness = state.health.readiness(state.runs_scorer);
+    let status = if readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(readiness))
+}
+
+/// `GET /export/predictions.csv?minutes=5`: the predictions received lately.
+async fn export_csv(State(live): State<Arc<LiveFeed>>, Query(q): Query<ExportQuery>) -> impl IntoResponse {
+    let minutes = q.minutes.filter(|m| m.is_finite() && *m > 0.0).unwrap_or(5.0);
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"predictions-{minutes}min.csv\"")),
+        ],
+        live.export_csv(minutes),
+    )
+}
+
+/// Operational routes: Prometheus metrics, liveness, readiness, CSV export, and the JSON API.
+fn ops_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/predict", post(predict_json))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(prometheus))
+        .route("/readyz", get(readyz))
+        .route("/export/predictions.csv", get(export_csv))
+}
+
+/// The web app on the running pipeline.
+pub fn router(options: &WebOptions, pipeline: Arc<PipelineBackend>) -> Router {
+    app(AppState::new(options, pipeline))
+}
+
+/// The web app on any state: every route, the server functions, and the static files.
+pub fn app(state: AppState) -> Router {
+    // The app has no client-side router (it keeps the bundle small): its pages are listed here.
+    let routes = Page::ROUTES
+        .iter()
+        .map(|(path, _)| AxumRouteListing::new(path.to_string(), SsrMode::default(), [Method::Get], vec![]))
+        .collect();
+    let backend = state.backend.clone();
+    let context = move || provide_context(backend.clone());
+    Router::new()
+        .merge(ops_routes())
+        .leptos_routes_with_context(&state, routes, context, {
+            let leptos_options = state.leptos.clone();
+            move || shell(leptos_options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::map_response(errors::server_fn_status))
+        // Oversized bodies get 413 before any handler reads them.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // A panic in a handler (a bug) answers 500 for that request; the server goes on.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .with_state(state)
+}
+
+/// Takes the web app's address, so that a busy port fails the command before anything starts.
+pub async fn bind(options: &WebOptions) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(options.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}: pick another address with --addr", options.addr))
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    options: WebOptions,
+    pipeline: Arc<PipelineBackend>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    if !options.site_root.join("pkg").join(format!("{}_bg.wasm", app::OUTPUT_NAME)).is_file() {
+        tracing::warn!(site_root = %options.site_root.display(),
+            "the browser bundle is missing: the page will render but not hydrate; build it with scripts/build.sh");
+    }
+    let app = router(&options, pipeline);
+    println!("Customer churn is up: open http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+        })
+        .await
+        .context("web server failed")
+}

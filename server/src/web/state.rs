@@ -1,0 +1,82 @@
+//! What the web server's handlers need, in one `AppState`: each handler takes only its part
+//! (`State<Arc<Health>>`, `State<BackendHandle>`, ...) through `FromRef`.
+
+use std::sync::Arc;
+
+use app::{Backend, BackendHandle, OUTPUT_NAME};
+use axum::extract::FromRef;
+use leptos::prelude::LeptosOptions;
+
+use super::WebOptions;
+use crate::backend::PipelineBackend;
+use crate::health::Health;
+use crate::live_feed::LiveFeed;
+use crate::metrics::PipelineMetrics;
+
+#[derive(Clone)]
+pub struct AppState {
+    /// The pipeline, for the JSON API and the Leptos app's server functions.
+    pub backend: BackendHandle,
+    /// The prediction stream's recent past, for the CSV export.
+    pub live: Arc<LiveFeed>,
+    pub health: Arc<Health>,
+    pub metrics: Arc<PipelineMetrics>,
+    pub leptos: LeptosOptions,
+    /// Whether this process runs a scorer, which readiness then requires to hold partitions.
+    pub runs_scorer: bool,
+}
+
+impl AppState {
+    /// The state of a web server on the running pipeline.
+    pub fn new(options: &WebOptions, pipeline: Arc<PipelineBackend>) -> AppState {
+        let (live, health, metrics) = (pipeline.live().clone(), pipeline.health().clone(), pipeline.metrics().clone());
+        AppState::with_parts(options, pipeline, live, health, metrics)
+    }
+
+    /// The state from its parts: any `Backend` (the tests use one without Kafka).
+    pub fn with_parts(
+        options: &WebOptions,
+        backend: Arc<dyn Backend>,
+        live: Arc<LiveFeed>,
+        health: Arc<Health>,
+        metrics: Arc<PipelineMetrics>,
+    ) -> AppState {
+        let leptos = LeptosOptions::builder()
+            .output_name(OUTPUT_NAME)
+            .site_root(options.site_root.to_string_lossy().as_ref())
+            .site_pkg_dir("pkg")
+            .site_addr(options.addr)
+            .build();
+        AppState { backend: BackendHandle(backend), live, health, metrics, leptos, runs_scorer: options.runs_scorer }
+    }
+}
+
+impl FromRef<AppState> for BackendHandle {
+    fn from_ref(state: &AppState) -> Self {
+        state.backend.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<LiveFeed> {
+    fn from_ref(state: &AppState) -> Self {
+        state.live.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Health> {
+    fn from_ref(state: &AppState) -> Self {
+        state.health.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<PipelineMetrics> {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}
