@@ -53,7 +53,9 @@ impl FromServerFnError for PredictError {
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {
             // The client sent something the function cannot read: its fault, not ours.
-            ServerFnErrorErr::Args(_) | ServerFnErrorErr::Deserialization(_) => PredictError::BadRequest(value.to_string()),
+            ServerFnErrorErr::Args(_) | ServerFnErrorErr::Deserialization(_) => {
+                PredictError::BadRequest(value.to_string())
+            }
             other => PredictError::Transport(other.to_string()),
         }
     }
@@ -99,7 +101,11 @@ pub struct Dashboard {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FeedEvent {
     /// Sent first on every (re)connection: the recent past, newest last.
-    Snapshot { recent: Vec<Prediction>, seconds: Vec<SecondStats>, status: PipelineStatus },
+    Snapshot {
+        recent: Vec<Prediction>,
+        seconds: Vec<SecondStats>,
+        status: PipelineStatus,
+    },
     Prediction(Prediction),
     /// A second has closed.
     Second(SecondStats),
@@ -116,7 +122,9 @@ impl PredictError {
     /// A JSON body for API clients: the message, and the field errors when there are any.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
-            PredictError::Invalid(fields) => serde_json::json!({ "error": self.to_string(), "fields": fields }),
+            PredictError::Invalid(fields) => {
+                serde_json::json!({ "error": self.to_string(), "fields": fields })
+            }
             other => serde_json::json!({ "error": other.to_string() }),
         }
     }
@@ -136,7 +144,10 @@ mod backend {
     pub trait Backend: Send + Sync + 'static {
         fn status(&self) -> PipelineStatus;
         /// Publishes the customer and waits for its prediction.
-        fn predict(&self, customer: Customer) -> Pin<Box<dyn Future<Output = Result<Prediction, PredictError>> + Send>>;
+        fn predict(
+            &self,
+            customer: Customer,
+        ) -> Pin<Box<dyn Future<Output = Result<Prediction, PredictError>> + Send>>;
         /// The recent past as a snapshot, and a subscription to what comes next.
         fn feed(&self) -> (FeedEvent, tokio::sync::broadcast::Receiver<FeedEvent>);
         /// A plausible customer, for first-time users.
@@ -155,11 +166,17 @@ fn backend() -> Option<BackendHandle> {
 /// The one submission path, for the server function and the JSON API alike: validate again
 /// (never trust the client), publish to Kafka, await the prediction.
 #[cfg(feature = "ssr")]
-pub async fn predict_record(backend: &dyn Backend, record: RawCustomer) -> Result<PredictReply, PredictError> {
+pub async fn predict_record(
+    backend: &dyn Backend,
+    record: RawCustomer,
+) -> Result<PredictReply, PredictError> {
     let customer = model::validate(&record).map_err(|errors| PredictError::Invalid(errors.0))?;
     let started = std::time::Instant::now();
     let prediction = backend.predict(customer).await?;
-    Ok(PredictReply { prediction, round_trip_ms: started.elapsed().as_secs_f64() * 1000.0 })
+    Ok(PredictReply {
+        prediction,
+        round_trip_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
 }
 
 /// Publishes the record to Kafka and awaits its prediction. The web server answers each error
@@ -175,7 +192,8 @@ pub async fn predict(record: RawCustomer) -> Result<PredictReply, PredictError> 
 /// A sample customer to fill the form with.
 #[server]
 pub async fn sample_customer() -> Result<RawCustomer, ServerFnError> {
-    let backend = backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
+    let backend =
+        backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
     Ok(backend.0.sample().to_raw())
 }
 
@@ -187,7 +205,8 @@ pub async fn live_feed(
     use futures::{SinkExt, StreamExt};
     use tokio::sync::broadcast::error::RecvError;
 
-    let backend = backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
+    let backend =
+        backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
     let (snapshot, mut events) = backend.0.feed();
     let (mut tx, rx) = futures::channel::mpsc::channel(256);
     let mut input = input;

@@ -41,7 +41,13 @@ pub fn RateChart(
         .iter()
         .enumerate()
         .filter_map(|(i, c)| {
-            c.rate.map(|rate| format!("{:.1},{:.1}", x0 + (i as f64 + 0.45) * step, H - PAD - rate * (H - 2.0 * PAD)))
+            c.rate.map(|rate| {
+                format!(
+                    "{:.1},{:.1}",
+                    x0 + (i as f64 + 0.45) * step,
+                    H - PAD - rate * (H - 2.0 * PAD)
+                )
+            })
         })
         .collect();
     view! {

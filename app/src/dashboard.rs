@@ -37,7 +37,12 @@ pub fn DashboardPage() -> impl IntoView {
 
 #[component]
 fn DashboardBody(d: Dashboard) -> impl IntoView {
-    let all = d.segments.iter().find(|(k, _)| k == "all").map(|(_, s)| s.clone()).unwrap_or_default();
+    let all = d
+        .segments
+        .iter()
+        .find(|(k, _)| k == "all")
+        .map(|(_, s)| s.clone())
+        .unwrap_or_default();
     let total_lag: i64 = d.lag.iter().map(|(_, l)| l).sum();
     let window_s = d.window_ms as f64 / 1000.0;
     let last = d.windows.last().cloned().unwrap_or_default();
@@ -114,16 +119,27 @@ fn DashboardBody(d: Dashboard) -> impl IntoView {
 /// out of the browser bundle.
 fn utc_time_of_day(ms: i64) -> String {
     let seconds = ms.div_euclid(1000).rem_euclid(86_400);
-    format!("{:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60)
+    format!(
+        "{:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
 }
 
 #[component]
 fn WindowChart(windows: Vec<WindowPoint>, window_s: f64) -> impl IntoView {
     let columns: Vec<Column> = windows
         .iter()
-        .map(|w| Column { count: w.count, rate: (w.count > 0).then(|| w.churn_predicted as f64 / w.count as f64) })
+        .map(|w| Column {
+            count: w.count,
+            rate: (w.count > 0).then(|| w.churn_predicted as f64 / w.count as f64),
+        })
         .collect();
-    let start = windows.first().map(|w| utc_time_of_day(w.start_ms)).unwrap_or_default();
+    let start = windows
+        .first()
+        .map(|w| utc_time_of_day(w.start_ms))
+        .unwrap_or_default();
     let slots = columns.len();
     view! {
         <RateChart columns=columns slots=slots id="window-chart"
@@ -137,12 +153,26 @@ fn WindowChart(windows: Vec<WindowPoint>, window_s: f64) -> impl IntoView {
 fn SegmentBars(segments: Vec<(String, SegmentSummary)>) -> impl IntoView {
     // Groups in a fixed order; states by volume, the ten largest.
     const ORDER: [&str; 10] = [
-        "account_manager=no", "account_manager=yes", "tenure=<2y", "tenure=2-5y", "tenure=5-8y", "tenure=8y+",
-        "sites=0-6", "sites=7-9", "sites=10-12", "sites=13+",
+        "account_manager=no",
+        "account_manager=yes",
+        "tenure=<2y",
+        "tenure=2-5y",
+        "tenure=5-8y",
+        "tenure=8y+",
+        "sites=0-6",
+        "sites=7-9",
+        "sites=10-12",
+        "sites=13+",
     ];
-    let mut rows: Vec<(String, SegmentSummary)> =
-        ORDER.iter().filter_map(|key| segments.iter().find(|(k, _)| k == key).cloned()).collect();
-    let mut states: Vec<_> = segments.iter().filter(|(k, _)| k.starts_with("state=")).cloned().collect();
+    let mut rows: Vec<(String, SegmentSummary)> = ORDER
+        .iter()
+        .filter_map(|key| segments.iter().find(|(k, _)| k == key).cloned())
+        .collect();
+    let mut states: Vec<_> = segments
+        .iter()
+        .filter(|(k, _)| k.starts_with("state="))
+        .cloned()
+        .collect();
     states.sort_by(|a, b| b.1.count.cmp(&a.1.count));
     rows.extend(states.into_iter().take(10));
     view! {

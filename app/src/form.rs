@@ -8,8 +8,14 @@ use model::{validate_field, Field, RawCustomer, Scalar};
 /// How a field is entered.
 #[derive(Clone, Copy)]
 enum Input {
-    Text { placeholder: &'static str },
-    Number { min: f64, max: f64, step: &'static str },
+    Text {
+        placeholder: &'static str,
+    },
+    Number {
+        min: f64,
+        max: f64,
+        step: &'static str,
+    },
     YesNo,
     DateTime,
 }
@@ -32,7 +38,9 @@ struct Spec {
 impl Spec {
     fn hint(&self) -> String {
         match (self.hint, self.input) {
-            (Hint::WithRange(text), Input::Number { min, max, .. }) => format!("{text}, {min}–{max}"),
+            (Hint::WithRange(text), Input::Number { min, max, .. }) => {
+                format!("{text}, {min}–{max}")
+            }
             (Hint::Text(text) | Hint::WithRange(text), _) => text.to_owned(),
         }
     }
@@ -41,15 +49,82 @@ impl Spec {
 /// The number fields' bounds are validation's (`model::validate`): the browser's own checks and
 /// the hints agree with the rules the form and the scorer apply.
 const SPECS: [Spec; 9] = [
-    Spec { field: Field::Names, label: "Customer name", hint: Hint::Text("Contact person"), input: Input::Text { placeholder: "Cameron Williams" } },
-    Spec { field: Field::Company, label: "Company", hint: Hint::Text("Optional"), input: Input::Text { placeholder: "Harvey LLC" } },
-    Spec { field: Field::Age, label: "Age", hint: Hint::WithRange("Years"), input: Input::Number { min: AGE_RANGE.0, max: AGE_RANGE.1, step: "1" } },
-    Spec { field: Field::TotalPurchase, label: "Total purchase", hint: Hint::Text("USD spent so far"), input: Input::Number { min: 0.0, max: TOTAL_PURCHASE_MAX, step: "0.01" } },
-    Spec { field: Field::AccountManager, label: "Account manager", hint: Hint::Text("Assigned to the account?"), input: Input::YesNo },
-    Spec { field: Field::Years, label: "Years as customer", hint: Hint::Text("Decimals allowed"), input: Input::Number { min: 0.0, max: YEARS_MAX, step: "0.01" } },
-    Spec { field: Field::NumSites, label: "Number of sites", hint: Hint::Text("Websites using the service"), input: Input::Number { min: 0.0, max: NUM_SITES_MAX as f64, step: "1" } },
-    Spec { field: Field::OnboardDate, label: "Onboard date", hint: Hint::Text("When the account started"), input: Input::DateTime },
-    Spec { field: Field::Location, label: "Location", hint: Hint::Text("Postal address, optional"), input: Input::Text { placeholder: "10265 Elizabeth Mission Barkerburgh, AK 89518" } },
+    Spec {
+        field: Field::Names,
+        label: "Customer name",
+        hint: Hint::Text("Contact person"),
+        input: Input::Text {
+            placeholder: "Cameron Williams",
+        },
+    },
+    Spec {
+        field: Field::Company,
+        label: "Company",
+        hint: Hint::Text("Optional"),
+        input: Input::Text {
+            placeholder: "Harvey LLC",
+        },
+    },
+    Spec {
+        field: Field::Age,
+        label: "Age",
+        hint: Hint::WithRange("Years"),
+        input: Input::Number {
+            min: AGE_RANGE.0,
+            max: AGE_RANGE.1,
+            step: "1",
+        },
+    },
+    Spec {
+        field: Field::TotalPurchase,
+        label: "Total purchase",
+        hint: Hint::Text("USD spent so far"),
+        input: Input::Number {
+            min: 0.0,
+            max: TOTAL_PURCHASE_MAX,
+            step: "0.01",
+        },
+    },
+    Spec {
+        field: Field::AccountManager,
+        label: "Account manager",
+        hint: Hint::Text("Assigned to the account?"),
+        input: Input::YesNo,
+    },
+    Spec {
+        field: Field::Years,
+        label: "Years as customer",
+        hint: Hint::Text("Decimals allowed"),
+        input: Input::Number {
+            min: 0.0,
+            max: YEARS_MAX,
+            step: "0.01",
+        },
+    },
+    Spec {
+        field: Field::NumSites,
+        label: "Number of sites",
+        hint: Hint::Text("Websites using the service"),
+        input: Input::Number {
+            min: 0.0,
+            max: NUM_SITES_MAX as f64,
+            step: "1",
+        },
+    },
+    Spec {
+        field: Field::OnboardDate,
+        label: "Onboard date",
+        hint: Hint::Text("When the account started"),
+        input: Input::DateTime,
+    },
+    Spec {
+        field: Field::Location,
+        label: "Location",
+        hint: Hint::Text("Postal address, optional"),
+        input: Input::Text {
+            placeholder: "10265 Elizabeth Mission Barkerburgh, AK 89518",
+        },
+    },
 ];
 
 /// One field's state: what is typed, whether the user has been there, what the server said.
@@ -69,7 +144,13 @@ impl FieldState {
     }
 
     fn shown_error(&self) -> Option<String> {
-        self.server_error.get().or_else(|| if self.touched.get() { self.local_error() } else { None })
+        self.server_error.get().or_else(|| {
+            if self.touched.get() {
+                self.local_error()
+            } else {
+                None
+            }
+        })
     }
 }
 
@@ -85,28 +166,42 @@ impl FormState {
             .iter()
             .map(|spec| FieldState {
                 field: spec.field,
-                value: RwSignal::new(if spec.field == Field::AccountManager { "0".into() } else { String::new() }),
+                value: RwSignal::new(if spec.field == Field::AccountManager {
+                    "0".into()
+                } else {
+                    String::new()
+                }),
                 touched: RwSignal::new(false),
                 server_error: RwSignal::new(None),
             })
             .collect();
-        FormState { fields: StoredValue::new(fields) }
+        FormState {
+            fields: StoredValue::new(fields),
+        }
     }
 
     pub fn record(&self) -> RawCustomer {
         self.fields.with_value(|fields| {
-            let cells: Vec<(Field, String)> = fields.iter().map(|f| (f.field, f.value.get())).collect();
+            let cells: Vec<(Field, String)> =
+                fields.iter().map(|f| (f.field, f.value.get())).collect();
             RawCustomer::from_text_cells(cells.iter().map(|(f, v)| (*f, v.as_str())))
         })
     }
 
     /// Fields the browser rejects right now, by the shared rules.
     pub fn invalid_fields(&self) -> Vec<Field> {
-        self.fields.with_value(|fields| fields.iter().filter(|f| f.local_error().is_some()).map(|f| f.field).collect())
+        self.fields.with_value(|fields| {
+            fields
+                .iter()
+                .filter(|f| f.local_error().is_some())
+                .map(|f| f.field)
+                .collect()
+        })
     }
 
     pub fn touch_all(&self) {
-        self.fields.with_value(|fields| fields.iter().for_each(|f| f.touched.set(true)));
+        self.fields
+            .with_value(|fields| fields.iter().for_each(|f| f.touched.set(true)));
     }
 
     pub fn fill(&self, raw: &RawCustomer) {
@@ -119,7 +214,11 @@ impl FormState {
                     None => String::new(),
                 };
                 // The datetime-local input wants "YYYY-MM-DDTHH:MM:SS".
-                let text = if f.field == Field::OnboardDate { text.replacen(' ', "T", 1) } else { text };
+                let text = if f.field == Field::OnboardDate {
+                    text.replacen(' ', "T", 1)
+                } else {
+                    text
+                };
                 f.value.set(text);
                 f.server_error.set(None);
                 f.touched.set(true);
@@ -130,7 +229,12 @@ impl FormState {
     pub fn set_server_errors(&self, errors: &[model::FieldError]) {
         self.fields.with_value(|fields| {
             for f in fields {
-                f.server_error.set(errors.iter().find(|e| e.field == f.field).map(|e| e.message.clone()));
+                f.server_error.set(
+                    errors
+                        .iter()
+                        .find(|e| e.field == f.field)
+                        .map(|e| e.message.clone()),
+                );
             }
         });
     }
@@ -214,7 +318,15 @@ pub fn ChurnForm(
             None
         } else {
             let names: Vec<&str> = bad.iter().map(|f| f.column()).collect();
-            Some(format!("Fix {} before scoring: {}", if bad.len() == 1 { "this field" } else { "these fields" }, names.join(", ")))
+            Some(format!(
+                "Fix {} before scoring: {}",
+                if bad.len() == 1 {
+                    "this field"
+                } else {
+                    "these fields"
+                },
+                names.join(", ")
+            ))
         }
     };
     let submit = move |ev: leptos::ev::SubmitEvent| {
@@ -256,7 +368,11 @@ mod tests {
             if let Input::Number { min, max, .. } = spec.input {
                 let check = |value: f64| validate_field(spec.field, Some(&Scalar::Number(value)));
                 assert!(check(min).is_ok() && check(max).is_ok(), "{}", spec.field);
-                assert!(check(min - 1.0).is_err() && check(max + 1.0).is_err(), "{}", spec.field);
+                assert!(
+                    check(min - 1.0).is_err() && check(max + 1.0).is_err(),
+                    "{}",
+                    spec.field
+                );
             }
         }
     }

@@ -14,11 +14,13 @@ use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use model::format::{percent, percentage_points};
 use model::{Field, RawCustomer, Scalar};
 
-pub use api::{Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats, WindowPoint};
 #[cfg(feature = "ssr")]
 pub use api::{predict_record, Backend, BackendHandle};
-use form::{ChurnForm, FormState};
+pub use api::{
+    Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats, WindowPoint,
+};
 use dashboard::DashboardPage;
+use form::{ChurnForm, FormState};
 use live::{LivePanel, LiveState};
 
 /// The bundle's file names under /pkg (churn.js, churn_bg.wasm, churn.css).
@@ -53,14 +55,18 @@ pub enum Page {
 
 impl Page {
     /// Every page the server renders, by path.
-    pub const ROUTES: [(&'static str, Page); 2] = [("/", Page::Home), ("/dashboard", Page::Dashboard)];
+    pub const ROUTES: [(&'static str, Page); 2] =
+        [("/", Page::Home), ("/dashboard", Page::Dashboard)];
 
     pub fn at(path: &str) -> Page {
         let path = match path.trim_end_matches('/') {
             "" => "/",
             trimmed => trimmed,
         };
-        Page::ROUTES.iter().find(|(p, _)| *p == path).map_or(Page::NotFound, |&(_, page)| page)
+        Page::ROUTES
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or(Page::NotFound, |&(_, page)| page)
     }
 
     /// The page being rendered: from the request on the server, from the address bar in the
@@ -219,7 +225,9 @@ fn WhatIf(
         })
     };
     let change = move |field: Field, value: String| {
-        let Some(mut record) = submitted.get_untracked() else { return };
+        let Some(mut record) = submitted.get_untracked() else {
+            return;
+        };
         record.set(field, Some(Scalar::Text(value)));
         submitted.set(Some(record.clone()));
         what_if.dispatch(record);
@@ -227,7 +235,8 @@ fn WhatIf(
     // Shown once there is a prediction to compare with; a memo so that a new prediction does
     // not rebuild the sliders.
     let visible = Memo::new(move |_| matches!(base.get(), Some(Ok(_))));
-    move || visible.get().then(|| view! {
+    move || {
+        visible.get().then(|| view! {
         <section class="card what-if" aria-labelledby="what-if-title">
             <h2 id="what-if-title">"What if…"</h2>
             {SLIDERS.iter().map(|&(field, label, min, max, step)| {
@@ -255,6 +264,7 @@ fn WhatIf(
             </p>
         </section>
     })
+    }
 }
 
 /// The pipeline's counters, pushed over the live connection (no polling).

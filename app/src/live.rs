@@ -56,11 +56,23 @@ impl LiveState {
     #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
     fn apply(&self, event: FeedEvent) {
         match event {
-            FeedEvent::Snapshot { recent, seconds, status } => {
+            FeedEvent::Snapshot {
+                recent,
+                seconds,
+                status,
+            } => {
                 self.status.set(Some(status));
-                self.seconds.set(seconds.into_iter().rev().take(CHART_SECONDS).rev().collect());
+                self.seconds.set(
+                    seconds
+                        .into_iter()
+                        .rev()
+                        .take(CHART_SECONDS)
+                        .rev()
+                        .collect(),
+                );
                 if !self.paused.get_untracked() {
-                    self.feed.set(recent.into_iter().rev().take(FEED_ROWS).collect());
+                    self.feed
+                        .set(recent.into_iter().rev().take(FEED_ROWS).collect());
                 }
             }
             FeedEvent::Prediction(prediction) => {
@@ -89,7 +101,12 @@ impl LiveState {
 #[cfg(feature = "hydrate")]
 async fn sleep_ms(ms: u64) {
     let (tx, rx) = futures::channel::oneshot::channel::<()>();
-    set_timeout(move || { let _ = tx.send(()); }, std::time::Duration::from_millis(ms));
+    set_timeout(
+        move || {
+            let _ = tx.send(());
+        },
+        std::time::Duration::from_millis(ms),
+    );
     let _ = rx.await;
 }
 
@@ -100,7 +117,8 @@ fn connect(state: LiveState) {
     leptos::task::spawn_local(async move {
         loop {
             // The sender stays alive for the whole connection: dropping it would close the socket.
-            let (_keep_open, input) = futures::channel::mpsc::channel::<Result<(), ServerFnError>>(1);
+            let (_keep_open, input) =
+                futures::channel::mpsc::channel::<Result<(), ServerFnError>>(1);
             if let Ok(mut events) = crate::api::live_feed(input.into()).await {
                 state.connected.set(true);
                 while let Some(Ok(event)) = events.next().await {
@@ -183,12 +201,19 @@ fn Chart(seconds: RwSignal<VecDeque<SecondStats>>) -> impl IntoView {
                 let (p, c) = data
                     .range(i.saturating_sub(9)..=i)
                     .fold((0, 0), |(p, c), s| (p + s.predictions, c + s.churners));
-                Column { count: data[i].predictions, rate: (p > 0).then(|| c as f64 / p as f64) }
+                Column {
+                    count: data[i].predictions,
+                    rate: (p > 0).then(|| c as f64 / p as f64),
+                }
             })
             .collect();
         let total: u64 = data.iter().rev().take(60).map(|s| s.predictions).sum();
         let churned: u64 = data.iter().rev().take(60).map(|s| s.churners).sum();
-        let rate = if total > 0 { churned as f64 / total as f64 } else { 0.0 };
+        let rate = if total > 0 {
+            churned as f64 / total as f64
+        } else {
+            0.0
+        };
         let seconds_covered = data.len().min(60).max(1) as f64;
         view! {
             <RateChart columns=columns slots=CHART_SECONDS id="live-chart"

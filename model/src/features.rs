@@ -70,7 +70,9 @@ impl Feature {
     }
 
     pub fn from_name(name: &str) -> Option<Feature> {
-        Feature::ALL.into_iter().find(|f| f.name().eq_ignore_ascii_case(name.trim()))
+        Feature::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(name.trim()))
     }
 
     /// The feature's raw value for one customer.
@@ -122,7 +124,9 @@ impl<'de> Deserialize<'de> for Feature {
             }
             fn visit_str<E: de::Error>(self, name: &str) -> Result<Name, E> {
                 let feature = Feature::ALL.into_iter().find(|f| f.name() == name);
-                feature.map(Name).ok_or_else(|| E::unknown_variant(name, &NAMES))
+                feature
+                    .map(Name)
+                    .ok_or_else(|| E::unknown_variant(name, &NAMES))
             }
         }
         struct FeatureVisitor;
@@ -156,7 +160,10 @@ mod tests {
     use chrono::NaiveDate;
 
     fn at(y: i32, m: u32, d: u32) -> NaiveDateTime {
-        NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(0, 0, 0).unwrap()
+        NaiveDate::from_ymd_opt(y, m, d)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
     }
 
     #[test]
@@ -174,7 +181,14 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", f.name()));
             assert_eq!(serde_json::from_str::<Feature>(&json).unwrap(), f);
         }
-        let unknown = serde_json::from_str::<Feature>("\"Onboard_date\"").unwrap_err().to_string();
-        assert!(unknown.starts_with("unknown variant `Onboard_date`, expected one of `Age`, `Total_Purchase`"), "{unknown}");
+        let unknown = serde_json::from_str::<Feature>("\"Onboard_date\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.starts_with(
+                "unknown variant `Onboard_date`, expected one of `Age`, `Total_Purchase`"
+            ),
+            "{unknown}"
+        );
     }
 }

@@ -54,7 +54,10 @@ impl Prediction {
                 .iter()
                 .take(TOP_FACTORS)
                 // Four decimals of log-odds explain as well as seventeen, in fewer bytes.
-                .map(|c| Contribution { log_odds: (c.log_odds * 1e4).round() / 1e4, ..*c })
+                .map(|c| Contribution {
+                    log_odds: (c.log_odds * 1e4).round() / 1e4,
+                    ..*c
+                })
                 .collect(),
             actual_churn: customer.churn,
             segments: Segments::of(customer, model.reference_date),

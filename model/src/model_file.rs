@@ -108,10 +108,16 @@ impl ChurnModel {
         }
         for w in &self.features {
             if !(w.std_dev > 0.0 && w.std_dev.is_finite() && w.mean.is_finite()) {
-                return bad(format!("feature {} has an unusable scale", w.feature.name()));
+                return bad(format!(
+                    "feature {} has an unusable scale",
+                    w.feature.name()
+                ));
             }
             if !w.coefficient.is_finite() {
-                return bad(format!("feature {} has a non-finite weight", w.feature.name()));
+                return bad(format!(
+                    "feature {} has a non-finite weight",
+                    w.feature.name()
+                ));
             }
         }
         if !(self.intercept.is_finite() && (0.0..=1.0).contains(&self.threshold)) {
@@ -133,8 +139,18 @@ pub(crate) mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             reference_date: parse_onboard_date("2016-01-01 00:00:00").unwrap(),
             features: vec![
-                FeatureWeight { feature: Feature::Age, mean: 40.0, std_dev: 5.0, coefficient: 0.5 },
-                FeatureWeight { feature: Feature::NumSites, mean: 8.0, std_dev: 2.0, coefficient: 1.5 },
+                FeatureWeight {
+                    feature: Feature::Age,
+                    mean: 40.0,
+                    std_dev: 5.0,
+                    coefficient: 0.5,
+                },
+                FeatureWeight {
+                    feature: Feature::NumSites,
+                    mean: 8.0,
+                    std_dev: 2.0,
+                    coefficient: 1.5,
+                },
                 FeatureWeight {
                     feature: Feature::AccountManager,
                     mean: 0.5,
@@ -151,7 +167,11 @@ pub(crate) mod tests {
                 threshold_rule: "fixed".into(),
             },
             metrics: Metrics::default(),
-            training_data: DataFingerprint { rows: 0, churners: 0, hash: "0".into() },
+            training_data: DataFingerprint {
+                rows: 0,
+                churners: 0,
+                hash: "0".into(),
+            },
             score_deciles: vec![],
         }
     }
@@ -160,11 +180,18 @@ pub(crate) mod tests {
     fn the_model_file_round_trips_and_checks_its_schema_version() {
         let model = tiny_model();
         assert_eq!(ChurnModel::from_json(&model.to_json()).unwrap(), model);
-        let future = model.to_json().replace("\"schema_version\": 1", "\"schema_version\": 99");
+        let future = model
+            .to_json()
+            .replace("\"schema_version\": 1", "\"schema_version\": 99");
         let err = ChurnModel::from_json(&future).unwrap_err().to_string();
         assert!(err.contains("schema version 99"), "{err}");
         assert!(ChurnModel::from_json("{}").is_err());
-        let broken = model.to_json().replace("\"std_dev\": 5.0", "\"std_dev\": 0.0");
-        assert!(ChurnModel::from_json(&broken).unwrap_err().to_string().contains("scale"));
+        let broken = model
+            .to_json()
+            .replace("\"std_dev\": 5.0", "\"std_dev\": 0.0");
+        assert!(ChurnModel::from_json(&broken)
+            .unwrap_err()
+            .to_string()
+            .contains("scale"));
     }
 }

@@ -141,7 +141,8 @@ pub fn calibration(probabilities: &[f64], labels: &[bool], bins: usize) -> Vec<C
         .filter(|slice| !slice.is_empty())
         .map(|slice| CalibrationBin {
             count: slice.len(),
-            mean_predicted: slice.iter().map(|&k| probabilities[k]).sum::<f64>() / slice.len() as f64,
+            mean_predicted: slice.iter().map(|&k| probabilities[k]).sum::<f64>()
+                / slice.len() as f64,
             observed_rate: slice.iter().filter(|&&k| labels[k]).count() as f64 / slice.len() as f64,
         })
         .collect()
@@ -149,7 +150,10 @@ pub fn calibration(probabilities: &[f64], labels: &[bool], bins: usize) -> Vec<C
 
 /// Every way to cut the ranking: lowering the threshold past each distinct score, from the top,
 /// gives (threshold, true positives, false positives). Ties are never split.
-fn cuts<'a>(probabilities: &'a [f64], labels: &'a [bool]) -> impl Iterator<Item = (f64, usize, usize)> + 'a {
+fn cuts<'a>(
+    probabilities: &'a [f64],
+    labels: &'a [bool],
+) -> impl Iterator<Item = (f64, usize, usize)> + 'a {
     let mut order: Vec<usize> = (0..probabilities.len()).collect();
     order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
     let (mut tp, mut fp) = (0usize, 0usize);
@@ -260,7 +264,15 @@ mod tests {
     #[test]
     fn confusion_and_rates_at_a_threshold() {
         let c = Confusion::at(&P, &Y, 0.65);
-        assert_eq!((c.true_positive, c.false_positive, c.true_negative, c.false_negative), (2, 1, 3, 0));
+        assert_eq!(
+            (
+                c.true_positive,
+                c.false_positive,
+                c.true_negative,
+                c.false_negative
+            ),
+            (2, 1, 3, 0)
+        );
         assert!((c.accuracy() - 5.0 / 6.0).abs() < 1e-12);
         assert!((c.precision() - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(c.recall(), 1.0);

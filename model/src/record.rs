@@ -28,7 +28,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: impl Into<String>) -> Self {
-        Rejection { reason: reason.into(), field_errors: None }
+        Rejection {
+            reason: reason.into(),
+            field_errors: None,
+        }
     }
 }
 
@@ -48,7 +51,11 @@ pub fn score_record(
     }
     let payload = match payload {
         Some(p) if !p.is_empty() => p,
-        _ => return Err(Rejection::new("empty message: expected a JSON customer record")),
+        _ => {
+            return Err(Rejection::new(
+                "empty message: expected a JSON customer record",
+            ))
+        }
     };
     if payload.len() > MAX_RECORD_BYTES {
         return Err(Rejection::new(format!(
@@ -66,13 +73,20 @@ pub fn score_record(
     // JSON has no infinity: a non-finite number would be written as `null`, which no reader of
     // the prediction could parse. Only an absurd model file (a standard deviation of 1e-300)
     // gets here; the record is dead-lettered rather than published unreadable.
-    if !score.probability.is_finite() || score.contributions.iter().any(|c| !c.log_odds.is_finite()) {
+    if !score.probability.is_finite() || score.contributions.iter().any(|c| !c.log_odds.is_finite())
+    {
         return Err(Rejection::new(format!(
             "model {} gives this record a non-finite score: check the model file's scales",
             model.version
         )));
     }
-    Ok(Prediction::new(id.to_owned(), &customer, model, &score, scored_at.to_owned()))
+    Ok(Prediction::new(
+        id.to_owned(),
+        &customer,
+        model,
+        &score,
+        scored_at.to_owned(),
+    ))
 }
 
 /// Appends a value's JSON; an error (none is known: predictions hold only finite numbers and
@@ -129,15 +143,24 @@ mod tests {
             ("b", b"", "empty message"),
             ("b", b"{not json", "not a JSON customer record"),
             ("b", br#"{"Names":"Ann","Age":-4}"#, "Age: must be between"),
-            ("b", br#"{"Names":"Ann","Age":"x","Total_Purchase":[1]}"#, "not a JSON customer record"),
+            (
+                "b",
+                br#"{"Names":"Ann","Age":"x","Total_Purchase":[1]}"#,
+                "not a JSON customer record",
+            ),
             ("b", big.as_bytes(), "record too large"),
-            (&"k".repeat(MAX_KEY_BYTES + 1), GOOD.as_bytes(), "record key too long"),
+            (
+                &"k".repeat(MAX_KEY_BYTES + 1),
+                GOOD.as_bytes(),
+                "record key too long",
+            ),
         ];
         for (id, payload, expected) in cases {
             let rejection = score_record(id, Some(payload), &model, "now").unwrap_err();
             assert!(rejection.reason.contains(expected), "{}", rejection.reason);
         }
-        let invalid = score_record("b", Some(br#"{"Names":"Ann","Age":-4}"#), &model, "now").unwrap_err();
+        let invalid =
+            score_record("b", Some(br#"{"Names":"Ann","Age":-4}"#), &model, "now").unwrap_err();
         assert!(invalid.field_errors.unwrap().contains(r#""field":"Age""#));
     }
 
@@ -147,7 +170,11 @@ mod tests {
         model.features[0].std_dev = 1e-300;
         model.features[0].coefficient = 1e10;
         let rejection = score_record("a", Some(GOOD.as_bytes()), &model, "now").unwrap_err();
-        assert!(rejection.reason.contains("non-finite score"), "{}", rejection.reason);
+        assert!(
+            rejection.reason.contains("non-finite score"),
+            "{}",
+            rejection.reason
+        );
     }
 
     #[test]

@@ -192,9 +192,7 @@ impl Customer {
             account_manager: Some(Scalar::Number(f64::from(u8::from(self.account_manager)))),
             years: Some(Scalar::Number(self.years)),
             num_sites: Some(Scalar::Number(f64::from(self.num_sites))),
-            onboard_date: Some(Scalar::Text(
-                format_onboard_date(&self.onboard_date),
-            )),
+            onboard_date: Some(Scalar::Text(format_onboard_date(&self.onboard_date))),
             location: Some(Scalar::Text(self.location.clone())),
             company: Some(Scalar::Text(self.company.clone())),
             churn: self.churn.map(|c| Scalar::Number(f64::from(u8::from(c)))),
@@ -213,7 +211,10 @@ impl Customer {
             Field::OnboardDate => format_onboard_date(&self.onboard_date),
             Field::Location => self.location.clone(),
             Field::Company => self.company.clone(),
-            Field::Churn => self.churn.map(|c| u8::from(c).to_string()).unwrap_or_default(),
+            Field::Churn => self
+                .churn
+                .map(|c| u8::from(c).to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -223,7 +224,8 @@ impl Customer {
 /// record in the scorer and keeps chrono's strftime machinery out of the browser bundle.
 pub fn parse_onboard_date(text: &str) -> Option<NaiveDateTime> {
     fn number(part: &str, max_digits: usize) -> Option<u32> {
-        let digits = (1..=max_digits).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            (1..=max_digits).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
         digits.then(|| part.parse().ok()).flatten()
     }
     let (date, time) = text.split_once([' ', 'T'])?;
@@ -243,7 +245,12 @@ pub fn format_onboard_date(date: &NaiveDateTime) -> String {
     use chrono::{Datelike, Timelike};
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        date.year(), date.month(), date.day(), date.hour(), date.minute(), date.second()
+        date.year(),
+        date.month(),
+        date.day(),
+        date.hour(),
+        date.minute(),
+        date.second()
     )
 }
 
@@ -257,8 +264,11 @@ pub(crate) mod date_format {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDateTime, D::Error> {
         let text = String::deserialize(d)?;
-        super::parse_onboard_date(&text)
-            .ok_or_else(|| serde::de::Error::custom(format!("expected a date as YYYY-MM-DD HH:MM:SS, got {text:?}")))
+        super::parse_onboard_date(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "expected a date as YYYY-MM-DD HH:MM:SS, got {text:?}"
+            ))
+        })
     }
 }
 
@@ -269,7 +279,10 @@ mod tests {
     #[test]
     fn headers_are_found_forgivingly() {
         assert_eq!(Field::from_column("\u{feff}Names"), Some(Field::Names));
-        assert_eq!(Field::from_column(" total purchase "), Some(Field::TotalPurchase));
+        assert_eq!(
+            Field::from_column(" total purchase "),
+            Some(Field::TotalPurchase)
+        );
         assert_eq!(Field::from_column("onboard_date"), Some(Field::OnboardDate));
         assert_eq!(Field::from_column("Unnamed: 10"), None);
     }
@@ -286,25 +299,59 @@ mod tests {
 
     #[test]
     fn scalars_of_every_json_kind_parse_and_containers_are_refused() {
-        let raw: RawCustomer = serde_json::from_str(r#"{"Age":42,"Years":-1.5,"Names":"x","Churn":true,"Company":null}"#).unwrap();
+        let raw: RawCustomer = serde_json::from_str(
+            r#"{"Age":42,"Years":-1.5,"Names":"x","Churn":true,"Company":null}"#,
+        )
+        .unwrap();
         assert_eq!(raw.age, Some(Scalar::Number(42.0)));
         assert_eq!(raw.years, Some(Scalar::Number(-1.5)));
         assert_eq!(raw.churn, Some(Scalar::Bool(true)));
         assert_eq!(raw.company, None);
-        let error = serde_json::from_str::<RawCustomer>(r#"{"Age":[1]}"#).unwrap_err().to_string();
-        assert!(error.contains("expected a number, a string or a boolean"), "{error}");
+        let error = serde_json::from_str::<RawCustomer>(r#"{"Age":[1]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("expected a number, a string or a boolean"),
+            "{error}"
+        );
         assert!(serde_json::from_str::<RawCustomer>(r#"{"Age":{"a":1}}"#).is_err());
     }
 
     #[test]
     fn onboard_dates_parse_in_the_schema_and_browser_forms_only() {
-        let at = |y, m, d, h, min, s| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(h, min, s).unwrap();
-        assert_eq!(parse_onboard_date("2013-08-30 07:00:40"), Some(at(2013, 8, 30, 7, 0, 40)));
-        assert_eq!(parse_onboard_date("2013-08-30T07:00:40"), Some(at(2013, 8, 30, 7, 0, 40)));
-        assert_eq!(parse_onboard_date("2013-08-30T07:00"), Some(at(2013, 8, 30, 7, 0, 0)));
-        assert_eq!(parse_onboard_date("2013-8-3 7:00:40"), Some(at(2013, 8, 3, 7, 0, 40)));
-        for bad in ["", "2013-08-30", "2013-02-30 00:00:00", "13-08-30 07:00:40", "2013-08-30 25:00:00",
-                    "2013-08-30 07:00:40:00", "2013-08-30 07:00:4x", "+013-08-30 07:00:40", "2013-08-30 07:-0:40"] {
+        let at = |y, m, d, h, min, s| {
+            chrono::NaiveDate::from_ymd_opt(y, m, d)
+                .unwrap()
+                .and_hms_opt(h, min, s)
+                .unwrap()
+        };
+        assert_eq!(
+            parse_onboard_date("2013-08-30 07:00:40"),
+            Some(at(2013, 8, 30, 7, 0, 40))
+        );
+        assert_eq!(
+            parse_onboard_date("2013-08-30T07:00:40"),
+            Some(at(2013, 8, 30, 7, 0, 40))
+        );
+        assert_eq!(
+            parse_onboard_date("2013-08-30T07:00"),
+            Some(at(2013, 8, 30, 7, 0, 0))
+        );
+        assert_eq!(
+            parse_onboard_date("2013-8-3 7:00:40"),
+            Some(at(2013, 8, 3, 7, 0, 40))
+        );
+        for bad in [
+            "",
+            "2013-08-30",
+            "2013-02-30 00:00:00",
+            "13-08-30 07:00:40",
+            "2013-08-30 25:00:00",
+            "2013-08-30 07:00:40:00",
+            "2013-08-30 07:00:4x",
+            "+013-08-30 07:00:40",
+            "2013-08-30 07:-0:40",
+        ] {
             assert_eq!(parse_onboard_date(bad), None, "{bad:?}");
         }
         let date = at(2006, 1, 2, 3, 4, 5);

@@ -27,14 +27,22 @@ impl Contribution {
             Feature::AccountManager => text.push_str(if self.value >= 0.5 { "yes" } else { "no" }),
             _ => push_short_decimal(&mut text, self.value),
         }
-        text.push_str(if self.log_odds >= 0.0 { " raises churn risk" } else { " lowers churn risk" });
+        text.push_str(if self.log_odds >= 0.0 {
+            " raises churn risk"
+        } else {
+            " lowers churn risk"
+        });
         text
     }
 }
 
 /// Several contributions in words, for one table cell: "Num_Sites = 14 raises churn risk; ...".
 pub fn describe_all(contributions: &[Contribution]) -> String {
-    contributions.iter().map(Contribution::describe).collect::<Vec<_>>().join("; ")
+    contributions
+        .iter()
+        .map(Contribution::describe)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Appends `value` rounded to two decimals, without trailing zeros: "9000.5", "42", "0.33".
@@ -42,7 +50,7 @@ fn push_short_decimal(out: &mut String, value: f64) {
     let cents = (value * 100.0).round();
     // Whole cents are exact integers below 2^53; anything larger (or not finite) never passes
     // validation, but still gets written.
-    if !(cents.abs() < 9e15) {
+    if cents.is_nan() || cents.abs() >= 9e15 {
         use std::fmt::Write;
         let _ = write!(out, "{value}");
         return;
@@ -57,7 +65,7 @@ fn push_short_decimal(out: &mut String, value: f64) {
     if fraction != 0 {
         out.push('.');
         out.push(char::from(b'0' + fraction / 10));
-        if fraction % 10 != 0 {
+        if !fraction.is_multiple_of(10) {
             out.push(char::from(b'0' + fraction % 10));
         }
     }
@@ -112,7 +120,8 @@ impl ChurnModel {
     /// Churn probability only: the hot path of batch scoring, no allocation.
     pub fn probability(&self, customer: &Customer) -> f64 {
         let z = self.features.iter().fold(self.intercept, |z, w| {
-            z + w.coefficient * (w.feature.value(customer, self.reference_date) - w.mean) / w.std_dev
+            z + w.coefficient * (w.feature.value(customer, self.reference_date) - w.mean)
+                / w.std_dev
         });
         sigmoid(z)
     }
@@ -148,7 +157,10 @@ mod tests {
         assert!((score.probability - expected).abs() < 1e-12);
         assert!((score.probability - 0.908877).abs() < 1e-6);
         assert!(score.churn);
-        assert_eq!(tiny_model().probability(&customer(45.0, 12, true)), score.probability);
+        assert_eq!(
+            tiny_model().probability(&customer(45.0, 12, true)),
+            score.probability
+        );
     }
 
     #[test]
@@ -158,21 +170,46 @@ mod tests {
         let sum: f64 = score.contributions.iter().map(|c| c.log_odds).sum();
         assert!((sum - (score.log_odds - model.intercept)).abs() < 1e-12);
         assert_eq!(score.contributions[0].feature, Feature::NumSites);
-        assert_eq!(score.contributions[0].describe(), "Num_Sites = 3 lowers churn risk");
+        assert_eq!(
+            score.contributions[0].describe(),
+            "Num_Sites = 3 lowers churn risk"
+        );
     }
 
     #[test]
     fn factor_values_are_written_with_at_most_two_decimals() {
-        let text = |feature, value: f64| Contribution { feature, value, log_odds: 1.0 }.describe();
-        assert_eq!(text(Feature::TotalPurchase, 9000.0), "Total_Purchase = 9000 raises churn risk");
-        assert_eq!(text(Feature::TotalPurchase, 9000.5), "Total_Purchase = 9000.5 raises churn risk");
-        assert_eq!(text(Feature::Years, 4.256), "Years = 4.26 raises churn risk");
+        let text = |feature, value: f64| {
+            Contribution {
+                feature,
+                value,
+                log_odds: 1.0,
+            }
+            .describe()
+        };
+        assert_eq!(
+            text(Feature::TotalPurchase, 9000.0),
+            "Total_Purchase = 9000 raises churn risk"
+        );
+        assert_eq!(
+            text(Feature::TotalPurchase, 9000.5),
+            "Total_Purchase = 9000.5 raises churn risk"
+        );
+        assert_eq!(
+            text(Feature::Years, 4.256),
+            "Years = 4.26 raises churn risk"
+        );
         assert_eq!(text(Feature::Years, 0.07), "Years = 0.07 raises churn risk");
         assert_eq!(text(Feature::Years, -1.5), "Years = -1.5 raises churn risk");
         assert_eq!(text(Feature::Age, 42.999), "Age = 43 raises churn risk");
-        assert_eq!(text(Feature::AccountManager, 1.0), "Account_Manager = yes raises churn risk");
+        assert_eq!(
+            text(Feature::AccountManager, 1.0),
+            "Account_Manager = yes raises churn risk"
+        );
         assert_eq!(text(Feature::Age, f64::NAN), "Age = NaN raises churn risk");
-        assert_eq!(text(Feature::TotalPurchase, 1e300), format!("Total_Purchase = {} raises churn risk", 1e300));
+        assert_eq!(
+            text(Feature::TotalPurchase, 1e300),
+            format!("Total_Purchase = {} raises churn risk", 1e300)
+        );
     }
 
     #[test]

@@ -7,10 +7,10 @@ use crate::features::tenure_years;
 use crate::schema::Customer;
 
 const US_STATES: [&str; 51] = [
-    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN", "IA", "KS",
-    "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM", "NY",
-    "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV",
-    "WI", "WY",
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN", "IA",
+    "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM",
+    "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA",
+    "WV", "WI", "WY",
 ];
 
 /// Tenure buckets, as `Segments::tenure` names them.
@@ -62,14 +62,20 @@ impl Segments {
         let known = |value: &str, buckets: &[&str]| value.is_empty() || buckets.contains(&value);
         known(&self.tenure, &TENURE_BUCKETS)
             && known(&self.sites, &SITES_BUCKETS)
-            && self.state.as_deref().is_none_or(|state| US_STATES.contains(&state))
+            && self
+                .state
+                .as_deref()
+                .is_none_or(|state| US_STATES.contains(&state))
     }
 
     /// Segment keys this customer counts in, e.g. "all", "account_manager=yes", "state=AK".
     pub fn keys(&self) -> Vec<String> {
         let mut keys = vec![
             "all".to_owned(),
-            format!("account_manager={}", if self.account_manager { "yes" } else { "no" }),
+            format!(
+                "account_manager={}",
+                if self.account_manager { "yes" } else { "no" }
+            ),
             format!("tenure={}", self.tenure),
             format!("sites={}", self.sites),
         ];
@@ -82,7 +88,10 @@ impl Segments {
 
 /// The state of a US postal address: a known two-letter code followed by a ZIP at the end.
 pub fn us_state(address: &str) -> Option<String> {
-    let mut tokens = address.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).rev();
+    let mut tokens = address
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+        .rev();
     let zip = tokens.next()?;
     // Byte-wise: a 10-byte token with a multi-byte character ("123€abcd") has no char boundary
     // at byte 5, so slicing the text there would panic.
@@ -103,12 +112,22 @@ mod tests {
 
     #[test]
     fn states_come_from_the_end_of_us_addresses() {
-        assert_eq!(us_state("10265 Elizabeth Mission Barkerburgh, AK 89518").as_deref(), Some("AK"));
-        assert_eq!(us_state("1 Main St, Springfield, IL 62701-1234").as_deref(), Some("IL"));
+        assert_eq!(
+            us_state("10265 Elizabeth Mission Barkerburgh, AK 89518").as_deref(),
+            Some("AK")
+        );
+        assert_eq!(
+            us_state("1 Main St, Springfield, IL 62701-1234").as_deref(),
+            Some("IL")
+        );
         assert_eq!(us_state("Unit 0789 Box 0734 DPO AP 91200"), None);
         assert_eq!(us_state("Rue de Rivoli, Paris"), None);
         assert_eq!(us_state(""), None);
-        assert_eq!(us_state("1 Main St, AK 123€abcd"), None, "a multi-byte character where the ZIP+4 dash goes");
+        assert_eq!(
+            us_state("1 Main St, AK 123€abcd"),
+            None,
+            "a multi-byte character where the ZIP+4 dash goes"
+        );
         assert_eq!(us_state("1 Main St, AK 62701x1234"), None);
         assert_eq!(us_state("1 Main St, AK 6270€"), None);
     }

@@ -34,23 +34,66 @@ pub const HIDDEN_COEFFICIENTS: [(Feature, f64); 6] = [
 const HIDDEN_INTERCEPT: f64 = -2.6;
 
 const FIRST: &[&str] = &[
-    "Cameron", "Kevin", "Kimberly", "Joseph", "Douglas", "Jessica", "Sean", "Nicole", "Patricia",
-    "Brian", "Amanda", "Ashley", "Tammy", "Lisa", "Jennifer", "Michael", "David", "Sarah", "Robert",
-    "Laura", "Daniel", "Emily", "Andrew", "Maria", "Thomas", "Angela", "Christopher", "Megan",
-    "Anthony", "Rachel", "Jonathan", "Heather", "Steven", "Melissa", "Eric", "Stephanie", "Jason",
-    "Rebecca", "Matthew", "Samantha", "Justin", "Christina", "Ryan", "Brittany", "Gregory", "Monica",
+    "Cameron",
+    "Kevin",
+    "Kimberly",
+    "Joseph",
+    "Douglas",
+    "Jessica",
+    "Sean",
+    "Nicole",
+    "Patricia",
+    "Brian",
+    "Amanda",
+    "Ashley",
+    "Tammy",
+    "Lisa",
+    "Jennifer",
+    "Michael",
+    "David",
+    "Sarah",
+    "Robert",
+    "Laura",
+    "Daniel",
+    "Emily",
+    "Andrew",
+    "Maria",
+    "Thomas",
+    "Angela",
+    "Christopher",
+    "Megan",
+    "Anthony",
+    "Rachel",
+    "Jonathan",
+    "Heather",
+    "Steven",
+    "Melissa",
+    "Eric",
+    "Stephanie",
+    "Jason",
+    "Rebecca",
+    "Matthew",
+    "Samantha",
+    "Justin",
+    "Christina",
+    "Ryan",
+    "Brittany",
+    "Gregory",
+    "Monica",
 ];
 const LAST: &[&str] = &[
-    "Williams", "Mueller", "Reed", "Hunter", "Powell", "Rivera", "Smith", "Johnson", "Brown", "Jones",
-    "Garcia", "Miller", "Davis", "Martinez", "Lopez", "Wilson", "Anderson", "Taylor", "Moore",
-    "Jackson", "Martin", "Lee", "Thompson", "White", "Harris", "Clark", "Lewis", "Robinson", "Walker",
-    "Young", "Allen", "King", "Wright", "Scott", "Green", "Baker", "Adams", "Nelson", "Hill",
-    "Campbell", "Mitchell", "Roberts", "Carter", "Phillips", "Evans", "Turner", "Torres", "Parker",
-    "Collins", "Edwards", "Stewart", "Morris", "Murphy", "Cook", "Rogers", "Harvey", "Barker", "Ortiz",
+    "Williams", "Mueller", "Reed", "Hunter", "Powell", "Rivera", "Smith", "Johnson", "Brown",
+    "Jones", "Garcia", "Miller", "Davis", "Martinez", "Lopez", "Wilson", "Anderson", "Taylor",
+    "Moore", "Jackson", "Martin", "Lee", "Thompson", "White", "Harris", "Clark", "Lewis",
+    "Robinson", "Walker", "Young", "Allen", "King", "Wright", "Scott", "Green", "Baker", "Adams",
+    "Nelson", "Hill", "Campbell", "Mitchell", "Roberts", "Carter", "Phillips", "Evans", "Turner",
+    "Torres", "Parker", "Collins", "Edwards", "Stewart", "Morris", "Murphy", "Cook", "Rogers",
+    "Harvey", "Barker", "Ortiz",
 ];
 const STREETS: &[&str] = &[
-    "Mission", "Street", "Avenue", "Road", "Lane", "Court", "Drive", "Place", "Way", "Park", "Ports",
-    "Island", "Crossing", "Gardens", "Heights", "Ridge", "Shoals", "Trail", "Valley", "Views",
+    "Mission", "Street", "Avenue", "Road", "Lane", "Court", "Drive", "Place", "Way", "Park",
+    "Ports", "Island", "Crossing", "Gardens", "Heights", "Ridge", "Shoals", "Trail", "Valley",
+    "Views",
 ];
 const CITY_PATTERNS: &[&str] = &[
     "{}burgh", "{}ville", "Port {}", "{}ton", "New {}", "{}fort", "Lake {}", "East {}", "West {}",
@@ -63,7 +106,14 @@ const STATES: &[&str] = &[
     "WI", "WY",
 ];
 const COMPANY_PATTERNS: &[&str] = &[
-    "{} LLC", "{} Inc", "{} Ltd", "{} PLC", "{} Group", "{}-{}", "{}, {} and {}", "{} and Sons",
+    "{} LLC",
+    "{} Inc",
+    "{} Ltd",
+    "{} PLC",
+    "{} Group",
+    "{}-{}",
+    "{}, {} and {}",
+    "{} and Sons",
 ];
 
 /// The means and spreads the generator draws from (as in a typical B2B customer base).
@@ -75,7 +125,10 @@ const ACCOUNT_MANAGER_RATE: f64 = 0.48;
 const TENURE: (f64, f64) = (5.5, 3.0);
 
 fn first_onboard() -> NaiveDateTime {
-    NaiveDate::from_ymd_opt(2006, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap()
+    NaiveDate::from_ymd_opt(2006, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
 }
 const ONBOARD_SPAN_DAYS: i64 = 11 * 365;
 
@@ -126,24 +179,29 @@ pub fn generate_customers(options: &GenerateOptions) -> Vec<Customer> {
     (0..options.rows)
         .map(|_| {
             let age = normal(&mut rng, AGE).clamp(22.0, 65.0).round();
-            let total_purchase = (normal(&mut rng, PURCHASE).clamp(100.0, 18_026.0) * 100.0).round() / 100.0;
+            let total_purchase =
+                (normal(&mut rng, PURCHASE).clamp(100.0, 18_026.0) * 100.0).round() / 100.0;
             let account_manager = rng.gen_bool(ACCOUNT_MANAGER_RATE);
             let years = (normal(&mut rng, YEARS).clamp(1.0, 10.0) * 100.0).round() / 100.0;
             let num_sites = normal(&mut rng, SITES).round().clamp(3.0, 14.0) as u32;
-            let onboard_date = first_onboard()
-                + Duration::seconds(rng.gen_range(0..ONBOARD_SPAN_DAYS * 86_400));
+            let onboard_date =
+                first_onboard() + Duration::seconds(rng.gen_range(0..ONBOARD_SPAN_DAYS * 86_400));
             let tenure = crate::features::tenure_years(onboard_date, tenure_reference);
-            let z = HIDDEN_COEFFICIENTS.iter().fold(HIDDEN_INTERCEPT, |z, &(feature, beta)| {
-                z + beta
-                    * match feature {
-                        Feature::Age => (age - AGE.0) / AGE.1,
-                        Feature::TotalPurchase => (total_purchase - PURCHASE.0) / PURCHASE.1,
-                        Feature::AccountManager => f64::from(u8::from(account_manager)) - ACCOUNT_MANAGER_RATE,
-                        Feature::Years => (years - YEARS.0) / YEARS.1,
-                        Feature::NumSites => (f64::from(num_sites) - SITES.0) / SITES.1,
-                        Feature::TenureYears => (tenure - TENURE.0) / TENURE.1,
-                    }
-            });
+            let z = HIDDEN_COEFFICIENTS
+                .iter()
+                .fold(HIDDEN_INTERCEPT, |z, &(feature, beta)| {
+                    z + beta
+                        * match feature {
+                            Feature::Age => (age - AGE.0) / AGE.1,
+                            Feature::TotalPurchase => (total_purchase - PURCHASE.0) / PURCHASE.1,
+                            Feature::AccountManager => {
+                                f64::from(u8::from(account_manager)) - ACCOUNT_MANAGER_RATE
+                            }
+                            Feature::Years => (years - YEARS.0) / YEARS.1,
+                            Feature::NumSites => (f64::from(num_sites) - SITES.0) / SITES.1,
+                            Feature::TenureYears => (tenure - TENURE.0) / TENURE.1,
+                        }
+                });
             let churn = rng.gen_bool(crate::scoring::sigmoid(z));
             Customer {
                 name: format!("{} {}", pick(&mut rng, FIRST), pick(&mut rng, LAST)),
@@ -173,7 +231,7 @@ pub fn csv_cell(text: &str) -> String {
 /// The generated customers as CSV text in the original column order, messy rows included.
 pub fn generate_csv(options: &GenerateOptions) -> String {
     let customers = generate_customers(options);
-    let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x6d65_7373_79);
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x6d_65_73_73_79);
     let header: Vec<&str> = Field::ALL.iter().map(|f| f.column()).collect();
     let mut out = header.join(",");
     out.push('\n');
@@ -194,7 +252,14 @@ pub fn generate_csv(options: &GenerateOptions) -> String {
                 // Windows line ending.
                 3 => line_end = "\r\n",
                 // The label written as a word.
-                _ => cells[9] = if customer.churn == Some(true) { "yes" } else { "no" }.into(),
+                _ => {
+                    cells[9] = if customer.churn == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .into()
+                }
             }
         }
         let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
@@ -210,14 +275,28 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_by_seed() {
-        let options = GenerateOptions { rows: 50, seed: 9, messy_fraction: 0.2 };
+        let options = GenerateOptions {
+            rows: 50,
+            seed: 9,
+            messy_fraction: 0.2,
+        };
         assert_eq!(generate_csv(&options), generate_csv(&options));
-        assert_ne!(generate_csv(&options), generate_csv(&GenerateOptions { seed: 10, ..options }));
+        assert_ne!(
+            generate_csv(&options),
+            generate_csv(&GenerateOptions {
+                seed: 10,
+                ..options
+            })
+        );
     }
 
     #[test]
     fn churn_rate_is_plausible_and_addresses_have_commas() {
-        let customers = generate_customers(&GenerateOptions { rows: 5000, seed: 1, messy_fraction: 0.0 });
+        let customers = generate_customers(&GenerateOptions {
+            rows: 5000,
+            seed: 1,
+            messy_fraction: 0.0,
+        });
         let rate = customers.iter().filter(|c| c.churn == Some(true)).count() as f64 / 5000.0;
         assert!((0.12..0.24).contains(&rate), "churn rate {rate}");
         assert!(customers.iter().all(|c| c.location.contains(", ")));

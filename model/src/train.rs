@@ -10,11 +10,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::features::Feature;
-use crate::quality::{best_f1_threshold, min_cost_threshold, roc_auc, Metrics};
-use crate::schema::Customer;
 use crate::model_file::{
     ChurnModel, DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION,
 };
+use crate::quality::{best_f1_threshold, min_cost_threshold, roc_auc, Metrics};
+use crate::schema::Customer;
 
 /// How the decision threshold is chosen from the out-of-fold predictions.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,9 +29,9 @@ impl ThresholdRule {
     fn choose(self, probabilities: &[f64], labels: &[bool]) -> f64 {
         match self {
             ThresholdRule::MaxF1 => best_f1_threshold(probabilities, labels),
-            ThresholdRule::MinCost { missed_churner_cost } => {
-                min_cost_threshold(probabilities, labels, missed_churner_cost)
-            }
+            ThresholdRule::MinCost {
+                missed_churner_cost,
+            } => min_cost_threshold(probabilities, labels, missed_churner_cost),
         }
     }
 
@@ -54,8 +54,12 @@ impl std::str::FromStr for ThresholdRule {
                 .strip_prefix("cost:")
                 .and_then(|r| r.parse::<f64>().ok())
                 .filter(|r| r.is_finite() && *r > 0.0)
-                .map(|missed_churner_cost| ThresholdRule::MinCost { missed_churner_cost })
-                .ok_or_else(|| format!("expected `f1` or `cost:RATIO` (e.g. cost:5), got {text:?}")),
+                .map(|missed_churner_cost| ThresholdRule::MinCost {
+                    missed_churner_cost,
+                })
+                .ok_or_else(|| {
+                    format!("expected `f1` or `cost:RATIO` (e.g. cost:5), got {text:?}")
+                }),
         }
     }
 }
@@ -87,11 +91,18 @@ impl Default for TrainOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("need at least {needed} labelled rows to train with {folds} folds, got {got}")]
-    TooFewRows { needed: usize, got: usize, folds: usize },
+    TooFewRows {
+        needed: usize,
+        got: usize,
+        folds: usize,
+    },
     #[error("row {index} has no Churn label: training needs the outcome of every row")]
     Unlabelled { index: usize },
     #[error("training data has only {class} rows: need both churners and non-churners ({per_fold} of each at least)")]
-    OneClass { class: &'static str, per_fold: usize },
+    OneClass {
+        class: &'static str,
+        per_fold: usize,
+    },
     #[error("at least 2 folds are needed, got {0}")]
     Folds(usize),
     #[error("no features selected")]
@@ -122,7 +133,11 @@ pub fn train(
         return Err(TrainError::NoFeatures);
     }
     if customers.len() < 2 * k {
-        return Err(TrainError::TooFewRows { needed: 2 * k, got: customers.len(), folds: k });
+        return Err(TrainError::TooFewRows {
+            needed: 2 * k,
+            got: customers.len(),
+            folds: k,
+        });
     }
     let labels: Vec<bool> = customers
         .iter()
@@ -131,10 +146,16 @@ pub fn train(
         .collect::<Result<_, _>>()?;
     let churners = labels.iter().filter(|&&y| y).count();
     if churners < k {
-        return Err(TrainError::OneClass { class: "non-churner", per_fold: k });
+        return Err(TrainError::OneClass {
+            class: "non-churner",
+            per_fold: k,
+        });
     }
     if labels.len() - churners < k {
-        return Err(TrainError::OneClass { class: "churner", per_fold: k });
+        return Err(TrainError::OneClass {
+            class: "churner",
+            per_fold: k,
+        });
     }
 
     let reference_date = customers
@@ -153,13 +174,18 @@ pub fn train(
             (0..labels.len()).partition(|&i| folds[i] != fold);
         let fitted = fit(&raw, &labels, &train_rows, options)?;
         let test_labels: Vec<bool> = test_rows.iter().map(|&i| labels[i]).collect();
-        let test_probabilities: Vec<f64> =
-            test_rows.iter().map(|&i| fitted.probability(raw.row(i))).collect();
+        let test_probabilities: Vec<f64> = test_rows
+            .iter()
+            .map(|&i| fitted.probability(raw.row(i)))
+            .collect();
         for (&i, &p) in test_rows.iter().zip(&test_probabilities) {
             out_of_fold[i] = p;
         }
         fold_roc_auc.push(roc_auc(&test_probabilities, &test_labels));
-        progress(TrainProgress::Fold { done: fold + 1, of: k });
+        progress(TrainProgress::Fold {
+            done: fold + 1,
+            of: k,
+        });
     }
     let threshold = options.threshold_rule.choose(&out_of_fold, &labels);
     let mut metrics = Metrics::evaluate(
@@ -182,7 +208,10 @@ pub fn train(
         .features
         .iter()
         .zip(&fitted.weights)
-        .map(|(&feature, w)| FeatureWeight { feature, ..w.clone() })
+        .map(|(&feature, w)| FeatureWeight {
+            feature,
+            ..w.clone()
+        })
         .collect();
     let mut model = ChurnModel {
         schema_version: MODEL_SCHEMA_VERSION,
@@ -200,7 +229,12 @@ pub fn train(
         },
         metrics,
         training_data,
-        score_deciles: deciles(&all_rows.iter().map(|&i| fitted.probability(raw.row(i))).collect::<Vec<_>>()),
+        score_deciles: deciles(
+            &all_rows
+                .iter()
+                .map(|&i| fitted.probability(raw.row(i)))
+                .collect::<Vec<_>>(),
+        ),
     };
     model.version = version_of(&model);
     Ok(model)
@@ -210,10 +244,16 @@ pub fn train(
 fn deciles(scores: &[f64]) -> Vec<f64> {
     let mut sorted = scores.to_vec();
     sorted.sort_by(f64::total_cmp);
-    (1..10).map(|d| sorted[(d * sorted.len() / 10).min(sorted.len() - 1)]).collect()
+    (1..10)
+        .map(|d| sorted[(d * sorted.len() / 10).min(sorted.len() - 1)])
+        .collect()
 }
 
-fn feature_matrix(customers: &[Customer], features: &[Feature], reference: NaiveDateTime) -> Array2<f64> {
+fn feature_matrix(
+    customers: &[Customer],
+    features: &[Feature],
+    reference: NaiveDateTime,
+) -> Array2<f64> {
     Array2::from_shape_fn((customers.len(), features.len()), |(i, j)| {
         features[j].value(&customers[i], reference)
     })
@@ -241,15 +281,23 @@ struct Fitted {
 
 impl Fitted {
     fn probability(&self, row: ndarray::ArrayView1<f64>) -> f64 {
-        let z = row.iter().zip(&self.weights).fold(self.intercept, |z, (x, w)| {
-            z + w.coefficient * (x - w.mean) / w.std_dev
-        });
+        let z = row
+            .iter()
+            .zip(&self.weights)
+            .fold(self.intercept, |z, (x, w)| {
+                z + w.coefficient * (x - w.mean) / w.std_dev
+            });
         crate::scoring::sigmoid(z)
     }
 }
 
 /// Standardizes with statistics of `rows` only (no leakage from held-out rows), then fits.
-fn fit(raw: &Array2<f64>, labels: &[bool], rows: &[usize], options: &TrainOptions) -> Result<Fitted, TrainError> {
+fn fit(
+    raw: &Array2<f64>,
+    labels: &[bool],
+    rows: &[usize],
+    options: &TrainOptions,
+) -> Result<Fitted, TrainError> {
     let x = raw.select(ndarray::Axis(0), rows);
     let n = x.nrows() as f64;
     let mut weights: Vec<FeatureWeight> = x
@@ -260,10 +308,17 @@ fn fit(raw: &Array2<f64>, labels: &[bool], rows: &[usize], options: &TrainOption
             let variance = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
             // A constant column carries no information; a unit scale keeps it harmless.
             let std_dev = if variance > 0.0 { variance.sqrt() } else { 1.0 };
-            FeatureWeight { feature: Feature::Age, mean, std_dev, coefficient: 0.0 }
+            FeatureWeight {
+                feature: Feature::Age,
+                mean,
+                std_dev,
+                coefficient: 0.0,
+            }
         })
         .collect();
-    let standardized = Array2::from_shape_fn(x.dim(), |(i, j)| (x[(i, j)] - weights[j].mean) / weights[j].std_dev);
+    let standardized = Array2::from_shape_fn(x.dim(), |(i, j)| {
+        (x[(i, j)] - weights[j].mean) / weights[j].std_dev
+    });
     let y: Array1<bool> = rows.iter().map(|&i| labels[i]).collect();
     let dataset = Dataset::new(standardized, y);
     let fitted = LogisticRegression::default()
@@ -277,7 +332,10 @@ fn fit(raw: &Array2<f64>, labels: &[bool], rows: &[usize], options: &TrainOption
     for (w, c) in weights.iter_mut().zip(fitted.params()) {
         w.coefficient = sign * c;
     }
-    Ok(Fitted { weights, intercept: sign * fitted.intercept() })
+    Ok(Fitted {
+        weights,
+        intercept: sign * fitted.intercept(),
+    })
 }
 
 /// 64-bit FNV-1a: tiny, dependency-free and stable across platforms and releases.
@@ -332,9 +390,16 @@ mod tests {
     use crate::validate::validate;
 
     fn generated(rows: usize, seed: u64) -> Vec<Customer> {
-        let customers = synth::generate_customers(&GenerateOptions { rows, seed, messy_fraction: 0.0 });
+        let customers = synth::generate_customers(&GenerateOptions {
+            rows,
+            seed,
+            messy_fraction: 0.0,
+        });
         // What the pipeline sees: each record through the wire form and validation.
-        customers.iter().map(|c| validate(&c.to_raw()).unwrap()).collect()
+        customers
+            .iter()
+            .map(|c| validate(&c.to_raw()).unwrap())
+            .collect()
     }
 
     #[test]
@@ -354,8 +419,17 @@ mod tests {
         let customers = generated(3000, 11);
         let model = train(&customers, &TrainOptions::default(), "now".into(), |_| {}).unwrap();
         for (feature, truth) in synth::HIDDEN_COEFFICIENTS {
-            let learned = model.features.iter().find(|w| w.feature == feature).unwrap().coefficient;
-            assert_eq!(learned.signum(), truth.signum(), "{feature:?}: learned {learned}, true {truth}");
+            let learned = model
+                .features
+                .iter()
+                .find(|w| w.feature == feature)
+                .unwrap()
+                .coefficient;
+            assert_eq!(
+                learned.signum(),
+                truth.signum(),
+                "{feature:?}: learned {learned}, true {truth}"
+            );
         }
         assert!(model.metrics.roc_auc > 0.8, "{}", model.metrics.roc_auc);
         assert!(model.threshold > 0.0 && model.threshold < 1.0);
@@ -368,7 +442,13 @@ mod tests {
         let b = train(&customers, &TrainOptions::default(), "t2".into(), |_| {}).unwrap();
         assert_eq!(a.version, b.version);
         assert_eq!(a.metrics, b.metrics);
-        let other = train(&generated(400, 4), &TrainOptions::default(), "t1".into(), |_| {}).unwrap();
+        let other = train(
+            &generated(400, 4),
+            &TrainOptions::default(),
+            "t1".into(),
+            |_| {},
+        )
+        .unwrap();
         assert_ne!(a.version, other.version);
     }
 
@@ -380,7 +460,10 @@ mod tests {
         assert!(err.to_string().contains("row 7"), "{err}");
         let none_churn: Vec<Customer> = generated(50, 5)
             .into_iter()
-            .map(|c| Customer { churn: Some(false), ..c })
+            .map(|c| Customer {
+                churn: Some(false),
+                ..c
+            })
             .collect();
         let err = train(&none_churn, &TrainOptions::default(), "t".into(), |_| {}).unwrap_err();
         assert!(matches!(err, TrainError::OneClass { .. }), "{err}");

@@ -8,7 +8,7 @@ use std::fmt;
 use chrono::{Datelike, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
-use crate::schema::{Customer, Field, RawCustomer, Scalar, parse_onboard_date};
+use crate::schema::{parse_onboard_date, Customer, Field, RawCustomer, Scalar};
 
 /// Documented bounds. Wide enough for any real customer base, tight enough to catch unit
 /// mix-ups and garbage (a negative age, a purchase total in the trillions).
@@ -86,7 +86,9 @@ pub fn validate_field(field: Field, value: Option<&Scalar>) -> Result<FieldValue
             if amount < 0.0 {
                 Err(format!("cannot be negative, got {amount}"))
             } else if amount > TOTAL_PURCHASE_MAX {
-                Err(format!("is implausibly large ({amount}); at most {TOTAL_PURCHASE_MAX}"))
+                Err(format!(
+                    "is implausibly large ({amount}); at most {TOTAL_PURCHASE_MAX}"
+                ))
             } else {
                 Ok(FieldValue::Number(amount))
             }
@@ -145,8 +147,16 @@ pub fn validate(raw: &RawCustomer) -> Result<Customer, ValidationErrors> {
     }
     use FieldValue::*;
     match (
-        name, age, total_purchase, account_manager, years, num_sites, onboard_date, location,
-        company, churn,
+        name,
+        age,
+        total_purchase,
+        account_manager,
+        years,
+        num_sites,
+        onboard_date,
+        location,
+        company,
+        churn,
     ) {
         (
             Some(Text(name)),
@@ -209,7 +219,7 @@ fn number(value: Option<&Scalar>, what: &str) -> Result<f64, String> {
             .trim()
             .parse::<f64>()
             .map_err(|_| format!("must be a number, got {:?}", shorten(text)))?,
-        Some(Scalar::Bool(_)) => return Err(format!("must be a number, got true/false")),
+        Some(Scalar::Bool(_)) => return Err("must be a number, got true/false".into()),
     };
     if !number.is_finite() {
         return Err(format!("must be a finite number, got {number}"));
@@ -240,11 +250,18 @@ fn onboard_date(value: Option<&Scalar>) -> Result<NaiveDateTime, String> {
         Some(_) => return Err("must be a date as YYYY-MM-DD HH:MM:SS".into()),
     };
     // The browser's datetime-local input sends "YYYY-MM-DDTHH:MM" (seconds optional).
-    let date = parse_onboard_date(text)
-        .ok_or_else(|| format!("must be a date as YYYY-MM-DD HH:MM:SS, got {:?}", shorten(text)))?;
+    let date = parse_onboard_date(text).ok_or_else(|| {
+        format!(
+            "must be a date as YYYY-MM-DD HH:MM:SS, got {:?}",
+            shorten(text)
+        )
+    })?;
     let (first, last) = ONBOARD_YEAR_RANGE;
     if date.year() < first || date.year() > last {
-        return Err(format!("year must be between {first} and {last}, got {}", date.year()));
+        return Err(format!(
+            "year must be between {first} and {last}, got {}",
+            date.year()
+        ));
     }
     Ok(date)
 }
@@ -273,7 +290,10 @@ mod tests {
             (Field::Years, "7.22"),
             (Field::NumSites, "8"),
             (Field::OnboardDate, "2013-08-30 07:00:40"),
-            (Field::Location, "10265 Elizabeth Mission Barkerburgh, AK 89518"),
+            (
+                Field::Location,
+                "10265 Elizabeth Mission Barkerburgh, AK 89518",
+            ),
             (Field::Company, "Harvey LLC"),
             (Field::Churn, "1"),
         ])
@@ -284,7 +304,10 @@ mod tests {
         raw.set(field, value);
         let errors = validate(&raw).expect_err("must be rejected");
         assert_eq!(errors.0.len(), 1, "{errors}");
-        errors.for_field(field).expect("error names the field").to_owned()
+        errors
+            .for_field(field)
+            .expect("error names the field")
+            .to_owned()
     }
 
     #[test]
@@ -292,7 +315,10 @@ mod tests {
         let customer = validate(&good()).unwrap();
         assert_eq!(customer.num_sites, 8);
         assert_eq!(customer.churn, Some(true));
-        assert_eq!(customer.location, "10265 Elizabeth Mission Barkerburgh, AK 89518");
+        assert_eq!(
+            customer.location,
+            "10265 Elizabeth Mission Barkerburgh, AK 89518"
+        );
     }
 
     #[test]
@@ -311,7 +337,9 @@ mod tests {
         assert!(rejection(Field::OnboardDate, Some("30/08/2013".into())).contains("YYYY-MM-DD"));
         assert!(rejection(Field::OnboardDate, Some("1900-01-01 00:00:00".into())).contains("year"));
         assert!(rejection(Field::Churn, Some("maybe".into())).contains("0 or 1"));
-        assert!(rejection(Field::Company, Some("x".repeat(1000).as_str().into())).contains("too long"));
+        assert!(
+            rejection(Field::Company, Some("x".repeat(1000).as_str().into())).contains("too long")
+        );
     }
 
     #[test]

@@ -177,7 +177,13 @@ impl WindowAggregator {
             partial.revision += 1;
             return Some(partial.clone());
         }
-        if !self.open.contains_key(&start) && self.closed.keys().next().is_some_and(|&oldest| start < oldest) {
+        if !self.open.contains_key(&start)
+            && self
+                .closed
+                .keys()
+                .next()
+                .is_some_and(|&oldest| start < oldest)
+        {
             self.dropped_late += 1;
             return None;
         }
@@ -203,8 +209,13 @@ impl WindowAggregator {
         if !countable(prediction) {
             return;
         }
-        if self.remembered.insert(prediction.id.clone(), Scored::of(prediction)).is_none() {
-            self.remembered_order.push_back((timestamp_ms, prediction.id.clone()));
+        if self
+            .remembered
+            .insert(prediction.id.clone(), Scored::of(prediction))
+            .is_none()
+        {
+            self.remembered_order
+                .push_back((timestamp_ms, prediction.id.clone()));
         }
         self.forget_old();
     }
@@ -228,7 +239,13 @@ impl WindowAggregator {
     /// a revised window when a late record changed one that was already closed (to publish
     /// again); duplicates of an id within a window count once. An outcome that arrived before
     /// its prediction is counted with it.
-    pub fn observe(&mut self, offset: i64, timestamp_ms: i64, now_ms: i64, prediction: &Prediction) -> Option<WindowPartial> {
+    pub fn observe(
+        &mut self,
+        offset: i64,
+        timestamp_ms: i64,
+        now_ms: i64,
+        prediction: &Prediction,
+    ) -> Option<WindowPartial> {
         if !countable(prediction) {
             self.malformed += 1;
             return None;
@@ -237,24 +254,43 @@ impl WindowAggregator {
         self.remember(at, prediction);
         let early_outcome = self.take_waiting(&prediction.id);
         let scored = Scored::of(prediction);
-        self.count(Source::Predictions, offset, at, self.counted_key(Source::Predictions, &prediction.id), |w, drift| {
-            w.add(prediction, drift);
-            if let (Some(actual), None) = (early_outcome, prediction.actual_churn) {
-                w.add_outcome(&scored, actual);
-            }
-        })
+        self.count(
+            Source::Predictions,
+            offset,
+            at,
+            self.counted_key(Source::Predictions, &prediction.id),
+            |w, drift| {
+                w.add(prediction, drift);
+                if let (Some(actual), None) = (early_outcome, prediction.actual_churn) {
+                    w.add_outcome(&scored, actual);
+                }
+            },
+        )
     }
 
     /// Counts a true outcome that arrived on its own (from a labels topic), joined by record id
     /// to the prediction made earlier, in the window of its arrival. Until that prediction is
     /// seen the outcome waits (bounded in number and by WAIT_FOR_PREDICTION_MS).
-    pub fn observe_outcome(&mut self, offset: i64, timestamp_ms: i64, now_ms: i64, id: &str, actual: bool) -> Option<WindowPartial> {
+    pub fn observe_outcome(
+        &mut self,
+        offset: i64,
+        timestamp_ms: i64,
+        now_ms: i64,
+        id: &str,
+        actual: bool,
+    ) -> Option<WindowPartial> {
         let at = self.event_time(timestamp_ms, now_ms);
         let Some(scored) = self.remembered.get(id).cloned() else {
             self.wait(id, Waiting { offset, at, actual });
             return None;
         };
-        self.count(Source::Outcomes, offset, at, self.counted_key(Source::Outcomes, id), |w, _| w.add_outcome(&scored, actual))
+        self.count(
+            Source::Outcomes,
+            offset,
+            at,
+            self.counted_key(Source::Outcomes, id),
+            |w, _| w.add_outcome(&scored, actual),
+        )
     }
 
     fn wait(&mut self, id: &str, outcome: Waiting) {
@@ -278,7 +314,11 @@ impl WindowAggregator {
     /// offsets no longer hold the commit back.
     fn expire_waiting(&mut self) {
         let horizon = self.watermark.saturating_sub(WAIT_FOR_PREDICTION_MS);
-        while self.waiting_since.first().is_some_and(|(at, _)| *at <= horizon) {
+        while self
+            .waiting_since
+            .first()
+            .is_some_and(|(at, _)| *at <= horizon)
+        {
             if let Some((_, id)) = self.waiting_since.pop_first() {
                 self.waiting.remove(&id);
                 self.expired_outcomes += 1;
@@ -297,7 +337,12 @@ impl WindowAggregator {
             .open
             .keys()
             .copied()
-            .filter(|&start| start.saturating_add(self.window_ms).saturating_add(self.lateness_ms) <= time)
+            .filter(|&start| {
+                start
+                    .saturating_add(self.window_ms)
+                    .saturating_add(self.lateness_ms)
+                    <= time
+            })
             .collect();
         let mut closed = Vec::new();
         for start in due {

@@ -9,7 +9,9 @@ pub(super) fn probability_sum_fits(sum: f64, n: u64) -> bool {
 
 /// The sum of counts, or `None` when it overflows (only a forged message gets there).
 pub(super) fn checked_total(counts: &[u64]) -> Option<u64> {
-    counts.iter().try_fold(0u64, |total, &n| total.checked_add(n))
+    counts
+        .iter()
+        .try_fold(0u64, |total, &n| total.checked_add(n))
 }
 
 /// The sum of counts, at most u64::MAX: merged totals stay total whatever they were fed.

@@ -20,7 +20,10 @@ pub struct DriftReference {
 impl DriftReference {
     /// The bin a live score counts in: how many edges it reaches.
     pub(super) fn bin(&self, probability: f64) -> usize {
-        self.edges.iter().filter(|&&edge| probability >= edge).count()
+        self.edges
+            .iter()
+            .filter(|&&edge| probability >= edge)
+            .count()
     }
 }
 

@@ -23,8 +23,11 @@ mod summary;
 mod tests;
 
 pub use aggregator::{
-    Source, WindowAggregator, FUTURE_TOLERANCE_MS, REMEMBERED, REMEMBER_FOR_MS, WAIT_FOR_PREDICTION_MS,
+    Source, WindowAggregator, FUTURE_TOLERANCE_MS, REMEMBERED, REMEMBER_FOR_MS,
+    WAIT_FOR_PREDICTION_MS,
 };
 pub use drift::{psi, DriftReference, PSI_DRIFT_THRESHOLD};
-pub use partial::{MalformedPartial, QualityCounts, Scored, SegmentCounts, WindowPartial, QUALITY_BINS};
+pub use partial::{
+    MalformedPartial, QualityCounts, Scored, SegmentCounts, WindowPartial, QUALITY_BINS,
+};
 pub use summary::{binned_auc, DriftSummary, QualitySummary, SegmentSummary, Totals};

@@ -70,19 +70,34 @@ impl QualityCounts {
     /// What is wrong with these counts, if anything: every labelled prediction sits in exactly
     /// one confusion cell and one probability bin, so the two must agree.
     fn problem(&self) -> Option<&'static str> {
-        if [self.churner_bins.len(), self.stayer_bins.len(), self.predicted_sum_bins.len()] != [QUALITY_BINS; 3] {
+        if [
+            self.churner_bins.len(),
+            self.stayer_bins.len(),
+            self.predicted_sum_bins.len(),
+        ] != [QUALITY_BINS; 3]
+        {
             return Some("probability bins are not QUALITY_BINS long");
         }
         let c = &self.confusion;
         let churners = (c.true_positive as u64).checked_add(c.false_negative as u64);
         let stayers = (c.false_positive as u64).checked_add(c.true_negative as u64);
-        if churners != checked_total(&self.churner_bins) || stayers != checked_total(&self.stayer_bins) {
+        if churners != checked_total(&self.churner_bins)
+            || stayers != checked_total(&self.stayer_bins)
+        {
             return Some("the confusion matrix does not match the probability bins");
         }
-        if churners.zip(stayers).and_then(|(c, s)| c.checked_add(s)).is_none_or(|n| n > MAX_WINDOW_COUNT) {
+        if churners
+            .zip(stayers)
+            .and_then(|(c, s)| c.checked_add(s))
+            .is_none_or(|n| n > MAX_WINDOW_COUNT)
+        {
             return Some("more outcomes than a window can hold");
         }
-        let bins = self.churner_bins.iter().zip(&self.stayer_bins).zip(&self.predicted_sum_bins);
+        let bins = self
+            .churner_bins
+            .iter()
+            .zip(&self.stayer_bins)
+            .zip(&self.predicted_sum_bins);
         for ((&churners, &stayers), &sum) in bins {
             // Cannot overflow: the totals above were checked.
             if !probability_sum_fits(sum, churners + stayers) {
@@ -100,7 +115,11 @@ impl QualityCounts {
         t.false_negative = t.false_negative.saturating_add(c.false_negative);
         add_bins(&mut self.churner_bins, &more.churner_bins);
         add_bins(&mut self.stayer_bins, &more.stayer_bins);
-        for (t, s) in self.predicted_sum_bins.iter_mut().zip(&more.predicted_sum_bins) {
+        for (t, s) in self
+            .predicted_sum_bins
+            .iter_mut()
+            .zip(&more.predicted_sum_bins)
+        {
             *t += s;
         }
     }
@@ -125,7 +144,10 @@ pub enum MalformedPartial {
     #[error("drift bins: {0}")]
     Drift(&'static str),
     #[error("quality of model {version:?}: {problem}")]
-    Quality { version: String, problem: &'static str },
+    Quality {
+        version: String,
+        problem: &'static str,
+    },
 }
 
 /// One window of one partition. Every number adds up across partitions.
@@ -150,7 +172,12 @@ fn shown(name: &str) -> String {
 }
 
 impl WindowPartial {
-    pub(super) fn new(window_start_ms: i64, window_ms: i64, partition: i32, drift: &Option<DriftReference>) -> Self {
+    pub(super) fn new(
+        window_start_ms: i64,
+        window_ms: i64,
+        partition: i32,
+        drift: &Option<DriftReference>,
+    ) -> Self {
         WindowPartial {
             window_start_ms,
             window_ms,
@@ -158,7 +185,10 @@ impl WindowPartial {
             revision: 0,
             segments: BTreeMap::new(),
             drift_version: drift.as_ref().map(|d| d.version.clone()),
-            drift_bins: drift.as_ref().map(|d| vec![0; d.edges.len() + 1]).unwrap_or_default(),
+            drift_bins: drift
+                .as_ref()
+                .map(|d| vec![0; d.edges.len() + 1])
+                .unwrap_or_default(),
             quality: BTreeMap::new(),
         }
     }
@@ -170,7 +200,10 @@ impl WindowPartial {
             return Err(MalformedPartial::WindowLength(self.window_ms));
         }
         if self.window_start_ms.rem_euclid(self.window_ms) != 0 {
-            return Err(MalformedPartial::Misaligned { start: self.window_start_ms, length: self.window_ms });
+            return Err(MalformedPartial::Misaligned {
+                start: self.window_start_ms,
+                length: self.window_ms,
+            });
         }
         if self.partition < 0 {
             return Err(MalformedPartial::Partition(self.partition));
@@ -178,10 +211,14 @@ impl WindowPartial {
         if let Some((key, _)) = self.segments.iter().find(|(_, c)| !c.is_consistent()) {
             return Err(MalformedPartial::Segment(shown(key)));
         }
-        self.drift_problem().map_or(Ok(()), |problem| Err(MalformedPartial::Drift(problem)))?;
+        self.drift_problem()
+            .map_or(Ok(()), |problem| Err(MalformedPartial::Drift(problem)))?;
         for (version, q) in &self.quality {
             if let Some(problem) = q.problem() {
-                return Err(MalformedPartial::Quality { version: shown(version), problem });
+                return Err(MalformedPartial::Quality {
+                    version: shown(version),
+                    problem,
+                });
             }
         }
         Ok(())
@@ -214,7 +251,10 @@ impl WindowPartial {
             d.version == prediction.model_version && self.drift_version.as_ref() == Some(&d.version)
         });
         if let Some(reference) = reference {
-            if let Some(slot) = self.drift_bins.get_mut(reference.bin(prediction.churn_probability)) {
+            if let Some(slot) = self
+                .drift_bins
+                .get_mut(reference.bin(prediction.churn_probability))
+            {
                 *slot += 1;
             }
         }
@@ -228,10 +268,15 @@ impl WindowPartial {
         // A window's quality counts are one entry per model version (a champion and a few
         // predecessors in practice); forged versions beyond the bound are not counted, so that a
         // window always stays small enough to publish (~1 KB per version).
-        if self.quality.len() >= MAX_VERSIONS_PER_WINDOW && !self.quality.contains_key(&scored.model_version) {
+        if self.quality.len() >= MAX_VERSIONS_PER_WINDOW
+            && !self.quality.contains_key(&scored.model_version)
+        {
             return;
         }
-        let q = self.quality.entry(scored.model_version.clone()).or_default();
+        let q = self
+            .quality
+            .entry(scored.model_version.clone())
+            .or_default();
         let bin = quality_bin(scored.probability);
         q.confusion.count(scored.churn, actual);
         if actual {

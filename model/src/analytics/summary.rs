@@ -84,7 +84,12 @@ impl Totals {
         let scored = saturating_total(&self.drift_bins);
         (scored > 0).then(|| {
             let psi = psi(&self.drift_bins);
-            DriftSummary { version, psi, drifting: psi > PSI_DRIFT_THRESHOLD, scored }
+            DriftSummary {
+                version,
+                psi,
+                drifting: psi > PSI_DRIFT_THRESHOLD,
+                scored,
+            }
         })
     }
 
@@ -92,7 +97,11 @@ impl Totals {
         self.quality
             .iter()
             .map(|(version, q)| {
-                let bins = q.churner_bins.iter().zip(&q.stayer_bins).zip(&q.predicted_sum_bins);
+                let bins = q
+                    .churner_bins
+                    .iter()
+                    .zip(&q.stayer_bins)
+                    .zip(&q.predicted_sum_bins);
                 let calibration = bins
                     .filter_map(|((&churners, &stayers), &sum)| {
                         let n = churners.saturating_add(stayers);

@@ -4,7 +4,9 @@
 //! `whole_path`.
 
 use chrono::NaiveDate;
-use model::validate::{AGE_RANGE, NUM_SITES_MAX, ONBOARD_YEAR_RANGE, TEXT_MAX_CHARS, TOTAL_PURCHASE_MAX, YEARS_MAX};
+use model::validate::{
+    AGE_RANGE, NUM_SITES_MAX, ONBOARD_YEAR_RANGE, TEXT_MAX_CHARS, TOTAL_PURCHASE_MAX, YEARS_MAX,
+};
 use model::{validate, validate_field, Customer, Field, RawCustomer, Scalar};
 use proptest::prelude::*;
 
@@ -15,8 +17,18 @@ fn scalar() -> impl Strategy<Value = Scalar> {
         any::<bool>().prop_map(Scalar::Bool),
         any::<f64>().prop_map(Scalar::Number),
         ".{0,40}".prop_map(Scalar::Text),
-        prop::sample::select(vec!["NaN", "inf", "-inf", "1e999", "-0", " 42 ", "4,2", "2013-02-30 10:00:00", ""])
-            .prop_map(|s| Scalar::Text(s.to_owned())),
+        prop::sample::select(vec![
+            "NaN",
+            "inf",
+            "-inf",
+            "1e999",
+            "-0",
+            " 42 ",
+            "4,2",
+            "2013-02-30 10:00:00",
+            ""
+        ])
+        .prop_map(|s| Scalar::Text(s.to_owned())),
     ]
 }
 
@@ -34,10 +46,12 @@ fn raw() -> impl Strategy<Value = RawCustomer> {
 /// Any other Unicode goes in, format characters (zero-width, bidi overrides) included.
 fn clean_text(min: usize, max: usize) -> impl Strategy<Value = String> {
     let pattern = format!("[^\\p{{Cc}}]{{{min},{max}}}");
-    proptest::string::string_regex(&pattern).unwrap().prop_filter_map("trimmed to the wanted length", move |text| {
-        let text = text.trim().to_owned();
-        (text.chars().count() >= min).then_some(text)
-    })
+    proptest::string::string_regex(&pattern)
+        .unwrap()
+        .prop_filter_map("trimmed to the wanted length", move |text| {
+            let text = text.trim().to_owned();
+            (text.chars().count() >= min).then_some(text)
+        })
 }
 
 /// A number in `[low, high]`: the limits themselves, cents (what a CSV carries) or any float.
@@ -53,7 +67,14 @@ fn number_in(low: f64, high: f64) -> impl Strategy<Value = f64> {
 /// Any customer validation accepts, built from the documented limits.
 fn valid_customer() -> impl Strategy<Value = Customer> {
     let (first_year, last_year) = ONBOARD_YEAR_RANGE;
-    let date = (first_year..=last_year, 1u32..=12, 1u32..=31, 0u32..24, 0u32..60, 0u32..60)
+    let date = (
+        first_year..=last_year,
+        1u32..=12,
+        1u32..=31,
+        0u32..24,
+        0u32..60,
+        0u32..60,
+    )
         .prop_filter_map("a real calendar day", |(y, m, d, h, min, s)| {
             NaiveDate::from_ymd_opt(y, m, d)?.and_hms_opt(h, min, s)
         });
@@ -69,7 +90,17 @@ fn valid_customer() -> impl Strategy<Value = Customer> {
         prop::option::of(any::<bool>()),
     )
         .prop_map(
-            |(name, age, total_purchase, account_manager, years, num_sites, onboard_date, (location, company), churn)| {
+            |(
+                name,
+                age,
+                total_purchase,
+                account_manager,
+                years,
+                num_sites,
+                onboard_date,
+                (location, company),
+                churn,
+            )| {
                 Customer {
                     name,
                     age,

@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 
 use model::format::percent;
 use model::record::{encode_json, score_record, Rejection};
-use model::validate::{AGE_RANGE, NUM_SITES_MAX, ONBOARD_YEAR_RANGE, TOTAL_PURCHASE_MAX, YEARS_MAX};
+use model::validate::{
+    AGE_RANGE, NUM_SITES_MAX, ONBOARD_YEAR_RANGE, TOTAL_PURCHASE_MAX, YEARS_MAX,
+};
 use model::{ChurnModel, Field, FieldError, Prediction};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::Value;
@@ -33,7 +35,11 @@ fn model() -> ChurnModel {
 
 /// The whole per-record path with its checks: a prediction that a reader parses back as it was
 /// sent, or a rejection with a reason (and, when the record was an object, its field errors).
-fn whole_path(id: &str, payload: &[u8], model: &ChurnModel) -> Result<Result<Prediction, Rejection>, String> {
+fn whole_path(
+    id: &str,
+    payload: &[u8],
+    model: &ChurnModel,
+) -> Result<Result<Prediction, Rejection>, String> {
     let prediction = match score_record(id, Some(payload), model, SCORED_AT) {
         Ok(prediction) => prediction,
         Err(rejection) => {
@@ -41,7 +47,8 @@ fn whole_path(id: &str, payload: &[u8], model: &ChurnModel) -> Result<Result<Pre
                 return Err("a rejection without a reason".into());
             }
             if let Some(errors) = &rejection.field_errors {
-                let errors: Vec<FieldError> = serde_json::from_str(errors).map_err(|e| format!("field errors: {e}"))?;
+                let errors: Vec<FieldError> =
+                    serde_json::from_str(errors).map_err(|e| format!("field errors: {e}"))?;
                 if errors.is_empty() || errors.iter().any(|e| e.message.trim().is_empty()) {
                     return Err(format!("field errors without messages: {errors:?}"));
                 }
@@ -51,8 +58,12 @@ fn whole_path(id: &str, payload: &[u8], model: &ChurnModel) -> Result<Result<Pre
     };
     let p = &prediction;
     let factors_ok = p.top_factors.len() == model::message::TOP_FACTORS.min(model.features.len())
-        && p.top_factors.iter().all(|f| f.value.is_finite() && f.log_odds.is_finite());
-    if !((0.0..=1.0).contains(&p.churn_probability) && p.churn == (p.churn_probability >= model.threshold) && factors_ok)
+        && p.top_factors
+            .iter()
+            .all(|f| f.value.is_finite() && f.log_odds.is_finite());
+    if !((0.0..=1.0).contains(&p.churn_probability)
+        && p.churn == (p.churn_probability >= model.threshold)
+        && factors_ok)
         || p.id != id
         || p.model_version != model.version
     {
@@ -61,44 +72,72 @@ fn whole_path(id: &str, payload: &[u8], model: &ChurnModel) -> Result<Result<Pre
     // The scorer appends each prediction to a batch buffer.
     let mut out = b"previous record".to_vec();
     encode_json(p, &mut out)?;
-    let json = out.strip_prefix(b"previous record").ok_or("encode_json overwrote the buffer")?;
-    let back: Prediction = serde_json::from_slice(json).map_err(|e| format!("the prediction does not parse back: {e}"))?;
+    let json = out
+        .strip_prefix(b"previous record")
+        .ok_or("encode_json overwrote the buffer")?;
+    let back: Prediction = serde_json::from_slice(json)
+        .map_err(|e| format!("the prediction does not parse back: {e}"))?;
     let same_numbers = close(back.churn_probability, p.churn_probability)
         && back.top_factors.iter().zip(&p.top_factors).all(|(a, b)| {
             a.feature == b.feature && close(a.value, b.value) && close(a.log_odds, b.log_odds)
         });
-    let unchanged = Prediction { churn_probability: p.churn_probability, top_factors: p.top_factors.clone(), ..back.clone() };
+    let unchanged = Prediction {
+        churn_probability: p.churn_probability,
+        top_factors: p.top_factors.clone(),
+        ..back.clone()
+    };
     if !same_numbers || unchanged != *p {
-        return Err(format!("the prediction changed on the wire: {back:?} != {p:?}"));
+        return Err(format!(
+            "the prediction changed on the wire: {back:?} != {p:?}"
+        ));
     }
     Ok(Ok(prediction))
 }
 
 /// Checks one mutated record's outcome against what the mutation expects; true when scored.
-fn check(record: &Record, field: Field, expect: Expect, model: &ChurnModel) -> Result<bool, String> {
+fn check(
+    record: &Record,
+    field: Field,
+    expect: Expect,
+    model: &ChurnModel,
+) -> Result<bool, String> {
     let payload = record.payload();
     let shown = || String::from_utf8_lossy(&payload).into_owned();
     match whole_path("rec-1", &payload, model).map_err(|e| format!("{e}\nrecord: {}", shown()))? {
         Ok(prediction) => {
             if expect == Expect::Rejected {
-                return Err(format!("scored, but {field} should have been refused: {}", shown()));
+                return Err(format!(
+                    "scored, but {field} should have been refused: {}",
+                    shown()
+                ));
             }
             if let Some(state) = &record.state {
                 if prediction.segments.state != *state {
-                    return Err(format!("state segment {:?}, expected {state:?}: {}", prediction.segments.state, shown()));
+                    return Err(format!(
+                        "state segment {:?}, expected {state:?}: {}",
+                        prediction.segments.state,
+                        shown()
+                    ));
                 }
             }
             Ok(true)
         }
         Err(rejection) => {
             if expect == Expect::Scored {
-                return Err(format!("refused ({}), but should be scored: {}", rejection.reason, shown()));
+                return Err(format!(
+                    "refused ({}), but should be scored: {}",
+                    rejection.reason,
+                    shown()
+                ));
             }
             // The record was valid before one field changed: only that field may be blamed.
             if let Some(errors) = &rejection.field_errors {
                 let errors: Vec<FieldError> = serde_json::from_str(errors).unwrap();
                 if errors.iter().any(|e| e.field != field) {
-                    return Err(format!("{field} changed, but {errors:?} were blamed: {}", shown()));
+                    return Err(format!(
+                        "{field} changed, but {errors:?} were blamed: {}",
+                        shown()
+                    ));
                 }
             }
             Ok(false)
@@ -109,7 +148,10 @@ fn check(record: &Record, field: Field, expect: Expect, model: &ChurnModel) -> R
 #[test]
 fn one_changed_field_is_scored_or_dead_lettered_with_its_reason() {
     let model = model();
-    let mut runner = TestRunner::new(Config { cases: 6000, ..Config::with_source_file(file!()) });
+    let mut runner = TestRunner::new(Config {
+        cases: 6000,
+        ..Config::with_source_file(file!())
+    });
     // By what changed: (records, scored).
     let counts: RefCell<BTreeMap<&'static str, (usize, usize)>> = RefCell::default();
     let strategy = (valid_record(), mutation());
@@ -125,11 +167,24 @@ fn one_changed_field_is_scored_or_dead_lettered_with_its_reason() {
         })
         .unwrap();
     let counts = counts.into_inner();
-    let (records, scored) = counts.values().fold((0, 0), |(r, s), (records, scored)| (r + records, s + scored));
+    let (records, scored) = counts.values().fold((0, 0), |(r, s), (records, scored)| {
+        (r + records, s + scored)
+    });
     let share = scored as f64 / records as f64;
-    let by_field: Vec<String> = counts.iter().map(|(field, (r, s))| format!("{field} {s}/{r}")).collect();
-    eprintln!("{scored} of {records} generated records reached scoring ({}); by changed field: {}", percent(share, 0), by_field.join(", "));
-    assert!(share >= 0.5, "only {} of generated records reached scoring", percent(share, 0));
+    let by_field: Vec<String> = counts
+        .iter()
+        .map(|(field, (r, s))| format!("{field} {s}/{r}"))
+        .collect();
+    eprintln!(
+        "{scored} of {records} generated records reached scoring ({}); by changed field: {}",
+        percent(share, 0),
+        by_field.join(", ")
+    );
+    assert!(
+        share >= 0.5,
+        "only {} of generated records reached scoring",
+        percent(share, 0)
+    );
 }
 
 /// The fixed good record of the exhaustive tests, with multi-byte text so that character
@@ -143,8 +198,14 @@ fn good_record() -> Record {
             (Field::AccountManager, number(1.0)),
             (Field::Years, number(YEARS_MAX / 20.0)),
             (Field::NumSites, number(f64::from(NUM_SITES_MAX / 10_000))),
-            (Field::OnboardDate, text(format!("{}-08-30 07:00:40", ONBOARD_YEAR_RANGE.0 + 63))),
-            (Field::Location, text("10265 Élizabeth Mission Barkerburgh, AK 89518")),
+            (
+                Field::OnboardDate,
+                text(format!("{}-08-30 07:00:40", ONBOARD_YEAR_RANGE.0 + 63)),
+            ),
+            (
+                Field::Location,
+                text("10265 Élizabeth Mission Barkerburgh, AK 89518"),
+            ),
             (Field::Company, text("Müller & Söhne €")),
             (Field::Churn, number(0.0)),
         ],
@@ -156,7 +217,9 @@ fn good_record() -> Record {
 #[test]
 fn the_good_record_is_scored() {
     let record = good_record();
-    let prediction = whole_path("good", &record.payload(), &model()).unwrap().unwrap();
+    let prediction = whole_path("good", &record.payload(), &model())
+        .unwrap()
+        .unwrap();
     assert_eq!(prediction.name, "Zoë Ñúñez-李 👍");
     assert_eq!(prediction.segments.state.as_deref(), Some("AK"));
     assert_eq!(prediction.actual_churn, Some(false));
@@ -166,8 +229,15 @@ fn the_good_record_is_scored() {
 fn every_nasty_character_at_every_byte_offset_of_every_text_field() {
     let model = model();
     let mut runs = 0;
-    for field in [Field::Names, Field::Location, Field::Company, Field::OnboardDate] {
-        let Json::Value(Value::String(base)) = good_record().get(field).clone() else { unreachable!() };
+    for field in [
+        Field::Names,
+        Field::Location,
+        Field::Company,
+        Field::OnboardDate,
+    ] {
+        let Json::Value(Value::String(base)) = good_record().get(field).clone() else {
+            unreachable!()
+        };
         for inserted in NASTY.into_iter().chain(CONTROLS) {
             for offset in (0..=base.len()).filter(|&i| base.is_char_boundary(i)) {
                 let mut value = base.clone();
@@ -177,7 +247,9 @@ fn every_nasty_character_at_every_byte_offset_of_every_text_field() {
                 // Anything inside the address may change its state; only the ZIP test checks it.
                 record.state = None;
                 let expect = match field {
-                    Field::OnboardDate if inserted.chars().all(char::is_whitespace) => Expect::Either,
+                    Field::OnboardDate if inserted.chars().all(char::is_whitespace) => {
+                        Expect::Either
+                    }
                     Field::OnboardDate => Expect::Rejected,
                     _ => expect_with(inserted),
                 };
@@ -190,7 +262,9 @@ fn every_nasty_character_at_every_byte_offset_of_every_text_field() {
                         }
                     }
                     (Err(_), Expect::Rejected | Expect::Either) => {}
-                    (outcome, expect) => panic!("{field} = {value:?}: expected {expect:?}, got {outcome:?}"),
+                    (outcome, expect) => {
+                        panic!("{field} = {value:?}: expected {expect:?}, got {outcome:?}")
+                    }
                 }
                 runs += 1;
             }
@@ -205,7 +279,15 @@ fn a_foreign_character_anywhere_in_a_zip_leaves_the_state_unknown() {
     for zip in ["89518", "89518-1234"] {
         let mut record = good_record();
         record.set(Field::Location, text(format!("1 Main St, AK {zip}")));
-        assert_eq!(whole_path("z", &record.payload(), &model).unwrap().unwrap().segments.state.as_deref(), Some("AK"));
+        assert_eq!(
+            whole_path("z", &record.payload(), &model)
+                .unwrap()
+                .unwrap()
+                .segments
+                .state
+                .as_deref(),
+            Some("AK")
+        );
         for inserted in NASTY {
             for offset in 0..=zip.len() {
                 for replace in [false, true] {
@@ -215,7 +297,9 @@ fn a_foreign_character_anywhere_in_a_zip_leaves_the_state_unknown() {
                     let mut spoiled = zip.to_owned();
                     spoiled.replace_range(offset..offset + usize::from(replace), inserted);
                     record.set(Field::Location, text(format!("1 Main St, AK {spoiled}")));
-                    let prediction = whole_path("z", &record.payload(), &model).unwrap().expect("scored");
+                    let prediction = whole_path("z", &record.payload(), &model)
+                        .unwrap()
+                        .expect("scored");
                     assert_eq!(prediction.segments.state, None, "{spoiled:?}");
                 }
             }
@@ -230,20 +314,39 @@ fn zip_sized_tokens_with_a_multi_byte_character_at_every_byte_offset() {
     let model = model();
     let mut record = good_record();
     record.set(Field::Location, text("1 Main St, AK 123€abcd"));
-    assert_eq!(whole_path("issue-11", &record.payload(), &model).unwrap().unwrap().segments.state, None);
-    let fill = |wide: &str, len: usize, offset: usize| format!("{}{wide}{}", "1".repeat(offset), "2".repeat(len - wide.len() - offset));
+    assert_eq!(
+        whole_path("issue-11", &record.payload(), &model)
+            .unwrap()
+            .unwrap()
+            .segments
+            .state,
+        None
+    );
+    let fill = |wide: &str, len: usize, offset: usize| {
+        format!(
+            "{}{wide}{}",
+            "1".repeat(offset),
+            "2".repeat(len - wide.len() - offset)
+        )
+    };
     for wide in ["é", "€", "𝄞"] {
         let mut tokens = Vec::new();
         for len in [5, 10] {
             tokens.extend((0..=len - wide.len()).map(|offset| fill(wide, len, offset)));
         }
-        tokens.extend((0..=4 - wide.len()).map(|offset| format!("12345-{}", fill(wide, 4, offset))));
+        tokens
+            .extend((0..=4 - wide.len()).map(|offset| format!("12345-{}", fill(wide, 4, offset))));
         tokens.extend((0..=5 - wide.len()).map(|offset| format!("{}-6789", fill(wide, 5, offset))));
         for token in tokens {
             assert!([5, 10].contains(&token.len()), "{token:?}");
             record.set(Field::Location, text(format!("1 Main St, AK {token}")));
-            let prediction = whole_path("zip", &record.payload(), &model).unwrap_or_else(|e| panic!("{token:?}: {e}"));
-            assert_eq!(prediction.expect("scored").segments.state, None, "{token:?}");
+            let prediction = whole_path("zip", &record.payload(), &model)
+                .unwrap_or_else(|e| panic!("{token:?}: {e}"));
+            assert_eq!(
+                prediction.expect("scored").segments.state,
+                None,
+                "{token:?}"
+            );
         }
     }
 }
@@ -260,17 +363,35 @@ fn hostile_payloads_around_the_limits() {
         record.extra = Some(extra.to_owned());
         record.payload()
     };
-    let deep = with_extra(&format!(r#""Notes":{}{}"#, "[".repeat(100_000), "]".repeat(100_000)));
-    assert!(whole_path("deep", &deep, &model).unwrap().is_err(), "refused, not a stack overflow");
-    let shallow = with_extra(&format!(r#""Notes":{}{}"#, "[".repeat(100), "]".repeat(100)));
-    assert!(whole_path("shallow", &shallow, &model).unwrap().is_ok(), "unknown keys are ignored");
+    let deep = with_extra(&format!(
+        r#""Notes":{}{}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    ));
+    assert!(
+        whole_path("deep", &deep, &model).unwrap().is_err(),
+        "refused, not a stack overflow"
+    );
+    let shallow = with_extra(&format!(
+        r#""Notes":{}{}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    ));
+    assert!(
+        whole_path("shallow", &shallow, &model).unwrap().is_ok(),
+        "unknown keys are ignored"
+    );
 
     // Padded with spaces (JSON whitespace) to exactly the limit, then one byte over.
     for (size, scored) in [(MAX_RECORD_BYTES, true), (MAX_RECORD_BYTES + 1, false)] {
         let mut payload = good.clone();
         payload.splice(1..1, std::iter::repeat_n(b' ', size - good.len()));
         assert_eq!(payload.len(), size);
-        assert_eq!(whole_path("big", &payload, &model).unwrap().is_ok(), scored, "{size} bytes");
+        assert_eq!(
+            whole_path("big", &payload, &model).unwrap().is_ok(),
+            scored,
+            "{size} bytes"
+        );
     }
 
     // Keys are counted in bytes: a multi-byte character may straddle the limit.
@@ -278,8 +399,16 @@ fn hostile_payloads_around_the_limits() {
         for pad in MAX_KEY_BYTES - 4..=MAX_KEY_BYTES {
             let key = format!("{}{wide}", "k".repeat(pad));
             let outcome = whole_path(&key, &good, &model).unwrap();
-            assert_eq!(outcome.is_ok(), key.len() <= MAX_KEY_BYTES, "{} bytes", key.len());
+            assert_eq!(
+                outcome.is_ok(),
+                key.len() <= MAX_KEY_BYTES,
+                "{} bytes",
+                key.len()
+            );
         }
     }
-    assert!(score_record("none", None, &model, SCORED_AT).unwrap_err().reason.contains("empty"));
+    assert!(score_record("none", None, &model, SCORED_AT)
+        .unwrap_err()
+        .reason
+        .contains("empty"));
 }

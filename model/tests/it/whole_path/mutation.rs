@@ -29,7 +29,12 @@ pub(super) struct Mutation {
 }
 
 pub(super) fn change(field: Field, value: Json, expect: Expect) -> Mutation {
-    Mutation { field, change: Change::Value(value), expect, state: None }
+    Mutation {
+        field,
+        change: Change::Value(value),
+        expect,
+        state: None,
+    }
 }
 
 impl Mutation {
@@ -52,7 +57,8 @@ impl Mutation {
                 return (field, self.expect, column);
             }
             Change::UnknownKeysBeside => {
-                record.extra = Some(r#""Notes":{"deep":[[[["x"]]]],"n":null},"names":"ignored","":1"#.into());
+                record.extra =
+                    Some(r#""Notes":{"deep":[[[["x"]]]],"n":null},"names":"ignored","":1"#.into());
                 (Expect::Scored, "(unknown keys)")
             }
             Change::MovedLast => {
@@ -61,16 +67,33 @@ impl Mutation {
                 (Expect::Scored, "(key order)")
             }
             Change::Duplicated => {
-                record.extra = current.as_ref().map(|value| format!(r#""{column}":{value}"#));
-                (if current.is_some() { Expect::Rejected } else { Expect::Scored }, "(duplicate keys)")
+                record.extra = current
+                    .as_ref()
+                    .map(|value| format!(r#""{column}":{value}"#));
+                (
+                    if current.is_some() {
+                        Expect::Rejected
+                    } else {
+                        Expect::Scored
+                    },
+                    "(duplicate keys)",
+                )
             }
             Change::Misspelt => {
                 record.set(field, Json::Absent);
-                record.extra = current.map(|value| format!(r#""{}":{value}"#, column.to_lowercase()));
+                record.extra =
+                    current.map(|value| format!(r#""{}":{value}"#, column.to_lowercase()));
                 if field == Field::Location {
                     record.state = Some(None);
                 }
-                (if required { Expect::Rejected } else { Expect::Scored }, "(misspelt keys)")
+                (
+                    if required {
+                        Expect::Rejected
+                    } else {
+                        Expect::Scored
+                    },
+                    "(misspelt keys)",
+                )
             }
         };
         (field, expect, label)

@@ -1,7 +1,9 @@
 //! Valid records of the whole-path tests, as a producer writes them, and their pieces.
 
 use chrono::NaiveDate;
-use model::validate::{AGE_RANGE, NUM_SITES_MAX, ONBOARD_YEAR_RANGE, TOTAL_PURCHASE_MAX, YEARS_MAX};
+use model::validate::{
+    AGE_RANGE, NUM_SITES_MAX, ONBOARD_YEAR_RANGE, TOTAL_PURCHASE_MAX, YEARS_MAX,
+};
 use model::Field;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -27,12 +29,17 @@ pub(super) const NASTY: [&str; 14] = [
 ];
 
 /// Control characters: rejected inside text. The whitespace ones are trimmed away at the ends.
-pub(super) const CONTROLS: [&str; 8] = ["\0", "\u{1}", "\u{1b}", "\u{7f}", "\u{9f}", "\t", "\n", "\u{85}"];
+pub(super) const CONTROLS: [&str; 8] = [
+    "\0", "\u{1}", "\u{1b}", "\u{7f}", "\u{9f}", "\t", "\n", "\u{85}",
+];
 
 /// Whether validation keeps text with `inserted` added inside: any control character that is
 /// not whitespace is refused; whitespace controls are refused inside and trimmed at the ends.
 pub(super) fn expect_with(inserted: &str) -> Expect {
-    if inserted.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+    if inserted
+        .chars()
+        .any(|c| c.is_control() && !c.is_whitespace())
+    {
         Expect::Rejected
     } else if inserted.chars().any(char::is_control) {
         Expect::Either
@@ -42,7 +49,10 @@ pub(super) fn expect_with(inserted: &str) -> Expect {
 }
 
 pub(super) fn insert_at(base: &str, char_index: usize, inserted: &str) -> String {
-    let at = base.char_indices().nth(char_index).map_or(base.len(), |(i, _)| i);
+    let at = base
+        .char_indices()
+        .nth(char_index)
+        .map_or(base.len(), |(i, _)| i);
     let mut out = base.to_owned();
     out.insert_str(at, inserted);
     out
@@ -90,12 +100,21 @@ pub(super) struct Record {
 
 impl Record {
     pub(super) fn set(&mut self, field: Field, value: Json) {
-        let slot = self.fields.iter_mut().find(|(f, _)| *f == field).expect("every field has a slot");
+        let slot = self
+            .fields
+            .iter_mut()
+            .find(|(f, _)| *f == field)
+            .expect("every field has a slot");
         slot.1 = value;
     }
 
     pub(super) fn get(&self, field: Field) -> &Json {
-        &self.fields.iter().find(|(f, _)| *f == field).expect("every field has a slot").1
+        &self
+            .fields
+            .iter()
+            .find(|(f, _)| *f == field)
+            .expect("every field has a slot")
+            .1
     }
 
     /// The JSON object, every value written by serde_json (or raw, when JSON cannot hold it).
@@ -123,11 +142,34 @@ impl Record {
 /// A valid record's pieces, all within the limits of `model::validate`.
 pub(super) fn valid_record() -> impl Strategy<Value = Record> {
     let names = prop::sample::select(vec![
-        "Cameron Williams", "Zoë Ñúñez", "李小龍", "Ægir Þórsson", "O'Brien-Smith", "Αλέξανδρος", "محمد علي", "A",
+        "Cameron Williams",
+        "Zoë Ñúñez",
+        "李小龍",
+        "Ægir Þórsson",
+        "O'Brien-Smith",
+        "Αλέξανδρος",
+        "محمد علي",
+        "A",
     ]);
-    let companies = prop::sample::select(vec!["Harvey LLC", "Müller & Söhne GmbH", "株式会社テスト", "", "X"]);
-    let flag = prop_oneof![Just(number(0.0)), Just(number(1.0)), Just(Json::Value(json!(true))), Just(text("no"))];
-    let churn = prop_oneof![Just(Json::Absent), Just(number(0.0)), Just(number(1.0)), Just(text("yes"))];
+    let companies = prop::sample::select(vec![
+        "Harvey LLC",
+        "Müller & Söhne GmbH",
+        "株式会社テスト",
+        "",
+        "X",
+    ]);
+    let flag = prop_oneof![
+        Just(number(0.0)),
+        Just(number(1.0)),
+        Just(Json::Value(json!(true))),
+        Just(text("no"))
+    ];
+    let churn = prop_oneof![
+        Just(Json::Absent),
+        Just(number(0.0)),
+        Just(number(1.0)),
+        Just(text("yes"))
+    ];
     (
         names,
         loose_number(AGE_RANGE.0, AGE_RANGE.1),
@@ -141,25 +183,43 @@ pub(super) fn valid_record() -> impl Strategy<Value = Record> {
         churn,
         Just(Field::ALL.to_vec()).prop_shuffle(),
     )
-        .prop_map(|(name, age, purchase, manager, years, sites, date, (location, state), company, churn, order)| {
-            let values = [
-                (Field::Names, text(name)),
-                (Field::Age, age),
-                (Field::TotalPurchase, purchase),
-                (Field::AccountManager, manager),
-                (Field::Years, years),
-                (Field::NumSites, sites),
-                (Field::OnboardDate, date),
-                (Field::Location, text(location)),
-                (Field::Company, text(company)),
-                (Field::Churn, churn),
-            ];
-            let fields = order
-                .into_iter()
-                .map(|field| values.iter().find(|(f, _)| *f == field).unwrap().clone())
-                .collect();
-            Record { fields, extra: None, state: Some(state) }
-        })
+        .prop_map(
+            |(
+                name,
+                age,
+                purchase,
+                manager,
+                years,
+                sites,
+                date,
+                (location, state),
+                company,
+                churn,
+                order,
+            )| {
+                let values = [
+                    (Field::Names, text(name)),
+                    (Field::Age, age),
+                    (Field::TotalPurchase, purchase),
+                    (Field::AccountManager, manager),
+                    (Field::Years, years),
+                    (Field::NumSites, sites),
+                    (Field::OnboardDate, date),
+                    (Field::Location, text(location)),
+                    (Field::Company, text(company)),
+                    (Field::Churn, churn),
+                ];
+                let fields = order
+                    .into_iter()
+                    .map(|field| values.iter().find(|(f, _)| *f == field).unwrap().clone())
+                    .collect();
+                Record {
+                    fields,
+                    extra: None,
+                    state: Some(state),
+                }
+            },
+        )
 }
 
 /// A number within `[low, high]`, as a JSON number or as a string (producers send both).
@@ -168,15 +228,27 @@ pub(super) fn loose_number(low: f64, high: f64) -> impl Strategy<Value = Json> {
         ((low * 100.0) as i64..=(high * 100.0) as i64).prop_map(|cents| cents as f64 / 100.0),
         low..=high,
     ];
-    (value, any::<bool>()).prop_map(|(v, as_text)| if as_text { text(v.to_string()) } else { number(v) })
+    (value, any::<bool>()).prop_map(|(v, as_text)| {
+        if as_text {
+            text(v.to_string())
+        } else {
+            number(v)
+        }
+    })
 }
 
 pub(super) const STATES: [&str; 6] = ["AK", "IL", "CA", "NY", "DC", "WY"];
 
 /// An address and the state segment it must give.
 pub(super) fn address() -> impl Strategy<Value = (String, Option<String>)> {
-    let us = (1u32..99_999, prop::sample::select(STATES.to_vec()), zip())
-        .prop_map(|(number, state, zip)| (format!("{number} Elizabeth Mission Barkerburgh, {state} {zip}"), Some(state.to_owned())));
+    let us = (1u32..99_999, prop::sample::select(STATES.to_vec()), zip()).prop_map(
+        |(number, state, zip)| {
+            (
+                format!("{number} Elizabeth Mission Barkerburgh, {state} {zip}"),
+                Some(state.to_owned()),
+            )
+        },
+    );
     prop_oneof![
         us,
         Just(("Rue de Rivoli, Paris".to_owned(), None)),
@@ -199,17 +271,44 @@ pub(super) fn zip() -> impl Strategy<Value = String> {
 pub(super) fn accepted_date() -> impl Strategy<Value = String> {
     let (first, last) = ONBOARD_YEAR_RANGE;
     let year = prop_oneof![Just(first), Just(last), first..=last];
-    (year, 1u32..=12, 1u32..=31, 0u32..24, 0u32..60, 0u32..60, any::<[bool; 5]>(), any::<bool>(), any::<bool>(), any::<bool>())
-        .prop_filter_map("a real calendar day", |(y, m, d, h, min, s, pad, t, seconds, padded)| {
-            NaiveDate::from_ymd_opt(y, m, d)?;
-            let part = |value: u32, pad: bool| if pad { format!("{value:02}") } else { value.to_string() };
-            let mut text = format!("{y}-{}-{}{}{}:{}", part(m, pad[0]), part(d, pad[1]), if t { 'T' } else { ' ' }, part(h, pad[2]), part(min, pad[3]));
-            if seconds {
-                text += &format!(":{}", part(s, pad[4]));
-            }
-            if padded {
-                text = format!(" {text}\u{a0}");
-            }
-            Some(text)
-        })
+    (
+        year,
+        1u32..=12,
+        1u32..=31,
+        0u32..24,
+        0u32..60,
+        0u32..60,
+        any::<[bool; 5]>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_filter_map(
+            "a real calendar day",
+            |(y, m, d, h, min, s, pad, t, seconds, padded)| {
+                NaiveDate::from_ymd_opt(y, m, d)?;
+                let part = |value: u32, pad: bool| {
+                    if pad {
+                        format!("{value:02}")
+                    } else {
+                        value.to_string()
+                    }
+                };
+                let mut text = format!(
+                    "{y}-{}-{}{}{}:{}",
+                    part(m, pad[0]),
+                    part(d, pad[1]),
+                    if t { 'T' } else { ' ' },
+                    part(h, pad[2]),
+                    part(min, pad[3])
+                );
+                if seconds {
+                    text += &format!(":{}", part(s, pad[4]));
+                }
+                if padded {
+                    text = format!(" {text}\u{a0}");
+                }
+                Some(text)
+            },
+        )
 }

@@ -3,14 +3,19 @@
 //! doubled or misspelt.
 
 use chrono::NaiveDate;
-use model::validate::{AGE_RANGE, NUM_SITES_MAX, ONBOARD_YEAR_RANGE, TEXT_MAX_CHARS, TOTAL_PURCHASE_MAX, YEARS_MAX};
+use model::validate::{
+    AGE_RANGE, NUM_SITES_MAX, ONBOARD_YEAR_RANGE, TEXT_MAX_CHARS, TOTAL_PURCHASE_MAX, YEARS_MAX,
+};
 use model::Field;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value};
 
 use super::mutation::{change, Change, Mutation};
-use super::record::{accepted_date, expect_with, insert_at, number, raw, text, zip, Expect, Json, CONTROLS, NASTY, STATES};
+use super::record::{
+    accepted_date, expect_with, insert_at, number, raw, text, zip, Expect, Json, CONTROLS, NASTY,
+    STATES,
+};
 
 pub(super) fn nasty_or_control() -> impl Strategy<Value = &'static str> {
     prop_oneof![5 => prop::sample::select(NASTY.to_vec()), 1 => prop::sample::select(CONTROLS.to_vec())]
@@ -19,8 +24,16 @@ pub(super) fn nasty_or_control() -> impl Strategy<Value = &'static str> {
 /// Names, Location, Company.
 pub(super) fn text_mutation(field: Field) -> BoxedStrategy<Mutation> {
     let required = field == Field::Names;
-    let bases = vec!["Cameron Williams", "Zoë Ñúñez-李 👍", "10265 Elizabeth Mission Barkerburgh, AK 89518", "e\u{301}"];
-    let insertions = (prop::sample::select(bases), prop::collection::vec((nasty_or_control(), any::<Index>()), 1..=3))
+    let bases = vec![
+        "Cameron Williams",
+        "Zoë Ñúñez-李 👍",
+        "10265 Elizabeth Mission Barkerburgh, AK 89518",
+        "e\u{301}",
+    ];
+    let insertions = (
+        prop::sample::select(bases),
+        prop::collection::vec((nasty_or_control(), any::<Index>()), 1..=3),
+    )
         .prop_map(move |(base, inserts)| {
             let mut value = base.to_owned();
             let mut expect = Expect::Scored;
@@ -38,20 +51,47 @@ pub(super) fn text_mutation(field: Field) -> BoxedStrategy<Mutation> {
     // and with padding (trimmed before counting).
     let lengths = (
         prop::sample::select(vec!["a", "é", "€", "𝄞", "\u{200B}"]),
-        prop::sample::select(vec![1, TEXT_MAX_CHARS - 1, TEXT_MAX_CHARS, TEXT_MAX_CHARS + 1, 20 * TEXT_MAX_CHARS]),
+        prop::sample::select(vec![
+            1,
+            TEXT_MAX_CHARS - 1,
+            TEXT_MAX_CHARS,
+            TEXT_MAX_CHARS + 1,
+            20 * TEXT_MAX_CHARS,
+        ]),
         any::<bool>(),
     )
         .prop_map(move |(c, n, padded)| {
             let value = c.repeat(n);
-            let value = if padded { format!("  {value}\u{3000}") } else { value };
-            change(field, text(value), if n <= TEXT_MAX_CHARS { Expect::Scored } else { Expect::Rejected })
+            let value = if padded {
+                format!("  {value}\u{3000}")
+            } else {
+                value
+            };
+            change(
+                field,
+                text(value),
+                if n <= TEXT_MAX_CHARS {
+                    Expect::Scored
+                } else {
+                    Expect::Rejected
+                },
+            )
         });
     // "é" as e + combining acute is two characters: the limit counts characters, not graphemes.
-    let combining = prop::sample::select(vec![TEXT_MAX_CHARS / 2, TEXT_MAX_CHARS / 2 + 1]).prop_map(move |n| {
-        let expect = if 2 * n <= TEXT_MAX_CHARS { Expect::Scored } else { Expect::Rejected };
-        change(field, text("e\u{301}".repeat(n)), expect)
-    });
-    let empty = if required { Expect::Rejected } else { Expect::Scored };
+    let combining = prop::sample::select(vec![TEXT_MAX_CHARS / 2, TEXT_MAX_CHARS / 2 + 1])
+        .prop_map(move |n| {
+            let expect = if 2 * n <= TEXT_MAX_CHARS {
+                Expect::Scored
+            } else {
+                Expect::Rejected
+            };
+            change(field, text("e\u{301}".repeat(n)), expect)
+        });
+    let empty = if required {
+        Expect::Rejected
+    } else {
+        Expect::Scored
+    };
     let others = prop::sample::select(vec![
         change(field, text(""), empty),
         change(field, text("   \u{3000}\u{a0}"), empty),
@@ -70,11 +110,16 @@ pub(super) fn text_mutation(field: Field) -> BoxedStrategy<Mutation> {
         change(field, raw(r#""\ud800""#), Expect::Rejected),
         change(field, raw(r#""\udc00x""#), Expect::Rejected),
         change(field, Json::Raw(b"\"caf\xc3\"".to_vec()), Expect::Rejected),
-        change(field, Json::Raw(b"\"\xed\xa0\x80\"".to_vec()), Expect::Rejected),
+        change(
+            field,
+            Json::Raw(b"\"\xed\xa0\x80\"".to_vec()),
+            Expect::Rejected,
+        ),
         change(field, raw("\"unterminated"), Expect::Rejected),
     ]);
     if field == Field::Location {
-        prop_oneof![4 => insertions, 1 => lengths, 1 => combining, 2 => others, 4 => zip_mutation()].boxed()
+        prop_oneof![4 => insertions, 1 => lengths, 1 => combining, 2 => others, 4 => zip_mutation()]
+            .boxed()
     } else {
         prop_oneof![4 => insertions, 1 => lengths, 1 => combining, 2 => others].boxed()
     }
@@ -83,8 +128,14 @@ pub(super) fn text_mutation(field: Field) -> BoxedStrategy<Mutation> {
 /// US addresses whose ZIP gets a foreign character at one of its positions (inserted or in
 /// place of a digit): the segmenter reads the ZIP byte by byte and must not panic, nor see a state.
 pub(super) fn zip_mutation() -> impl Strategy<Value = Mutation> {
-    (prop::sample::select(STATES.to_vec()), zip(), nasty_or_control(), any::<Index>(), any::<bool>()).prop_map(
-        |(state, zip, inserted, at, replace)| {
+    (
+        prop::sample::select(STATES.to_vec()),
+        zip(),
+        nasty_or_control(),
+        any::<Index>(),
+        any::<bool>(),
+    )
+        .prop_map(|(state, zip, inserted, at, replace)| {
             let mut chars: Vec<String> = zip.chars().map(String::from).collect();
             let at = at.index(chars.len() + usize::from(!replace));
             if replace {
@@ -97,9 +148,11 @@ pub(super) fn zip_mutation() -> impl Strategy<Value = Mutation> {
             // Whitespace may split or end the token instead; only a visible character is sure
             // to spoil it.
             let segment = (!inserted.chars().any(char::is_whitespace)).then_some(None);
-            Mutation { state: segment, ..change(Field::Location, text(address), expect) }
-        },
-    )
+            Mutation {
+                state: segment,
+                ..change(Field::Location, text(address), expect)
+            }
+        })
 }
 
 /// The numeric fields' limits and whether only whole numbers count.
@@ -119,9 +172,24 @@ pub(super) fn numeric_mutation(field: Field) -> BoxedStrategy<Mutation> {
     let (low, high, whole) = limits(field);
     let within = move |v: f64| (low..=high).contains(&v) && (!whole || v.fract() == 0.0);
     let expect = |v: f64| if within(v) { Scored } else { Rejected };
-    let mut values = vec![low, high, low - 1.0, high + 1.0, (low + high) / 2.0, -0.0, 0.5, 2.0 * high, 4_294_967_296.0];
+    let mut values = vec![
+        low,
+        high,
+        low - 1.0,
+        high + 1.0,
+        (low + high) / 2.0,
+        -0.0,
+        0.5,
+        2.0 * high,
+        4_294_967_296.0,
+    ];
     // Just inside and just outside, to the last bit.
-    values.extend([low.next_up(), low.next_down(), high.next_up(), high.next_down()]);
+    values.extend([
+        low.next_up(),
+        low.next_down(),
+        high.next_up(),
+        high.next_down(),
+    ]);
     if whole {
         values.extend([low + 1.0, high - 1.0, 8.5, 1e-300]);
     }
@@ -129,11 +197,24 @@ pub(super) fn numeric_mutation(field: Field) -> BoxedStrategy<Mutation> {
     for v in values {
         // As text, Rust's parser is exact. As a JSON number, serde_json parses fast rather than
         // exactly: a value one unit in the last place outside a limit may come back as the limit.
-        let next_to_limit = v != low && v != high && (v.next_up() == low || v.next_down() == low || v.next_up() == high || v.next_down() == high);
-        cases.push(change(field, number(v), if next_to_limit { Either } else { expect(v) }));
+        let next_to_limit = v != low
+            && v != high
+            && (v.next_up() == low
+                || v.next_down() == low
+                || v.next_up() == high
+                || v.next_down() == high);
+        cases.push(change(
+            field,
+            number(v),
+            if next_to_limit { Either } else { expect(v) },
+        ));
         cases.push(change(field, text(v.to_string()), expect(v)));
         cases.push(change(field, text(format!(" {v}\t")), expect(v)));
-        cases.push(change(field, text(format!("\u{a0}{v:e}\u{3000}")), expect(v)));
+        cases.push(change(
+            field,
+            text(format!("\u{a0}{v:e}\u{3000}")),
+            expect(v),
+        ));
     }
     let mid = (low + high) / 2.0;
     for (value, expected) in [
@@ -185,17 +266,39 @@ pub(super) fn numeric_mutation(field: Field) -> BoxedStrategy<Mutation> {
     }
     let fixed = prop::sample::select(cases);
     let random_inside = if whole {
-        (0..=NUM_SITES_MAX).prop_map(move |n| change(field, number(f64::from(n)), Scored)).boxed()
+        (0..=NUM_SITES_MAX)
+            .prop_map(move |n| change(field, number(f64::from(n)), Scored))
+            .boxed()
     } else {
-        (low..=high).prop_map(move |v| change(field, number(v), Scored)).boxed()
+        (low..=high)
+            .prop_map(move |v| change(field, number(v), Scored))
+            .boxed()
     };
     let any_finite = any::<f64>()
         .prop_filter("finite", |v| v.is_finite())
-        .prop_map(move |v| change(field, text(v.to_string()), if within(v) { Scored } else { Rejected }));
+        .prop_map(move |v| {
+            change(
+                field,
+                text(v.to_string()),
+                if within(v) { Scored } else { Rejected },
+            )
+        });
     // A nasty character inside a number written as text.
     let spoiled = (nasty_or_control(), any::<Index>()).prop_map(move |(inserted, at)| {
-        let value = insert_at(&mid.to_string(), at.index(mid.to_string().len() + 1), inserted);
-        change(field, text(value), if inserted.chars().all(char::is_whitespace) { Either } else { Rejected })
+        let value = insert_at(
+            &mid.to_string(),
+            at.index(mid.to_string().len() + 1),
+            inserted,
+        );
+        change(
+            field,
+            text(value),
+            if inserted.chars().all(char::is_whitespace) {
+                Either
+            } else {
+                Rejected
+            },
+        )
     });
     prop_oneof![3 => fixed, 3 => random_inside, 1 => any_finite, 1 => spoiled].boxed()
 }
@@ -205,12 +308,20 @@ pub(super) fn flag_mutation(field: Field) -> BoxedStrategy<Mutation> {
     use Expect::*;
     let optional = field == Field::Churn;
     let missing = if optional { Scored } else { Rejected };
-    let words = prop::sample::select(vec!["0", "1", "0.0", "1.0", "no", "yes", "false", "true", "n", "y"]);
+    let words = prop::sample::select(vec![
+        "0", "1", "0.0", "1.0", "no", "yes", "false", "true", "n", "y",
+    ]);
     let spelled = (words, any::<u64>(), any::<bool>()).prop_map(move |(word, case, padded)| {
         let word: String = word
             .chars()
             .enumerate()
-            .map(|(i, c)| if (case >> i) & 1 == 1 { c.to_ascii_uppercase() } else { c })
+            .map(|(i, c)| {
+                if (case >> i) & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
             .collect();
         let word = if padded { format!(" {word}\t") } else { word };
         change(field, text(word), Scored)
@@ -261,8 +372,12 @@ pub(super) fn date_mutation() -> BoxedStrategy<Mutation> {
     use Expect::*;
     let field = Field::OnboardDate;
     let (first, last) = ONBOARD_YEAR_RANGE;
-    let leap = (first..=last).find(|&y| NaiveDate::from_ymd_opt(y, 2, 29).is_some()).unwrap();
-    let common = (first..=last).find(|&y| NaiveDate::from_ymd_opt(y, 2, 29).is_none()).unwrap();
+    let leap = (first..=last)
+        .find(|&y| NaiveDate::from_ymd_opt(y, 2, 29).is_some())
+        .unwrap();
+    let common = (first..=last)
+        .find(|&y| NaiveDate::from_ymd_opt(y, 2, 29).is_none())
+        .unwrap();
     let accepted = accepted_date().prop_map(move |date| change(field, text(date), Scored));
     let mut cases = vec![
         change(field, text(format!("{first}-01-01 00:00:00")), Scored),
@@ -311,35 +426,74 @@ pub(super) fn date_mutation() -> BoxedStrategy<Mutation> {
         "２０１３-０８-３０ ０７:００:４０".into(),
         "२०१३-०८-३० ०७:००:४०".into(),
     ];
-    cases.extend(rejected.into_iter().map(|date| change(field, text(date), Rejected)));
-    for value in [number(20130830.0), Json::Value(json!(true)), Json::Value(Value::Null), Json::Absent, Json::Value(json!(["2013-08-30 07:00:40"]))] {
+    cases.extend(
+        rejected
+            .into_iter()
+            .map(|date| change(field, text(date), Rejected)),
+    );
+    for value in [
+        number(20130830.0),
+        Json::Value(json!(true)),
+        Json::Value(Value::Null),
+        Json::Absent,
+        Json::Value(json!(["2013-08-30 07:00:40"])),
+    ] {
         cases.push(change(field, value, Rejected));
     }
     // One digit of a valid date replaced by a non-ASCII digit (Arabic-Indic, full-width,
     // Devanagari, superscript), or a nasty character inserted anywhere.
-    let foreign_digit = (accepted_date(), prop::sample::select(vec![0x660u32, 0xFF10, 0x966, 0x2070]), any::<Index>(), 0u32..10)
+    let foreign_digit = (
+        accepted_date(),
+        prop::sample::select(vec![0x660u32, 0xFF10, 0x966, 0x2070]),
+        any::<Index>(),
+        0u32..10,
+    )
         .prop_map(move |(date, zero, at, digit)| {
-            let positions: Vec<usize> = date.char_indices().filter(|(_, c)| c.is_ascii_digit()).map(|(i, _)| i).collect();
+            let positions: Vec<usize> = date
+                .char_indices()
+                .filter(|(_, c)| c.is_ascii_digit())
+                .map(|(i, _)| i)
+                .collect();
             let at = positions[at.index(positions.len())];
             let foreign = char::from_u32(zero + digit).unwrap_or('²');
             let mut spoiled = date.clone();
             spoiled.replace_range(at..at + 1, foreign.encode_utf8(&mut [0; 4]));
             change(field, text(spoiled), Rejected)
         });
-    let inserted = (accepted_date(), nasty_or_control(), any::<Index>()).prop_map(move |(date, inserted, at)| {
-        let value = insert_at(&date, at.index(date.chars().count() + 1), inserted);
-        let expect = if inserted.chars().all(char::is_whitespace) { Either } else { Rejected };
-        change(field, text(value), expect)
-    });
-    prop_oneof![4 => accepted, 2 => prop::sample::select(cases), 1 => foreign_digit, 1 => inserted].boxed()
+    let inserted = (accepted_date(), nasty_or_control(), any::<Index>()).prop_map(
+        move |(date, inserted, at)| {
+            let value = insert_at(&date, at.index(date.chars().count() + 1), inserted);
+            let expect = if inserted.chars().all(char::is_whitespace) {
+                Either
+            } else {
+                Rejected
+            };
+            change(field, text(value), expect)
+        },
+    );
+    prop_oneof![4 => accepted, 2 => prop::sample::select(cases), 1 => foreign_digit, 1 => inserted]
+        .boxed()
 }
 
 /// Changes to the object rather than to a value: unknown, moved, duplicated, misspelt keys.
 pub(super) fn key_mutation() -> BoxedStrategy<Mutation> {
-    let changes = vec![Change::UnknownKeysBeside, Change::MovedLast, Change::Duplicated, Change::Misspelt];
-    (prop::sample::select(Field::ALL.to_vec()), prop::sample::select(changes))
+    let changes = vec![
+        Change::UnknownKeysBeside,
+        Change::MovedLast,
+        Change::Duplicated,
+        Change::Misspelt,
+    ];
+    (
+        prop::sample::select(Field::ALL.to_vec()),
+        prop::sample::select(changes),
+    )
         // The expectation depends on the record: `Mutation::apply` decides it.
-        .prop_map(|(field, change)| Mutation { field, change, expect: Expect::Either, state: None })
+        .prop_map(|(field, change)| Mutation {
+            field,
+            change,
+            expect: Expect::Either,
+            state: None,
+        })
         .boxed()
 }
 
