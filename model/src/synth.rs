@@ -219,25 +219,24 @@ pub fn generate_customers(options: &GenerateOptions) -> Vec<Customer> {
         .collect()
 }
 
-/// Quotes a CSV cell when it needs it (commas, quotes, line breaks, edge spaces).
-pub fn csv_cell(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) || text.trim() != text {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
+/// One CSV row, quoted by the `csv` crate, ending in `line_end` (messy rows end in CRLF, and
+/// may carry extra trailing cells).
+fn csv_row(cells: &[String], line_end: csv::Terminator) -> String {
+    let mut writer = csv::WriterBuilder::new().flexible(true).terminator(line_end).from_writer(Vec::new());
+    writer.write_record(cells).expect("writing to memory cannot fail");
+    let bytes = writer.into_inner().expect("flushing to memory cannot fail");
+    String::from_utf8(bytes).expect("the cells are UTF-8 text")
 }
 
 /// The generated customers as CSV text in the original column order, messy rows included.
 pub fn generate_csv(options: &GenerateOptions) -> String {
     let customers = generate_customers(options);
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x6d_65_73_73_79);
-    let header: Vec<&str> = Field::ALL.iter().map(|f| f.column()).collect();
-    let mut out = header.join(",");
-    out.push('\n');
+    let header: Vec<String> = Field::ALL.iter().map(|f| f.column().to_owned()).collect();
+    let mut out = csv_row(&header, csv::Terminator::Any(b'\n'));
     for customer in &customers {
         let mut cells: Vec<String> = Field::ALL.iter().map(|&f| customer.cell(f)).collect();
-        let mut line_end = "\n";
+        let mut line_end = csv::Terminator::Any(b'\n');
         if options.messy_fraction > 0.0 && rng.gen_bool(options.messy_fraction.min(1.0)) {
             match rng.gen_range(0..5) {
                 // A missing value in a field the model needs: the row must be reported.
@@ -250,7 +249,7 @@ pub fn generate_csv(options: &GenerateOptions) -> String {
                 // Trailing empty columns, as a spreadsheet export leaves them.
                 2 => cells.extend([String::new(), String::new()]),
                 // Windows line ending.
-                3 => line_end = "\r\n",
+                3 => line_end = csv::Terminator::CRLF,
                 // The label written as a word.
                 _ => {
                     cells[9] = if customer.churn == Some(true) {
@@ -262,9 +261,7 @@ pub fn generate_csv(options: &GenerateOptions) -> String {
                 }
             }
         }
-        let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
-        out.push_str(&line.join(","));
-        out.push_str(line_end);
+        out.push_str(&csv_row(&cells, line_end));
     }
     out
 }

@@ -138,7 +138,9 @@ impl LiveFeed {
     /// Predictions received in the last `minutes`, oldest first, as CSV.
     pub fn export_csv(&self, minutes: f64) -> String {
         let since = chrono::Utc::now().timestamp_millis() - (minutes * 60_000.0) as i64;
-        let mut out = String::from("id,scored_at,name,churn_probability,churn,threshold,model_version,top_factors\n");
+        let mut out = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+        let header = ["id", "scored_at", "name", "churn_probability", "churn", "threshold", "model_version", "top_factors"];
+        out.write_record(header).expect("writing to memory cannot fail");
         let w = self.window.lock().expect("window");
         for (_, p) in w.history.iter().filter(|(at, _)| *at >= since) {
             let cells = [
@@ -151,11 +153,10 @@ impl LiveFeed {
                 p.model_version.clone(),
                 model::describe_all(&p.top_factors),
             ];
-            let line: Vec<String> = cells.iter().map(|c| model::synth::csv_cell(c)).collect();
-            out.push_str(&line.join(","));
-            out.push('\n');
+            out.write_record(&cells).expect("writing to memory cannot fail");
         }
-        out
+        let bytes = out.into_inner().expect("flushing to memory cannot fail");
+        String::from_utf8(bytes).expect("the cells are UTF-8 text")
     }
 }
 

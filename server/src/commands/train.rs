@@ -79,11 +79,15 @@ fn train_model(args: &TrainArgs) -> Result<ChurnModel> {
     if let Some(path) = &args.export_folds {
         let labels: Vec<bool> = customers.iter().map(|c| c.churn == Some(true)).collect();
         let folds = stratified_folds(&labels, args.folds as usize, args.seed);
-        let mut text = String::from("row,fold\n");
-        for (row, fold) in folds.iter().enumerate() {
-            text.push_str(&format!("{row},{fold}\n"));
-        }
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        let write = || -> Result<()> {
+            let mut out = csv::Writer::from_path(path)?;
+            out.write_record(["row", "fold"])?;
+            for (row, fold) in folds.iter().enumerate() {
+                out.write_record([row.to_string(), fold.to_string()])?;
+            }
+            Ok(out.flush()?)
+        };
+        write().with_context(|| format!("writing {}", path.display()))?;
     }
     let bar = ProgressBar::new(args.folds as u64 + 1).with_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}").expect("valid template").progress_chars("=> "),
