@@ -200,7 +200,10 @@ mod tests {
 
     #[test]
     fn names_help_texts_and_types_are_those_dashboards_rely_on() {
-        let text = PipelineMetrics::default().render();
+        let metrics = PipelineMetrics::default();
+        // (A family without a member, as the lag is before the first probe, is left out whole.)
+        metrics.set_lag(vec![(0, 3)]);
+        let text = metrics.render();
         for line in [
             "# HELP churn_records_consumed_total Records read from the input topic.",
             "# TYPE churn_records_consumed_total counter",
@@ -219,6 +222,7 @@ mod tests {
             "# HELP churn_end_to_end_seconds From the input record's timestamp to its prediction's delivery.",
             "# HELP churn_consumer_lag Records not yet scored, per input partition.",
             "# TYPE churn_consumer_lag gauge",
+            "churn_consumer_lag{partition=\"0\"} 3",
             "# HELP churn_pending_requests Web submissions waiting for their prediction.",
             "churn_pending_requests 0",
             "# HELP churn_model_info The model in use.",
