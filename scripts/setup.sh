@@ -15,6 +15,11 @@ if ! rustup toolchain list | grep -q "^$toolchain"; then
 elif ! rustup +"$toolchain" target list --installed | grep -q wasm32-unknown-unknown; then
   rustup +"$toolchain" target add wasm32-unknown-unknown
 fi
+# rustfmt and clippy: the test command checks formatting and lints (seconds to install).
+if ! rustup +"$toolchain" component list --installed | grep -q '^clippy'; then
+  log "installing rustfmt and clippy"
+  rustup component add rustfmt clippy --toolchain "$toolchain"
+fi
 
 mkdir -p "$CHURN_TOOLS/bin"
 if ! "$CHURN_TOOLS/bin/wasm-bindgen" --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then

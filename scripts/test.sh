@@ -7,6 +7,11 @@ source "$here/scripts/env.sh"
 cd "$here"
 CHURN_SETUP_BROWSER=1 bash scripts/setup.sh
 
+echo "== format and lints"
+cargo fmt --all --check
+# frontend is left out here as below; its crate is one hydrate call, built for WASM by build.sh.
+cargo clippy --locked --workspace --exclude frontend --all-targets -- -D warnings
+
 echo "== unit and integration tests"
 # frontend is left out: building it with the server would compile the app for both sides at once.
 cargo test --locked --workspace --exclude frontend
