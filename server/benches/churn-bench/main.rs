@@ -33,7 +33,8 @@ use throughput::throughput;
 use wasm::wasm_size;
 
 #[derive(Parser)]
-#[command(name = "churn-bench", about = "Benchmarks of the churn pipeline on the embedded broker")]
+#[command(name = "churn-bench", bin_name = "cargo bench -p server --bench churn-bench --",
+          about = "Benchmarks of the churn pipeline on the embedded broker")]
 struct Args {
     /// Records per throughput run (enough that start-up costs are noise).
     #[arg(long, default_value_t = 1_000_000)]
