@@ -214,7 +214,7 @@ fn Chart(seconds: RwSignal<VecDeque<SecondStats>>) -> impl IntoView {
         } else {
             0.0
         };
-        let seconds_covered = data.len().min(60).max(1) as f64;
+        let seconds_covered = data.len().clamp(1, 60) as f64;
         view! {
             <RateChart columns=columns slots=CHART_SECONDS id="live-chart"
                 aria_label=format!("Throughput and churn rate over the last {CHART_SECONDS} seconds")
