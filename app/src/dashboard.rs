@@ -173,7 +173,7 @@ fn SegmentBars(segments: Vec<(String, SegmentSummary)>) -> impl IntoView {
         .filter(|(k, _)| k.starts_with("state="))
         .cloned()
         .collect();
-    states.sort_by_key(|s| std::cmp::Reverse(s.1.count));
+    states.sort_by_key(|(_, s)| std::cmp::Reverse(s.count));
     rows.extend(states.into_iter().take(10));
     view! {
         <div class="segments" id="segments">

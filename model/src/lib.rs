@@ -3,8 +3,8 @@
 //! No I/O, so the same rules compile into the scorer and into the browser (wasm32).
 //! Training and synthetic data live behind the `train` feature to keep linfa out of the bundle.
 //!
-//! Modules depend on earlier ones only: schema → validate → features → quality → model_file →
-//! scoring → segments → message → record → analytics (train and synth on top).
+//! Module order, each using only earlier ones (format uses none):
+//! schema → validate → features → quality → model_file → scoring → segments → message → record → analytics → synth → train
 
 pub mod analytics;
 pub mod features;

@@ -9,6 +9,7 @@
 
 mod mutation;
 mod record;
+mod scalars;
 mod strategies;
 
 use std::cell::RefCell;
@@ -16,15 +17,12 @@ use std::collections::BTreeMap;
 
 use model::format::percent;
 use model::record::{encode_json, score_record, Rejection};
-use model::validate::{
-    AGE_RANGE, NUM_SITES_MAX, ONBOARD_YEAR_RANGE, TOTAL_PURCHASE_MAX, YEARS_MAX,
-};
 use model::{ChurnModel, Field, FieldError, Prediction};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::Value;
 
 use crate::support::{close, every_feature_model};
-use record::{expect_with, number, text, valid_record, Expect, Json, Record, CONTROLS, NASTY};
+use record::{expect_with, good_record, text, valid_record, Expect, Json, Record, CONTROLS, NASTY};
 use strategies::mutation;
 
 const SCORED_AT: &str = "2026-01-01T00:00:00Z";
@@ -185,33 +183,6 @@ fn one_changed_field_is_scored_or_dead_lettered_with_its_reason() {
         "only {} of generated records reached scoring",
         percent(share, 0)
     );
-}
-
-/// The fixed good record of the exhaustive tests, with multi-byte text so that character
-/// boundaries and byte offsets differ.
-fn good_record() -> Record {
-    Record {
-        fields: vec![
-            (Field::Names, text("Zoë Ñúñez-李 👍")),
-            (Field::Age, number((AGE_RANGE.0 + AGE_RANGE.1) / 2.0)),
-            (Field::TotalPurchase, number(TOTAL_PURCHASE_MAX / 1e5)),
-            (Field::AccountManager, number(1.0)),
-            (Field::Years, number(YEARS_MAX / 20.0)),
-            (Field::NumSites, number(f64::from(NUM_SITES_MAX / 10_000))),
-            (
-                Field::OnboardDate,
-                text(format!("{}-08-30 07:00:40", ONBOARD_YEAR_RANGE.0 + 63)),
-            ),
-            (
-                Field::Location,
-                text("10265 Élizabeth Mission Barkerburgh, AK 89518"),
-            ),
-            (Field::Company, text("Müller & Söhne €")),
-            (Field::Churn, number(0.0)),
-        ],
-        extra: None,
-        state: Some(Some("AK".into())),
-    }
 }
 
 #[test]

@@ -58,6 +58,10 @@ pub(super) fn insert_at(base: &str, char_index: usize, inserted: &str) -> String
     out
 }
 
+pub(super) fn nasty_or_control() -> impl Strategy<Value = &'static str> {
+    prop_oneof![5 => prop::sample::select(NASTY.to_vec()), 1 => prop::sample::select(CONTROLS.to_vec())]
+}
+
 /// One field's value as the producer writes it.
 #[derive(Debug, Clone)]
 pub(super) enum Json {
@@ -311,4 +315,31 @@ pub(super) fn accepted_date() -> impl Strategy<Value = String> {
                 Some(text)
             },
         )
+}
+
+/// The fixed good record of the exhaustive tests, with multi-byte text so that character
+/// boundaries and byte offsets differ.
+pub(super) fn good_record() -> Record {
+    Record {
+        fields: vec![
+            (Field::Names, text("Zoë Ñúñez-李 👍")),
+            (Field::Age, number((AGE_RANGE.0 + AGE_RANGE.1) / 2.0)),
+            (Field::TotalPurchase, number(TOTAL_PURCHASE_MAX / 1e5)),
+            (Field::AccountManager, number(1.0)),
+            (Field::Years, number(YEARS_MAX / 20.0)),
+            (Field::NumSites, number(f64::from(NUM_SITES_MAX / 10_000))),
+            (
+                Field::OnboardDate,
+                text(format!("{}-08-30 07:00:40", ONBOARD_YEAR_RANGE.0 + 63)),
+            ),
+            (
+                Field::Location,
+                text("10265 Élizabeth Mission Barkerburgh, AK 89518"),
+            ),
+            (Field::Company, text("Müller & Söhne €")),
+            (Field::Churn, number(0.0)),
+        ],
+        extra: None,
+        state: Some(Some("AK".into())),
+    }
 }
