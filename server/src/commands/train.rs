@@ -28,9 +28,7 @@ pub struct TrainArgs {
     /// Seed for the fold assignment.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Features to use, comma-separated (default: all honest features:
-    /// Age,Total_Purchase,Account_Manager,Years,Num_Sites,Tenure_Years).
-    #[arg(long, value_delimiter = ',', value_parser = parse_feature)]
+    #[arg(long, value_delimiter = ',', value_parser = parse_feature, help = features_help())]
     features: Vec<Feature>,
     /// How to choose the decision threshold: `f1` (maximize F1) or `cost:RATIO` (a missed churner
     /// costs RATIO false alarms).
@@ -42,6 +40,12 @@ pub struct TrainArgs {
     /// Write each row's cross-validation fold to this CSV (row,fold), e.g. to compare with other tools.
     #[arg(long)]
     export_folds: Option<PathBuf>,
+}
+
+/// The feature names come from the model crate, so the help cannot drift from what training uses.
+fn features_help() -> String {
+    let default = TrainOptions::default().features.iter().map(|f| f.name()).collect::<Vec<_>>().join(",");
+    format!("Features to use, comma-separated (default: all honest features: {default})")
 }
 
 fn parse_feature(name: &str) -> Result<Feature, String> {
