@@ -5,6 +5,7 @@
 //! answers 503 with the reason), and stops the whole command, which then exits non-zero: an
 //! orchestrator restarts it, rather than it looking up while answering nothing.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -13,13 +14,14 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use futures::FutureExt;
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How long the tasks get to finish after the stop (in-flight batches, final commits).
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
-pub use crate::health::Health;
+use crate::health::Health;
 
 /// What a caught panic said.
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
@@ -30,15 +32,18 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-/// How a supervised task ended: its result, or the message of its panic.
-type Ended = (&'static str, std::result::Result<Result<()>, String>);
+/// How a supervised task ended: its number, and its result or the message of its panic.
+type Ended = (u64, std::result::Result<Result<()>, String>);
 
 /// A command's tasks and its stop switch.
 pub struct Supervisor {
     tracker: TaskTracker,
     ended_tx: mpsc::UnboundedSender<Ended>,
     ended: mpsc::UnboundedReceiver<Ended>,
-    running: usize,
+    /// The tasks still running, by number: their names (for the reports) and abort handles (for
+    /// those that outlive the grace period).
+    running: HashMap<u64, (&'static str, AbortHandle)>,
+    next_id: u64,
     pub health: Arc<Health>,
     stop: CancellationToken,
 }
@@ -47,7 +52,15 @@ impl Supervisor {
     /// Supervises tasks stopped by `stop` (Ctrl-C, SIGTERM, or a failure).
     pub fn new(stop: CancellationToken) -> Self {
         let (ended_tx, ended) = mpsc::unbounded_channel();
-        Supervisor { tracker: TaskTracker::new(), ended_tx, ended, running: 0, health: Arc::default(), stop }
+        Supervisor {
+            tracker: TaskTracker::new(),
+            ended_tx,
+            ended,
+            running: HashMap::new(),
+            next_id: 0,
+            health: Arc::default(),
+            stop,
+        }
     }
 
     /// The stop signal, for tasks to watch.
@@ -58,20 +71,25 @@ impl Supervisor {
     /// Runs a task that is meant to last until the stop. Its panic is caught and reported by name.
     pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = Result<()>> + Send + 'static) {
         let ended = self.ended_tx.clone();
-        self.running += 1;
-        self.tracker.spawn(async move {
+        let id = self.next_id;
+        self.next_id += 1;
+        let handle = self.tracker.spawn(async move {
             let outcome = AssertUnwindSafe(task)
                 .catch_unwind()
                 .await
                 .map_err(|panic| model::record::truncate_utf8(panic_message(panic.as_ref()), 512).into_owned());
-            let _ = ended.send((name, outcome));
+            let _ = ended.send((id, outcome));
         });
+        self.running.insert(id, (name, handle.abort_handle()));
     }
 
     /// Waits for the stop or the first failure, then stops every task and waits for them (at most
     /// `STOP_GRACE`). Ok only when the stop was asked for and every task ended cleanly.
     pub async fn run(mut self) -> Result<()> {
         self.tracker.close();
+        if self.running.is_empty() {
+            return Ok(());
+        }
         let first_end = tokio::select! {
             biased;
             _ = self.stop.cancelled() => None,
@@ -84,21 +102,29 @@ impl Supervisor {
         let mut failed = first_end.and_then(|ended| self.failure(ended, stop_asked));
         self.stop.cancel();
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
-        while self.running > 0 {
+        while !self.running.is_empty() {
             match tokio::time::timeout_at(deadline, self.ended.recv()).await {
                 Ok(Some(ended)) => {
                     if let Some(failure) = self.failure(ended, true) {
                         failed.get_or_insert(failure);
                     }
                 }
+                // Unreachable while `self` holds a sender; kept total rather than panicking.
                 Ok(None) => break,
                 Err(_) => {
-                    tracing::error!(tasks = self.running, grace_s = STOP_GRACE.as_secs(), "tasks did not stop in time; leaving them");
-                    failed.get_or_insert(format!("{} task(s) did not stop within {} s", self.running, STOP_GRACE.as_secs()));
+                    let left: Vec<&str> = self.running.values().map(|(name, _)| *name).collect();
+                    tracing::error!(tasks = ?left, grace_s = STOP_GRACE.as_secs(), "tasks did not stop in time; aborting them");
+                    for (_, task) in self.running.values() {
+                        task.abort();
+                    }
+                    failed.get_or_insert(format!("{} did not stop within {} s", left.join(", "), STOP_GRACE.as_secs()));
                     break;
                 }
             }
         }
+        // Every task has reported (or was aborted): wait for them to be dropped too, so the
+        // clients they own are closed before the command returns.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
         match failed {
             Some(failure) => Err(anyhow!(failure)),
             None => Ok(()),
@@ -106,8 +132,8 @@ impl Supervisor {
     }
 
     /// What a finished task's end means: `None` for a clean end after the stop.
-    fn failure(&mut self, (name, outcome): Ended, stopping: bool) -> Option<String> {
-        self.running -= 1;
+    fn failure(&mut self, (id, outcome): Ended, stopping: bool) -> Option<String> {
+        let name = self.running.remove(&id).map_or("a task", |(name, _)| name);
         let failure = match outcome {
             Ok(Ok(())) if stopping => return None,
             Ok(Ok(())) => format!("{name} ended unexpectedly"),
@@ -184,6 +210,11 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_supervisor_without_tasks_returns_at_once() {
+        supervisor().run().await.expect("nothing to wait for");
+    }
+
+    #[tokio::test]
     async fn a_task_that_returns_early_is_a_failure_and_a_clean_stop_is_not() {
         let mut s = supervisor();
         s.spawn("scorer", async { Ok(()) });
@@ -211,12 +242,12 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_task_that_ignores_the_stop_is_left_after_the_grace_period() {
+    async fn a_task_that_ignores_the_stop_is_named_and_aborted_after_the_grace_period() {
         let stop = CancellationToken::new();
         let mut s = Supervisor::new(stop.clone());
         s.spawn("stubborn", std::future::pending::<Result<()>>());
         stop.cancel();
         let error = s.run().await.unwrap_err().to_string();
-        assert!(error.contains("1 task(s) did not stop"), "{error}");
+        assert!(error.contains("stubborn did not stop"), "{error}");
     }
 }

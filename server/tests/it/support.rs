@@ -23,13 +23,21 @@ pub struct Pipeline {
 
 /// A failed assertion must not leave the test binary hanging: unwinding drops the test's broker
 /// first, then the runtime drops the clients still running, and librdkafka's consumer close waits
-/// for a broker that will never answer again. So the first panic is reported, this process's child
-/// processes (brokers, `churn` binaries) are killed, and the binary exits with a failure. Every
-/// test of the binary ends with it: its other tests' brokers are killed too.
+/// for a broker that will never answer again. So the first panic on a test's own thread (the
+/// harness names it after the test) is reported, this process's child processes (brokers, `churn`
+/// binaries) are killed, and the binary exits with a failure; its other tests' brokers are killed
+/// too. A panic on a runtime or helper thread is left to whoever catches it (the scorer isolates
+/// each record, the supervisor each task): a caught panic there is behaviour under test.
 fn fail_fast_on_panic() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let on_test_thread = thread.name().is_some_and(|n| !n.starts_with("tokio-") && n != "kafka-blocking");
+            if !on_test_thread {
+                return default(info);
+            }
             use std::io::Write;
             // Straight to the process's stderr: the test harness's output capture would be lost.
             let _ = writeln!(std::io::stderr(), "\n{info}\n{}", std::backtrace::Backtrace::force_capture());
