@@ -38,15 +38,28 @@ pub(super) struct Input<'a> {
 
 /// Counts one message into its partition's windows; returns the closed window it revised, if
 /// any.
-pub(super) fn count(aggregator: &mut WindowAggregator, input: &Input, now_ms: i64) -> Result<Option<WindowPartial>, Unusable> {
-    let Input { source, offset, timestamp_ms, key, payload } = *input;
+pub(super) fn count(
+    aggregator: &mut WindowAggregator,
+    input: &Input,
+    now_ms: i64,
+) -> Result<Option<WindowPartial>, Unusable> {
+    let Input {
+        source,
+        offset,
+        timestamp_ms,
+        key,
+        payload,
+    } = *input;
     match source {
         Source::Predictions => {
-            let prediction: Prediction = serde_json::from_slice(payload).map_err(Unusable::Prediction)?;
+            let prediction: Prediction =
+                serde_json::from_slice(payload).map_err(Unusable::Prediction)?;
             Ok(aggregator.observe(offset, timestamp_ms, now_ms, &prediction))
         }
         Source::Outcomes => match (key.map(String::from_utf8_lossy), outcome(payload)) {
-            (Some(id), Some(actual)) => Ok(aggregator.observe_outcome(offset, timestamp_ms, now_ms, &id, actual)),
+            (Some(id), Some(actual)) => {
+                Ok(aggregator.observe_outcome(offset, timestamp_ms, now_ms, &id, actual))
+            }
             _ => Err(Unusable::Outcome),
         },
     }
@@ -82,7 +95,9 @@ pub(super) fn isolated(
             None
         }
         Err(panic) => {
-            skipped.panics.skip(&format!("panicked: {}", panic_message(&*panic)), payload);
+            skipped
+                .panics
+                .skip(&format!("panicked: {}", panic_message(&*panic)), payload);
             None
         }
     }

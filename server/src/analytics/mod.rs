@@ -49,7 +49,11 @@ pub struct AnalyzeOptions {
 
 impl Default for AnalyzeOptions {
     fn default() -> Self {
-        AnalyzeOptions { group: "churn-analytics".into(), window: Duration::from_secs(10), lateness: Duration::from_secs(2) }
+        AnalyzeOptions {
+            group: "churn-analytics".into(),
+            window: Duration::from_secs(10),
+            lateness: Duration::from_secs(2),
+        }
     }
 }
 
@@ -61,18 +65,26 @@ pub async fn run(
 ) -> Result<()> {
     let topics = &kafka.topics;
     let consumer: StreamConsumer = kafka
-        .consumer_config(&options.group, &[
-            ("enable.auto.commit", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("session.timeout.ms", "10000"),
-        ])
+        .consumer_config(
+            &options.group,
+            &[
+                ("enable.auto.commit", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("session.timeout.ms", "10000"),
+            ],
+        )
         .create()
         .context("creating the analytics consumer")?;
     // Predictions and outcomes are co-partitioned (both keyed by record id, same partition count),
     // so the range assignor gives one instance the matching partitions of both.
     consumer
         .subscribe(&[&topics.predictions, &topics.labels])
-        .with_context(|| format!("subscribing to {} and {}", topics.predictions, topics.labels))?;
+        .with_context(|| {
+            format!(
+                "subscribing to {} and {}",
+                topics.predictions, topics.labels
+            )
+        })?;
     let producer: FutureProducer = kafka.idempotent_producer()?;
     let window_ms = options.window.as_millis() as i64;
     let lateness_ms = options.lateness.as_millis() as i64;
@@ -112,11 +124,20 @@ pub async fn run(
             let partition = m.partition();
             let state = match partitions.entry(partition) {
                 Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => {
-                    e.insert(PartitionState::take_on(&kafka, &consumer, partition, window_ms, lateness_ms, drift.clone()))
-                }
+                Entry::Vacant(e) => e.insert(PartitionState::take_on(
+                    &kafka,
+                    &consumer,
+                    partition,
+                    window_ms,
+                    lateness_ms,
+                    drift.clone(),
+                )),
             };
-            let source = if m.topic() == topics.predictions { Source::Predictions } else { Source::Outcomes };
+            let source = if m.topic() == topics.predictions {
+                Source::Predictions
+            } else {
+                Source::Outcomes
+            };
             state.next_offsets[source as usize] = Some(m.offset() + 1);
             let input = Input {
                 source,
@@ -125,7 +146,9 @@ pub async fn run(
                 key: m.key(),
                 payload: m.payload().unwrap_or_default(),
             };
-            outbox.add(isolated(input.payload, &mut skipped, || count(&mut state.aggregator, &input, now)));
+            outbox.add(isolated(input.payload, &mut skipped, || {
+                count(&mut state.aggregator, &input, now)
+            }));
         }
         // Drop state of partitions this instance no longer owns: their new owner re-reads them.
         forget_unowned(&consumer, &mut partitions);
@@ -133,7 +156,10 @@ pub async fn run(
             outbox.add(state.aggregator.close_due(now));
         }
         if anomalies_logged.elapsed() >= ANOMALIES_EVERY {
-            log_anomalies(&mut anomalies, Anomalies::of(partitions.values().map(|s| &s.aggregator)));
+            log_anomalies(
+                &mut anomalies,
+                Anomalies::of(partitions.values().map(|s| &s.aggregator)),
+            );
             anomalies_logged = Instant::now();
         }
         if !outbox.due(Instant::now()) {
@@ -151,7 +177,10 @@ pub async fn run(
             Err(e) => {
                 let wait = outbox.failed(Instant::now());
                 let kept = outbox.windows.len();
-                tracing::warn!(kept, "publishing window stats failed, retrying in {wait:?}: {e:#}");
+                tracing::warn!(
+                    kept,
+                    "publishing window stats failed, retrying in {wait:?}: {e:#}"
+                );
             }
         }
     }

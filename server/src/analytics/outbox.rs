@@ -34,7 +34,10 @@ pub(super) struct Outbox {
 impl Outbox {
     pub(super) fn add(&mut self, windows: impl IntoIterator<Item = WindowPartial>) {
         for window in windows {
-            match self.windows.entry((window.window_start_ms, window.partition)) {
+            match self
+                .windows
+                .entry((window.window_start_ms, window.partition))
+            {
                 BTreeEntry::Occupied(mut e) if e.get().revision < window.revision => {
                     e.insert(window);
                 }
@@ -67,7 +70,9 @@ impl Outbox {
 
     /// Notes a failed publish; returns the wait before the next attempt.
     pub(super) fn failed(&mut self, now: Instant) -> Duration {
-        let wait = RETRY_FIRST.saturating_mul(1 << self.failures.min(16)).min(RETRY_MAX);
+        let wait = RETRY_FIRST
+            .saturating_mul(1 << self.failures.min(16))
+            .min(RETRY_MAX);
         self.failures += 1;
         self.retry_at = Some(now + wait);
         wait
@@ -76,16 +81,26 @@ impl Outbox {
 
 /// Delivers every window in the outbox, or fails (within PUBLISH_TIMEOUT).
 pub(super) async fn publish(producer: &FutureProducer, topic: &str, outbox: &Outbox) -> Result<()> {
-    let payloads: Vec<(String, Vec<u8>)> =
-        outbox.windows.values().map(|w| (w.key(), serde_json::to_vec(w).expect("windows serialize"))).collect();
+    let payloads: Vec<(String, Vec<u8>)> = outbox
+        .windows
+        .values()
+        .map(|w| (w.key(), serde_json::to_vec(w).expect("windows serialize")))
+        .collect();
     let sends = payloads.iter().map(|(key, payload)| {
-        producer.send(FutureRecord::to(topic).key(key.as_str()).payload(payload.as_slice()), PUBLISH_TIMEOUT)
+        producer.send(
+            FutureRecord::to(topic)
+                .key(key.as_str())
+                .payload(payload.as_slice()),
+            PUBLISH_TIMEOUT,
+        )
     });
     let results = tokio::time::timeout(PUBLISH_TIMEOUT, futures::future::join_all(sends))
         .await
         .map_err(|_| anyhow!("no delivery within {PUBLISH_TIMEOUT:?}"))?;
     for result in results {
-        result.map_err(|(e, _)| e).context("delivering window stats")?;
+        result
+            .map_err(|(e, _)| e)
+            .context("delivering window stats")?;
     }
     Ok(())
 }

@@ -30,28 +30,51 @@ impl PartitionState {
     ) -> Self {
         let mut aggregator = WindowAggregator::new(window_ms, lateness_ms, partition);
         aggregator.set_drift_reference(drift);
-        match tokio::task::block_in_place(|| remember_earlier(kafka, consumer, partition, &mut aggregator)) {
-            Ok(n) => tracing::debug!(partition, predictions = n, "remembered earlier predictions for outcomes"),
+        match tokio::task::block_in_place(|| {
+            remember_earlier(kafka, consumer, partition, &mut aggregator)
+        }) {
+            Ok(n) => tracing::debug!(
+                partition,
+                predictions = n,
+                "remembered earlier predictions for outcomes"
+            ),
             Err(e) => tracing::warn!(partition, "could not recall earlier predictions: {e:#}"),
         }
-        PartitionState { aggregator, next_offsets: [None, None] }
+        PartitionState {
+            aggregator,
+            next_offsets: [None, None],
+        }
     }
 }
 
 /// Forgets the partitions the consumer is no longer assigned (a rebalance moved them away).
-pub(super) fn forget_unowned(consumer: &StreamConsumer, partitions: &mut HashMap<i32, PartitionState>) {
+pub(super) fn forget_unowned(
+    consumer: &StreamConsumer,
+    partitions: &mut HashMap<i32, PartitionState>,
+) {
     if let Ok(assignment) = consumer.assignment() {
-        let owned: Vec<i32> = assignment.elements().iter().map(|e| e.partition()).collect();
+        let owned: Vec<i32> = assignment
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
         partitions.retain(|p, _| owned.contains(p));
     }
 }
 
 /// Commits, per partition and source, the first offset not yet covered by a published window.
 /// Only called with nothing left in the outbox.
-pub(super) fn commit(consumer: &StreamConsumer, topics: &Topics, partitions: &HashMap<i32, PartitionState>) {
+pub(super) fn commit(
+    consumer: &StreamConsumer,
+    topics: &Topics,
+    partitions: &HashMap<i32, PartitionState>,
+) {
     let mut offsets = TopicPartitionList::new();
     for (&partition, state) in partitions {
-        for (source, topic) in [(Source::Predictions, &topics.predictions), (Source::Outcomes, &topics.labels)] {
+        for (source, topic) in [
+            (Source::Predictions, &topics.predictions),
+            (Source::Outcomes, &topics.labels),
+        ] {
             if let Some(next) = state.next_offsets[source as usize] {
                 let offset = state.aggregator.commit_offset(source).unwrap_or(next);
                 let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(offset));

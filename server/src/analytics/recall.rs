@@ -15,17 +15,32 @@ use crate::kafka::Kafka;
 /// After a restart or rebalance, remembers the partition's predictions from before the committed
 /// offset (up to REMEMBER_FOR_MS and REMEMBERED records back), so outcomes arriving later still find the prediction they
 /// judge.
-pub(super) fn remember_earlier(kafka: &Kafka, group: &StreamConsumer, partition: i32, aggregator: &mut WindowAggregator) -> Result<usize> {
+pub(super) fn remember_earlier(
+    kafka: &Kafka,
+    group: &StreamConsumer,
+    partition: i32,
+    aggregator: &mut WindowAggregator,
+) -> Result<usize> {
     let topic = &kafka.topics.predictions;
     let mut wanted = TopicPartitionList::new();
     wanted.add_partition(topic, partition);
     let committed = group.committed_offsets(wanted, Duration::from_secs(5))?;
-    let Some(until) = committed.find_partition(topic, partition).and_then(|e| e.offset().to_raw()).filter(|&o| o > 0) else {
+    let Some(until) = committed
+        .find_partition(topic, partition)
+        .and_then(|e| e.offset().to_raw())
+        .filter(|&o| o > 0)
+    else {
         return Ok(0);
     };
     // Earliest: a start already deleted by retention reads from what is left.
     let reader: BaseConsumer = kafka
-        .consumer_config("churn-analytics-recall", &[("enable.auto.commit", "false"), ("auto.offset.reset", "earliest")])
+        .consumer_config(
+            "churn-analytics-recall",
+            &[
+                ("enable.auto.commit", "false"),
+                ("auto.offset.reset", "earliest"),
+            ],
+        )
         .create()?;
     let now = chrono::Utc::now().timestamp_millis();
     let mut times = TopicPartitionList::new();
@@ -48,7 +63,10 @@ pub(super) fn remember_earlier(kafka: &Kafka, group: &StreamConsumer, partition:
                 if m.offset() >= until {
                     break;
                 }
-                if let Some(prediction) = m.payload().and_then(|p| serde_json::from_slice::<Prediction>(p).ok()) {
+                if let Some(prediction) = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<Prediction>(p).ok())
+                {
                     aggregator.remember(m.timestamp().to_millis().unwrap_or(now), &prediction);
                     remembered += 1;
                 }

@@ -28,7 +28,12 @@ pub struct SkipLog {
 
 impl SkipLog {
     pub fn new(what: impl Into<String>) -> Self {
-        SkipLog { what: what.into(), total: 0, unlogged: 0, logged_at: None }
+        SkipLog {
+            what: what.into(),
+            total: 0,
+            unlogged: 0,
+            logged_at: None,
+        }
     }
 
     /// Counts one skipped message and logs it (why, and its start) unless a line was logged
@@ -37,7 +42,13 @@ impl SkipLog {
         if let Some(skipped) = self.count(Instant::now()) {
             // Cut: a parser's error quotes the bad value, which may be a megabyte.
             let why = model::record::truncate_utf8(&why.to_string(), 300).into_owned();
-            tracing::warn!(skipped, total = self.total, "{}: {why}; message starts {:?}", self.what, excerpt(payload));
+            tracing::warn!(
+                skipped,
+                total = self.total,
+                "{}: {why}; message starts {:?}",
+                self.what,
+                excerpt(payload)
+            );
         }
     }
 
@@ -45,7 +56,10 @@ impl SkipLog {
     pub(super) fn count(&mut self, now: Instant) -> Option<u64> {
         self.total += 1;
         self.unlogged += 1;
-        if self.logged_at.is_some_and(|at| now.duration_since(at) < SKIP_LOG_EVERY) {
+        if self
+            .logged_at
+            .is_some_and(|at| now.duration_since(at) < SKIP_LOG_EVERY)
+        {
             return None;
         }
         self.logged_at = Some(now);

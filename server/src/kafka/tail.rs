@@ -69,7 +69,10 @@ pub async fn follow_partitions(
     let mut known = 0;
     loop {
         let (probe, name) = (consumer.clone(), topic.clone());
-        let reported = tokio::task::spawn_blocking(move || partition_count(&*probe, &name, Duration::from_secs(10))).await;
+        let reported = tokio::task::spawn_blocking(move || {
+            partition_count(&*probe, &name, Duration::from_secs(10))
+        })
+        .await;
         match reported {
             Ok(Ok(reported)) => {
                 let added = added_partitions(known, reported);
@@ -86,7 +89,11 @@ pub async fn follow_partitions(
             Ok(Err(e)) => tracing::debug!(topic, "reading the partition count: {e}"),
             Err(e) => tracing::warn!(topic, "partition check failed: {e}"),
         }
-        let wait = if known == 0 { TOPIC_CHECK_EVERY } else { PARTITION_CHECK_EVERY };
+        let wait = if known == 0 {
+            TOPIC_CHECK_EVERY
+        } else {
+            PARTITION_CHECK_EVERY
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
@@ -94,7 +101,12 @@ pub async fn follow_partitions(
     }
 }
 
-fn assign_more(consumer: &StreamConsumer, topic: &str, partitions: Range<i32>, start: Offset) -> KafkaResult<()> {
+fn assign_more(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partitions: Range<i32>,
+    start: Offset,
+) -> KafkaResult<()> {
     let mut more = TopicPartitionList::new();
     for partition in partitions {
         more.add_partition_offset(topic, partition, start)?;

@@ -14,7 +14,11 @@ fn skipped_messages_are_logged_once_per_interval_with_the_count_since() {
     assert_eq!(log.count(start), Some(1), "the first is logged at once");
     assert_eq!(log.count(start + Duration::from_secs(1)), None);
     assert_eq!(log.count(start + Duration::from_secs(9)), None);
-    assert_eq!(log.count(start + SKIP_LOG_EVERY), Some(3), "then one line for the three since");
+    assert_eq!(
+        log.count(start + SKIP_LOG_EVERY),
+        Some(3),
+        "then one line for the three since"
+    );
     assert_eq!(log.total, 4);
 }
 
@@ -23,7 +27,10 @@ fn excerpts_are_short_and_text_even_for_binary_or_multi_byte_payloads() {
     assert_eq!(excerpt(b"{\"a\": 1}"), "{\"a\": 1}");
     let long = "é".repeat(500);
     let shown = excerpt(long.as_bytes());
-    assert!(shown.len() <= EXCERPT_BYTES + "…".len() && shown.ends_with('…'), "{shown}");
+    assert!(
+        shown.len() <= EXCERPT_BYTES + "…".len() && shown.ends_with('…'),
+        "{shown}"
+    );
     assert!(excerpt(&[0xff; 1000]).chars().count() < 200);
 }
 
@@ -34,9 +41,15 @@ fn the_flags_default_to_the_same_topics_as_topics_default() {
         #[command(flatten)]
         topics: Topics,
     }
-    let parsed = <Cli as clap::Parser>::try_parse_from(["churn"]).unwrap().topics;
+    let parsed = <Cli as clap::Parser>::try_parse_from(["churn"])
+        .unwrap()
+        .topics;
     assert_eq!(format!("{parsed:?}"), format!("{:?}", Topics::default()));
-    assert_eq!((parsed.input.as_str(), parsed.predictions.as_str()), ("costumerchurn", "test3"), "the original names");
+    assert_eq!(
+        (parsed.input.as_str(), parsed.predictions.as_str()),
+        ("costumerchurn", "test3"),
+        "the original names"
+    );
 }
 
 #[test]
@@ -44,7 +57,10 @@ fn only_reply_topics_with_legal_names_are_accepted_as_reply_to() {
     let topics = Topics::default();
     assert_eq!(topics.reply_topic("web-1"), "test3-replies-web-1");
     assert!(topics.accepts_reply_topic("test3-replies-web-1"));
-    assert!(topics.accepts_reply_topic(&format!("test3-replies-{}", "x".repeat(MAX_TOPIC_BYTES - 14))));
+    assert!(topics.accepts_reply_topic(&format!(
+        "test3-replies-{}",
+        "x".repeat(MAX_TOPIC_BYTES - 14)
+    )));
     for hostile in [
         "churn-models",
         "test3",
@@ -59,8 +75,14 @@ fn only_reply_topics_with_legal_names_are_accepted_as_reply_to() {
     ] {
         assert!(!topics.accepts_reply_topic(hostile), "{hostile:?}");
     }
-    let odd = Topics { models: "test3-replies-models".into(), ..Topics::default() };
-    assert!(!odd.accepts_reply_topic("test3-replies-models"), "never one of the pipeline's own topics");
+    let odd = Topics {
+        models: "test3-replies-models".into(),
+        ..Topics::default()
+    };
+    assert!(
+        !odd.accepts_reply_topic("test3-replies-models"),
+        "never one of the pipeline's own topics"
+    );
     assert!(!is_legal_topic("..") && !is_legal_topic("") && is_legal_topic("a.b_c-D9"));
 }
 

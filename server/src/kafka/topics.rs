@@ -87,7 +87,9 @@ pub fn is_legal_topic(name: &str) -> bool {
         && name.len() <= MAX_TOPIC_BYTES
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl Topics {
@@ -105,9 +107,19 @@ impl Topics {
     /// asks. Anyone who can write to the input topic can set the header, so only reply topics
     /// qualify: a legal name under the reply prefix, never one of the pipeline's own topics.
     pub fn accepts_reply_topic(&self, name: &str) -> bool {
-        let own = [&self.input, &self.predictions, &self.dead_letter, &self.models, &self.labels, &self.stats];
+        let own = [
+            &self.input,
+            &self.predictions,
+            &self.dead_letter,
+            &self.models,
+            &self.labels,
+            &self.stats,
+        ];
         let prefix = self.reply_prefix();
-        name.len() > prefix.len() && name.starts_with(&prefix) && is_legal_topic(name) && !own.iter().any(|t| t.as_str() == name)
+        name.len() > prefix.len()
+            && name.starts_with(&prefix)
+            && is_legal_topic(name)
+            && !own.iter().any(|t| t.as_str() == name)
     }
 }
 
@@ -118,7 +130,11 @@ impl Kafka {
         let topics: Vec<NewTopic> = specs
             .iter()
             .map(|&(name, partitions, compacted)| {
-                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(self.topics.replication));
+                let topic = NewTopic::new(
+                    name,
+                    partitions,
+                    TopicReplication::Fixed(self.topics.replication),
+                );
                 if compacted {
                     topic.set("cleanup.policy", "compact")
                 } else {
@@ -133,13 +149,16 @@ impl Kafka {
     /// deleted after `REPLY_RETENTION`.
     pub async fn ensure_reply_topic(&self, name: &str) -> Result<()> {
         let retention = REPLY_RETENTION.as_millis().to_string();
-        let topic = NewTopic::new(name, 1, TopicReplication::Fixed(self.topics.replication)).set("retention.ms", &retention);
+        let topic = NewTopic::new(name, 1, TopicReplication::Fixed(self.topics.replication))
+            .set("retention.ms", &retention);
         self.create_topics(&[topic]).await
     }
 
     async fn create_topics(&self, topics: &[NewTopic<'_>]) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.config(&[]).create().context("creating the Kafka admin client")?;
+        let admin: AdminClient<DefaultClientContext> = self
+            .config(&[])
+            .create()
+            .context("creating the Kafka admin client")?;
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin
             .create_topics(topics, &options)
@@ -174,7 +193,11 @@ impl Kafka {
 }
 
 /// The number of partitions of `topic` the broker reports (0 while the topic does not exist).
-pub fn partition_count<C: ConsumerContext>(client: &impl Consumer<C>, topic: &str, timeout: Duration) -> KafkaResult<i32> {
+pub fn partition_count<C: ConsumerContext>(
+    client: &impl Consumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> KafkaResult<i32> {
     let metadata = client.fetch_metadata(Some(topic), timeout)?;
     let found = metadata.topics().iter().find(|t| t.name() == topic);
     Ok(found.map_or(0, |t| t.partitions().len() as i32))
