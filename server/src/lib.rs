@@ -2,7 +2,7 @@
 //! scorer service, CSV files, the model store (files and the models topic), and the web server.
 //! The `churn` binary (main.rs, one module per command under commands/) wires them up.
 
-pub mod analyze;
+pub mod analytics;
 pub mod args;
 pub mod backend;
 pub mod batch;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use server::analyze::{self, AnalyzeOptions};
+use server::analytics::{self, AnalyzeOptions};
 use server::args;
 use server::kafka::KafkaArgs;
 use server::model_store;
@@ -36,6 +36,6 @@ pub async fn run(args: AnalyzeArgs, kafka_args: &KafkaArgs) -> Result<()> {
         window: Duration::from_secs_f64(args.window_secs),
         lateness: Duration::from_secs_f64(args.lateness_secs),
     };
-    tasks.spawn("analytics", analyze::run(kafka, options, model_rx, tasks.shutdown()));
+    tasks.spawn("analytics", analytics::run(kafka, options, model_rx, tasks.shutdown()));
     tasks.run().await
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use server::analyze::{self, AnalyzeOptions};
+use server::analytics::{self, AnalyzeOptions};
 use server::args;
 use server::broker::port_in_use;
 use server::backend::{BackendOptions, PipelineBackend};
@@ -136,7 +136,7 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     };
     if !args.no_analytics {
         let options = AnalyzeOptions { window: Duration::from_secs_f64(args.window_secs), ..Default::default() };
-        tasks.spawn("analytics", analyze::run(kafka.clone(), options, model_rx.clone(), tasks.shutdown()));
+        tasks.spawn("analytics", analytics::run(kafka.clone(), options, model_rx.clone(), tasks.shutdown()));
     }
     let hub_options = BackendOptions {
         reply_timeout: Duration::from_secs_f64(args.reply_timeout),

@@ -14,7 +14,7 @@ use model::synth::{generate_csv, generate_customers, GenerateOptions};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
-use server::analyze::{self, AnalyzeOptions};
+use server::analytics::{self, AnalyzeOptions};
 use server::csv_io::CustomerCsv;
 use server::health::Health;
 use server::metrics::PipelineMetrics;
@@ -86,7 +86,7 @@ async fn window_stats_match_the_replayed_file_with_two_scorers_and_metrics_count
     let (held_tx, held_stop) = stop_switch();
     let held = watch_assignments(&health, held_stop);
     let options = AnalyzeOptions { window: Duration::from_secs(1), lateness: Duration::from_millis(500), ..Default::default() };
-    let analytics = tokio::spawn(analyze::run(p.kafka.clone(), options, models.clone(), stop.clone()));
+    let analytics = tokio::spawn(analytics::run(p.kafka.clone(), options, models.clone(), stop.clone()));
     let replay_options = ReplayOptions { file: csv, rate: 300.0, repeat: false, limit: None, id_prefix: "s".into(), show_progress: false };
     let (_never, no_stop) = stop_switch();
     assert_eq!(replay(&p.kafka, &replay_options, no_stop).await.unwrap().sent, N as u64);
@@ -147,7 +147,7 @@ async fn outcomes_arriving_later_on_the_labels_topic_join_their_predictions_acro
     let scorer = tokio::spawn(Scorer::new(p.kafka.clone(), "scorer-labels", models.clone()).run(stop.clone()));
     let window = AnalyzeOptions { window: Duration::from_secs(1), lateness: Duration::from_millis(500), ..Default::default() };
     let (first_stop_tx, first_stop) = stop_switch();
-    let first = tokio::spawn(analyze::run(p.kafka.clone(), window.clone(), models.clone(), first_stop));
+    let first = tokio::spawn(analytics::run(p.kafka.clone(), window.clone(), models.clone(), first_stop));
     let replay_options = ReplayOptions { file: csv, rate: 0.0, repeat: false, limit: None, id_prefix: "lab".into(), show_progress: false };
     let (_never, no_stop) = stop_switch();
     replay(&p.kafka, &replay_options, no_stop).await.unwrap();
@@ -157,7 +157,7 @@ async fn outcomes_arriving_later_on_the_labels_topic_join_their_predictions_acro
     // The analytics processor restarts; only then do the outcomes arrive.
     first_stop_tx.cancel();
     first.await.unwrap().unwrap();
-    let second = tokio::spawn(analyze::run(p.kafka.clone(), window, models, stop.clone()));
+    let second = tokio::spawn(analytics::run(p.kafka.clone(), window, models, stop.clone()));
     let producer = p.kafka.idempotent_producer().unwrap();
     let mut expected = model::quality::Confusion::default();
     for (i, customer) in customers.iter().enumerate() {
