@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 use crate::features::Feature;
-use crate::quality::Metrics;
+use crate::quality::QualityReport;
 
 /// Bumped whenever the model file's layout changes incompatibly.
 pub const MODEL_SCHEMA_VERSION: u32 = 1;
@@ -57,7 +57,8 @@ pub struct ChurnModel {
     /// Probability at or above which a customer is labelled a churner.
     pub threshold: f64,
     pub hyperparameters: Hyperparameters,
-    pub metrics: Metrics,
+    /// The cross-validated quality report (named `metrics` in the file format since version 1).
+    pub metrics: QualityReport,
     pub training_data: DataFingerprint,
     /// Inner decile edges of the model's scores on its training data: the reference live scores
     /// are compared with to detect drift.
@@ -166,7 +167,7 @@ pub(crate) mod tests {
                 seed: 7,
                 threshold_rule: "fixed".into(),
             },
-            metrics: Metrics::default(),
+            metrics: QualityReport::default(),
             training_data: DataFingerprint {
                 rows: 0,
                 churners: 0,

@@ -202,7 +202,7 @@ pub fn min_cost_threshold(probabilities: &[f64], labels: &[bool], missed_churner
 
 /// The quality report stored in a model file and shown by `train` and `model info`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
+pub struct QualityReport {
     /// How these figures were obtained, e.g. "stratified 5-fold cross-validation".
     pub method: String,
     pub rows: usize,
@@ -220,7 +220,7 @@ pub struct Metrics {
     pub calibration: Vec<CalibrationBin>,
 }
 
-impl Metrics {
+impl QualityReport {
     pub fn evaluate(
         method: impl Into<String>,
         probabilities: &[f64],
@@ -228,7 +228,7 @@ impl Metrics {
         threshold: f64,
     ) -> Self {
         let confusion = Confusion::at(probabilities, labels, threshold);
-        Metrics {
+        QualityReport {
             method: method.into(),
             rows: labels.len(),
             roc_auc: roc_auc(probabilities, labels),

@@ -36,7 +36,7 @@ impl Default for BackendOptions {
         BackendOptions {
             reply_timeout: Duration::from_secs(5),
             max_pending: 10_000,
-            scorer_group: "churn-scorer".into(),
+            scorer_group: crate::kafka::DEFAULT_SCORER_GROUP.into(),
             instance_id: default_instance_id(format!("pid{}", std::process::id())),
         }
     }

@@ -13,7 +13,7 @@ use crate::features::Feature;
 use crate::model_file::{
     ChurnModel, DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION,
 };
-use crate::quality::{best_f1_threshold, min_cost_threshold, roc_auc, Metrics};
+use crate::quality::{best_f1_threshold, min_cost_threshold, roc_auc, QualityReport};
 use crate::schema::Customer;
 
 /// How the decision threshold is chosen from the out-of-fold predictions.
@@ -188,7 +188,7 @@ pub fn train(
         });
     }
     let threshold = options.threshold_rule.choose(&out_of_fold, &labels);
-    let mut metrics = Metrics::evaluate(
+    let mut metrics = QualityReport::evaluate(
         format!("stratified {k}-fold cross-validation (out-of-fold predictions)"),
         &out_of_fold,
         &labels,

@@ -76,13 +76,13 @@ fn rss_mb() -> f64 {
 }
 
 /// One web server as `churn serve` runs it: a scorer (in the group every instance shares) and a
-/// hub with its own reply topic, serving the app on a free port.
+/// pipeline backend (reply routing on its own reply topic, live feed), serving the app on a free port.
 struct Instance {
     addr: SocketAddr,
     health: Arc<Health>,
     scorer: tokio::task::JoinHandle<Result<()>>,
-    hub_stop: CancellationToken,
-    hub_tasks: tokio::task::JoinHandle<Result<()>>,
+    backend_stop: CancellationToken,
+    backend_tasks: tokio::task::JoinHandle<Result<()>>,
 }
 
 async fn start_instance(
@@ -95,20 +95,20 @@ async fn start_instance(
     let scorer = Scorer::new(kafka.clone(), "bench-web-scorer", models).with_metrics(metrics.clone());
     let health = scorer.health.clone();
     let scorer = tokio::spawn(scorer.run(stop.clone()));
-    let hub_stop = CancellationToken::new();
-    let mut hub_tasks = server::supervisor::Supervisor::new(hub_stop.clone());
+    let backend_stop = CancellationToken::new();
+    let mut backend_tasks = server::supervisor::Supervisor::new(backend_stop.clone());
     let options = BackendOptions { instance_id: format!("bench-web-{id}"), ..BackendOptions::default() };
-    let hub = PipelineBackend::start(kafka.clone(), options, metrics.clone(), app::PipelineStatus::default, &mut hub_tasks).await?;
-    let hub_tasks = tokio::spawn(hub_tasks.run());
+    let backend = PipelineBackend::start(kafka.clone(), options, metrics.clone(), app::PipelineStatus::default, &mut backend_tasks).await?;
+    let backend_tasks = tokio::spawn(backend_tasks.run());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let options = WebOptions { addr, site_root: std::env::temp_dir(), runs_scorer: true };
-    let app = web::router(&options, hub);
+    let app = web::router(&options, backend);
     let server_stop = stop;
     tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { server_stop.cancelled().await; }).await
     });
-    Ok(Instance { addr, health, scorer, hub_stop, hub_tasks })
+    Ok(Instance { addr, health, scorer, backend_stop, backend_tasks })
 }
 
 /// `clients` keep-alive clients on each of `addrs`, all at once: every request's latency (ms,
@@ -200,9 +200,9 @@ pub async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, 
     stop_tx.cancel();
     background.await?;
     for instance in instances {
-        instance.hub_stop.cancel();
+        instance.backend_stop.cancel();
         instance.scorer.await??;
-        instance.hub_tasks.await??;
+        instance.backend_tasks.await??;
     }
     Ok(())
 }

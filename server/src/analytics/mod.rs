@@ -50,7 +50,7 @@ pub struct AnalyzeOptions {
 impl Default for AnalyzeOptions {
     fn default() -> Self {
         AnalyzeOptions {
-            group: "churn-analytics".into(),
+            group: crate::kafka::DEFAULT_ANALYTICS_GROUP.into(),
             window: Duration::from_secs(10),
             lateness: Duration::from_secs(2),
         }

@@ -19,7 +19,7 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value_t = 2.0, allow_negative_numbers = true, value_parser = args::non_negative_seconds)]
     lateness_secs: f64,
     /// Consumer group: run more processors with the same group to share the partitions.
-    #[arg(long, default_value = "churn-analytics")]
+    #[arg(long, default_value = server::kafka::DEFAULT_ANALYTICS_GROUP)]
     group: String,
     /// Model file whose training scores drift is measured against (a published model wins).
     #[arg(short, long, env = "CHURN_MODEL", default_value = "data/model.json")]

@@ -15,7 +15,7 @@ pub struct ScoreArgs {
     #[arg(short, long, env = "CHURN_MODEL", default_value = "data/model.json")]
     pub model: PathBuf,
     /// Consumer group: run more scorers with the same group to share the partitions.
-    #[arg(long, env = "CHURN_GROUP", default_value = "churn-scorer")]
+    #[arg(long, env = "CHURN_GROUP", default_value = server::kafka::DEFAULT_SCORER_GROUP)]
     pub group: String,
 }
 

@@ -138,16 +138,16 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
         let options = AnalyzeOptions { window: Duration::from_secs_f64(args.window_secs), ..Default::default() };
         tasks.spawn("analytics", analytics::run(kafka.clone(), options, model_rx.clone(), tasks.shutdown()));
     }
-    let hub_options = BackendOptions {
+    let backend_options = BackendOptions {
         reply_timeout: Duration::from_secs_f64(args.reply_timeout),
         scorer_group: args.score.group.clone(),
         max_pending: args.max_pending as usize,
         instance_id: args.instance_id.clone().unwrap_or_else(|| server::replies::default_instance_id(args.addr.port())),
     };
-    let hub = PipelineBackend::start(kafka.clone(), hub_options, metrics, status, &mut tasks).await?;
+    let backend = PipelineBackend::start(kafka.clone(), backend_options, metrics, status, &mut tasks).await?;
     let web = WebOptions { addr: args.addr, site_root: args.site_root.clone(), runs_scorer: !args.no_scorer };
     let listener = server::web::bind(&web).await?;
-    tasks.spawn("web server", server::web::serve(listener, web, hub, tasks.shutdown()));
+    tasks.spawn("web server", server::web::serve(listener, web, backend, tasks.shutdown()));
     // Until Ctrl-C or SIGTERM, or the first task to fail (then the exit code is non-zero).
     tasks.run().await
 }

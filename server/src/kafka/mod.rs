@@ -32,6 +32,11 @@ pub use topics::{
 /// The embedded broker's default address.
 pub const DEFAULT_EMBEDDED_PORT: u16 = 9092;
 
+/// The scorers' consumer group (`churn score --group`, `churn serve`).
+pub const DEFAULT_SCORER_GROUP: &str = "churn-scorer";
+/// The analytics processors' consumer group (`churn analyze --group`).
+pub const DEFAULT_ANALYTICS_GROUP: &str = "churn-analytics";
+
 /// Where the brokers are and how to talk to them.
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {

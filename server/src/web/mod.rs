@@ -93,11 +93,11 @@ fn ops_routes() -> Router<AppState> {
 
 /// The web app on the running pipeline.
 pub fn router(options: &WebOptions, pipeline: Arc<PipelineBackend>) -> Router {
-    app(AppState::new(options, pipeline))
+    router_with_state(AppState::new(options, pipeline))
 }
 
 /// The web app on any state: every route, the server functions, and the static files.
-pub fn app(state: AppState) -> Router {
+pub fn router_with_state(state: AppState) -> Router {
     // The app has no client-side router (it keeps the bundle small): its pages are listed here.
     let routes = Page::ROUTES
         .iter()

@@ -14,7 +14,7 @@ use model::{Customer, Prediction};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::{app, AppState, WebOptions, MAX_BODY_BYTES};
+use super::{router_with_state, AppState, WebOptions, MAX_BODY_BYTES};
 use crate::health::Health;
 use crate::live_feed::LiveFeed;
 
@@ -52,7 +52,7 @@ fn prediction() -> Prediction {
 /// The router as `churn serve` builds it, on a fake backend answering `answer`.
 fn router_with(answer: Result<Prediction, PredictError>, health: Arc<Health>, runs_scorer: bool) -> Router {
     let options = WebOptions { addr: ([127, 0, 0, 1], 0).into(), site_root: std::env::temp_dir(), runs_scorer };
-    app(AppState::with_parts(&options, Arc::new(Fake(answer)), Arc::default(), health, Arc::default()))
+    router_with_state(AppState::with_parts(&options, Arc::new(Fake(answer)), Arc::default(), health, Arc::default()))
 }
 
 fn router(answer: Result<Prediction, PredictError>) -> Router {

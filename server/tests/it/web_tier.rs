@@ -53,25 +53,25 @@ async fn three_web_servers_and_three_scorers_each_server_gets_the_replies_to_its
     })
     .await;
 
-    let hub_stop = CancellationToken::new();
-    let mut hub_tasks = Supervisor::new(hub_stop.clone());
-    let mut hubs = Vec::new();
+    let backend_stop = CancellationToken::new();
+    let mut backend_tasks = Supervisor::new(backend_stop.clone());
+    let mut backends = Vec::new();
     for id in SERVERS {
         let options = BackendOptions { instance_id: id.into(), ..BackendOptions::default() };
-        let hub = PipelineBackend::start(p.kafka.clone(), options, Arc::default(), app::PipelineStatus::default, &mut hub_tasks).await.unwrap();
-        assert_eq!(hub.replies().reply_topic(), format!("test3-replies-{id}"));
-        hubs.push(hub);
+        let backend = PipelineBackend::start(p.kafka.clone(), options, Arc::default(), app::PipelineStatus::default, &mut backend_tasks).await.unwrap();
+        assert_eq!(backend.replies().reply_topic(), format!("test3-replies-{id}"));
+        backends.push(backend);
     }
-    let health = hub_tasks.health.clone();
-    let hub_tasks = tokio::spawn(hub_tasks.run());
+    let health = backend_tasks.health.clone();
+    let backend_tasks = tokio::spawn(backend_tasks.run());
 
     // Load on all three at once: every request of every server in flight together.
     let customers = generate_customers(&GenerateOptions { rows: SERVERS.len() * PER_SERVER, seed: 12, messy_fraction: 0.0 });
     let mut requests = Vec::new();
-    for (server, hub) in hubs.iter().enumerate() {
+    for (server, backend) in backends.iter().enumerate() {
         for customer in &customers[server * PER_SERVER..(server + 1) * PER_SERVER] {
-            let (hub, record) = (hub.clone(), customer.to_raw());
-            requests.push((server, tokio::spawn(async move { app::predict_record(&*hub, record).await })));
+            let (backend, record) = (backend.clone(), customer.to_raw());
+            requests.push((server, tokio::spawn(async move { app::predict_record(&*backend, record).await })));
         }
     }
     let mut answered: Vec<HashSet<String>> = vec![HashSet::new(); SERVERS.len()];
@@ -85,8 +85,8 @@ async fn three_web_servers_and_three_scorers_each_server_gets_the_replies_to_its
     assert_eq!(all.len(), SERVERS.len() * PER_SERVER, "every request got its own prediction, no id twice");
 
     // Each reply topic holds exactly the replies to its own server's requests.
-    for (server, hub) in hubs.iter().enumerate() {
-        let replies = read_topic(&one_partition(&p.kafka), hub.replies().reply_topic(), TIMEOUT, |m| m.len() >= PER_SERVER);
+    for (server, backend) in backends.iter().enumerate() {
+        let replies = read_topic(&one_partition(&p.kafka), backend.replies().reply_topic(), TIMEOUT, |m| m.len() >= PER_SERVER);
         let on_topic: HashSet<String> = keys(&replies).into_iter().collect();
         assert_eq!(on_topic, answered[server], "{}'s reply topic holds its own replies and no other's", SERVERS[server]);
     }
@@ -95,9 +95,9 @@ async fn three_web_servers_and_three_scorers_each_server_gets_the_replies_to_its
         all.is_subset(&predictions_by_id(m).into_keys().collect())
     });
     assert!(all.is_subset(&predictions_by_id(&predictions).into_keys().collect()));
-    for (server, hub) in hubs.iter().enumerate() {
+    for (server, backend) in backends.iter().enumerate() {
         wait_until(&format!("{}'s live feed to show every prediction", SERVERS[server]), TIMEOUT, || {
-            let csv = hub.live().export_csv(5.0);
+            let csv = backend.live().export_csv(5.0);
             all.iter().all(|id| csv.contains(id.as_str()))
         })
         .await;
@@ -109,13 +109,13 @@ async fn three_web_servers_and_three_scorers_each_server_gets_the_replies_to_its
     assert!(health.failures().is_empty(), "no task of the web servers failed: {:?}", health.failures());
 
     stop_tx.cancel();
-    hub_stop.cancel();
+    backend_stop.cancel();
     for scorer in scorers {
         scorer.await.unwrap().unwrap();
     }
     // A task that ends at the stop may be taken for one that ended early (the supervisor's wait
     // races the two); what matters here is that every task ended in time.
-    if let Err(e) = hub_tasks.await.unwrap() {
+    if let Err(e) = backend_tasks.await.unwrap() {
         assert!(e.to_string().contains("ended unexpectedly"), "{e}");
     }
 }
