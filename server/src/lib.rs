@@ -5,7 +5,7 @@
 pub mod analytics;
 pub mod args;
 pub mod backend;
-pub mod batch;
+pub mod csv_scoring;
 pub mod broker;
 pub mod csv_io;
 pub mod health;

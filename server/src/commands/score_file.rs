@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use server::batch::score_file;
+use server::csv_scoring::score_file;
 use server::model_store;
 
 #[derive(clap::Args)]
