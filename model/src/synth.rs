@@ -222,8 +222,13 @@ pub fn generate_customers(options: &GenerateOptions) -> Vec<Customer> {
 /// One CSV row, quoted by the `csv` crate, ending in `line_end` (messy rows end in CRLF, and
 /// may carry extra trailing cells).
 fn csv_row(cells: &[String], line_end: csv::Terminator) -> String {
-    let mut writer = csv::WriterBuilder::new().flexible(true).terminator(line_end).from_writer(Vec::new());
-    writer.write_record(cells).expect("writing to memory cannot fail");
+    let mut writer = csv::WriterBuilder::new()
+        .flexible(true)
+        .terminator(line_end)
+        .from_writer(Vec::new());
+    writer
+        .write_record(cells)
+        .expect("writing to memory cannot fail");
     let bytes = writer.into_inner().expect("flushing to memory cannot fail");
     String::from_utf8(bytes).expect("the cells are UTF-8 text")
 }

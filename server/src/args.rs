@@ -21,7 +21,10 @@ fn shown(value: f64) -> String {
 
 fn number(text: &str) -> Result<f64, String> {
     let quoted = || format!("{:?}", model::record::truncate_utf8(text, 40));
-    let value: f64 = text.trim().parse().map_err(|_| format!("{} is not a number", quoted()))?;
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{} is not a number", quoted()))?;
     if !value.is_finite() {
         return Err(format!("{} is not a finite number", quoted()));
     }
@@ -32,7 +35,10 @@ fn number(text: &str) -> Result<f64, String> {
 pub fn positive_seconds(text: &str) -> Result<f64, String> {
     match number(text)? {
         s if (MIN_SECONDS..=MAX_SECONDS).contains(&s) => Ok(s),
-        s => Err(format!("must be between {MIN_SECONDS} and {MAX_SECONDS} seconds, got {}", shown(s))),
+        s => Err(format!(
+            "must be between {MIN_SECONDS} and {MAX_SECONDS} seconds, got {}",
+            shown(s)
+        )),
     }
 }
 
@@ -40,7 +46,10 @@ pub fn positive_seconds(text: &str) -> Result<f64, String> {
 pub fn non_negative_seconds(text: &str) -> Result<f64, String> {
     match number(text)? {
         s if (0.0..=MAX_SECONDS).contains(&s) => Ok(s),
-        s => Err(format!("must be between 0 and {MAX_SECONDS} seconds, got {}", shown(s))),
+        s => Err(format!(
+            "must be between 0 and {MAX_SECONDS} seconds, got {}",
+            shown(s)
+        )),
     }
 }
 
@@ -72,7 +81,9 @@ pub fn non_negative(text: &str) -> Result<f64, String> {
 pub fn id_prefix(text: &str) -> Result<String, String> {
     const MAX: usize = 64;
     if text.is_empty() || text.len() > MAX || text.chars().any(char::is_control) {
-        return Err(format!("must be 1 to {MAX} bytes without control characters"));
+        return Err(format!(
+            "must be 1 to {MAX} bytes without control characters"
+        ));
     }
     Ok(text.to_owned())
 }
@@ -88,7 +99,12 @@ mod tests {
             assert!(!error.is_empty(), "{bad}");
         }
         assert_eq!(positive_seconds(" 2.5 "), Ok(2.5));
-        assert!(positive_seconds("1e300").unwrap_err().ends_with("got 1e300"), "short, as written");
+        assert!(
+            positive_seconds("1e300")
+                .unwrap_err()
+                .ends_with("got 1e300"),
+            "short, as written"
+        );
         assert!(positive_seconds(&"9".repeat(400)).unwrap_err().len() < 120);
         assert_eq!(non_negative_seconds("0"), Ok(0.0));
         assert!(non_negative_seconds("-0.1").is_err());
@@ -96,7 +112,10 @@ mod tests {
         assert!(rate("-5").unwrap_err().contains("as fast as possible"));
         assert!(rate("NaN").is_err());
         assert!(rate("1e-300").is_err(), "a period past any Duration");
-        assert!(positive_seconds("1e-9").is_err(), "rounds to no time at all");
+        assert!(
+            positive_seconds("1e-9").is_err(),
+            "rounds to no time at all"
+        );
         assert!(share("1.5").is_err());
         assert!(non_negative("-1").is_err());
         assert!(id_prefix(&"x".repeat(65)).is_err());

@@ -65,8 +65,15 @@ impl PipelineBackend {
     ) -> Result<Arc<PipelineBackend>> {
         let shutdown = tasks.shutdown();
         let pending_gauge = metrics.pending_requests.clone();
-        let replies =
-            Replies::start(&kafka, &options.instance_id, options.reply_timeout, options.max_pending, pending_gauge, tasks).await?;
+        let replies = Replies::start(
+            &kafka,
+            &options.instance_id,
+            options.reply_timeout,
+            options.max_pending,
+            pending_gauge,
+            tasks,
+        )
+        .await?;
         let live = LiveFeed::start(&kafka, tasks).await?;
         let backend = Arc::new(PipelineBackend {
             replies,
@@ -76,9 +83,21 @@ impl PipelineBackend {
             metrics,
             health: tasks.health.clone(),
         });
-        tasks.spawn("dashboard stats reader", follow_stats(kafka.clone(), backend.stats.clone(), shutdown.clone()));
+        tasks.spawn(
+            "dashboard stats reader",
+            follow_stats(kafka.clone(), backend.stats.clone(), shutdown.clone()),
+        );
         let (metrics, health) = (backend.metrics.clone(), backend.health.clone());
-        tasks.spawn("consumer lag monitor", watch_lag(kafka, options.scorer_group, metrics, health, shutdown.clone()));
+        tasks.spawn(
+            "consumer lag monitor",
+            watch_lag(
+                kafka,
+                options.scorer_group,
+                metrics,
+                health,
+                shutdown.clone(),
+            ),
+        );
         let current = {
             let backend = backend.clone();
             move || (backend.status(), backend.dashboard())
@@ -114,7 +133,10 @@ impl PipelineBackend {
         let now = chrono::Utc::now().timestamp_millis();
         let recent = self.live.since(now - 5 * 60_000);
         let lag = self.metrics.lag();
-        self.stats.lock().expect("stats view").dashboard(now, &recent, lag)
+        self.stats
+            .lock()
+            .expect("stats view")
+            .dashboard(now, &recent, lag)
     }
 }
 
@@ -126,7 +148,8 @@ impl Backend for PipelineBackend {
     fn predict(
         &self,
         customer: Customer,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Prediction, PredictError>> + Send>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Prediction, PredictError>> + Send>>
+    {
         self.replies.request(customer)
     }
 
@@ -135,7 +158,11 @@ impl Backend for PipelineBackend {
     }
 
     fn sample(&self) -> Customer {
-        let options = model::synth::GenerateOptions { rows: 1, seed: rand::random(), messy_fraction: 0.0 };
+        let options = model::synth::GenerateOptions {
+            rows: 1,
+            seed: rand::random(),
+            messy_fraction: 0.0,
+        };
         let mut customer = model::synth::generate_customers(&options).remove(0);
         customer.churn = None;
         customer

@@ -56,7 +56,9 @@ pub fn nisshi_binary() -> Result<PathBuf> {
     }
     let tools = std::env::var_os("CHURN_TOOLS")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/customer-churn/tools")));
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/customer-churn/tools"))
+        });
     let candidates = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
@@ -96,7 +98,11 @@ pub fn free_port() -> u16 {
 
 /// True when something accepts connections on 127.0.0.1:port.
 pub fn port_in_use(port: u16) -> bool {
-    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(300)).is_ok()
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(300),
+    )
+    .is_ok()
 }
 
 impl EmbeddedBroker {
@@ -104,7 +110,10 @@ impl EmbeddedBroker {
     pub fn start(options: BrokerOptions) -> Result<Self> {
         let binary = nisshi_binary()?;
         if port_in_use(options.port) {
-            bail!("port {} is already in use: pick another with --broker-port", options.port);
+            bail!(
+                "port {} is already in use: pick another with --broker-port",
+                options.port
+            );
         }
         let url = format!("tcp://127.0.0.1:{}", options.port);
         let mut command = Command::new(&binary);
@@ -119,14 +128,20 @@ impl EmbeddedBroker {
                 command.args(["--storage-engine", "memory://nisshi/"]);
             }
             Storage::Sqlite(dir) => {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
                 // Nisshi resolves sqlite paths against its working directory.
-                command.current_dir(dir).args(["--storage-engine", "sqlite://nisshi.db"]);
+                command
+                    .current_dir(dir)
+                    .args(["--storage-engine", "sqlite://nisshi.db"]);
             }
         }
         match &options.log_file {
             Some(path) => {
-                let log = File::options().create(true).append(true).open(path)
+                let log = File::options()
+                    .create(true)
+                    .append(true)
+                    .open(path)
                     .with_context(|| format!("opening broker log {}", path.display()))?;
                 command.stdout(log.try_clone()?).stderr(log);
             }
@@ -147,7 +162,10 @@ impl EmbeddedBroker {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                let hint = self.options.log_file.as_ref()
+                let hint = self
+                    .options
+                    .log_file
+                    .as_ref()
                     .map(|p| format!("; see {}", p.display()))
                     .unwrap_or_default();
                 bail!("the embedded broker exited at start ({status}){hint}");
@@ -156,7 +174,10 @@ impl EmbeddedBroker {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the embedded broker did not open port {} within {timeout:?}", self.options.port);
+                bail!(
+                    "the embedded broker did not open port {} within {timeout:?}",
+                    self.options.port
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -42,7 +42,10 @@ impl CustomerCsv<BufReader<File>> {
 impl<R: Read> CustomerCsv<R> {
     pub fn new(input: R) -> Result<Self> {
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
-        let headers = reader.headers().context("the file has no header row")?.clone();
+        let headers = reader
+            .headers()
+            .context("the file has no header row")?
+            .clone();
         let columns: Vec<Option<Field>> = headers.iter().map(Field::from_column).collect();
         let missing: Vec<&str> = Field::ALL
             .iter()
@@ -67,24 +70,30 @@ impl<R: Read> CustomerCsv<R> {
     /// The rows as loose records; a row the CSV parser cannot read is an error, not the end.
     pub fn rows(&mut self) -> impl Iterator<Item = Result<CsvRow, RowError>> + '_ {
         let columns = self.columns.clone();
-        self.reader.records().filter_map(move |record| match record {
-            Ok(record) => {
-                let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
-                // A blank line (or only empty cells) is not a customer.
-                if record.iter().all(|cell| cell.trim().is_empty()) {
-                    return None;
+        self.reader
+            .records()
+            .filter_map(move |record| match record {
+                Ok(record) => {
+                    let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
+                    // A blank line (or only empty cells) is not a customer.
+                    if record.iter().all(|cell| cell.trim().is_empty()) {
+                        return None;
+                    }
+                    let cells = columns
+                        .iter()
+                        .zip(record.iter())
+                        .filter_map(|(field, cell)| field.map(|f| (f, cell)));
+                    Some(Ok(CsvRow {
+                        line,
+                        byte,
+                        raw: RawCustomer::from_text_cells(cells),
+                    }))
                 }
-                let cells = columns
-                    .iter()
-                    .zip(record.iter())
-                    .filter_map(|(field, cell)| field.map(|f| (f, cell)));
-                Some(Ok(CsvRow { line, byte, raw: RawCustomer::from_text_cells(cells) }))
-            }
-            Err(e) => Some(Err(RowError::Malformed {
-                line: e.position().map_or(0, |p| p.line()),
-                message: e.to_string(),
-            })),
-        })
+                Err(e) => Some(Err(RowError::Malformed {
+                    line: e.position().map_or(0, |p| p.line()),
+                    message: e.to_string(),
+                })),
+            })
     }
 
     /// Validated customers; bad rows are returned separately, each with its line and reason.
@@ -93,7 +102,10 @@ impl<R: Read> CustomerCsv<R> {
         let mut bad = Vec::new();
         for row in self.rows() {
             match row.and_then(|row| {
-                validate(&row.raw).map_err(|errors| RowError::Invalid { line: row.line, errors })
+                validate(&row.raw).map_err(|errors| RowError::Invalid {
+                    line: row.line,
+                    errors,
+                })
             }) {
                 Ok(customer) => good.push(customer),
                 Err(e) => bad.push(e),
@@ -110,20 +122,31 @@ mod tests {
 
     #[test]
     fn every_row_of_a_generated_file_validates() {
-        let text = generate_csv(&GenerateOptions { rows: 500, seed: 3, messy_fraction: 0.0 });
+        let text = generate_csv(&GenerateOptions {
+            rows: 500,
+            seed: 3,
+            messy_fraction: 0.0,
+        });
         let (good, bad) = CustomerCsv::new(text.as_bytes()).unwrap().customers();
         assert_eq!((good.len(), bad.len()), (500, 0), "{bad:?}");
     }
 
     #[test]
     fn messy_files_keep_every_usable_row_and_report_the_rest_by_line() {
-        let text = generate_csv(&GenerateOptions { rows: 400, seed: 5, messy_fraction: 0.3 });
+        let text = generate_csv(&GenerateOptions {
+            rows: 400,
+            seed: 5,
+            messy_fraction: 0.3,
+        });
         let (good, bad) = CustomerCsv::new(text.as_bytes()).unwrap().customers();
         assert_eq!(good.len() + bad.len(), 400);
         assert!(!bad.is_empty() && bad.len() < 60, "{}", bad.len());
         for e in &bad {
             let message = e.to_string();
-            assert!(message.starts_with("line ") && message.contains("missing"), "{message}");
+            assert!(
+                message.starts_with("line ") && message.contains("missing"),
+                "{message}"
+            );
         }
     }
 
@@ -143,7 +166,10 @@ mod tests {
 
     #[test]
     fn a_missing_column_is_named() {
-        let err = CustomerCsv::new("Names,Age\nA,3\n".as_bytes()).err().unwrap().to_string();
+        let err = CustomerCsv::new("Names,Age\nA,3\n".as_bytes())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("missing column(s) Total_Purchase"), "{err}");
     }
 }

@@ -16,12 +16,30 @@ pub struct BatchSummary {
 }
 
 /// Scores every valid row of `input` into `output`; bad rows are skipped and returned.
-pub fn score_file(model: &ChurnModel, input: &Path, output: &Path, show_progress: bool) -> Result<BatchSummary> {
-    let size = std::fs::metadata(input).with_context(|| format!("cannot open {}", input.display()))?.len();
+pub fn score_file(
+    model: &ChurnModel,
+    input: &Path,
+    output: &Path,
+    show_progress: bool,
+) -> Result<BatchSummary> {
+    let size = std::fs::metadata(input)
+        .with_context(|| format!("cannot open {}", input.display()))?
+        .len();
     let mut csv = CustomerCsv::open(input)?;
-    let mut writer = csv::Writer::from_path(output).with_context(|| format!("cannot write {}", output.display()))?;
-    let mut header: Vec<&str> = Field::ALL.iter().filter(|&&f| f != Field::Churn).map(|f| f.column()).collect();
-    header.extend(["line", "churn_probability", "churn_predicted", "model_version", "top_factors"]);
+    let mut writer = csv::Writer::from_path(output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    let mut header: Vec<&str> = Field::ALL
+        .iter()
+        .filter(|&&f| f != Field::Churn)
+        .map(|f| f.column())
+        .collect();
+    header.extend([
+        "line",
+        "churn_probability",
+        "churn_predicted",
+        "model_version",
+        "top_factors",
+    ]);
     writer.write_record(&header)?;
 
     let bar = if show_progress {
@@ -46,13 +64,21 @@ pub fn score_file(model: &ChurnModel, input: &Path, output: &Path, show_progress
         let customer = match validate(&row.raw) {
             Ok(customer) => customer,
             Err(errors) => {
-                summary.bad.push(RowError::Invalid { line: row.line, errors });
+                summary.bad.push(RowError::Invalid {
+                    line: row.line,
+                    errors,
+                });
                 continue;
             }
         };
         let score = model.score(&customer);
-        let top = &score.contributions[..score.contributions.len().min(model::message::TOP_FACTORS)];
-        let mut record: Vec<String> = Field::ALL.iter().filter(|&&f| f != Field::Churn).map(|&f| customer.cell(f)).collect();
+        let top =
+            &score.contributions[..score.contributions.len().min(model::message::TOP_FACTORS)];
+        let mut record: Vec<String> = Field::ALL
+            .iter()
+            .filter(|&&f| f != Field::Churn)
+            .map(|&f| customer.cell(f))
+            .collect();
         record.extend([
             row.line.to_string(),
             format!("{:.6}", score.probability),
@@ -62,9 +88,15 @@ pub fn score_file(model: &ChurnModel, input: &Path, output: &Path, show_progress
         ]);
         writer.write_record(&record)?;
         summary.scored += 1;
-        bar.set_message(format!("{} scored, {} bad", summary.scored, summary.bad.len()));
+        bar.set_message(format!(
+            "{} scored, {} bad",
+            summary.scored,
+            summary.bad.len()
+        ));
     }
-    writer.flush().with_context(|| format!("writing {}", output.display()))?;
+    writer
+        .flush()
+        .with_context(|| format!("writing {}", output.display()))?;
     bar.finish_and_clear();
     Ok(summary)
 }
@@ -79,10 +111,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.csv");
         let output = dir.path().join("out.csv");
-        let options = GenerateOptions { rows: 300, seed: 8, messy_fraction: 0.3 };
+        let options = GenerateOptions {
+            rows: 300,
+            seed: 8,
+            messy_fraction: 0.3,
+        };
         std::fs::write(&input, generate_csv(&options)).unwrap();
         let customers = model::synth::generate_customers(&options);
-        let model = model::train::train(&customers, &Default::default(), "t".into(), |_| {}).unwrap();
+        let model =
+            model::train::train(&customers, &Default::default(), "t".into(), |_| {}).unwrap();
 
         let summary = score_file(&model, &input, &output, false).unwrap();
         assert!(!summary.bad.is_empty());

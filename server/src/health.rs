@@ -45,18 +45,27 @@ pub struct Readiness {
 impl Readiness {
     /// Ready: 200; otherwise 503.
     pub fn is_ready(&self) -> bool {
-        self.broker_reachable && self.consumer_assigned && self.model_loaded && self.failed_tasks.is_empty()
+        self.broker_reachable
+            && self.consumer_assigned
+            && self.model_loaded
+            && self.failed_tasks.is_empty()
     }
 }
 
 impl Health {
     pub fn record_failure(&self, failure: String) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).push(failure);
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(failure);
     }
 
     /// Every failure so far, e.g. "scorer ended unexpectedly".
     pub fn failures(&self) -> Vec<String> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether the scorer holds partitions now (after each rebalance).
@@ -85,7 +94,8 @@ impl Health {
 
     /// The scorer's model, by version (empty: none yet).
     pub fn set_model_version(&self, version: &str) {
-        self.model_loaded.store(!version.is_empty(), Ordering::Relaxed);
+        self.model_loaded
+            .store(!version.is_empty(), Ordering::Relaxed);
     }
 
     pub fn model_loaded(&self) -> bool {
@@ -131,7 +141,9 @@ mod tests {
         let fresh = Health::default();
         let readiness = fresh.readiness(true);
         assert!(!readiness.is_ready());
-        assert!(readiness.broker_reachable && !readiness.consumer_assigned && !readiness.model_loaded);
+        assert!(
+            readiness.broker_reachable && !readiness.consumer_assigned && !readiness.model_loaded
+        );
 
         let broker_away = scoring();
         broker_away.set_broker_ok(false);
@@ -146,7 +158,10 @@ mod tests {
         failed.record_failure("replies reader panicked: poisoned lock".into());
         let readiness = failed.readiness(true);
         assert!(!readiness.is_ready());
-        assert_eq!(readiness.failed_tasks, vec!["replies reader panicked: poisoned lock".to_owned()]);
+        assert_eq!(
+            readiness.failed_tasks,
+            vec!["replies reader panicked: poisoned lock".to_owned()]
+        );
     }
 
     #[test]
@@ -160,6 +175,9 @@ mod tests {
     #[test]
     fn the_body_keeps_its_field_order() {
         let text = serde_json::to_string(&Health::default().readiness(false)).unwrap();
-        assert_eq!(text, r#"{"broker_reachable":true,"consumer_assigned":true,"failed_tasks":[],"model_loaded":true}"#);
+        assert_eq!(
+            text,
+            r#"{"broker_reachable":true,"consumer_assigned":true,"failed_tasks":[],"model_loaded":true}"#
+        );
     }
 }

@@ -43,7 +43,12 @@ pub async fn watch_lag(
             let committed: HashMap<i32, i64> = committed
                 .elements()
                 .iter()
-                .map(|e| (e.partition(), e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0)))
+                .map(|e| {
+                    (
+                        e.partition(),
+                        e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0),
+                    )
+                })
                 .collect();
             (0..partitions)
                 .map(|p| {

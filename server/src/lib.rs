@@ -5,9 +5,9 @@
 pub mod analytics;
 pub mod args;
 pub mod backend;
-pub mod csv_scoring;
 pub mod broker;
 pub mod csv_io;
+pub mod csv_scoring;
 pub mod health;
 pub mod kafka;
 pub mod lag_monitor;

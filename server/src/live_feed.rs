@@ -47,7 +47,10 @@ pub struct LiveFeed {
 
 impl Default for LiveFeed {
     fn default() -> Self {
-        LiveFeed { events: broadcast::channel(1024).0, window: Mutex::default() }
+        LiveFeed {
+            events: broadcast::channel(1024).0,
+            window: Mutex::default(),
+        }
     }
 }
 
@@ -79,7 +82,10 @@ impl LiveFeed {
         {
             let mut w = self.window.lock().expect("window");
             let second = now_ms.div_euclid(1000);
-            let bucket = w.open.entry(second).or_insert(SecondStats { second, ..Default::default() });
+            let bucket = w.open.entry(second).or_insert(SecondStats {
+                second,
+                ..Default::default()
+            });
             bucket.predictions += 1;
             bucket.churners += u64::from(prediction.churn);
             w.recent.push_back(prediction.clone());
@@ -101,7 +107,10 @@ impl LiveFeed {
         {
             let mut w = self.window.lock().expect("window");
             for second in (last_closed + 1)..now {
-                let stats = w.open.remove(&second).unwrap_or(SecondStats { second, ..Default::default() });
+                let stats = w.open.remove(&second).unwrap_or(SecondStats {
+                    second,
+                    ..Default::default()
+                });
                 w.seconds.push_back(stats);
                 closed.push(stats);
             }
@@ -132,15 +141,31 @@ impl LiveFeed {
     /// Predictions received since `since_ms`, oldest first.
     pub fn since(&self, since_ms: i64) -> Vec<Prediction> {
         let w = self.window.lock().expect("window");
-        w.history.iter().filter(|(at, _)| *at >= since_ms).map(|(_, p)| p.clone()).collect()
+        w.history
+            .iter()
+            .filter(|(at, _)| *at >= since_ms)
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 
     /// Predictions received in the last `minutes`, oldest first, as CSV.
     pub fn export_csv(&self, minutes: f64) -> String {
         let since = chrono::Utc::now().timestamp_millis() - (minutes * 60_000.0) as i64;
-        let mut out = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
-        let header = ["id", "scored_at", "name", "churn_probability", "churn", "threshold", "model_version", "top_factors"];
-        out.write_record(header).expect("writing to memory cannot fail");
+        let mut out = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::new());
+        let header = [
+            "id",
+            "scored_at",
+            "name",
+            "churn_probability",
+            "churn",
+            "threshold",
+            "model_version",
+            "top_factors",
+        ];
+        out.write_record(header)
+            .expect("writing to memory cannot fail");
         let w = self.window.lock().expect("window");
         for (_, p) in w.history.iter().filter(|(at, _)| *at >= since) {
             let cells = [
@@ -153,7 +178,8 @@ impl LiveFeed {
                 p.model_version.clone(),
                 model::describe_all(&p.top_factors),
             ];
-            out.write_record(&cells).expect("writing to memory cannot fail");
+            out.write_record(&cells)
+                .expect("writing to memory cannot fail");
         }
         let bytes = out.into_inner().expect("flushing to memory cannot fail");
         String::from_utf8(bytes).expect("the cells are UTF-8 text")
@@ -164,29 +190,36 @@ impl LiveFeed {
 async fn feed_consumer(kafka: &Kafka) -> Result<StreamConsumer> {
     let consumer: StreamConsumer = kafka
         // The group id is required by librdkafka but unused: partitions are assigned, never subscribed.
-        .consumer_config("churn-web-feed", &[
-            ("enable.auto.commit", "false"),
-            // The feed is for eyes, not for replies: a tenth of a second late is not seen, and an
-            // idle topic costs each instance 20 times fewer fetches than at 5 ms.
-            ("fetch.wait.max.ms", "100"),
-        ])
+        .consumer_config(
+            "churn-web-feed",
+            &[
+                ("enable.auto.commit", "false"),
+                // The feed is for eyes, not for replies: a tenth of a second late is not seen, and an
+                // idle topic costs each instance 20 times fewer fetches than at 5 ms.
+                ("fetch.wait.max.ms", "100"),
+            ],
+        )
         .create()
         .context("creating the live feed consumer")?;
     let topic = kafka.topics.predictions.clone();
     let partitions = {
         let consumer = &consumer;
-        tokio::task::block_in_place(|| consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)))
-            .with_context(|| format!("reading the partitions of {topic}"))?
-            .topics()
-            .first()
-            .map(|t| t.partitions().len() as i32)
-            .unwrap_or(0)
+        tokio::task::block_in_place(|| {
+            consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))
+        })
+        .with_context(|| format!("reading the partitions of {topic}"))?
+        .topics()
+        .first()
+        .map(|t| t.partitions().len() as i32)
+        .unwrap_or(0)
     };
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions.max(1) {
         assignment.add_partition_offset(&topic, partition, Offset::End)?;
     }
-    consumer.assign(&assignment).with_context(|| format!("reading {topic}"))?;
+    consumer
+        .assign(&assignment)
+        .with_context(|| format!("reading {topic}"))?;
     Ok(consumer)
 }
 
@@ -256,17 +289,35 @@ mod tests {
         feed.record(prediction("c", true), 12_100);
         feed.close_seconds_until(9, 13);
         let (snapshot, _) = feed.subscribe(PipelineStatus::default());
-        let FeedEvent::Snapshot { recent, seconds, .. } = snapshot else { panic!("a snapshot first") };
-        assert_eq!(recent.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
-        let counts: Vec<_> = seconds.iter().map(|s| (s.second, s.predictions, s.churners)).collect();
-        assert_eq!(counts, [(10, 2, 1), (11, 0, 0), (12, 1, 1)], "the quiet second is shown too");
+        let FeedEvent::Snapshot {
+            recent, seconds, ..
+        } = snapshot
+        else {
+            panic!("a snapshot first")
+        };
+        assert_eq!(
+            recent.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        let counts: Vec<_> = seconds
+            .iter()
+            .map(|s| (s.second, s.predictions, s.churners))
+            .collect();
+        assert_eq!(
+            counts,
+            [(10, 2, 1), (11, 0, 0), (12, 1, 1)],
+            "the quiet second is shown too"
+        );
         let mut pushed = Vec::new();
         while let Ok(event) = events.try_recv() {
             pushed.push(event);
         }
         assert_eq!(pushed.len(), 6);
         assert!(matches!(&pushed[0], FeedEvent::Prediction(p) if p.id == "a"));
-        assert!(matches!(pushed[5], FeedEvent::Second(SecondStats { second: 12, .. })));
+        assert!(matches!(
+            pushed[5],
+            FeedEvent::Second(SecondStats { second: 12, .. })
+        ));
     }
 
     #[test]
@@ -277,9 +328,17 @@ mod tests {
         feed.record(prediction("new", true), now);
         let csv = feed.export_csv(5.0);
         let lines: Vec<_> = csv.lines().collect();
-        assert_eq!(lines[0], "id,scored_at,name,churn_probability,churn,threshold,model_version,top_factors");
+        assert_eq!(
+            lines[0],
+            "id,scored_at,name,churn_probability,churn,threshold,model_version,top_factors"
+        );
         assert_eq!(lines.len(), 2, "{csv}");
-        assert!(lines[1].starts_with("new,2024-01-01T00:00:00.000Z,\"A, \"\"B\"\"\",0.900000,1,0.500000,m-1,"), "{csv}");
+        assert!(
+            lines[1].starts_with(
+                "new,2024-01-01T00:00:00.000Z,\"A, \"\"B\"\"\",0.900000,1,0.500000,m-1,"
+            ),
+            "{csv}"
+        );
         assert_eq!(feed.since(now - 60_000).len(), 1);
     }
 }

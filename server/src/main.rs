@@ -23,17 +23,26 @@ use commands::serve::ServeArgs;
 use commands::train::TrainArgs;
 
 #[derive(Parser)]
-#[command(name = "churn", version, about = "Real-time customer churn prediction on Apache Kafka",
-          long_about = "Real-time customer churn prediction on Apache Kafka.\n\n\
+#[command(
+    name = "churn",
+    version,
+    about = "Real-time customer churn prediction on Apache Kafka",
+    long_about = "Real-time customer churn prediction on Apache Kafka.\n\n\
     Customer records stream into a topic, a scorer predicts churn with a logistic-regression model, \
     and predictions stream out, with a web app to watch and query them. Runs on an embedded \
-    Kafka-compatible broker by default, or on your cluster with --brokers.")]
+    Kafka-compatible broker by default, or on your cluster with --brokers."
+)]
 struct Cli {
     #[command(flatten)]
     kafka: KafkaArgs,
     /// Log filter, e.g. "info" or "debug,librdkafka=debug". librdkafka's own messages are off
     /// by default: while a broker is away every client repeats them; ours say it once per cause.
-    #[arg(long, env = "CHURN_LOG", default_value = "info,rdkafka=off,librdkafka=off", global = true)]
+    #[arg(
+        long,
+        env = "CHURN_LOG",
+        default_value = "info,rdkafka=off,librdkafka=off",
+        global = true
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -111,20 +120,51 @@ mod tests {
     /// then ignore) its file flags.
     #[test]
     fn only_score_file_takes_input_and_output_files() {
-        let cli = parse(&["score-file", "--model", "m.json", "--input", "in.csv", "--output", "out.csv"]).unwrap();
+        let cli = parse(&[
+            "score-file",
+            "--model",
+            "m.json",
+            "--input",
+            "in.csv",
+            "--output",
+            "out.csv",
+        ])
+        .unwrap();
         assert!(matches!(cli.command, Command::ScoreFile(_)));
-        assert!(parse(&["score-file", "--input", "in.csv"]).is_err(), "--output is required");
-        assert!(parse(&["score-file", "--output", "out.csv"]).is_err(), "--input is required");
+        assert!(
+            parse(&["score-file", "--input", "in.csv"]).is_err(),
+            "--output is required"
+        );
+        assert!(
+            parse(&["score-file", "--output", "out.csv"]).is_err(),
+            "--input is required"
+        );
         for args in [
             &["serve", "--input", "x.csv", "--output", "y.csv"][..],
             &["serve", "--input", "x.csv"],
             &["score", "--input", "x.csv", "--output", "y.csv"],
             &["score", "--output", "y.csv"],
         ] {
-            let error = parse(args).err().unwrap_or_else(|| panic!("{args:?} is accepted"));
-            assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument, "{args:?}: {error}");
+            let error = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} is accepted"));
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{args:?}: {error}"
+            );
         }
-        assert!(matches!(parse(&["score", "--model", "m.json", "--group", "g"]).unwrap().command, Command::Score(_)));
-        assert!(matches!(parse(&["serve", "--model", "m.json", "--group", "g"]).unwrap().command, Command::Serve(_)));
+        assert!(matches!(
+            parse(&["score", "--model", "m.json", "--group", "g"])
+                .unwrap()
+                .command,
+            Command::Score(_)
+        ));
+        assert!(matches!(
+            parse(&["serve", "--model", "m.json", "--group", "g"])
+                .unwrap()
+                .command,
+            Command::Serve(_)
+        ));
     }
 }

@@ -14,7 +14,9 @@ use prometheus_client::registry::Registry;
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Bucket bounds of the latency histograms, in seconds.
-pub const LATENCY_BOUNDS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const LATENCY_BOUNDS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Observing times in seconds.
 pub trait ObserveSeconds {
@@ -95,7 +97,12 @@ impl Default for PipelineMetrics {
             model_version: Mutex::new(String::new()),
         };
         // Before a model is loaded the info names the empty version, as it always has.
-        metrics.model_info.get_or_create(&VersionLabel { version: String::new() }).set(1);
+        metrics
+            .model_info
+            .get_or_create(&VersionLabel {
+                version: String::new(),
+            })
+            .set(1);
         metrics.register()
     }
 }
@@ -105,28 +112,69 @@ impl PipelineMetrics {
     /// to counters and a full stop to help texts.
     fn register(mut self) -> Self {
         let r = &mut self.registry;
-        r.register("churn_records_consumed", "Records read from the input topic", self.consumed.clone());
-        r.register("churn_records_scored", "Predictions delivered to the predictions topic", self.scored.clone());
-        r.register("churn_records_dead_lettered", "Records delivered to the dead-letter topic", self.dead_lettered.clone());
-        r.register("churn_produce_errors", "Failed deliveries (retried, or dead-lettered when permanent)", self.produce_errors.clone());
-        r.register("churn_record_panics", "Records whose scoring panicked (a bug); each was dead-lettered", self.record_panics.clone());
-        r.register("churn_records_dropped", "Records skipped: the broker refused even an empty dead letter", self.dropped.clone());
-        r.register("churn_scoring_seconds", "Time to validate and score one record", self.scoring_seconds.clone());
+        r.register(
+            "churn_records_consumed",
+            "Records read from the input topic",
+            self.consumed.clone(),
+        );
+        r.register(
+            "churn_records_scored",
+            "Predictions delivered to the predictions topic",
+            self.scored.clone(),
+        );
+        r.register(
+            "churn_records_dead_lettered",
+            "Records delivered to the dead-letter topic",
+            self.dead_lettered.clone(),
+        );
+        r.register(
+            "churn_produce_errors",
+            "Failed deliveries (retried, or dead-lettered when permanent)",
+            self.produce_errors.clone(),
+        );
+        r.register(
+            "churn_record_panics",
+            "Records whose scoring panicked (a bug); each was dead-lettered",
+            self.record_panics.clone(),
+        );
+        r.register(
+            "churn_records_dropped",
+            "Records skipped: the broker refused even an empty dead letter",
+            self.dropped.clone(),
+        );
+        r.register(
+            "churn_scoring_seconds",
+            "Time to validate and score one record",
+            self.scoring_seconds.clone(),
+        );
         r.register(
             "churn_end_to_end_seconds",
             "From the input record's timestamp to its prediction's delivery",
             self.end_to_end_seconds.clone(),
         );
-        r.register("churn_consumer_lag", "Records not yet scored, per input partition", self.consumer_lag.clone());
-        r.register("churn_pending_requests", "Web submissions waiting for their prediction", self.pending_requests.clone());
-        r.register("churn_model_info", "The model in use", self.model_info.clone());
+        r.register(
+            "churn_consumer_lag",
+            "Records not yet scored, per input partition",
+            self.consumer_lag.clone(),
+        );
+        r.register(
+            "churn_pending_requests",
+            "Web submissions waiting for their prediction",
+            self.pending_requests.clone(),
+        );
+        r.register(
+            "churn_model_info",
+            "The model in use",
+            self.model_info.clone(),
+        );
         self
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).expect("writing to a String");
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
         out
     }
 
@@ -134,11 +182,18 @@ impl PipelineMetrics {
     pub fn set_lag(&self, lag: Vec<(i32, i64)>) {
         let mut last = self.lag.lock().expect("lag");
         for &(partition, records) in &lag {
-            self.consumer_lag.get_or_create(&PartitionLabel { partition }).set(records);
+            self.consumer_lag
+                .get_or_create(&PartitionLabel { partition })
+                .set(records);
         }
         // Set first, removed after: a scrape in between never misses a partition.
-        for (partition, _) in last.iter().filter(|(p, _)| !lag.iter().any(|(q, _)| q == p)) {
-            self.consumer_lag.remove(&PartitionLabel { partition: *partition });
+        for (partition, _) in last
+            .iter()
+            .filter(|(p, _)| !lag.iter().any(|(q, _)| q == p))
+        {
+            self.consumer_lag.remove(&PartitionLabel {
+                partition: *partition,
+            });
         }
         *last = lag;
     }
@@ -152,8 +207,14 @@ impl PipelineMetrics {
     pub fn set_model_version(&self, version: &str) {
         let mut current = self.model_version.lock().expect("model version");
         if *current != version {
-            self.model_info.get_or_create(&VersionLabel { version: version.to_owned() }).set(1);
-            self.model_info.remove(&VersionLabel { version: std::mem::replace(&mut *current, version.to_owned()) });
+            self.model_info
+                .get_or_create(&VersionLabel {
+                    version: version.to_owned(),
+                })
+                .set(1);
+            self.model_info.remove(&VersionLabel {
+                version: std::mem::replace(&mut *current, version.to_owned()),
+            });
         }
     }
 
@@ -181,23 +242,54 @@ mod tests {
         metrics.set_lag(vec![(0, 5), (1, 0)]);
         metrics.set_model_version("m-abc");
         let scrape = scrape(&metrics);
-        let value = |name: &str| scrape.samples.iter().find(|s| s.metric == name).map(|s| s.value.clone());
+        let value = |name: &str| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name)
+                .map(|s| s.value.clone())
+        };
         assert!(matches!(value("churn_records_scored_total"), Some(Value::Counter(v)) if v == 7.0));
-        let histogram = scrape.samples.iter().find(|s| s.metric == "churn_scoring_seconds").expect("histogram");
+        let histogram = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "churn_scoring_seconds")
+            .expect("histogram");
         match &histogram.value {
             Value::Histogram(buckets) => {
                 let le_1ms = buckets.iter().find(|b| b.less_than == 0.0005).unwrap();
                 assert_eq!(le_1ms.count, 1.0);
-                assert_eq!(buckets.iter().find(|b| b.less_than.is_infinite()).unwrap().count, 2.0);
+                assert_eq!(
+                    buckets
+                        .iter()
+                        .find(|b| b.less_than.is_infinite())
+                        .unwrap()
+                        .count,
+                    2.0
+                );
             }
             other => panic!("not a histogram: {other:?}"),
         }
-        let lag: Vec<_> = scrape.samples.iter().filter(|s| s.metric == "churn_consumer_lag").collect();
+        let lag: Vec<_> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "churn_consumer_lag")
+            .collect();
         assert_eq!(lag.len(), 2);
-        let info: Vec<_> = scrape.samples.iter().filter(|s| s.metric == "churn_model_info").collect();
+        let info: Vec<_> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "churn_model_info")
+            .collect();
         assert_eq!(info.len(), 1, "only the model in use");
         assert_eq!(info[0].labels.get("version"), Some("m-abc"));
-        assert_eq!(scrape.docs.get("churn_records_scored_total").map(String::as_str), Some("Predictions delivered to the predictions topic."));
+        assert_eq!(
+            scrape
+                .docs
+                .get("churn_records_scored_total")
+                .map(String::as_str),
+            Some("Predictions delivered to the predictions topic.")
+        );
     }
 
     #[test]
@@ -242,15 +334,31 @@ mod tests {
         metrics.set_model_version(version);
         metrics.pending_requests.set(3);
         let text = metrics.render();
-        let line = text.lines().find(|l| l.starts_with("churn_model_info")).expect("the info line");
-        assert_eq!(line, r#"churn_model_info{version="m-\"quoted\" C:\\models\nsecond line"} 1"#);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("churn_model_info"))
+            .expect("the info line");
+        assert_eq!(
+            line,
+            r#"churn_model_info{version="m-\"quoted\" C:\\models\nsecond line"} 1"#
+        );
         // The line after it is still read as its own sample.
         let scrape = scrape(&metrics);
-        assert!(scrape.samples.iter().any(|s| s.metric == "churn_pending_requests" && s.value == Value::Gauge(3.0)));
-        let info: Vec<_> = scrape.samples.iter().filter(|s| s.metric == "churn_model_info").collect();
+        assert!(scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "churn_pending_requests" && s.value == Value::Gauge(3.0)));
+        let info: Vec<_> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "churn_model_info")
+            .collect();
         assert_eq!(info.len(), 1);
         assert_eq!(info[0].value, Value::Gauge(1.0));
-        assert!(!scrape.samples.iter().any(|s| s.metric == "second"), "the newline did not start a sample");
+        assert!(
+            !scrape.samples.iter().any(|s| s.metric == "second"),
+            "the newline did not start a sample"
+        );
     }
 
     #[test]
@@ -259,7 +367,11 @@ mod tests {
         metrics.set_lag(vec![(0, 5), (1, 2)]);
         metrics.set_lag(vec![(0, 1)]);
         assert_eq!(metrics.lag(), vec![(0, 1)]);
-        let lag: Vec<_> = scrape(&metrics).samples.into_iter().filter(|s| s.metric == "churn_consumer_lag").collect();
+        let lag: Vec<_> = scrape(&metrics)
+            .samples
+            .into_iter()
+            .filter(|s| s.metric == "churn_consumer_lag")
+            .collect();
         assert_eq!(lag.len(), 1);
         assert_eq!(lag[0].value, Value::Gauge(1.0));
     }

@@ -7,10 +7,10 @@
 //! The swap is a `watch` channel: the scorer takes the current model once per batch, so a batch
 //! in flight finishes with the model it started with and nothing is dropped.
 
-use tokio_util::sync::CancellationToken;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use anyhow::{Context, Result};
 use model::ChurnModel;
@@ -26,8 +26,11 @@ use crate::kafka::{tail_payloads, Kafka};
 /// Reads a model file.
 pub fn load(path: &Path) -> Result<ChurnModel> {
     let text = std::fs::read_to_string(path).with_context(|| {
-        format!("no model at {}: train one with `churn train --input customers.csv --output {}`",
-                path.display(), path.display())
+        format!(
+            "no model at {}: train one with `churn train --input customers.csv --output {}`",
+            path.display(),
+            path.display()
+        )
     })?;
     ChurnModel::from_json(&text).with_context(|| format!("loading {}", path.display()))
 }
@@ -63,27 +66,39 @@ pub async fn publish(kafka: &Kafka, model: &ChurnModel) -> Result<()> {
     let payload = model.to_json();
     producer
         .send(
-            FutureRecord::to(&kafka.topics.models).key(MODEL_KEY).payload(&payload),
+            FutureRecord::to(&kafka.topics.models)
+                .key(MODEL_KEY)
+                .payload(&payload),
             Duration::from_secs(30),
         )
         .await
         .map_err(|(e, _)| e)
-        .with_context(|| format!("publishing model {} to {}", model.version, kafka.topics.models))?;
+        .with_context(|| {
+            format!(
+                "publishing model {} to {}",
+                model.version, kafka.topics.models
+            )
+        })?;
     tracing::info!(version = %model.version, topic = %kafka.topics.models, "model published");
     Ok(())
 }
 
 fn models_consumer(kafka: &Kafka) -> Result<StreamConsumer> {
     let consumer: StreamConsumer = kafka
-        .consumer_config("churn-model-follower", &[
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "false"),
-        ])
+        .consumer_config(
+            "churn-model-follower",
+            &[
+                ("enable.auto.commit", "false"),
+                ("enable.partition.eof", "false"),
+            ],
+        )
         .create()
         .context("creating the models consumer")?;
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(&kafka.topics.models, 0, Offset::Beginning)?;
-    consumer.assign(&assignment).context("reading the models topic")?;
+    consumer
+        .assign(&assignment)
+        .context("reading the models topic")?;
     Ok(consumer)
 }
 
@@ -93,7 +108,10 @@ fn parse(payload: Option<&[u8]>) -> Option<ChurnModel> {
         Ok(model) => Some(model),
         Err(e) => {
             // Cut: the error may quote what a hostile producer wrote.
-            tracing::warn!("ignoring an unusable model on the models topic: {}", model::record::truncate_utf8(&e.to_string(), 300));
+            tracing::warn!(
+                "ignoring an unusable model on the models topic: {}",
+                model::record::truncate_utf8(&e.to_string(), 300)
+            );
             None
         }
     }
@@ -106,14 +124,19 @@ pub async fn follow(
     kafka: &Kafka,
     fallback: Option<ChurnModel>,
     shutdown: CancellationToken,
-) -> Result<(watch::Receiver<Arc<ChurnModel>>, impl std::future::Future<Output = Result<()>> + Send + 'static)> {
+) -> Result<(
+    watch::Receiver<Arc<ChurnModel>>,
+    impl std::future::Future<Output = Result<()>> + Send + 'static,
+)> {
     let consumer = models_consumer(kafka)?;
     let topic = kafka.topics.models.clone();
     let (_, high) = {
         let consumer_ref = &consumer;
         let topic = topic.clone();
-        tokio::task::block_in_place(|| consumer_ref.fetch_watermarks(&topic, 0, Duration::from_secs(10)))
-            .with_context(|| format!("reading the end of {topic}"))?
+        tokio::task::block_in_place(|| {
+            consumer_ref.fetch_watermarks(&topic, 0, Duration::from_secs(10))
+        })
+        .with_context(|| format!("reading the end of {topic}"))?
     };
     // Catch up: the newest valid model published so far.
     let mut newest = None;

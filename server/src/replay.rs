@@ -1,9 +1,9 @@
 //! The replay producer: streams a customer CSV into the input topic, keyed by record id,
 //! rate-limited, optionally looping, and never dropping what it has queued.
 
-use tokio_util::sync::CancellationToken;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use anyhow::{bail, Context, Result};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -41,7 +41,10 @@ pub struct ReplaySummary {
 pub fn to_wire(raw: &RawCustomer) -> RawCustomer {
     let mut wire = raw.clone();
     for field in Field::ALL {
-        let is_text_field = matches!(field, Field::Names | Field::OnboardDate | Field::Location | Field::Company);
+        let is_text_field = matches!(
+            field,
+            Field::Names | Field::OnboardDate | Field::Location | Field::Company
+        );
         if let (false, Some(Scalar::Text(text))) = (is_text_field, raw.get(field)) {
             if let Ok(number) = text.trim().parse::<f64>() {
                 if number.is_finite() {
@@ -58,7 +61,11 @@ pub fn random_prefix() -> String {
     format!("r{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
-pub async fn replay(kafka: &Kafka, options: &ReplayOptions, stop: CancellationToken) -> Result<ReplaySummary> {
+pub async fn replay(
+    kafka: &Kafka,
+    options: &ReplayOptions,
+    stop: CancellationToken,
+) -> Result<ReplaySummary> {
     if !(options.rate >= 0.0 && options.rate.is_finite()) {
         bail!("--rate must be 0 (unlimited) or a positive number of records per second");
     }
@@ -98,7 +105,10 @@ pub async fn replay(kafka: &Kafka, options: &ReplayOptions, stop: CancellationTo
             let producer = producer.clone();
             in_flight.push(async move {
                 let record = FutureRecord::to(topic).key(&id).payload(&payload);
-                producer.send(record, Duration::from_secs(60)).await.map_err(|(e, _)| e)
+                producer
+                    .send(record, Duration::from_secs(60))
+                    .await
+                    .map_err(|(e, _)| e)
             });
             summary.sent += 1;
             rows_this_pass += 1;
@@ -140,12 +150,15 @@ fn progress_bar(options: &ReplayOptions) -> Result<ProgressBar> {
     };
     Ok(match total {
         Some(total) => ProgressBar::new(total).with_style(
-            ProgressStyle::with_template("{spinner} replay [{bar:40}] {pos}/{len} records ({per_sec}, eta {eta}) {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} replay [{bar:40}] {pos}/{len} records ({per_sec}, eta {eta}) {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         ),
         None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} replay {pos} records ({per_sec}) {msg}").expect("valid template"),
+            ProgressStyle::with_template("{spinner} replay {pos} records ({per_sec}) {msg}")
+                .expect("valid template"),
         ),
     })
 }

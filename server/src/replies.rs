@@ -35,7 +35,9 @@ pub const MAX_INSTANCE_ID_BYTES: usize = 128;
 /// An instance id as given on the command line: topic characters only, so that it names a topic.
 pub fn parse_instance_id(text: &str) -> Result<String, String> {
     if text.is_empty() || text.len() > MAX_INSTANCE_ID_BYTES || !is_legal_topic(text) {
-        return Err(format!("must be 1 to {MAX_INSTANCE_ID_BYTES} of the characters a-z A-Z 0-9 . _ -"));
+        return Err(format!(
+            "must be 1 to {MAX_INSTANCE_ID_BYTES} of the characters a-z A-Z 0-9 . _ -"
+        ));
     }
     Ok(text.to_owned())
 }
@@ -52,7 +54,13 @@ pub fn default_instance_id(suffix: impl std::fmt::Display) -> String {
         .unwrap_or_else(|| "web".into());
     let id: String = format!("{host}-{suffix}")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     // Cut from the front: the suffix is what tells a host's instances apart.
     id[id.len().saturating_sub(MAX_INSTANCE_ID_BYTES)..].to_owned()
@@ -144,14 +152,28 @@ impl Replies {
         kafka.ensure_reply_topic(&reply_topic).await?;
         let consumer = replies_consumer(kafka, &reply_topic).await?;
         tracing::info!(instance = %instance_id, reply_topic, "web server reading its replies");
-        let reply_headers = OwnedHeaders::new().insert(Header { key: REPLY_TO_HEADER, value: Some(reply_topic.as_str()) });
-        let pending = Arc::new(Pending { waiting: Mutex::default(), gauge: pending_gauge });
+        let reply_headers = OwnedHeaders::new().insert(Header {
+            key: REPLY_TO_HEADER,
+            value: Some(reply_topic.as_str()),
+        });
+        let pending = Arc::new(Pending {
+            waiting: Mutex::default(),
+            gauge: pending_gauge,
+        });
         let reader = read_replies(consumer, pending.clone(), tasks.shutdown());
         tasks.spawn("replies reader", async move {
             reader.await;
             Ok(())
         });
-        Ok(Replies { producer, input_topic: kafka.topics.input.clone(), reply_topic, reply_headers, pending, timeout, max_pending })
+        Ok(Replies {
+            producer,
+            input_topic: kafka.topics.input.clone(),
+            reply_topic,
+            reply_headers,
+            pending,
+            timeout,
+            max_pending,
+        })
     }
 
     /// The topic this instance's replies arrive on.
@@ -165,13 +187,19 @@ impl Replies {
     }
 
     /// Publishes the customer and waits for its prediction.
-    pub fn request(&self, customer: Customer) -> Pin<Box<dyn Future<Output = Result<Prediction, PredictError>> + Send>> {
+    pub fn request(
+        &self,
+        customer: Customer,
+    ) -> Pin<Box<dyn Future<Output = Result<Prediction, PredictError>> + Send>> {
         let id = format!("web-{:032x}", rand::random::<u128>());
         let (tx, rx) = oneshot::channel();
         if !self.pending.insert(id.clone(), tx, self.max_pending) {
             return Box::pin(async { Err(PredictError::Busy) });
         }
-        let guard = PendingGuard { pending: self.pending.clone(), id: id.clone() };
+        let guard = PendingGuard {
+            pending: self.pending.clone(),
+            id: id.clone(),
+        };
         let producer = self.producer.clone();
         let topic = self.input_topic.clone();
         let headers = self.reply_headers.clone();
@@ -180,7 +208,13 @@ impl Replies {
             let _guard = guard;
             let payload = serde_json::to_vec(&customer.to_raw()).expect("records serialize");
             producer
-                .send(FutureRecord::to(&topic).key(&id).payload(&payload).headers(headers), Duration::from_secs(1))
+                .send(
+                    FutureRecord::to(&topic)
+                        .key(&id)
+                        .payload(&payload)
+                        .headers(headers),
+                    Duration::from_secs(1),
+                )
                 .await
                 .map_err(|(e, _)| PredictError::BrokerUnavailable(e.to_string()))?;
             match tokio::time::timeout(timeout, rx).await {
@@ -197,11 +231,14 @@ impl Replies {
 async fn replies_consumer(kafka: &Kafka, topic: &str) -> Result<StreamConsumer> {
     let consumer: StreamConsumer = kafka
         // The group id is required by librdkafka but unused: partitions are assigned, never subscribed.
-        .consumer_config("churn-web-replies", &[
-            ("enable.auto.commit", "false"),
-            // A person is waiting: the broker must not hold an idle fetch long.
-            ("fetch.wait.max.ms", "5"),
-        ])
+        .consumer_config(
+            "churn-web-replies",
+            &[
+                ("enable.auto.commit", "false"),
+                // A person is waiting: the broker must not hold an idle fetch long.
+                ("fetch.wait.max.ms", "5"),
+            ],
+        )
         .create()
         .context("creating the replies consumer")?;
     let topic = topic.to_owned();
@@ -215,12 +252,17 @@ async fn replies_consumer(kafka: &Kafka, topic: &str) -> Result<StreamConsumer> 
                     tracing::debug!(topic, "reply topic not ready yet: {e}");
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                Err(e) => return Err(e).with_context(|| format!("reading the end of the reply topic {topic}")),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("reading the end of the reply topic {topic}"))
+                }
             }
         };
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(&topic, 0, Offset::Offset(end))?;
-        consumer.assign(&assignment).with_context(|| format!("reading {topic}"))?;
+        consumer
+            .assign(&assignment)
+            .with_context(|| format!("reading {topic}"))?;
         Ok(consumer)
     })
     .await?
@@ -228,7 +270,11 @@ async fn replies_consumer(kafka: &Kafka, topic: &str) -> Result<StreamConsumer> 
 
 /// Hands each reply to the request waiting for it; replies nobody waits for (timed out, or
 /// another instance's under the same id) are dropped.
-async fn read_replies(consumer: StreamConsumer, pending: Arc<Pending>, shutdown: CancellationToken) {
+async fn read_replies(
+    consumer: StreamConsumer,
+    pending: Arc<Pending>,
+    shutdown: CancellationToken,
+) {
     tail_payloads(&consumer, "replies consumer", shutdown, |payload| {
         let Ok(prediction) = serde_json::from_slice::<Prediction>(payload) else {
             return;
@@ -247,24 +293,42 @@ mod tests {
     #[test]
     fn instance_ids_name_topics() {
         assert_eq!(parse_instance_id("web-1.eu_a"), Ok("web-1.eu_a".into()));
-        for bad in ["", "a/b", "a b", "..", "é", &"x".repeat(MAX_INSTANCE_ID_BYTES + 1)] {
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "..",
+            "é",
+            &"x".repeat(MAX_INSTANCE_ID_BYTES + 1),
+        ] {
             assert!(parse_instance_id(bad).is_err(), "{bad:?}");
         }
         let id = default_instance_id("3000");
-        assert!(id.ends_with("-3000") && parse_instance_id(&id).is_ok(), "{id}");
-        assert!(parse_instance_id(&default_instance_id(format!("{}:é/3000", "h".repeat(300)))).is_ok());
+        assert!(
+            id.ends_with("-3000") && parse_instance_id(&id).is_ok(),
+            "{id}"
+        );
+        assert!(
+            parse_instance_id(&default_instance_id(format!("{}:é/3000", "h".repeat(300)))).is_ok()
+        );
     }
 
     #[test]
     fn the_pending_map_is_bounded_and_its_gauge_follows_it() {
         let gauge = Gauge::default();
-        let pending = Arc::new(Pending { waiting: Mutex::default(), gauge: gauge.clone() });
+        let pending = Arc::new(Pending {
+            waiting: Mutex::default(),
+            gauge: gauge.clone(),
+        });
         let (a, _a) = oneshot::channel();
         let (b, _b) = oneshot::channel();
         assert!(pending.insert("a".into(), a, 1));
         assert!(!pending.insert("b".into(), b, 1), "full: refused");
         assert_eq!((pending.len(), gauge.get()), (1, 1));
-        drop(PendingGuard { pending: pending.clone(), id: "a".into() });
+        drop(PendingGuard {
+            pending: pending.clone(),
+            id: "a".into(),
+        });
         assert_eq!((pending.len(), gauge.get()), (0, 0));
     }
 }

@@ -76,7 +76,11 @@ impl StatsView {
             return Err(StatsRejected::FromTheFuture { ahead_ms });
         }
         let oldest = now_ms.saturating_sub(KEEP_MS);
-        while self.partials.first_key_value().is_some_and(|(&(start, _), _)| start < oldest) {
+        while self
+            .partials
+            .first_key_value()
+            .is_some_and(|(&(start, _), _)| start < oldest)
+        {
             self.partials.pop_first();
         }
         if partial.window_start_ms < oldest {
@@ -100,15 +104,26 @@ impl StatsView {
     pub fn windows(&self) -> Vec<(i64, i64, Totals)> {
         let mut by_window: BTreeMap<i64, (i64, Totals)> = BTreeMap::new();
         for ((start, _), partial) in &self.partials {
-            by_window.entry(*start).or_insert_with(|| (partial.window_ms, Totals::default())).1.add(partial);
+            by_window
+                .entry(*start)
+                .or_insert_with(|| (partial.window_ms, Totals::default()))
+                .1
+                .add(partial);
         }
-        by_window.into_iter().map(|(start, (ms, totals))| (start, ms, totals)).collect()
+        by_window
+            .into_iter()
+            .map(|(start, (ms, totals))| (start, ms, totals))
+            .collect()
     }
 
     /// Everything since a time, all windows and partitions added up.
     pub fn totals_since(&self, since_ms: i64) -> Totals {
         let mut totals = Totals::default();
-        for partial in self.partials.values().filter(|p| p.window_start_ms >= since_ms) {
+        for partial in self
+            .partials
+            .values()
+            .filter(|p| p.window_start_ms >= since_ms)
+        {
             totals.add(partial);
         }
         totals
@@ -125,14 +140,23 @@ impl StatsView {
             .rev()
             .map(|(start, _, totals)| {
                 let all = totals.segment("all");
-                WindowPoint { start_ms: *start, count: all.count, churn_predicted: all.churn_predicted, mean_probability: all.mean_probability }
+                WindowPoint {
+                    start_ms: *start,
+                    count: all.count,
+                    churn_predicted: all.churn_predicted,
+                    mean_probability: all.mean_probability,
+                }
             })
             .collect();
         Dashboard {
             window_ms,
             windows: points,
             summary_minutes: SUMMARY_MINUTES,
-            segments: summary.segments.keys().map(|k| (k.clone(), summary.segment(k))).collect(),
+            segments: summary
+                .segments
+                .keys()
+                .map(|k| (k.clone(), summary.segment(k)))
+                .collect(),
             drift: summary.drift(),
             quality: summary.quality().into_iter().collect(),
             riskiest: riskiest(recent),
@@ -144,7 +168,11 @@ impl StatsView {
 /// The riskiest customers among recent predictions, each once, riskiest first.
 pub fn riskiest(recent: &[Prediction]) -> Vec<Prediction> {
     let mut seen = HashSet::new();
-    let mut unique: Vec<&Prediction> = recent.iter().rev().filter(|p| seen.insert(p.id.as_str())).collect();
+    let mut unique: Vec<&Prediction> = recent
+        .iter()
+        .rev()
+        .filter(|p| seen.insert(p.id.as_str()))
+        .collect();
     unique.sort_by(|a, b| b.churn_probability.total_cmp(&a.churn_probability));
     unique.into_iter().take(RISKIEST).cloned().collect()
 }
@@ -153,7 +181,11 @@ pub fn riskiest(recent: &[Prediction]) -> Vec<Prediction> {
 /// partition the broker reports, including any added later. A message that is not a sound
 /// partial is skipped with a warning (rate-limited): one bad message must not blank or stop
 /// the dashboard.
-pub async fn follow_stats(kafka: Kafka, view: Arc<Mutex<StatsView>>, shutdown: CancellationToken) -> Result<()> {
+pub async fn follow_stats(
+    kafka: Kafka,
+    view: Arc<Mutex<StatsView>>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let consumer: StreamConsumer = kafka
         .consumer_config("churn-web-stats", &[("enable.auto.commit", "false")])
         .create()
@@ -167,7 +199,10 @@ pub async fn follow_stats(kafka: Kafka, view: Arc<Mutex<StatsView>>, shutdown: C
             skipped.skip(&e, payload);
         }
     });
-    tokio::join!(follow_partitions(consumer.clone(), topic, Offset::Beginning, shutdown), read);
+    tokio::join!(
+        follow_partitions(consumer.clone(), topic, Offset::Beginning, shutdown),
+        read
+    );
     Ok(())
 }
 
@@ -191,7 +226,14 @@ mod tests {
             window_ms: 10_000,
             partition,
             revision,
-            segments: BTreeMap::from([("all".to_owned(), SegmentCounts { count, churn_predicted: 1, sum_probability: 0.5 })]),
+            segments: BTreeMap::from([(
+                "all".to_owned(),
+                SegmentCounts {
+                    count,
+                    churn_predicted: 1,
+                    sum_probability: 0.5,
+                },
+            )]),
             drift_version: None,
             drift_bins: vec![],
             quality: BTreeMap::new(),
@@ -211,7 +253,14 @@ mod tests {
         assert_eq!(windows.len(), 2);
         assert_eq!(windows[0].2.segment("all").count, 9);
         let dashboard = view.dashboard(now, &[], vec![]);
-        assert_eq!(dashboard.windows.iter().map(|w| w.count).collect::<Vec<_>>(), vec![9, 1]);
+        assert_eq!(
+            dashboard
+                .windows
+                .iter()
+                .map(|w| w.count)
+                .collect::<Vec<_>>(),
+            vec![9, 1]
+        );
         assert_eq!(dashboard.segments[0].1.count, 10);
     }
 
@@ -222,34 +271,75 @@ mod tests {
         let good = partial(now - 20_000, 0, 0, 5);
         view.read(&serde_json::to_vec(&good).unwrap(), now).unwrap();
         let mut short = partial(now - 10_000, 1, 0, 2);
-        let quality = model::analytics::QualityCounts { churner_bins: vec![1], ..Default::default() };
+        let quality = model::analytics::QualityCounts {
+            churner_bins: vec![1],
+            ..Default::default()
+        };
         short.quality.insert("m".into(), quality);
-        let bad: [&[u8]; 5] = [b"not json", b"", b"{}", b"{\"window_start_ms\": 1}", &serde_json::to_vec(&short).unwrap()];
+        let bad: [&[u8]; 5] = [
+            b"not json",
+            b"",
+            b"{}",
+            b"{\"window_start_ms\": 1}",
+            &serde_json::to_vec(&short).unwrap(),
+        ];
         for payload in bad {
             assert!(view.read(payload, now).is_err());
         }
-        assert!(matches!(view.read(&serde_json::to_vec(&short).unwrap(), now), Err(StatsRejected::Malformed(_))));
+        assert!(matches!(
+            view.read(&serde_json::to_vec(&short).unwrap(), now),
+            Err(StatsRejected::Malformed(_))
+        ));
         assert_eq!(view.malformed, 6);
-        view.read(&serde_json::to_vec(&partial(now - 10_000, 0, 0, 2)).unwrap(), now).unwrap();
+        view.read(
+            &serde_json::to_vec(&partial(now - 10_000, 0, 0, 2)).unwrap(),
+            now,
+        )
+        .unwrap();
         let dashboard = view.dashboard(now, &[], vec![]);
-        assert_eq!(dashboard.windows.iter().map(|w| w.count).collect::<Vec<_>>(), vec![5, 2]);
+        assert_eq!(
+            dashboard
+                .windows
+                .iter()
+                .map(|w| w.count)
+                .collect::<Vec<_>>(),
+            vec![5, 2]
+        );
     }
 
     #[test]
     fn a_far_future_window_is_refused_and_the_hour_kept_is_counted_back_from_the_wall_clock() {
         let now = 1_700_000_000_000;
         let mut view = StatsView::default();
-        view.apply(partial(now - 2 * KEEP_MS, 0, 0, 7), now).unwrap(); // too old to keep, not an error
+        view.apply(partial(now - 2 * KEEP_MS, 0, 0, 7), now)
+            .unwrap(); // too old to keep, not an error
         view.apply(partial(now - 60_000, 0, 0, 3), now).unwrap();
         view.apply(partial(now - 10_000, 0, 0, 2), now).unwrap();
         let year = 365 * 86_400_000;
-        assert!(matches!(view.apply(partial(now + year, 0, 0, 1), now), Err(StatsRejected::FromTheFuture { .. })));
+        assert!(matches!(
+            view.apply(partial(now + year, 0, 0, 1), now),
+            Err(StatsRejected::FromTheFuture { .. })
+        ));
         assert_eq!(view.future_dated, 1);
         view.apply(partial(now + 60_000, 1, 0, 1), now).unwrap(); // within a clock difference
-        let counts = |view: &StatsView, now| view.dashboard(now, &[], vec![]).windows.iter().map(|w| w.count).collect::<Vec<_>>();
-        assert_eq!(counts(&view, now), vec![3, 2, 1], "the future window did not push the others out");
+        let counts = |view: &StatsView, now| {
+            view.dashboard(now, &[], vec![])
+                .windows
+                .iter()
+                .map(|w| w.count)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            counts(&view, now),
+            vec![3, 2, 1],
+            "the future window did not push the others out"
+        );
         // An hour later (by the wall clock) the old windows go as new ones come.
-        view.apply(partial(now + KEEP_MS - 10_000 + 60_000, 0, 0, 4), now + KEEP_MS).unwrap();
+        view.apply(
+            partial(now + KEEP_MS - 10_000 + 60_000, 0, 0, 4),
+            now + KEEP_MS,
+        )
+        .unwrap();
         assert_eq!(counts(&view, now + KEEP_MS), vec![1, 4]);
     }
 
@@ -258,7 +348,8 @@ mod tests {
         let now = 1_700_000_000_000;
         let mut view = StatsView::default();
         for forged in 0..(MAX_PARTIALS as i32 + 100) {
-            view.apply(partial(now - 10_000, forged, 0, 1), now).unwrap();
+            view.apply(partial(now - 10_000, forged, 0, 1), now)
+                .unwrap();
         }
         assert_eq!(view.partials.len(), MAX_PARTIALS);
     }

@@ -69,7 +69,11 @@ impl Supervisor {
     }
 
     /// Runs a task that is meant to last until the stop. Its panic is caught and reported by name.
-    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = Result<()>> + Send + 'static) {
+    pub fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = Result<()>> + Send + 'static,
+    ) {
         let ended = self.ended_tx.clone();
         let id = self.next_id;
         self.next_id += 1;
@@ -77,7 +81,9 @@ impl Supervisor {
             let outcome = AssertUnwindSafe(task)
                 .catch_unwind()
                 .await
-                .map_err(|panic| model::record::truncate_utf8(panic_message(panic.as_ref()), 512).into_owned());
+                .map_err(|panic| {
+                    model::record::truncate_utf8(panic_message(panic.as_ref()), 512).into_owned()
+                });
             let _ = ended.send((id, outcome));
         });
         self.running.insert(id, (name, handle.abort_handle()));
@@ -117,7 +123,11 @@ impl Supervisor {
                     for (_, task) in self.running.values() {
                         task.abort();
                     }
-                    failed.get_or_insert(format!("{} did not stop within {} s", left.join(", "), STOP_GRACE.as_secs()));
+                    failed.get_or_insert(format!(
+                        "{} did not stop within {} s",
+                        left.join(", "),
+                        STOP_GRACE.as_secs()
+                    ));
                     break;
                 }
             }
@@ -155,21 +165,35 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// Drops a Kafka client (closing it) on a thread of its own and waits at most `CLOSE_WAIT` for
 /// that, so that a stop is never held up by a broker that does not answer.
 pub async fn close_within(client: impl Send + 'static, what: &'static str) {
-    if on_own_thread(move || drop(client), CLOSE_WAIT).await.is_none() {
-        tracing::warn!(wait_s = CLOSE_WAIT.as_secs(), "{what}: the broker did not answer the close; stopping without it");
+    if on_own_thread(move || drop(client), CLOSE_WAIT)
+        .await
+        .is_none()
+    {
+        tracing::warn!(
+            wait_s = CLOSE_WAIT.as_secs(),
+            "{what}: the broker did not answer the close; stopping without it"
+        );
     }
 }
 
 /// Runs blocking client work (a close, a synchronous commit) on a thread of its own and waits
 /// at most `wait` for it: `None` when it did not finish in time (it goes on by itself). Not the
 /// runtime's blocking pool: the runtime waits for that pool at exit, however long it takes.
-pub async fn on_own_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static, wait: Duration) -> Option<T> {
+pub async fn on_own_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+    wait: Duration,
+) -> Option<T> {
     let (finished, done) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new().name("kafka-blocking".into()).spawn(move || {
-        let _ = finished.send(work());
-    });
+    let spawned = std::thread::Builder::new()
+        .name("kafka-blocking".into())
+        .spawn(move || {
+            let _ = finished.send(work());
+        });
     match spawned {
-        Ok(_) => tokio::time::timeout(wait, done).await.ok().and_then(Result::ok),
+        Ok(_) => tokio::time::timeout(wait, done)
+            .await
+            .ok()
+            .and_then(Result::ok),
         Err(e) => {
             tracing::warn!("no thread for blocking Kafka work ({e})");
             None
@@ -205,8 +229,14 @@ mod tests {
         s.spawn("replies reader", async { panic!("poisoned lock") });
         let health = s.health.clone();
         let error = s.run().await.unwrap_err().to_string();
-        assert!(error.contains("replies reader panicked: poisoned lock"), "{error}");
-        assert_eq!(health.failures(), vec!["replies reader panicked: poisoned lock".to_owned()]);
+        assert!(
+            error.contains("replies reader panicked: poisoned lock"),
+            "{error}"
+        );
+        assert_eq!(
+            health.failures(),
+            vec!["replies reader panicked: poisoned lock".to_owned()]
+        );
     }
 
     #[tokio::test]
@@ -218,7 +248,12 @@ mod tests {
     async fn a_task_that_returns_early_is_a_failure_and_a_clean_stop_is_not() {
         let mut s = supervisor();
         s.spawn("scorer", async { Ok(()) });
-        assert!(s.run().await.unwrap_err().to_string().contains("scorer ended unexpectedly"));
+        assert!(s
+            .run()
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("scorer ended unexpectedly"));
 
         let stop = CancellationToken::new();
         let mut s = Supervisor::new(stop.clone());

@@ -45,7 +45,10 @@ fn client(addr: SocketAddr, body: Vec<u8>, requests: usize) -> Result<Vec<f64>> 
             if let Some(end) = buffer[..read].windows(4).position(|w| w == b"\r\n\r\n") {
                 let headers = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
                 if !headers.starts_with("http/1.1 200") {
-                    bail!("request failed: {}", headers.lines().next().unwrap_or_default());
+                    bail!(
+                        "request failed: {}",
+                        headers.lines().next().unwrap_or_default()
+                    );
                 }
                 let length = headers
                     .lines()
@@ -70,7 +73,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+            })
+        })
         .flatten()
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -92,33 +100,66 @@ async fn start_instance(
     stop: CancellationToken,
 ) -> Result<Instance> {
     let metrics = Arc::new(PipelineMetrics::default());
-    let scorer = Scorer::new(kafka.clone(), "bench-web-scorer", models).with_metrics(metrics.clone());
+    let scorer =
+        Scorer::new(kafka.clone(), "bench-web-scorer", models).with_metrics(metrics.clone());
     let health = scorer.health.clone();
     let scorer = tokio::spawn(scorer.run(stop.clone()));
     let backend_stop = CancellationToken::new();
     let mut backend_tasks = server::supervisor::Supervisor::new(backend_stop.clone());
-    let options = BackendOptions { instance_id: format!("bench-web-{id}"), ..BackendOptions::default() };
-    let backend = PipelineBackend::start(kafka.clone(), options, metrics.clone(), app::PipelineStatus::default, &mut backend_tasks).await?;
+    let options = BackendOptions {
+        instance_id: format!("bench-web-{id}"),
+        ..BackendOptions::default()
+    };
+    let backend = PipelineBackend::start(
+        kafka.clone(),
+        options,
+        metrics.clone(),
+        app::PipelineStatus::default,
+        &mut backend_tasks,
+    )
+    .await?;
     let backend_tasks = tokio::spawn(backend_tasks.run());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let options = WebOptions { addr, site_root: std::env::temp_dir(), runs_scorer: true };
+    let options = WebOptions {
+        addr,
+        site_root: std::env::temp_dir(),
+        runs_scorer: true,
+    };
     let app = web::router(&options, backend);
     let server_stop = stop;
     tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { server_stop.cancelled().await; }).await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                server_stop.cancelled().await;
+            })
+            .await
     });
-    Ok(Instance { addr, health, scorer, backend_stop, backend_tasks })
+    Ok(Instance {
+        addr,
+        health,
+        scorer,
+        backend_stop,
+        backend_tasks,
+    })
 }
 
 /// `clients` keep-alive clients on each of `addrs`, all at once: every request's latency (ms,
 /// sorted) and the requests per second.
-async fn load(addrs: &[SocketAddr], clients: usize, requests: usize, body: &[u8]) -> Result<(Vec<f64>, f64)> {
+async fn load(
+    addrs: &[SocketAddr],
+    clients: usize,
+    requests: usize,
+    body: &[u8],
+) -> Result<(Vec<f64>, f64)> {
     let started = Instant::now();
     let handles: Vec<_> = addrs
         .iter()
         .flat_map(|&addr| std::iter::repeat_n(addr, clients))
-        .map(|addr| { let body = body.to_vec(); tokio::task::spawn_blocking(move || client(addr, body, requests)) })
+        .map(|addr| {
+            let body = body.to_vec();
+            tokio::task::spawn_blocking(move || client(addr, body, requests))
+        })
         .collect();
     let mut all = Vec::new();
     for h in handles {
@@ -132,12 +173,22 @@ async fn load(addrs: &[SocketAddr], clients: usize, requests: usize, body: &[u8]
 fn latency_row(what: &str, all: &[f64], rate: f64) {
     println!(
         "| {what:<44} | p50 {:>6.2} | p90 {:>6.2} p99 {:>6.2} | ms ({rate:.0}/s) |",
-        percentile(all, 0.5), percentile(all, 0.9), percentile(all, 0.99)
+        percentile(all, 0.5),
+        percentile(all, 0.9),
+        percentile(all, 0.99)
     );
 }
 
-pub async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, customer: &Customer) -> Result<()> {
-    let kafka = Kafka { topics: topics("web"), ..kafka.clone() };
+pub async fn latency(
+    kafka: &Kafka,
+    args: &Args,
+    model: Arc<model::ChurnModel>,
+    customer: &Customer,
+) -> Result<()> {
+    let kafka = Kafka {
+        topics: topics("web"),
+        ..kafka.clone()
+    };
     kafka.ensure_pipeline_topics().await?;
     let stop_tx = CancellationToken::new();
     let stop = stop_tx.clone();
@@ -157,7 +208,14 @@ pub async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, 
             let mut tick = tokio::time::interval(Duration::from_millis(5));
             for (key, payload) in &data {
                 tokio::select! { _ = stop.cancelled() => break, _ = tick.tick() => {} }
-                let _ = producer.send(FutureRecord::to(&kafka.topics.input).key(key).payload(payload), Duration::from_secs(5)).await;
+                let _ = producer
+                    .send(
+                        FutureRecord::to(&kafka.topics.input)
+                            .key(key)
+                            .payload(payload),
+                        Duration::from_secs(5),
+                    )
+                    .await;
             }
         })
     };
@@ -169,11 +227,28 @@ pub async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, 
     for clients in [1usize, 10, 50] {
         let (all, rate) = load(&[instances[0].addr], clients, args.requests, &body).await?;
         load_rss = load_rss.max(rss_mb());
-        latency_row(&format!("submit round trip, {clients:>2} clients ({:>5} requests)", all.len()), &all, rate);
+        latency_row(
+            &format!(
+                "submit round trip, {clients:>2} clients ({:>5} requests)",
+                all.len()
+            ),
+            &all,
+            rate,
+        );
         one_instance_p99.push((clients, percentile(&all, 0.99)));
     }
-    line("bench process RSS, idle (broker is separate)", format!("{idle_rss:.0}"), "", "MB");
-    line("bench process RSS, under load", format!("{load_rss:.0}"), "", "MB");
+    line(
+        "bench process RSS, idle (broker is separate)",
+        format!("{idle_rss:.0}"),
+        "",
+        "MB",
+    );
+    line(
+        "bench process RSS, under load",
+        format!("{load_rss:.0}"),
+        "",
+        "MB",
+    );
 
     // Scale-out: more instances on the same broker, each loaded as the one alone was.
     let n = args.web_instances;
@@ -191,9 +266,21 @@ pub async fn latency(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel>, 
         load(&addrs, 1, 20, &body).await?;
         for (clients, alone) in one_instance_p99.into_iter().filter(|&(c, _)| c <= 10) {
             let (all, rate) = load(&addrs, clients, args.requests, &body).await?;
-            latency_row(&format!("{n} instances × {clients:>2} clients ({:>5} requests)", all.len()), &all, rate);
+            latency_row(
+                &format!(
+                    "{n} instances × {clients:>2} clients ({:>5} requests)",
+                    all.len()
+                ),
+                &all,
+                rate,
+            );
             let ratio = percentile(&all, 0.99) / alone;
-            line(&format!("p99, {n} instances / 1, {clients:>2} clients each (≤ 2)"), format!("{ratio:.2}"), "", "ratio");
+            line(
+                &format!("p99, {n} instances / 1, {clients:>2} clients each (≤ 2)"),
+                format!("{ratio:.2}"),
+                "",
+                "ratio",
+            );
         }
     }
 

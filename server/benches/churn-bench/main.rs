@@ -33,8 +33,11 @@ use throughput::throughput;
 use wasm::wasm_size;
 
 #[derive(Parser)]
-#[command(name = "churn-bench", bin_name = "cargo bench -p server --bench churn-bench --",
-          about = "Benchmarks of the churn pipeline on the embedded broker")]
+#[command(
+    name = "churn-bench",
+    bin_name = "cargo bench -p server --bench churn-bench --",
+    about = "Benchmarks of the churn pipeline on the embedded broker"
+)]
 struct Args {
     /// Records per throughput run (enough that start-up costs are noise).
     #[arg(long, default_value_t = 1_000_000)]
@@ -81,13 +84,22 @@ enum Part {
 /// Median and range of repeated measurements.
 fn summary(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
-    (values[values.len() / 2], values[0], values[values.len() - 1])
+    (
+        values[values.len() / 2],
+        values[0],
+        values[values.len() - 1],
+    )
 }
 
 /// One table row of repeated measurements: median and range; returns the median.
 fn row(name: &str, unit: &str, values: Vec<f64>) -> f64 {
     let (median, min, max) = summary(values);
-    line(name, format!("{median:.0}"), &format!("{min:>10.0} – {max:<10.0}"), unit);
+    line(
+        name,
+        format!("{median:.0}"),
+        &format!("{min:>10.0} – {max:<10.0}"),
+        unit,
+    );
     median
 }
 
@@ -110,10 +122,15 @@ fn topics(run: &str) -> Topics {
 }
 
 fn records(n: usize) -> Vec<(String, Vec<u8>)> {
-    let customers = generate_customers(&GenerateOptions { rows: 10_000, seed: 5, messy_fraction: 0.0 });
+    let customers = generate_customers(&GenerateOptions {
+        rows: 10_000,
+        seed: 5,
+        messy_fraction: 0.0,
+    });
     (0..n)
         .map(|i| {
-            let json = serde_json::to_vec(&to_wire(&customers[i % customers.len()].to_raw())).expect("serializes");
+            let json = serde_json::to_vec(&to_wire(&customers[i % customers.len()].to_raw()))
+                .expect("serializes");
             (format!("b-{i}"), json)
         })
         .collect()
@@ -122,7 +139,15 @@ fn records(n: usize) -> Vec<(String, Vec<u8>)> {
 fn python_peer(kafka: &Kafka, args: &Args, csv: &std::path::Path) -> Result<f64> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/python_peer.py");
     let output = std::process::Command::new("python3")
-        .args([script, "--brokers", &kafka.brokers, "--csv", &csv.to_string_lossy(), "--records", &args.python_records.to_string()])
+        .args([
+            script,
+            "--brokers",
+            &kafka.brokers,
+            "--csv",
+            &csv.to_string_lossy(),
+            "--records",
+            &args.python_records.to_string(),
+        ])
         .output()
         .context("running benches/python_peer.py")?;
     let text = String::from_utf8_lossy(&output.stdout);
@@ -130,7 +155,13 @@ fn python_peer(kafka: &Kafka, args: &Args, csv: &std::path::Path) -> Result<f64>
         .lines()
         .find_map(|l| l.strip_prefix("records_per_second="))
         .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("python peer failed: {}{}", text, String::from_utf8_lossy(&output.stderr)))?;
+        .with_context(|| {
+            format!(
+                "python peer failed: {}{}",
+                text,
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
     Ok(rate)
 }
 
@@ -142,13 +173,37 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let broker = EmbeddedBroker::start(BrokerOptions::for_tests())?;
-    let kafka = Kafka { properties: args.properties.clone(), ..Kafka::at(broker.address()) };
+    let kafka = Kafka {
+        properties: args.properties.clone(),
+        ..Kafka::at(broker.address())
+    };
     kafka.check_reachable(Duration::from_secs(10)).await?;
-    let customers = generate_customers(&GenerateOptions { rows: 5_000, seed: 9, messy_fraction: 0.0 });
-    let model = Arc::new(model::train::train(&customers, &Default::default(), "bench".into(), |_| {})?);
-    println!("churn-bench on {} cores; {} records per throughput run, {} repeats (after {} warm-up)\n", std::thread::available_parallelism().map_or(0, |n| n.get()), args.records, args.repeat, args.warmup);
+    let customers = generate_customers(&GenerateOptions {
+        rows: 5_000,
+        seed: 9,
+        messy_fraction: 0.0,
+    });
+    let model = Arc::new(model::train::train(
+        &customers,
+        &Default::default(),
+        "bench".into(),
+        |_| {},
+    )?);
+    println!(
+        "churn-bench on {} cores; {} records per throughput run, {} repeats (after {} warm-up)\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.records,
+        args.repeat,
+        args.warmup
+    );
     line("measure", "median", "min – max", "unit");
-    println!("|{}|{}|{}|{}|", "-".repeat(46), "-".repeat(14), "-".repeat(25), "-".repeat(12));
+    println!(
+        "|{}|{}|{}|{}|",
+        "-".repeat(46),
+        "-".repeat(14),
+        "-".repeat(25),
+        "-".repeat(12)
+    );
     let runs = |part: Part| args.only.is_empty() || args.only.contains(&part);
     if runs(Part::Scoring) {
         scoring(&model, &customers, args.repeat);
@@ -157,14 +212,35 @@ async fn main() -> Result<()> {
     if runs(Part::Latency) {
         latency(&kafka, &args, model.clone(), &customers[0]).await?;
     }
-    let ours = if runs(Part::Throughput) { Some(throughput(&kafka, &args, model.clone()).await?) } else { None };
+    let ours = if runs(Part::Throughput) {
+        Some(throughput(&kafka, &args, model.clone()).await?)
+    } else {
+        None
+    };
     if let (Some(ours), true) = (ours, args.python) {
         let dir = tempfile_dir()?;
         let csv = dir.join("customers.csv");
-        std::fs::write(&csv, model::synth::generate_csv(&GenerateOptions { rows: 5_000, seed: 9, messy_fraction: 0.0 }))?;
+        std::fs::write(
+            &csv,
+            model::synth::generate_csv(&GenerateOptions {
+                rows: 5_000,
+                seed: 9,
+                messy_fraction: 0.0,
+            }),
+        )?;
         let peer = python_peer(&kafka, &args, &csv)?;
-        line("python peer (kafka-python + pandas + sklearn)", format!("{peer:.0}"), "", "records/s");
-        line("ours / python peer", format!("{:.0}", ours / peer), "goal ≥ 100", "ratio");
+        line(
+            "python peer (kafka-python + pandas + sklearn)",
+            format!("{peer:.0}"),
+            "",
+            "records/s",
+        );
+        line(
+            "ours / python peer",
+            format!("{:.0}", ours / peer),
+            "goal ≥ 100",
+            "ratio",
+        );
     }
     if runs(Part::Wasm) {
         wasm_size();

@@ -18,14 +18,19 @@ pub fn scoring(model: &model::ChurnModel, customers: &[Customer], repeat: usize)
         }
         single.push(n as f64 / started.elapsed().as_secs_f64());
         let started = Instant::now();
-        let batch: Vec<f64> = (0..n).map(|i| model.probability(&customers[i % customers.len()])).collect();
+        let batch: Vec<f64> = (0..n)
+            .map(|i| model.probability(&customers[i % customers.len()]))
+            .collect();
         batched.push(n as f64 / started.elapsed().as_secs_f64());
         std::hint::black_box((sink, batch));
     }
     row("model alone: score + explain, per record", "rows/s", single);
     row("model alone: probability, batched", "rows/s", batched);
     // What the scorer does per record besides Kafka: JSON in, validation, score, JSON out.
-    let payloads: Vec<Vec<u8>> = customers.iter().map(|c| serde_json::to_vec(&to_wire(&c.to_raw())).expect("serializes")).collect();
+    let payloads: Vec<Vec<u8>> = customers
+        .iter()
+        .map(|c| serde_json::to_vec(&to_wire(&c.to_raw())).expect("serializes"))
+        .collect();
     let mut records = Vec::new();
     let (n, mut bytes) = (300_000, 0);
     for _ in 0..repeat {
@@ -33,12 +38,26 @@ pub fn scoring(model: &model::ChurnModel, customers: &[Customer], repeat: usize)
         bytes = 0;
         for i in 0..n {
             let payload = &payloads[i % payloads.len()];
-            let json = server::scorer::score_payload(&i.to_string(), Some(payload), model, "2026-01-01T00:00:00.000Z");
+            let json = server::scorer::score_payload(
+                &i.to_string(),
+                Some(payload),
+                model,
+                "2026-01-01T00:00:00.000Z",
+            );
             bytes += json.expect("a valid record").len();
         }
         records.push(n as f64 / started.elapsed().as_secs_f64());
     }
-    row("record in memory: parse, validate, score, explain, serialize", "records/s", records);
+    row(
+        "record in memory: parse, validate, score, explain, serialize",
+        "records/s",
+        records,
+    );
     let input_bytes: usize = payloads.iter().map(Vec::len).sum();
-    line("message size, input / prediction (mean)", format!("{} / {}", input_bytes / payloads.len(), bytes / n), "", "bytes");
+    line(
+        "message size, input / prediction (mean)",
+        format!("{} / {}", input_bytes / payloads.len(), bytes / n),
+        "",
+        "bytes",
+    );
 }

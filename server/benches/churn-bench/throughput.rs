@@ -23,15 +23,28 @@ use crate::{line, records, row, summary, topics, Args};
 async fn produce_all(kafka: &Kafka, topic: &str, data: &[(String, Vec<u8>)]) -> Result<Duration> {
     let producer = kafka.idempotent_producer()?;
     let ((key, payload), data) = data.split_first().context("no records")?;
-    producer.send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(60)).await.map_err(|(e, _)| e)?;
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
     let started = Instant::now();
     // A mark to attach a profiler to, as for the pipeline.
     eprintln!("produce started");
     let mut in_flight = futures::stream::FuturesUnordered::new();
     for (key, payload) in data {
-        in_flight.push(producer.send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(60)));
+        in_flight.push(producer.send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(60),
+        ));
         if in_flight.len() >= 50_000 {
-            in_flight.next().await.expect("non-empty").map_err(|(e, _)| e)?;
+            in_flight
+                .next()
+                .await
+                .expect("non-empty")
+                .map_err(|(e, _)| e)?;
         }
     }
     while let Some(result) = in_flight.next().await {
@@ -41,7 +54,9 @@ async fn produce_all(kafka: &Kafka, topic: &str, data: &[(String, Vec<u8>)]) -> 
 }
 
 fn consume_all(kafka: &Kafka, topic: &str, n: usize) -> Result<Duration> {
-    let consumer: BaseConsumer = kafka.consumer_config("bench-reader", &[("enable.auto.commit", "false")]).create()?;
+    let consumer: BaseConsumer = kafka
+        .consumer_config("bench-reader", &[("enable.auto.commit", "false")])
+        .create()?;
     let mut assignment = TopicPartitionList::new();
     for p in 0..kafka.topics.partitions {
         assignment.add_partition_offset(topic, p, Offset::Beginning)?;
@@ -70,13 +85,22 @@ pub async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel
     let n = args.records as f64;
     let (mut produce, mut consume, mut pipeline) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.warmup + args.repeat {
-        let kafka = Kafka { topics: topics(&run.to_string()), ..kafka.clone() };
+        let kafka = Kafka {
+            topics: topics(&run.to_string()),
+            ..kafka.clone()
+        };
         kafka.ensure_pipeline_topics().await?;
-        let produce_rate = (n - 1.0) / produce_all(&kafka, &kafka.topics.input, &data).await?.as_secs_f64();
+        let produce_rate = (n - 1.0)
+            / produce_all(&kafka, &kafka.topics.input, &data)
+                .await?
+                .as_secs_f64();
         let k = kafka.clone();
         let input = kafka.topics.input.clone();
         let records = args.records;
-        let consume_rate = (n - 1.0) / tokio::task::spawn_blocking(move || consume_all(&k, &input, records)).await??.as_secs_f64();
+        let consume_rate = (n - 1.0)
+            / tokio::task::spawn_blocking(move || consume_all(&k, &input, records))
+                .await??
+                .as_secs_f64();
         // The scorer from an already filled input topic to the predictions topic.
         let stop_tx = CancellationToken::new();
         let stop = stop_tx.clone();
@@ -97,7 +121,11 @@ pub async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let pipeline_rate = (n - before) / started.elapsed().as_secs_f64();
-        let counted = if run < args.warmup { "warm-up, not counted" } else { "counted" };
+        let counted = if run < args.warmup {
+            "warm-up, not counted"
+        } else {
+            "counted"
+        };
         eprintln!("run {run}: produce {produce_rate:.0}/s, consume {consume_rate:.0}/s, pipeline {pipeline_rate:.0}/s ({counted})");
         if run >= args.warmup {
             produce.push(produce_rate);
@@ -112,19 +140,40 @@ pub async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel
     }
     // The machine's speed drifts between repeats; each repeat's ratio compares runs made moments
     // apart, so the ratio is summarized per repeat rather than as a ratio of medians.
-    let ratios: Vec<f64> = (0..args.repeat).map(|i| pipeline[i] / produce[i].min(consume[i])).collect();
-    row("broker ceiling: produce only (idempotent, acks=all)", "records/s", produce);
+    let ratios: Vec<f64> = (0..args.repeat)
+        .map(|i| pipeline[i] / produce[i].min(consume[i]))
+        .collect();
+    row(
+        "broker ceiling: produce only (idempotent, acks=all)",
+        "records/s",
+        produce,
+    );
     row("broker ceiling: consume only", "records/s", consume);
-    let ours = row("pipeline: input -> scorer -> predictions", "records/s", pipeline);
+    let ours = row(
+        "pipeline: input -> scorer -> predictions",
+        "records/s",
+        pipeline,
+    );
     let (median, min, max) = summary(ratios);
-    line("pipeline / slower ceiling, per repeat (≥ 0.5)", format!("{median:.2}"), &format!("{min:>10.2} – {max:<10.2}"), "ratio");
+    line(
+        "pipeline / slower ceiling, per repeat (≥ 0.5)",
+        format!("{median:.2}"),
+        &format!("{min:>10.2} – {max:<10.2}"),
+        "ratio",
+    );
     Ok(ours)
 }
 
 /// Deletes a repeat's topics; a broker that refuses only costs memory.
 async fn drop_topics(kafka: &Kafka) {
     let t = &kafka.topics;
-    let names = [t.input.as_str(), t.predictions.as_str(), t.dead_letter.as_str(), t.stats.as_str(), t.labels.as_str()];
+    let names = [
+        t.input.as_str(),
+        t.predictions.as_str(),
+        t.dead_letter.as_str(),
+        t.stats.as_str(),
+        t.labels.as_str(),
+    ];
     let deleted = async {
         let admin: AdminClient<DefaultClientContext> = kafka.config(&[]).create()?;
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -136,6 +185,8 @@ async fn drop_topics(kafka: &Kafka) {
         anyhow::Ok(())
     };
     if let Err(e) = deleted.await {
-        eprintln!("could not delete the repeat's topics ({e}); the broker keeps their records in memory");
+        eprintln!(
+            "could not delete the repeat's topics ({e}); the broker keeps their records in memory"
+        );
     }
 }

@@ -20,7 +20,9 @@ fn has_names_section(wasm: &[u8]) -> bool {
     while at < wasm.len() {
         let id = wasm[at];
         at += 1;
-        let Some(size) = leb128(wasm, &mut at) else { return false };
+        let Some(size) = leb128(wasm, &mut at) else {
+            return false;
+        };
         let body = at;
         if id == 0 {
             let mut name_at = body;
@@ -36,7 +38,12 @@ fn has_names_section(wasm: &[u8]) -> bool {
 }
 
 pub fn wasm_size() {
-    let site = std::env::var("CHURN_SITE_ROOT").unwrap_or_else(|_| format!("{}/.cache/customer-churn/target/site", std::env::var("HOME").unwrap_or_default()));
+    let site = std::env::var("CHURN_SITE_ROOT").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/customer-churn/target/site",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
     let path = format!("{site}/pkg/churn_bg.wasm");
     let Ok(wasm) = std::fs::read(&path) else {
         println!("| WASM bundle: not built ({path}): run scripts/build.sh release");
@@ -46,7 +53,21 @@ pub fn wasm_size() {
         println!("| WASM bundle: {path} is a dev build; run scripts/build.sh release first");
         return;
     }
-    let gz = std::process::Command::new("sh").args(["-c", &format!("gzip -9c '{path}' | wc -c")]).output().ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<usize>().ok()).unwrap_or(0);
-    line("WASM bundle (release), raw / gzipped", wasm.len() / 1024, &format!("{} gzipped (goal < 250)", gz / 1024), "KiB");
+    let gz = std::process::Command::new("sh")
+        .args(["-c", &format!("gzip -9c '{path}' | wc -c")])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .unwrap_or(0);
+    line(
+        "WASM bundle (release), raw / gzipped",
+        wasm.len() / 1024,
+        &format!("{} gzipped (goal < 250)", gz / 1024),
+        "KiB",
+    );
 }

@@ -29,13 +29,21 @@ pub struct AnalyzeArgs {
 pub async fn run(args: AnalyzeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let kafka = super::connect(kafka_args).await?;
     let mut tasks = Supervisor::new(server::shutdown::on_signals());
-    let (model_rx, follower) = model_store::follow(&kafka, model_store::load_optional(&args.model)?, tasks.shutdown()).await?;
+    let (model_rx, follower) = model_store::follow(
+        &kafka,
+        model_store::load_optional(&args.model)?,
+        tasks.shutdown(),
+    )
+    .await?;
     tasks.spawn("model follower", follower);
     let options = AnalyzeOptions {
         group: args.group,
         window: Duration::from_secs_f64(args.window_secs),
         lateness: Duration::from_secs_f64(args.lateness_secs),
     };
-    tasks.spawn("analytics", analytics::run(kafka, options, model_rx, tasks.shutdown()));
+    tasks.spawn(
+        "analytics",
+        analytics::run(kafka, options, model_rx, tasks.shutdown()),
+    );
     tasks.run().await
 }

@@ -21,8 +21,13 @@ pub struct BrokerArgs {
 
 pub async fn run(args: &BrokerArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let broker = start_embedded(args)?;
-    println!("embedded broker listening on {} (Ctrl-C to stop)", broker.address());
-    Kafka::new(broker.address(), kafka_args).ensure_pipeline_topics().await?;
+    println!(
+        "embedded broker listening on {} (Ctrl-C to stop)",
+        broker.address()
+    );
+    Kafka::new(broker.address(), kafka_args)
+        .ensure_pipeline_topics()
+        .await?;
     server::shutdown::on_signals().cancelled().await;
     Ok(())
 }

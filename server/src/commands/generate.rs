@@ -22,11 +22,16 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let text = generate_csv(&GenerateOptions { rows: args.rows, seed: args.seed, messy_fraction: args.messy });
+    let text = generate_csv(&GenerateOptions {
+        rows: args.rows,
+        seed: args.seed,
+        messy_fraction: args.messy,
+    });
     if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&args.output, text).with_context(|| format!("writing {}", args.output.display()))?;
+    std::fs::write(&args.output, text)
+        .with_context(|| format!("writing {}", args.output.display()))?;
     println!("wrote {} customers to {}", args.rows, args.output.display());
     Ok(())
 }

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 pub fn init(filter: &str) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("bad --log filter {filter:?}"))?,
+            tracing_subscriber::EnvFilter::try_new(filter)
+                .with_context(|| format!("bad --log filter {filter:?}"))?,
         )
         .with_target(false)
         // Logs go to stderr; stdout carries results (reports, summaries).
@@ -28,7 +29,10 @@ pub fn init(filter: &str) -> Result<()> {
         }
         let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
         let message = server::supervisor::panic_message(info.payload());
-        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         tracing::error!(%location, suppressed, "panic: {}", model::record::truncate_utf8(message, 512));
     }));
     Ok(())

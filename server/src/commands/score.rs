@@ -22,8 +22,16 @@ pub struct ScoreArgs {
 pub async fn run(args: ScoreArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let kafka = super::connect(kafka_args).await?;
     let mut tasks = Supervisor::new(server::shutdown::on_signals());
-    let (model_rx, follower) = model_store::follow(&kafka, model_store::load_optional(&args.model)?, tasks.shutdown()).await?;
+    let (model_rx, follower) = model_store::follow(
+        &kafka,
+        model_store::load_optional(&args.model)?,
+        tasks.shutdown(),
+    )
+    .await?;
     tasks.spawn("model follower", follower);
-    tasks.spawn("scorer", Scorer::new(kafka, args.group, model_rx).run(tasks.shutdown()));
+    tasks.spawn(
+        "scorer",
+        Scorer::new(kafka, args.group, model_rx).run(tasks.shutdown()),
+    );
     tasks.run().await
 }

@@ -22,9 +22,19 @@ pub struct ScoreFileArgs {
 
 pub fn run(args: &ScoreFileArgs) -> Result<()> {
     let model = model_store::load(&args.model)?;
-    let summary = score_file(&model, &args.input, &args.output, super::stderr_is_terminal())?;
+    let summary = score_file(
+        &model,
+        &args.input,
+        &args.output,
+        super::stderr_is_terminal(),
+    )?;
     super::report_skipped(&summary.bad);
-    println!("scored {} customers into {} with model {} ({} bad rows skipped)",
-             summary.scored, args.output.display(), model.version, summary.bad.len());
+    println!(
+        "scored {} customers into {} with model {} ({} bad rows skipped)",
+        summary.scored,
+        args.output.display(),
+        model.version,
+        summary.bad.len()
+    );
     Ok(())
 }

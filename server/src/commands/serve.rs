@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Result;
 use server::analytics::{self, AnalyzeOptions};
 use server::args;
-use server::broker::port_in_use;
 use server::backend::{BackendOptions, PipelineBackend};
+use server::broker::port_in_use;
 use server::kafka::{Kafka, KafkaArgs};
 use server::metrics::PipelineMetrics;
 use server::model_store;
@@ -67,7 +67,10 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let (_broker, brokers) = match kafka_args.brokers.clone() {
         Some(brokers) => (None, brokers),
         None if port_in_use(args.broker.broker_port) => {
-            tracing::info!(port = args.broker.broker_port, "a broker is already running on the port; using it");
+            tracing::info!(
+                port = args.broker.broker_port,
+                "a broker is already running on the port; using it"
+            );
             (None, format!("127.0.0.1:{}", args.broker.broker_port))
         }
         None => {
@@ -80,7 +83,12 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     kafka.check_reachable(Duration::from_secs(15)).await?;
     kafka.ensure_pipeline_topics().await?;
     let mut tasks = Supervisor::new(server::shutdown::on_signals());
-    let (model_rx, follower) = model_store::follow(&kafka, model_store::load_optional(&args.score.model)?, tasks.shutdown()).await?;
+    let (model_rx, follower) = model_store::follow(
+        &kafka,
+        model_store::load_optional(&args.score.model)?,
+        tasks.shutdown(),
+    )
+    .await?;
     tasks.spawn("model follower", follower);
     let metrics = Arc::new(PipelineMetrics::default());
     let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone())
@@ -93,7 +101,13 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     if let Some(file) = &args.replay {
         let kafka = kafka.clone();
         let options = super::replay::options(
-            &ReplayArgs { file: file.clone(), rate: args.replay_rate, repeat: true, limit: None, id_prefix: None },
+            &ReplayArgs {
+                file: file.clone(),
+                rate: args.replay_rate,
+                repeat: true,
+                limit: None,
+                id_prefix: None,
+            },
             false,
         );
         let stop = tasks.shutdown();
@@ -135,19 +149,36 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
         }
     };
     if !args.no_analytics {
-        let options = AnalyzeOptions { window: Duration::from_secs_f64(args.window_secs), ..Default::default() };
-        tasks.spawn("analytics", analytics::run(kafka.clone(), options, model_rx.clone(), tasks.shutdown()));
+        let options = AnalyzeOptions {
+            window: Duration::from_secs_f64(args.window_secs),
+            ..Default::default()
+        };
+        tasks.spawn(
+            "analytics",
+            analytics::run(kafka.clone(), options, model_rx.clone(), tasks.shutdown()),
+        );
     }
     let backend_options = BackendOptions {
         reply_timeout: Duration::from_secs_f64(args.reply_timeout),
         scorer_group: args.score.group.clone(),
         max_pending: args.max_pending as usize,
-        instance_id: args.instance_id.clone().unwrap_or_else(|| server::replies::default_instance_id(args.addr.port())),
+        instance_id: args
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| server::replies::default_instance_id(args.addr.port())),
     };
-    let backend = PipelineBackend::start(kafka.clone(), backend_options, metrics, status, &mut tasks).await?;
-    let web = WebOptions { addr: args.addr, site_root: args.site_root.clone(), runs_scorer: !args.no_scorer };
+    let backend =
+        PipelineBackend::start(kafka.clone(), backend_options, metrics, status, &mut tasks).await?;
+    let web = WebOptions {
+        addr: args.addr,
+        site_root: args.site_root.clone(),
+        runs_scorer: !args.no_scorer,
+    };
     let listener = server::web::bind(&web).await?;
-    tasks.spawn("web server", server::web::serve(listener, web, backend, tasks.shutdown()));
+    tasks.spawn(
+        "web server",
+        server::web::serve(listener, web, backend, tasks.shutdown()),
+    );
     // Until Ctrl-C or SIGTERM, or the first task to fail (then the exit code is non-zero).
     tasks.run().await
 }

@@ -44,13 +44,21 @@ pub struct TrainArgs {
 
 /// The feature names come from the model crate, so the help cannot drift from what training uses.
 fn features_help() -> String {
-    let default = TrainOptions::default().features.iter().map(|f| f.name()).collect::<Vec<_>>().join(",");
+    let default = TrainOptions::default()
+        .features
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(",");
     format!("Features to use, comma-separated (default: all honest features: {default})")
 }
 
 fn parse_feature(name: &str) -> Result<Feature, String> {
     Feature::from_name(name).ok_or_else(|| {
-        format!("unknown feature {name:?}: choose from {}", Feature::ALL.map(Feature::name).join(", "))
+        format!(
+            "unknown feature {name:?}: choose from {}",
+            Feature::ALL.map(Feature::name).join(", ")
+        )
     })
 }
 
@@ -66,17 +74,32 @@ pub async fn run(args: &TrainArgs, kafka_args: &KafkaArgs) -> Result<()> {
 fn train_model(args: &TrainArgs) -> Result<ChurnModel> {
     let mut csv = CustomerCsv::open(&args.input)?;
     if !csv.has_labels() {
-        bail!("{} has no Churn column: training needs the outcome of each customer", args.input.display());
+        bail!(
+            "{} has no Churn column: training needs the outcome of each customer",
+            args.input.display()
+        );
     }
     let (customers, bad) = csv.customers();
     super::report_skipped(&bad);
     let unlabelled = customers.iter().filter(|c| c.churn.is_none()).count();
-    let customers: Vec<_> = customers.into_iter().filter(|c| c.churn.is_some()).collect();
+    let customers: Vec<_> = customers
+        .into_iter()
+        .filter(|c| c.churn.is_some())
+        .collect();
     println!(
         "training on {} customers from {} ({} bad rows skipped, {} without a label skipped)",
-        customers.len(), args.input.display(), bad.len(), unlabelled
+        customers.len(),
+        args.input.display(),
+        bad.len(),
+        unlabelled
     );
-    let mut options = TrainOptions { l2: args.l2, folds: args.folds as usize, seed: args.seed, threshold_rule: args.threshold, ..Default::default() };
+    let mut options = TrainOptions {
+        l2: args.l2,
+        folds: args.folds as usize,
+        seed: args.seed,
+        threshold_rule: args.threshold,
+        ..Default::default()
+    };
     if !args.features.is_empty() {
         options.features = args.features.clone();
     }
@@ -94,7 +117,9 @@ fn train_model(args: &TrainArgs) -> Result<ChurnModel> {
         write().with_context(|| format!("writing {}", path.display()))?;
     }
     let bar = ProgressBar::new(args.folds as u64 + 1).with_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}").expect("valid template").progress_chars("=> "),
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     bar.set_message("cross-validating");
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

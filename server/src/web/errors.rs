@@ -12,7 +12,9 @@ use super::MAX_BODY_BYTES;
 pub fn status_of(error: &PredictError) -> StatusCode {
     match error {
         PredictError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        PredictError::BrokerUnavailable(_) | PredictError::NotRunning => StatusCode::SERVICE_UNAVAILABLE,
+        PredictError::BrokerUnavailable(_) | PredictError::NotRunning => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         PredictError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         PredictError::Busy => StatusCode::TOO_MANY_REQUESTS,
         PredictError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -57,11 +59,15 @@ impl IntoResponse for ApiError {
 /// (400 for an unreadable payload, 429 when busy, ...), whether the function returned it or its
 /// arguments could not be read.
 pub async fn server_fn_status(response: Response) -> Response {
-    if response.status() != StatusCode::INTERNAL_SERVER_ERROR || !response.headers().contains_key("serverfnerror") {
+    if response.status() != StatusCode::INTERNAL_SERVER_ERROR
+        || !response.headers().contains_key("serverfnerror")
+    {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .unwrap_or_default();
     if let Ok(error) = serde_json::from_slice::<PredictError>(&bytes) {
         parts.status = status_of(&error);
     }

@@ -59,23 +59,39 @@ async fn predict_json(
 
 /// `GET /metrics`: the Prometheus text exposition.
 async fn prometheus(State(metrics): State<Arc<PipelineMetrics>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics.render())
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics.render(),
+    )
 }
 
 /// `GET /readyz`: 200 when ready, 503 otherwise, with what readiness knows as JSON.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let readiness = state.health.readiness(state.runs_scorer);
-    let status = if readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if readiness.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(readiness))
 }
 
 /// `GET /export/predictions.csv?minutes=5`: the predictions received lately.
-async fn export_csv(State(live): State<Arc<LiveFeed>>, Query(q): Query<ExportQuery>) -> impl IntoResponse {
-    let minutes = q.minutes.filter(|m| m.is_finite() && *m > 0.0).unwrap_or(5.0);
+async fn export_csv(
+    State(live): State<Arc<LiveFeed>>,
+    Query(q): Query<ExportQuery>,
+) -> impl IntoResponse {
+    let minutes = q
+        .minutes
+        .filter(|m| m.is_finite() && *m > 0.0)
+        .unwrap_or(5.0);
     (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"predictions-{minutes}min.csv\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"predictions-{minutes}min.csv\""),
+            ),
         ],
         live.export_csv(minutes),
     )
@@ -101,7 +117,9 @@ pub fn router_with_state(state: AppState) -> Router {
     // The app has no client-side router (it keeps the bundle small): its pages are listed here.
     let routes = Page::ROUTES
         .iter()
-        .map(|(path, _)| AxumRouteListing::new(path.to_string(), SsrMode::default(), [Method::Get], vec![]))
+        .map(|(path, _)| {
+            AxumRouteListing::new(path.to_string(), SsrMode::default(), [Method::Get], vec![])
+        })
         .collect();
     let backend = state.backend.clone();
     let context = move || provide_context(backend.clone());
@@ -114,7 +132,9 @@ pub fn router_with_state(state: AppState) -> Router {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::map_response(errors::server_fn_status))
         // Oversized bodies get 413 before any handler reads them.
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
         // A panic in a handler (a bug) answers 500 for that request; the server goes on.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(state)
@@ -124,7 +144,12 @@ pub fn router_with_state(state: AppState) -> Router {
 pub async fn bind(options: &WebOptions) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(options.addr)
         .await
-        .with_context(|| format!("cannot listen on {}: pick another address with --addr", options.addr))
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: pick another address with --addr",
+                options.addr
+            )
+        })
 }
 
 pub async fn serve(
@@ -133,12 +158,20 @@ pub async fn serve(
     pipeline: Arc<PipelineBackend>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    if !options.site_root.join("pkg").join(format!("{}_bg.wasm", app::OUTPUT_NAME)).is_file() {
+    if !options
+        .site_root
+        .join("pkg")
+        .join(format!("{}_bg.wasm", app::OUTPUT_NAME))
+        .is_file()
+    {
         tracing::warn!(site_root = %options.site_root.display(),
             "the browser bundle is missing: the page will render but not hydrate; build it with scripts/build.sh");
     }
     let app = router(&options, pipeline);
-    println!("Customer churn is up: open http://{}", listener.local_addr()?);
+    println!(
+        "Customer churn is up: open http://{}",
+        listener.local_addr()?
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.cancelled().await;

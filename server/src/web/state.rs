@@ -29,7 +29,11 @@ pub struct AppState {
 impl AppState {
     /// The state of a web server on the running pipeline.
     pub fn new(options: &WebOptions, pipeline: Arc<PipelineBackend>) -> AppState {
-        let (live, health, metrics) = (pipeline.live().clone(), pipeline.health().clone(), pipeline.metrics().clone());
+        let (live, health, metrics) = (
+            pipeline.live().clone(),
+            pipeline.health().clone(),
+            pipeline.metrics().clone(),
+        );
         AppState::with_parts(options, pipeline, live, health, metrics)
     }
 
@@ -47,7 +51,14 @@ impl AppState {
             .site_pkg_dir("pkg")
             .site_addr(options.addr)
             .build();
-        AppState { backend: BackendHandle(backend), live, health, metrics, leptos, runs_scorer: options.runs_scorer }
+        AppState {
+            backend: BackendHandle(backend),
+            live,
+            health,
+            metrics,
+            leptos,
+            runs_scorer: options.runs_scorer,
+        }
     }
 }
 

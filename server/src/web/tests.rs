@@ -26,7 +26,10 @@ impl Backend for Fake {
         PipelineStatus::default()
     }
 
-    fn predict(&self, _: Customer) -> Pin<Box<dyn Future<Output = Result<Prediction, PredictError>> + Send>> {
+    fn predict(
+        &self,
+        _: Customer,
+    ) -> Pin<Box<dyn Future<Output = Result<Prediction, PredictError>> + Send>> {
         let answer = self.0.clone();
         Box::pin(async move { answer })
     }
@@ -36,7 +39,11 @@ impl Backend for Fake {
     }
 
     fn sample(&self) -> Customer {
-        let options = model::synth::GenerateOptions { rows: 1, seed: 1, messy_fraction: 0.0 };
+        let options = model::synth::GenerateOptions {
+            rows: 1,
+            seed: 1,
+            messy_fraction: 0.0,
+        };
         model::synth::generate_customers(&options).remove(0)
     }
 }
@@ -50,9 +57,23 @@ fn prediction() -> Prediction {
 }
 
 /// The router as `churn serve` builds it, on a fake backend answering `answer`.
-fn router_with(answer: Result<Prediction, PredictError>, health: Arc<Health>, runs_scorer: bool) -> Router {
-    let options = WebOptions { addr: ([127, 0, 0, 1], 0).into(), site_root: std::env::temp_dir(), runs_scorer };
-    router_with_state(AppState::with_parts(&options, Arc::new(Fake(answer)), Arc::default(), health, Arc::default()))
+fn router_with(
+    answer: Result<Prediction, PredictError>,
+    health: Arc<Health>,
+    runs_scorer: bool,
+) -> Router {
+    let options = WebOptions {
+        addr: ([127, 0, 0, 1], 0).into(),
+        site_root: std::env::temp_dir(),
+        runs_scorer,
+    };
+    router_with_state(AppState::with_parts(
+        &options,
+        Arc::new(Fake(answer)),
+        Arc::default(),
+        health,
+        Arc::default(),
+    ))
 }
 
 fn router(answer: Result<Prediction, PredictError>) -> Router {
@@ -76,13 +97,23 @@ fn post(path: &str, content_type: &str, body: impl Into<String>) -> Request<Body
 async fn answer(router: Router, request: Request<Body>) -> (StatusCode, Value) {
     let response = router.oneshot(request).await.expect("the router answers");
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("a body");
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, body)
 }
 
-async fn predict_json(answer_with: Result<Prediction, PredictError>, body: &str) -> (StatusCode, Value) {
-    answer(router(answer_with), post("/api/v1/predict", "application/json", body)).await
+async fn predict_json(
+    answer_with: Result<Prediction, PredictError>,
+    body: &str,
+) -> (StatusCode, Value) {
+    answer(
+        router(answer_with),
+        post("/api/v1/predict", "application/json", body),
+    )
+    .await
 }
 
 /// The `predict` server function's path, as the browser calls it.
@@ -102,14 +133,27 @@ async fn a_prediction_is_200_with_its_round_trip() {
 async fn a_body_that_is_not_json_is_400() {
     let (status, body) = predict_json(Ok(prediction()), "{not json").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"].as_str().unwrap().starts_with("not a customer record: "), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a customer record: "),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn an_oversized_body_is_413_on_the_api_and_on_the_server_function() {
     let big = "a".repeat(MAX_BODY_BYTES + 1);
-    for (path, content_type) in [("/api/v1/predict", "application/json"), (server_fn_path(), "application/x-www-form-urlencoded")] {
-        let (status, _) = answer(router(Ok(prediction())), post(path, content_type, big.clone())).await;
+    for (path, content_type) in [
+        ("/api/v1/predict", "application/json"),
+        (server_fn_path(), "application/x-www-form-urlencoded"),
+    ] {
+        let (status, _) = answer(
+            router(Ok(prediction())),
+            post(path, content_type, big.clone()),
+        )
+        .await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
     }
 }
@@ -118,7 +162,14 @@ async fn an_oversized_body_is_413_on_the_api_and_on_the_server_function() {
 async fn an_invalid_record_is_422_with_its_field_errors() {
     let (status, body) = predict_json(Ok(prediction()), r#"{"Names": "A", "Age": -4}"#).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["fields"].as_array().unwrap().iter().any(|f| f["field"] == "Age"), "{body}");
+    assert!(
+        body["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["field"] == "Age"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -130,7 +181,8 @@ async fn too_many_waiting_is_429() {
 
 #[tokio::test]
 async fn a_broker_away_is_503() {
-    let (status, _) = predict_json(Err(PredictError::BrokerUnavailable("down".into())), RECORD).await;
+    let (status, _) =
+        predict_json(Err(PredictError::BrokerUnavailable("down".into())), RECORD).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -145,37 +197,68 @@ async fn no_reply_in_time_is_504() {
 async fn readiness_is_503_until_the_scorer_holds_partitions_and_then_200() {
     let health = Arc::new(Health::default());
     let router = router_with(Ok(prediction()), health.clone(), true);
-    let (status, body) = answer(router.clone(), Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    let (status, body) = answer(
+        router.clone(),
+        Request::get("/readyz").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let expected = serde_json::json!({ "broker_reachable": true, "model_loaded": false, "consumer_assigned": false, "failed_tasks": [] });
     assert_eq!(body, expected);
     health.set_assigned(true);
     health.set_model_version("m-1");
-    let (status, _) = answer(router.clone(), Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    let (status, _) = answer(
+        router.clone(),
+        Request::get("/readyz").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     health.record_failure("live feed reader ended unexpectedly".into());
     let (status, body) = answer(router, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body["failed_tasks"][0], "live feed reader ended unexpectedly");
+    assert_eq!(
+        body["failed_tasks"][0],
+        "live feed reader ended unexpectedly"
+    );
 }
 
 #[tokio::test]
 async fn the_server_function_answers_the_same_statuses_as_the_api() {
-    let garbage = post(server_fn_path(), "application/x-www-form-urlencoded", "garbage=%%%");
+    let garbage = post(
+        server_fn_path(),
+        "application/x-www-form-urlencoded",
+        "garbage=%%%",
+    );
     let (status, body) = answer(router(Ok(prediction())), garbage).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.to_string().contains("BadRequest"), "{body}");
 
-    let invalid = post(server_fn_path(), "application/x-www-form-urlencoded", "record[Names]=A&record[Age]=-4");
+    let invalid = post(
+        server_fn_path(),
+        "application/x-www-form-urlencoded",
+        "record[Names]=A&record[Age]=-4",
+    );
     let (status, body) = answer(router(Ok(prediction())), invalid).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
     let record: serde_json::Map<String, Value> = serde_json::from_str(RECORD).unwrap();
     let form: Vec<String> = record
         .iter()
-        .map(|(k, v)| format!("record[{k}]={}", v.to_string().trim_matches('"').replace(' ', "+").replace(',', "%2C")))
+        .map(|(k, v)| {
+            format!(
+                "record[{k}]={}",
+                v.to_string()
+                    .trim_matches('"')
+                    .replace(' ', "+")
+                    .replace(',', "%2C")
+            )
+        })
         .collect();
-    let busy = post(server_fn_path(), "application/x-www-form-urlencoded", form.join("&"));
+    let busy = post(
+        server_fn_path(),
+        "application/x-www-form-urlencoded",
+        form.join("&"),
+    );
     let (status, body) = answer(router(Err(PredictError::Busy)), busy).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
 }
@@ -183,16 +266,41 @@ async fn the_server_function_answers_the_same_statuses_as_the_api() {
 #[tokio::test]
 async fn operational_routes_answer() {
     let router = router(Ok(prediction()));
-    let (status, body) = answer(router.clone(), Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    let (status, body) = answer(
+        router.clone(),
+        Request::get("/healthz").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!((status, body), (StatusCode::OK, Value::String("ok".into())));
 
-    let response = router.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    let response = router
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()[header::CONTENT_TYPE], "text/plain; version=0.0.4; charset=utf-8");
-    let text = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    assert!(String::from_utf8_lossy(&text).lines().any(|l| l == "churn_pending_requests 0"));
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text)
+        .lines()
+        .any(|l| l == "churn_pending_requests 0"));
 
-    let response = router.oneshot(Request::get("/export/predictions.csv?minutes=2").body(Body::empty()).unwrap()).await.unwrap();
+    let response = router
+        .oneshot(
+            Request::get("/export/predictions.csv?minutes=2")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()[header::CONTENT_DISPOSITION], "attachment; filename=\"predictions-2min.csv\"");
+    assert_eq!(
+        response.headers()[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"predictions-2min.csv\""
+    );
 }

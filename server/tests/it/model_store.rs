@@ -22,7 +22,9 @@ async fn a_published_model_replaces_the_running_one_without_losing_records() {
 
     // At start the newest published model wins over the local file.
     let (stop_tx, stop) = stop_switch();
-    let (models, follower) = follow(&p.kafka, Some((*model_b).clone()), stop.clone()).await.unwrap();
+    let (models, follower) = follow(&p.kafka, Some((*model_b).clone()), stop.clone())
+        .await
+        .unwrap();
     // The caller runs the follow task (the commands hand it to their supervisor).
     let follower = tokio::spawn(follower);
     assert_eq!(models.borrow().version, model_a.version);
@@ -32,37 +34,68 @@ async fn a_published_model_replaces_the_running_one_without_losing_records() {
     let kafka = p.kafka.clone();
     let stream_stop = stop.clone();
     let producer = tokio::spawn(async move {
-        let options = ReplayOptions { file: csv, rate: 800.0, repeat: false, limit: None, id_prefix: "swap".into(), show_progress: false };
+        let options = ReplayOptions {
+            file: csv,
+            rate: 800.0,
+            repeat: false,
+            limit: None,
+            id_prefix: "swap".into(),
+            show_progress: false,
+        };
         replay(&kafka, &options, stream_stop).await
     });
     let scorer = Scorer::new(p.kafka.clone(), "scorer-swap", models.clone());
     let stats = scorer.stats.clone();
     let task = tokio::spawn(scorer.run(stop.clone()));
 
-    wait_until("part of the stream to be scored with A", TIMEOUT, || stats.scored.get() >= 300).await;
+    wait_until("part of the stream to be scored with A", TIMEOUT, || {
+        stats.scored.get() >= 300
+    })
+    .await;
     publish(&p.kafka, &model_b).await.unwrap();
     let mut watching = models.clone();
-    tokio::time::timeout(TIMEOUT, watching.wait_for(|m| m.version == model_b.version)).await.unwrap().unwrap();
+    tokio::time::timeout(TIMEOUT, watching.wait_for(|m| m.version == model_b.version))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(producer.await.unwrap().unwrap().sent, N as u64);
 
-    let messages = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| predictions_by_id(m).len() >= N);
+    let messages = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| {
+        predictions_by_id(m).len() >= N
+    });
     let by_id = predictions_by_id(&messages);
     let expected: HashSet<String> = (2..N + 2).map(|line| format!("swap-0-{line}")).collect();
-    assert_eq!(by_id.keys().cloned().collect::<HashSet<_>>(), expected, "no record lost or unscored");
+    assert_eq!(
+        by_id.keys().cloned().collect::<HashSet<_>>(),
+        expected,
+        "no record lost or unscored"
+    );
 
     // Per partition, in offset order: A's predictions, then only B's.
     let mut versions: HashMap<i32, Vec<String>> = HashMap::new();
     for m in &messages {
         let prediction: model::Prediction = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        versions.entry(m.partition()).or_default().push(prediction.model_version);
+        versions
+            .entry(m.partition())
+            .or_default()
+            .push(prediction.model_version);
     }
     let mut saw = HashSet::new();
     for sequence in versions.values() {
-        let first_b = sequence.iter().position(|v| *v == model_b.version).unwrap_or(sequence.len());
-        assert!(sequence[first_b..].iter().all(|v| *v == model_b.version), "no A after B in a partition");
+        let first_b = sequence
+            .iter()
+            .position(|v| *v == model_b.version)
+            .unwrap_or(sequence.len());
+        assert!(
+            sequence[first_b..].iter().all(|v| *v == model_b.version),
+            "no A after B in a partition"
+        );
         saw.extend(sequence.iter().cloned());
     }
-    assert_eq!(saw, HashSet::from([model_a.version.clone(), model_b.version.clone()]));
+    assert_eq!(
+        saw,
+        HashSet::from([model_a.version.clone(), model_b.version.clone()])
+    );
 
     stop_tx.cancel();
     task.await.unwrap().unwrap();

@@ -34,14 +34,22 @@ fn fail_fast_on_panic() {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let thread = std::thread::current();
-            let on_test_thread = thread.name().is_some_and(|n| !n.starts_with("tokio-") && n != "kafka-blocking");
+            let on_test_thread = thread
+                .name()
+                .is_some_and(|n| !n.starts_with("tokio-") && n != "kafka-blocking");
             if !on_test_thread {
                 return default(info);
             }
             use std::io::Write;
             // Straight to the process's stderr: the test harness's output capture would be lost.
-            let _ = writeln!(std::io::stderr(), "\n{info}\n{}", std::backtrace::Backtrace::force_capture());
-            let _ = std::process::Command::new("pkill").args(["-9", "-P", &std::process::id().to_string()]).status();
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n{info}\n{}",
+                std::backtrace::Backtrace::force_capture()
+            );
+            let _ = std::process::Command::new("pkill")
+                .args(["-9", "-P", &std::process::id().to_string()])
+                .status();
             std::process::exit(101);
         }));
     });
@@ -58,8 +66,14 @@ pub async fn pipeline_with(options: impl FnOnce(&std::path::Path) -> BrokerOptio
     let dir = tempfile::tempdir().unwrap();
     let broker = EmbeddedBroker::start(options(dir.path())).expect("broker starts");
     let kafka = Kafka::at(broker.address());
-    kafka.check_reachable(Duration::from_secs(10)).await.expect("broker reachable");
-    kafka.ensure_pipeline_topics().await.expect("topics created");
+    kafka
+        .check_reachable(Duration::from_secs(10))
+        .await
+        .expect("broker reachable");
+    kafka
+        .ensure_pipeline_topics()
+        .await
+        .expect("topics created");
     Pipeline { broker, kafka, dir }
 }
 
@@ -67,13 +81,25 @@ impl Pipeline {
     /// Writes a generated CSV of `rows` customers and returns its path.
     pub fn csv(&self, rows: usize, seed: u64) -> PathBuf {
         let path = self.dir.path().join(format!("customers-{seed}.csv"));
-        std::fs::write(&path, generate_csv(&GenerateOptions { rows, seed, messy_fraction: 0.0 })).unwrap();
+        std::fs::write(
+            &path,
+            generate_csv(&GenerateOptions {
+                rows,
+                seed,
+                messy_fraction: 0.0,
+            }),
+        )
+        .unwrap();
         path
     }
 }
 
 pub fn trained_model(seed: u64) -> Arc<ChurnModel> {
-    let customers = generate_customers(&GenerateOptions { rows: 600, seed, messy_fraction: 0.0 });
+    let customers = generate_customers(&GenerateOptions {
+        rows: 600,
+        seed,
+        messy_fraction: 0.0,
+    });
     Arc::new(model::train::train(&customers, &Default::default(), "test".into(), |_| {}).unwrap())
 }
 
@@ -97,7 +123,9 @@ pub fn read_topic(
         .unwrap();
     let mut assignment = TopicPartitionList::new();
     for p in 0..kafka.topics.partitions {
-        assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&assignment).unwrap();
     let deadline = Instant::now() + timeout;
@@ -122,8 +150,11 @@ pub fn predictions_by_id(messages: &[OwnedMessage]) -> HashMap<String, model::Pr
         .iter()
         .map(|m| {
             let p: model::Prediction = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            assert_eq!(m.key().map(|k| String::from_utf8_lossy(k).into_owned()), Some(p.id.clone()),
-                       "predictions are keyed by record id");
+            assert_eq!(
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                Some(p.id.clone()),
+                "predictions are keyed by record id"
+            );
             (p.id.clone(), p)
         })
         .collect()
@@ -160,27 +191,51 @@ pub async fn pipeline_with_partitions(partitions: i32) -> Pipeline {
     let broker = EmbeddedBroker::start(BrokerOptions::for_tests()).expect("broker starts");
     let mut kafka = Kafka::at(broker.address());
     kafka.topics.partitions = partitions;
-    kafka.check_reachable(Duration::from_secs(10)).await.expect("broker reachable");
-    kafka.ensure_pipeline_topics().await.expect("topics created");
+    kafka
+        .check_reachable(Duration::from_secs(10))
+        .await
+        .expect("broker reachable");
+    kafka
+        .ensure_pipeline_topics()
+        .await
+        .expect("topics created");
     Pipeline { broker, kafka, dir }
 }
 
 /// The `churn` binary with logs at info level, uncoloured, and no stdin.
 pub fn churn(args: &[&str]) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_churn"));
-    command.args(args).env("CHURN_LOG", "info").env("NO_COLOR", "1").stdin(std::process::Stdio::null());
+    command
+        .args(args)
+        .env("CHURN_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null());
     command
 }
 
 /// `churn score` with `model` in `group`, logging at `level` to `log` (appended).
 pub fn score_process(p: &Pipeline, model: &str, group: &str, log: &Path, level: &str) -> Running {
-    churn(&["score", "--brokers", &p.kafka.brokers, "--model", model, "--group", group])
-        .env("CHURN_LOG", level)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::options().create(true).append(true).open(log).unwrap())
-        .spawn()
-        .map(Running)
-        .unwrap()
+    churn(&[
+        "score",
+        "--brokers",
+        &p.kafka.brokers,
+        "--model",
+        model,
+        "--group",
+        group,
+    ])
+    .env("CHURN_LOG", level)
+    .stdout(std::process::Stdio::null())
+    .stderr(
+        std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap(),
+    )
+    .spawn()
+    .map(Running)
+    .unwrap()
 }
 
 /// A child process that cannot outlive a failing test (killed when dropped).
@@ -195,12 +250,18 @@ impl Drop for Running {
 
 /// Sends a signal by name ("INT", "TERM", "KILL") to a child process.
 pub fn signal(child: &std::process::Child, name: &str) {
-    let status = std::process::Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
 /// Waits at most `timeout` for a child to exit; `None` if it is still running.
-pub fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -217,6 +278,11 @@ pub fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<s
 pub fn topic_size(kafka: &Kafka, topic: &str) -> i64 {
     let consumer: BaseConsumer = kafka.consumer_config("size-probe", &[]).create().unwrap();
     (0..kafka.topics.partitions)
-        .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(low, high)| high - low).unwrap_or(0))
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map(|(low, high)| high - low)
+                .unwrap_or(0)
+        })
         .sum()
 }

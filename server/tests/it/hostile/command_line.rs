@@ -23,19 +23,94 @@ fn nonsense_on_the_command_line_is_a_usage_error_naming_the_flag_and_starts_noth
         (&["replay", "customers.csv", "--rate", "-5"], "--rate"),
         (&["replay", "customers.csv", "--rate=-5"], "--rate"),
         (&["replay", "customers.csv", "--rate", "nan"], "--rate"),
-        (&["replay", "customers.csv", "--id-prefix", ""], "--id-prefix"),
-        (&["serve", "--reply-timeout", "0", "--addr", addr, "--data-dir", data], "--reply-timeout"),
-        (&["serve", "--reply-timeout", "1e300", "--addr", addr, "--data-dir", data], "--reply-timeout"),
-        (&["serve", "--max-pending", "0", "--addr", addr, "--data-dir", data], "--max-pending"),
-        (&["serve", "--replay-rate", "-1", "--addr", addr, "--data-dir", data], "--replay-rate"),
-        (&["serve", "--addr", "localhost:http", "--data-dir", data], "--addr"),
-        (&["generate", "--messy", "1.5", "--output", "x.csv"], "--messy"),
+        (
+            &["replay", "customers.csv", "--id-prefix", ""],
+            "--id-prefix",
+        ),
+        (
+            &[
+                "serve",
+                "--reply-timeout",
+                "0",
+                "--addr",
+                addr,
+                "--data-dir",
+                data,
+            ],
+            "--reply-timeout",
+        ),
+        (
+            &[
+                "serve",
+                "--reply-timeout",
+                "1e300",
+                "--addr",
+                addr,
+                "--data-dir",
+                data,
+            ],
+            "--reply-timeout",
+        ),
+        (
+            &[
+                "serve",
+                "--max-pending",
+                "0",
+                "--addr",
+                addr,
+                "--data-dir",
+                data,
+            ],
+            "--max-pending",
+        ),
+        (
+            &[
+                "serve",
+                "--replay-rate",
+                "-1",
+                "--addr",
+                addr,
+                "--data-dir",
+                data,
+            ],
+            "--replay-rate",
+        ),
+        (
+            &["serve", "--addr", "localhost:http", "--data-dir", data],
+            "--addr",
+        ),
+        (
+            &["generate", "--messy", "1.5", "--output", "x.csv"],
+            "--messy",
+        ),
         (&["train", "--folds", "1"], "--folds"),
         (&["train", "--l2", "-1"], "--l2"),
         (&["score-file", "--input", "customers.csv"], "--output"),
         // Offline scoring is `churn score-file`: the stream scorer and the web server refuse its flags.
-        (&["score", "--input", "customers.csv", "--output", "scored.csv"], "--input"),
-        (&["serve", "--input", "customers.csv", "--output", "scored.csv", "--addr", addr, "--data-dir", data], "--input"),
+        (
+            &[
+                "score",
+                "--input",
+                "customers.csv",
+                "--output",
+                "scored.csv",
+            ],
+            "--input",
+        ),
+        (
+            &[
+                "serve",
+                "--input",
+                "customers.csv",
+                "--output",
+                "scored.csv",
+                "--addr",
+                addr,
+                "--data-dir",
+                data,
+            ],
+            "--input",
+        ),
     ];
     for (args, flag) in cases {
         let started = Instant::now();
@@ -47,16 +122,30 @@ fn nonsense_on_the_command_line_is_a_usage_error_naming_the_flag_and_starts_noth
             .spawn()
             .map(Running)
             .unwrap();
-        let status = wait_exit(&mut child.0, Duration::from_secs(10)).unwrap_or_else(|| panic!("{args:?}: still running after 10 s"));
+        let status = wait_exit(&mut child.0, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{args:?}: still running after 10 s"));
         let (mut out, mut err) = (String::new(), String::new());
         std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
         std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-        assert_eq!(status.code(), Some(2), "{args:?}: a usage error, got {status}\n{err}");
-        assert!(err.contains(flag) && err.starts_with("error:"), "{args:?}: the message names {flag}:\n{err}");
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{args:?}: a usage error, got {status}\n{err}"
+        );
+        assert!(
+            err.contains(flag) && err.starts_with("error:"),
+            "{args:?}: the message names {flag}:\n{err}"
+        );
         assert!(out.is_empty(), "{args:?}: nothing on stdout: {out}");
-        assert!(started.elapsed() < Duration::from_secs(5), "{args:?}: at once, not after trying to connect");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?}: at once, not after trying to connect"
+        );
         eprintln!("{args:?} -> {}", err.lines().next().unwrap_or_default());
     }
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(left.is_empty(), "nothing was created: {left:?}");
 }

@@ -46,7 +46,14 @@ fn padded(size: usize) -> String {
 /// A producer for records up to 2 MB (librdkafka refuses more than 1 MB by default); each record
 /// sent at once, in its own batch.
 fn big_producer(kafka: &Kafka) -> FutureProducer {
-    kafka.config(&[("message.max.bytes", "2000000"), ("linger.ms", "0"), ("acks", "all")]).create().unwrap()
+    kafka
+        .config(&[
+            ("message.max.bytes", "2000000"),
+            ("linger.ms", "0"),
+            ("acks", "all"),
+        ])
+        .create()
+        .unwrap()
 }
 
 fn key_text(m: &OwnedMessage) -> String {
@@ -57,18 +64,33 @@ fn key_text(m: &OwnedMessage) -> String {
 fn stop_cleanly(process: &mut Running, what: &str, timeout: Duration, log: &Path) {
     signal(&process.0, "INT");
     let status = wait_exit(&mut process.0, timeout).unwrap_or_else(|| {
-        panic!("{what}: still running {timeout:?} after Ctrl-C\n{}", std::fs::read_to_string(log).unwrap_or_default())
+        panic!(
+            "{what}: still running {timeout:?} after Ctrl-C\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
     });
-    assert!(status.success(), "{what}: exit 0 on Ctrl-C, got {status}\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    assert!(
+        status.success(),
+        "{what}: exit 0 on Ctrl-C, got {status}\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 /// No log line longer than `MAX_LOG_LINE`; returns the log.
 fn assert_bounded_log(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap();
     if let Some(long) = text.lines().find(|l| l.len() > MAX_LOG_LINE) {
-        panic!("a log line of {} bytes: {}…", long.len(), &long[..long.char_indices().nth(300).map_or(long.len(), |(i, _)| i)]);
+        panic!(
+            "a log line of {} bytes: {}…",
+            long.len(),
+            &long[..long.char_indices().nth(300).map_or(long.len(), |(i, _)| i)]
+        );
     }
     let longest = text.lines().map(str::len).max().unwrap_or(0);
-    eprintln!("{}: {} lines, the longest {longest} bytes", log.file_name().unwrap().to_string_lossy(), text.lines().count());
+    eprintln!(
+        "{}: {} lines, the longest {longest} bytes",
+        log.file_name().unwrap().to_string_lossy(),
+        text.lines().count()
+    );
     text
 }

@@ -29,12 +29,17 @@ fn read_all(kafka: &Kafka, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
 
 /// A group's committed offsets on `topic`, per partition (partitions without a commit are left out).
 fn committed_offsets(kafka: &Kafka, group: &str, topic: &str) -> HashMap<i32, i64> {
-    let consumer: BaseConsumer = kafka.consumer_config(group, &[("enable.auto.commit", "false")]).create().unwrap();
+    let consumer: BaseConsumer = kafka
+        .consumer_config(group, &[("enable.auto.commit", "false")])
+        .create()
+        .unwrap();
     let mut partitions = TopicPartitionList::new();
     for p in 0..kafka.topics.partitions {
         partitions.add_partition(topic, p);
     }
-    let committed = consumer.committed_offsets(partitions, Duration::from_secs(10)).unwrap();
+    let committed = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
     committed
         .elements()
         .iter()
@@ -47,11 +52,29 @@ fn committed_offsets(kafka: &Kafka, group: &str, topic: &str) -> HashMap<i32, i6
 
 /// `churn score` in the group `scorer-proc`, logging to `scorer.log` in the test's directory.
 fn score_process(p: &Pipeline, model_path: &str) -> Running {
-    crate::support::score_process(p, model_path, "scorer-proc", &p.dir.path().join("scorer.log"), "info")
+    crate::support::score_process(
+        p,
+        model_path,
+        "scorer-proc",
+        &p.dir.path().join("scorer.log"),
+        "info",
+    )
 }
 
-fn replay_in_background(p: &Pipeline, rows: usize, rate: f64, prefix: &str) -> tokio::task::JoinHandle<u64> {
-    let options = ReplayOptions { file: p.csv(rows, 31), rate, repeat: false, limit: None, id_prefix: prefix.into(), show_progress: false };
+fn replay_in_background(
+    p: &Pipeline,
+    rows: usize,
+    rate: f64,
+    prefix: &str,
+) -> tokio::task::JoinHandle<u64> {
+    let options = ReplayOptions {
+        file: p.csv(rows, 31),
+        rate,
+        repeat: false,
+        limit: None,
+        id_prefix: prefix.into(),
+        show_progress: false,
+    };
     let kafka = p.kafka.clone();
     tokio::spawn(async move {
         let (_never, no_stop) = stop_switch();
@@ -64,17 +87,30 @@ fn all_scored(p: &Pipeline, prefix: &str, rows: usize) -> (HashSet<String>, usiz
 }
 
 /// The predictions' ids and message count, or what is wrong with them.
-fn check_all_scored(p: &Pipeline, prefix: &str, rows: usize) -> Result<(HashSet<String>, usize), String> {
-    let messages = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| predictions_by_id(m).len() >= rows);
+fn check_all_scored(
+    p: &Pipeline,
+    prefix: &str,
+    rows: usize,
+) -> Result<(HashSet<String>, usize), String> {
+    let messages = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| {
+        predictions_by_id(m).len() >= rows
+    });
     let ids: HashSet<String> = predictions_by_id(&messages).into_keys().collect();
-    let expected: HashSet<String> = (2..rows + 2).map(|line| format!("{prefix}-0-{line}")).collect();
+    let expected: HashSet<String> = (2..rows + 2)
+        .map(|line| format!("{prefix}-0-{line}"))
+        .collect();
     let missing: Vec<&String> = expected.difference(&ids).take(5).collect();
     if !missing.is_empty() {
         let count = expected.len() - expected.intersection(&ids).count();
-        return Err(format!("{count} of {rows} records have no prediction, e.g. {missing:?}"));
+        return Err(format!(
+            "{count} of {rows} records have no prediction, e.g. {missing:?}"
+        ));
     }
     if ids.len() != rows {
-        return Err(format!("{} predictions for {rows} records: some for records that were not sent", ids.len()));
+        return Err(format!(
+            "{} predictions for {rows} records: some for records that were not sent",
+            ids.len()
+        ));
     }
     Ok((ids, messages.len()))
 }
