@@ -7,11 +7,13 @@ use leptos::prelude::*;
 use model::format::percent;
 use model::Prediction;
 
-use crate::api::{Dashboard, FeedEvent, PipelineStatus, SecondStats};
+#[cfg(feature = "hydrate")]
+use crate::api::FeedEvent;
+use crate::api::{Dashboard, PipelineStatus, SecondStats};
 use crate::chart::{Column, RateChart};
 
 /// Rows kept in the feed.
-#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+#[cfg(feature = "hydrate")]
 const FEED_ROWS: usize = 50;
 /// Seconds kept for the chart.
 const CHART_SECONDS: usize = 180;
@@ -53,7 +55,7 @@ impl LiveState {
         self.connected.get()
     }
 
-    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    #[cfg(feature = "hydrate")]
     fn apply(&self, event: FeedEvent) {
         match event {
             FeedEvent::Snapshot {
