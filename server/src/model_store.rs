@@ -174,7 +174,7 @@ pub async fn follow(
             }
         })
         .await;
-        crate::supervisor::close_within(consumer, "models topic reader").await;
+        crate::kafka::close_within(consumer, "models topic reader").await;
         Ok(())
     };
     Ok((rx, task))

@@ -8,6 +8,7 @@
 //! follow a topic's partitions and hand on its payloads) and `skip_log` (messages skipped
 //! without flooding the log). Their public items are re-exported here: `crate::kafka::X`.
 
+mod close;
 mod skip_log;
 mod tail;
 #[cfg(test)]
@@ -21,6 +22,7 @@ use clap::Args;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, Producer};
 
+pub use close::{close_within, on_own_thread, CLOSE_WAIT};
 pub use skip_log::{excerpt, SkipLog};
 pub use tail::{follow_partitions, tail_payloads, PARTITION_CHECK_EVERY};
 pub use topics::{

@@ -249,7 +249,7 @@ impl Scorer {
         // Graceful: everything stored so far is delivered; commit it before leaving the group. With
         // the broker away the commit would wait for it: the next owner re-reads instead.
         let committing = consumer.clone();
-        match crate::supervisor::on_own_thread(move || committing.commit_consumer_state(CommitMode::Sync), FINAL_COMMIT_WAIT).await {
+        match crate::kafka::on_own_thread(move || committing.commit_consumer_state(CommitMode::Sync), FINAL_COMMIT_WAIT).await {
             Some(Ok(())) | Some(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
             Some(Err(e)) => tracing::warn!("final commit failed, the next scorer re-reads from the last commit: {e}"),
             None => tracing::warn!(wait_s = FINAL_COMMIT_WAIT.as_secs(), "final commit unanswered (broker away?): the next scorer re-reads from the last commit"),
@@ -259,7 +259,7 @@ impl Scorer {
             dead_lettered = self.stats.dead_lettered.get(),
             "scorer stopped"
         );
-        crate::supervisor::close_within((consumer, producer), "scorer").await;
+        crate::kafka::close_within((consumer, producer), "scorer").await;
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
