@@ -1,5 +1,8 @@
 //! Records at and past every size limit: ours (key, record) and the broker's (topics with a small
 //! `max.message.bytes`).
+//!
+//! Over 400 lines: every limit is tested at, just past and far past it, on a real broker; the cases
+//! are spelled out rather than generated so a failure names the limit.
 
 use std::collections::HashSet;
 use std::time::Duration;

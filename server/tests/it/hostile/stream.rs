@@ -1,5 +1,7 @@
 //! A stream of every kind of garbage through `churn score` processes, one killed mid-stream, with
 //! a `churn serve` watching.
+//!
+//! Over 400 lines: most of it is the list of hostile records, one per line with why it is there.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
