@@ -1,7 +1,8 @@
 //! A stream of every kind of garbage through `churn score` processes, one killed mid-stream, with
 //! a `churn serve` watching.
 //!
-//! Over 400 lines: most of it is the list of hostile records, one per line with why it is there.
+//! Over 400 lines: a third of it is the generator of hostile records (each kind with why it is
+//! there), the rest one end-to-end scenario that reads best whole.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
