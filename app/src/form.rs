@@ -244,6 +244,14 @@ impl FormState {
     }
 }
 
+/// The label a field has on the form (the what-if sliders use it too).
+pub fn label_of(field: Field) -> &'static str {
+    SPECS
+        .iter()
+        .find(|s| s.field == field)
+        .map_or(field.column(), |s| s.label)
+}
+
 fn field_id(field: Field) -> String {
     format!("field-{}", field.column().to_ascii_lowercase())
 }

@@ -7,7 +7,6 @@ use anyhow::Result;
 use server::analytics::{self, AnalyzeOptions};
 use server::args;
 use server::kafka::KafkaArgs;
-use server::model_store;
 use server::supervisor::Supervisor;
 
 #[derive(clap::Args)]
@@ -29,13 +28,7 @@ pub struct AnalyzeArgs {
 pub async fn run(args: AnalyzeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let kafka = super::connect(kafka_args).await?;
     let mut tasks = Supervisor::new(server::shutdown::on_signals());
-    let (model_rx, follower) = model_store::follow(
-        &kafka,
-        model_store::load_optional(&args.model)?,
-        tasks.shutdown(),
-    )
-    .await?;
-    tasks.spawn("model follower", follower);
+    let model_rx = super::follow_models(&kafka, &args.model, &mut tasks).await?;
     let options = AnalyzeOptions {
         group: args.group,
         window: Duration::from_secs_f64(args.window_secs),

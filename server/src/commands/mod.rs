@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use server::kafka::{Kafka, KafkaArgs, DEFAULT_EMBEDDED_PORT};
+use server::model_store;
+use server::supervisor::Supervisor;
 
 /// The cluster named by --brokers, or the local embedded broker; checked and with its topics.
 pub async fn connect(args: &KafkaArgs) -> Result<Kafka> {
@@ -28,6 +30,19 @@ pub async fn connect(args: &KafkaArgs) -> Result<Kafka> {
     kafka.check_reachable(Duration::from_secs(10)).await?;
     kafka.ensure_pipeline_topics().await?;
     Ok(kafka)
+}
+
+/// The model in use, as a supervised task keeps it: the file at `path` (if any) until a newer
+/// one is published on the models topic.
+pub async fn follow_models(
+    kafka: &Kafka,
+    path: &std::path::Path,
+    tasks: &mut Supervisor,
+) -> Result<tokio::sync::watch::Receiver<std::sync::Arc<model::ChurnModel>>> {
+    let (models, follower) =
+        model_store::follow(kafka, model_store::load_optional(path)?, tasks.shutdown()).await?;
+    tasks.spawn("model follower", follower);
+    Ok(models)
 }
 
 /// Reports the first 20 rows a command skipped, on stderr, and how many more there were.

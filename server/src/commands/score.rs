@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use server::kafka::KafkaArgs;
-use server::model_store;
 use server::scorer::Scorer;
 use server::supervisor::Supervisor;
 
@@ -22,13 +21,7 @@ pub struct ScoreArgs {
 pub async fn run(args: ScoreArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let kafka = super::connect(kafka_args).await?;
     let mut tasks = Supervisor::new(server::shutdown::on_signals());
-    let (model_rx, follower) = model_store::follow(
-        &kafka,
-        model_store::load_optional(&args.model)?,
-        tasks.shutdown(),
-    )
-    .await?;
-    tasks.spawn("model follower", follower);
+    let model_rx = super::follow_models(&kafka, &args.model, &mut tasks).await?;
     tasks.spawn(
         "scorer",
         Scorer::new(kafka, args.group, model_rx).run(tasks.shutdown()),

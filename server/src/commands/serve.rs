@@ -13,7 +13,6 @@ use server::backend::{BackendOptions, PipelineBackend};
 use server::broker::port_in_use;
 use server::kafka::{Kafka, KafkaArgs};
 use server::metrics::PipelineMetrics;
-use server::model_store;
 use server::replay::replay;
 use server::scorer::Scorer;
 use server::supervisor::Supervisor;
@@ -83,13 +82,7 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     kafka.check_reachable(Duration::from_secs(15)).await?;
     kafka.ensure_pipeline_topics().await?;
     let mut tasks = Supervisor::new(server::shutdown::on_signals());
-    let (model_rx, follower) = model_store::follow(
-        &kafka,
-        model_store::load_optional(&args.score.model)?,
-        tasks.shutdown(),
-    )
-    .await?;
-    tasks.spawn("model follower", follower);
+    let model_rx = super::follow_models(&kafka, &args.score.model, &mut tasks).await?;
     let metrics = Arc::new(PipelineMetrics::default());
     let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone())
         .with_metrics(metrics.clone())
