@@ -62,10 +62,19 @@ pub async fn pipeline() -> Pipeline {
 
 /// The same with broker options of the test's choosing, given the test's own directory.
 pub async fn pipeline_with(options: impl FnOnce(&std::path::Path) -> BrokerOptions) -> Pipeline {
+    start_pipeline(options, |_| {}).await
+}
+
+/// Starts the broker, lets `configure` adjust the clients' settings, then creates the topics.
+async fn start_pipeline(
+    options: impl FnOnce(&std::path::Path) -> BrokerOptions,
+    configure: impl FnOnce(&mut Kafka),
+) -> Pipeline {
     fail_fast_on_panic();
     let dir = tempfile::tempdir().unwrap();
     let broker = EmbeddedBroker::start(options(dir.path())).expect("broker starts");
-    let kafka = Kafka::at(broker.address());
+    let mut kafka = Kafka::at(broker.address());
+    configure(&mut kafka);
     kafka
         .check_reachable(Duration::from_secs(10))
         .await
@@ -186,20 +195,11 @@ pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut
 /// A fresh in-memory broker whose pipeline topics have `partitions` partitions each (its `kafka`
 /// says so, so `read_topic` reads them all).
 pub async fn pipeline_with_partitions(partitions: i32) -> Pipeline {
-    fail_fast_on_panic();
-    let dir = tempfile::tempdir().unwrap();
-    let broker = EmbeddedBroker::start(BrokerOptions::for_tests()).expect("broker starts");
-    let mut kafka = Kafka::at(broker.address());
-    kafka.topics.partitions = partitions;
-    kafka
-        .check_reachable(Duration::from_secs(10))
-        .await
-        .expect("broker reachable");
-    kafka
-        .ensure_pipeline_topics()
-        .await
-        .expect("topics created");
-    Pipeline { broker, kafka, dir }
+    start_pipeline(
+        |_| BrokerOptions::for_tests(),
+        |kafka| kafka.topics.partitions = partitions,
+    )
+    .await
 }
 
 /// The `churn` binary with logs at info level, uncoloured, and no stdin.
