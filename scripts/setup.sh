@@ -16,7 +16,8 @@ elif ! rustup +"$toolchain" target list --installed | grep -q wasm32-unknown-unk
   rustup +"$toolchain" target add wasm32-unknown-unknown
 fi
 # rustfmt and clippy: the test command checks formatting and lints (seconds to install).
-if ! rustup +"$toolchain" component list --installed | grep -q '^clippy'; then
+installed="$(rustup +"$toolchain" component list --installed)"
+if ! grep -q '^clippy' <<<"$installed" || ! grep -q '^rustfmt' <<<"$installed"; then
   log "installing rustfmt and clippy"
   rustup component add rustfmt clippy --toolchain "$toolchain"
 fi
