@@ -3,6 +3,7 @@
 
 #![recursion_limit = "512"]
 
+pub mod access;
 pub mod api;
 mod chart;
 mod dashboard;
@@ -13,6 +14,8 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use model::format::{percent, percentage_points};
 use model::{Field, RawCustomer, Scalar};
+
+pub use access::{CurrentUser, Role};
 
 #[cfg(feature = "ssr")]
 pub use api::{predict_record, Backend, BackendHandle};

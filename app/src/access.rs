@@ -1,0 +1,85 @@
+//! Who is asking: the roles and the signed-in user. The server decides who someone is (session
+//! cookie, API token or a trusted proxy's header) and puts a `CurrentUser` in the request's
+//! extensions; the server functions and the pages read it from there.
+
+use serde::{Deserialize, Serialize};
+
+/// What a person or program may see and do. Each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The dashboard's aggregates only: no customer names, no scoring.
+    Viewer,
+    /// Plus the score form, the live feed with names, the riskiest list and the CSV export.
+    Analyst,
+    /// Plus publishing models and seeing the broker and topic settings.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Analyst, Role::Admin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Analyst => "analyst",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.name().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Role, String> {
+        Role::parse(text)
+            .ok_or_else(|| format!("unknown role {text:?}: use viewer, analyst or admin"))
+    }
+}
+
+/// The signed-in user (or API token) a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentUser {
+    /// A user name, or `token:<id>` for an API token.
+    pub name: String,
+    pub role: Role,
+}
+
+impl CurrentUser {
+    /// Whether this user has at least `role`.
+    pub fn can(&self, role: Role) -> bool {
+        self.role >= role
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_include_the_ones_before_them() {
+        let analyst = CurrentUser {
+            name: "a".into(),
+            role: Role::Analyst,
+        };
+        assert!(analyst.can(Role::Viewer) && analyst.can(Role::Analyst));
+        assert!(!analyst.can(Role::Admin));
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.name()), Some(role));
+            assert_eq!(role.name().parse::<Role>(), Ok(role));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+}
