@@ -64,6 +64,12 @@ impl CurrentUser {
     }
 }
 
+/// A live-feed connection's share of the server's limits, put in the request's extensions by
+/// the server and held by the feed until the browser goes away.
+#[cfg(feature = "ssr")]
+#[derive(Clone)]
+pub struct FeedSlot(pub std::sync::Arc<dyn std::any::Any + Send + Sync>);
+
 #[cfg(test)]
 mod tests {
     use super::*;

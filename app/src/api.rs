@@ -210,7 +210,11 @@ pub async fn live_feed(
     let (snapshot, mut events) = backend.0.feed();
     let (mut tx, rx) = futures::channel::mpsc::channel(256);
     let mut input = input;
+    // The server's per-client limit on live connections: held while this connection lasts.
+    let slot = use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<crate::FeedSlot>().cloned());
     tokio::spawn(async move {
+        let _slot = slot;
         if tx.send(Ok(snapshot)).await.is_err() {
             return;
         }

@@ -15,6 +15,8 @@ use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use model::format::{percent, percentage_points};
 use model::{Field, RawCustomer, Scalar};
 
+#[cfg(feature = "ssr")]
+pub use access::FeedSlot;
 pub use access::{CurrentUser, Role};
 
 #[cfg(feature = "ssr")]
@@ -30,6 +32,14 @@ use live::{LivePanel, LiveState};
 pub const OUTPUT_NAME: &str = "churn";
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    // The server gives each page a nonce for its Content-Security-Policy; the hydration loader
+    // (the page's only inline script) carries it.
+    #[cfg(feature = "ssr")]
+    if let Some(nonce) = use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<leptos::nonce::Nonce>().cloned())
+    {
+        provide_context(nonce);
+    }
     view! {
         <!DOCTYPE html>
         <html lang="en">

@@ -121,11 +121,7 @@ async fn start_instance(
     let backend_tasks = tokio::spawn(backend_tasks.run());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let options = WebOptions {
-        addr,
-        site_root: std::env::temp_dir(),
-        runs_scorer: true,
-    };
+    let options = WebOptions::new(addr, std::env::temp_dir(), true);
     let app = web::router(&options, backend);
     let server_stop = stop;
     tokio::spawn(async move {

@@ -21,6 +21,7 @@ use server::web::WebOptions;
 use super::broker::{start_embedded, BrokerArgs};
 use super::replay::ReplayArgs;
 use super::score::ScoreArgs;
+use super::web_security::WebSecurityArgs;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -59,6 +60,8 @@ pub struct ServeArgs {
     instance_id: Option<String>,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    security: WebSecurityArgs,
 }
 
 pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
@@ -162,11 +165,8 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     };
     let backend =
         PipelineBackend::start(kafka.clone(), backend_options, metrics, status, &mut tasks).await?;
-    let web = WebOptions {
-        addr: args.addr,
-        site_root: args.site_root.clone(),
-        runs_scorer: !args.no_scorer,
-    };
+    let mut web = WebOptions::new(args.addr, args.site_root.clone(), !args.no_scorer);
+    args.security.apply(&mut web);
     let listener = server::web::bind(&web).await?;
     tasks.spawn(
         "web server",

@@ -2,6 +2,8 @@
 //! bundle (WASM, JS, CSS) built by scripts/build.sh, and the operational routes.
 
 mod errors;
+pub mod guard;
+pub mod listener;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -24,6 +26,8 @@ use leptos_router::{Method, SsrMode};
 use tokio_util::sync::CancellationToken;
 
 pub use errors::{status_of, ApiError};
+pub use guard::GuardOptions;
+pub use listener::{ConnectionLimits, TlsFiles};
 pub use state::AppState;
 
 use crate::backend::PipelineBackend;
@@ -37,6 +41,25 @@ pub struct WebOptions {
     pub site_root: PathBuf,
     /// Whether this process runs a scorer, which readiness then requires to hold partitions.
     pub runs_scorer: bool,
+    /// What the server refuses before any handler: foreign hosts and origins, floods.
+    pub guard: GuardOptions,
+    /// HTTPS when set.
+    pub tls: Option<TlsFiles>,
+    pub connections: ConnectionLimits,
+}
+
+impl WebOptions {
+    /// Plain HTTP with the default protections.
+    pub fn new(addr: SocketAddr, site_root: PathBuf, runs_scorer: bool) -> WebOptions {
+        WebOptions {
+            addr,
+            site_root,
+            runs_scorer,
+            guard: GuardOptions::default(),
+            tls: None,
+            connections: ConnectionLimits::default(),
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -123,7 +146,7 @@ pub fn router_with_state(state: AppState) -> Router {
         .collect();
     let backend = state.backend.clone();
     let context = move || provide_context(backend.clone());
-    Router::new()
+    let routes = Router::new()
         .merge(ops_routes())
         .leptos_routes_with_context(&state, routes, context, {
             let leptos_options = state.leptos.clone();
@@ -134,7 +157,11 @@ pub fn router_with_state(state: AppState) -> Router {
         // Oversized bodies get 413 before any handler reads them.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
-        ))
+        ));
+    // From the inside out: the per-client limits, who is asking, then the checks that need
+    // no identity (origin, host, timeout, headers).
+    let routes = guard::inner_layers(routes, &state.guard);
+    guard::outer_layers(routes, &state.guard)
         // A panic in a handler (a bug) answers 500 for that request; the server goes on.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(state)
@@ -168,14 +195,21 @@ pub async fn serve(
             "the browser bundle is missing: the page will render but not hydrate; build it with scripts/build.sh");
     }
     let app = router(&options, pipeline);
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
-        "Customer churn is up: open http://{}",
+        "Customer churn is up: open {scheme}://{}",
         listener.local_addr()?
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-        })
-        .await
-        .context("web server failed")
+    listener::serve(
+        listener,
+        app,
+        options.tls.as_ref(),
+        &options.connections,
+        shutdown,
+    )
+    .await
 }

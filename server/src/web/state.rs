@@ -7,6 +7,7 @@ use app::{Backend, BackendHandle, OUTPUT_NAME};
 use axum::extract::FromRef;
 use leptos::prelude::LeptosOptions;
 
+use super::guard::Guard;
 use super::WebOptions;
 use crate::backend::PipelineBackend;
 use crate::health::Health;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub leptos: LeptosOptions,
     /// Whether this process runs a scorer, which readiness then requires to hold partitions.
     pub runs_scorer: bool,
+    /// The checks before any handler, and the per-client counters.
+    pub guard: Guard,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
             metrics,
             leptos,
             runs_scorer: options.runs_scorer,
+            guard: Guard::new(options.guard.clone()),
         }
     }
 }

@@ -62,11 +62,11 @@ fn router_with(
     health: Arc<Health>,
     runs_scorer: bool,
 ) -> Router {
-    let options = WebOptions {
-        addr: ([127, 0, 0, 1], 0).into(),
-        site_root: std::env::temp_dir(),
+    let options = WebOptions::new(
+        ([127, 0, 0, 1], 0).into(),
+        std::env::temp_dir(),
         runs_scorer,
-    };
+    );
     router_with_state(AppState::with_parts(
         &options,
         Arc::new(Fake(answer)),
@@ -302,5 +302,189 @@ async fn operational_routes_answer() {
     assert_eq!(
         response.headers()[header::CONTENT_DISPOSITION],
         "attachment; filename=\"predictions-2min.csv\""
+    );
+}
+
+// What the guard refuses, on the whole router (`guard::tests` has its decisions in detail).
+
+fn with_headers(mut request: Request<Body>, pairs: &[(&'static str, &str)]) -> Request<Body> {
+    for (name, value) in pairs {
+        request
+            .headers_mut()
+            .insert(*name, value.parse().expect("a header value"));
+    }
+    request
+}
+
+#[tokio::test]
+async fn a_host_name_not_allowed_is_400_everywhere_and_an_address_passes() {
+    for path in [
+        "/",
+        "/dashboard",
+        "/api/v1/predict",
+        "/healthz",
+        "/pkg/churn.js",
+    ] {
+        let request = with_headers(
+            Request::get(path).body(Body::empty()).unwrap(),
+            &[("host", "rebind.evil.example:3000")],
+        );
+        let (status, body) = answer(router(Ok(prediction())), request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(body.to_string().contains("--allowed-hosts"), "{body}");
+    }
+    let request = with_headers(
+        Request::get("/healthz").body(Body::empty()).unwrap(),
+        &[("host", "127.0.0.1:3000")],
+    );
+    assert_eq!(
+        answer(router(Ok(prediction())), request).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_origin_cannot_submit_or_open_the_live_feed() {
+    let foreign = [
+        ("host", "127.0.0.1:3000"),
+        ("origin", "http://evil.example"),
+    ];
+    for request in [
+        post("/api/v1/predict", "application/json", RECORD),
+        post(server_fn_path(), "application/x-www-form-urlencoded", "a=b"),
+    ] {
+        let path = request.uri().path().to_owned();
+        let (status, _) = answer(router(Ok(prediction())), with_headers(request, &foreign)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let upgrade = with_headers(
+        Request::get(<app::api::LiveFeed as ServerFn>::PATH)
+            .body(Body::empty())
+            .unwrap(),
+        &[
+            ("upgrade", "websocket"),
+            ("connection", "upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+    );
+    let (status, _) = answer(router(Ok(prediction())), with_headers(upgrade, &foreign)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "websocket");
+    // The same submission from the app's own page goes through.
+    let own = with_headers(
+        post("/api/v1/predict", "application/json", RECORD),
+        &[
+            ("host", "127.0.0.1:3000"),
+            ("origin", "http://127.0.0.1:3000"),
+        ],
+    );
+    assert_eq!(
+        answer(router(Ok(prediction())), own).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers_and_pages_a_nonce_they_use() {
+    let router = router(Ok(prediction()));
+    for request in [
+        Request::get("/").body(Body::empty()).unwrap(),
+        Request::get("/no-such-page").body(Body::empty()).unwrap(),
+        Request::get("/healthz").body(Body::empty()).unwrap(),
+        with_headers(
+            Request::get("/").body(Body::empty()).unwrap(),
+            &[("host", "evil.example")],
+        ),
+        post("/api/v1/predict", "application/json", "{"),
+    ] {
+        let path = request.uri().path().to_owned();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let headers = response.headers().clone();
+        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("script-src 'self' 'unsafe-inline'"), "{csp}");
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert_eq!(headers[header::REFERRER_POLICY], "same-origin", "{path}");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store", "{path}");
+        if path == "/" && response.status() == StatusCode::OK {
+            let nonce = csp
+                .split("'nonce-")
+                .nth(1)
+                .and_then(|rest| rest.split('\'').next())
+                .expect("a nonce in the policy");
+            let page = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let page = String::from_utf8_lossy(&page);
+            let scripts = page.matches("<script").count();
+            assert!(scripts > 0, "{page}");
+            assert_eq!(
+                page.matches(&format!("nonce=\"{nonce}\"")).count(),
+                scripts,
+                "every inline script carries this page's nonce: {page}"
+            );
+        }
+    }
+    // Each page gets its own nonce.
+    let policy = |response: axum::response::Response| {
+        response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = policy(
+        router
+            .clone()
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap(),
+    );
+    let second = policy(
+        router
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap(),
+    );
+    assert_ne!(first, second);
+}
+
+#[tokio::test]
+async fn a_flood_of_submissions_from_one_client_is_429_with_retry_after() {
+    let mut options = WebOptions::new(([127, 0, 0, 1], 0).into(), std::env::temp_dir(), false);
+    options.guard.limits.submit_per_second = 1.try_into().unwrap();
+    options.guard.limits.submit_burst = 3.try_into().unwrap();
+    let router = router_with_state(AppState::with_parts(
+        &options,
+        Arc::new(Fake(Ok(prediction()))),
+        Arc::default(),
+        Arc::default(),
+        Arc::default(),
+    ));
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let response = router
+            .clone()
+            .oneshot(post("/api/v1/predict", "application/json", RECORD))
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            let wait: u64 = response.headers()[header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=2).contains(&wait), "{wait}");
+        }
+        statuses.push(response.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
     );
 }
