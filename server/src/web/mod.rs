@@ -4,6 +4,8 @@
 mod errors;
 pub mod guard;
 pub mod listener;
+#[cfg(test)]
+mod network_tests;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -35,7 +35,9 @@ impl Backend for Fake {
     }
 
     fn feed(&self) -> (FeedEvent, tokio::sync::broadcast::Receiver<FeedEvent>) {
-        LiveFeed::default().subscribe(self.status())
+        // One feed for all fakes, kept alive so that a subscription stays open as in the server.
+        static FEED: std::sync::OnceLock<LiveFeed> = std::sync::OnceLock::new();
+        FEED.get_or_init(LiveFeed::default).subscribe(self.status())
     }
 
     fn sample(&self) -> Customer {
@@ -72,6 +74,17 @@ fn router_with(
         Arc::new(Fake(answer)),
         Arc::default(),
         health,
+        Arc::default(),
+    ))
+}
+
+/// The router as `churn serve` builds it with `options`, on a fake backend that predicts.
+pub(super) fn fake_router_with(options: &WebOptions) -> Router {
+    router_with_state(AppState::with_parts(
+        options,
+        Arc::new(Fake(Ok(prediction()))),
+        Arc::default(),
+        Arc::default(),
         Arc::default(),
     ))
 }
