@@ -75,7 +75,7 @@ enum Command {
     /// Run the stream-analytics processor: windowed churn stats per segment -> stats topic.
     Analyze(AnalyzeArgs),
     /// Run the web app with the scorer in-process (and the embedded broker unless --brokers).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 fn main() -> Result<()> {
@@ -97,7 +97,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Score(args) => commands::score::run(args, kafka).await,
         Command::ScoreFile(args) => commands::score_file::run(&args),
         Command::Analyze(args) => commands::analyze::run(args, kafka).await,
-        Command::Serve(args) => commands::serve::run(args, kafka).await,
+        Command::Serve(args) => commands::serve::run(*args, kafka).await,
     }
 }
 

@@ -230,8 +230,7 @@ async fn a_missing_or_unreadable_certificate_fails_with_what_to_do() {
     };
     let error = super::listener::rustls_config(&tls)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         format!("{error:#}").contains("must be PEM files"),
         "{error:#}"

@@ -72,7 +72,7 @@ impl ClientLimits {
         // Full buckets hold nothing worth keeping: forget them now and then, so a stream of
         // new addresses cannot grow the map without end.
         let checks = self.checks.fetch_add(1, Ordering::Relaxed);
-        if checks % 1024 == 0 || self.submissions.len() > BUCKETS_KEPT {
+        if checks.is_multiple_of(1024) || self.submissions.len() > BUCKETS_KEPT {
             self.submissions.retain_recent();
             self.submissions.shrink_to_fit();
         }
