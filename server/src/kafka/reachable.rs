@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 
@@ -45,21 +46,32 @@ impl RefusalWatch {
     }
 }
 
+/// librdkafka's words for a connection closed by the broker after it was up ("Disconnected:
+/// connection reset by peer (after 0ms in state UP)", "Send failed: Broken pipe (after 0ms in
+/// state UP)"); a broker that is away reads "Connect to ... failed: Connection refused" instead.
+fn closed_after_connecting(reason: &str) -> bool {
+    reason.contains("in state UP")
+}
+
 impl ClientContext for RefusalWatch {
     fn error(&self, error: KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::Authentication) => {
                 self.note(Refusal::Credentials(reason.to_owned()))
             }
-            // librdkafka: "Disconnected (after 2ms in state UP)" — connected, then closed. A broker
-            // that is away reads "Connect to ... failed: Connection refused" instead.
-            Some(RDKafkaErrorCode::BrokerTransportFailure)
-                if reason.contains("Disconnected") && reason.contains("state UP") =>
-            {
+            Some(RDKafkaErrorCode::BrokerTransportFailure) if closed_after_connecting(reason) => {
                 self.note(Refusal::Closed(reason.to_owned()))
             }
-            _ => tracing::debug!("librdkafka: {error}: {reason}"),
+            _ => tracing::debug!(target: "librdkafka", "{error}: {reason}"),
         }
+    }
+
+    // Some closes are only logged, not raised as errors.
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        if facility == "FAIL" && closed_after_connecting(message) {
+            self.note(Refusal::Closed(message.to_owned()));
+        }
+        tracing::debug!(target: "librdkafka", ?level, "{facility} {message}");
     }
 }
 
@@ -76,8 +88,11 @@ impl Kafka {
     /// Fails with a helpful message when no broker answers, or when it refuses our credentials
     /// (at once: a wrong password is not worth the wait).
     pub async fn check_reachable(&self, timeout: Duration) -> Result<()> {
-        let producer: BaseProducer<RefusalWatch> = self
-            .config(&[])
+        let mut config = self.config(&[]);
+        // The closes `RefusalWatch::log` looks for are warnings; the level librdkafka logs at
+        // otherwise follows the process's logging setup.
+        config.set_log_level(RDKafkaLogLevel::Warning);
+        let producer: BaseProducer<RefusalWatch> = config
             .create_with_context(RefusalWatch::default())
             .context("creating a Kafka client")?;
         let kafka = self.clone();
