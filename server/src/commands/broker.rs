@@ -67,11 +67,18 @@ pub fn start_embedded(args: &BrokerArgs, secure: bool) -> Result<EmbeddedBroker>
         log_file,
         authentication: false,
     };
+    let credentials = credentials_path(&args.data_dir);
     if secure {
-        server::broker::start_secured(options, &credentials_path(&args.data_dir))
-    } else {
-        EmbeddedBroker::start(options)
+        return server::broker::start_secured(options, &credentials);
     }
+    if credentials.exists() {
+        tracing::warn!(
+            "{} holds a login for this broker, but it is starting without --secure: it lets \
+             anyone in",
+            credentials.display()
+        );
+    }
+    EmbeddedBroker::start(options)
 }
 
 /// The broker `churn serve` talks to: the cluster named by --brokers; else a broker already on
