@@ -2,6 +2,11 @@
 //!
 //! Used when the user names no cluster, and by the integration tests. It is a separate program so
 //! that the pipeline talks to it over the Kafka protocol exactly as it would to a real cluster.
+//! `secure` starts it requiring a SASL/SCRAM login, with the credentials in a private file.
+
+mod secure;
+
+pub use secure::{credentials_path, start_secured, CREDENTIALS_FILE, USER};
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -29,6 +34,9 @@ pub struct BrokerOptions {
     pub initial_rebalance_delay: Duration,
     /// Where the broker's own log goes; discarded when unset.
     pub log_file: Option<PathBuf>,
+    /// Require clients to log in with SASL/SCRAM (users kept in the broker's storage; see
+    /// `start_secured`).
+    pub authentication: bool,
 }
 
 impl BrokerOptions {
@@ -39,6 +47,7 @@ impl BrokerOptions {
             storage: Storage::Memory,
             initial_rebalance_delay: Duration::from_millis(200),
             log_file: None,
+            authentication: false,
         }
     }
 }
@@ -123,6 +132,9 @@ impl EmbeddedBroker {
             .arg("--group-initial-rebalance-delay")
             .arg(format!("{}ms", options.initial_rebalance_delay.as_millis()))
             .stdin(Stdio::null());
+        if options.authentication {
+            command.arg("--authentication");
+        }
         match &options.storage {
             Storage::Memory => {
                 command.args(["--storage-engine", "memory://nisshi/"]);
@@ -154,7 +166,8 @@ impl EmbeddedBroker {
             .with_context(|| format!("starting the embedded broker {}", binary.display()))?;
         let mut broker = EmbeddedBroker { child, options };
         broker.wait_ready(Duration::from_secs(30))?;
-        tracing::info!(address = %broker.address(), storage = ?broker.options.storage, "embedded broker up");
+        tracing::info!(address = %broker.address(), storage = ?broker.options.storage,
+            authentication = broker.options.authentication, "embedded broker up");
         Ok(broker)
     }
 

@@ -9,11 +9,11 @@ mod commands;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use server::kafka::KafkaArgs;
 
 use commands::analyze::AnalyzeArgs;
-use commands::broker::BrokerArgs;
+use commands::broker::BrokerCommandArgs;
 use commands::generate::GenerateArgs;
 use commands::model_info::ModelCommand;
 use commands::replay::ReplayArgs;
@@ -51,7 +51,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the embedded Kafka-compatible broker in the foreground (durable SQLite storage).
-    Broker(BrokerArgs),
+    Broker(BrokerCommandArgs),
     /// Write a realistic synthetic customer CSV (deterministic by seed).
     Generate(GenerateArgs),
     /// Train a churn model from a labelled CSV, with a cross-validated quality report.
@@ -79,10 +79,23 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let matches = command_line().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     commands::logging::init(&cli.log)?;
+    cli.kafka.refuse_secrets_on_command_line(&matches)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(cli))
+}
+
+/// The command line, with environment values hidden from every `--help`: CHURN_KAFKA_PROPERTIES
+/// may hold a password, and help text ends up in terminals, screenshots and bug reports.
+fn command_line() -> clap::Command {
+    fn hide_env_values(command: clap::Command) -> clap::Command {
+        command
+            .mut_args(|arg| arg.hide_env_values(true))
+            .mut_subcommands(hide_env_values)
+    }
+    hide_env_values(Cli::command())
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -114,6 +127,90 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+        super::command_line().debug_assert();
+    }
+
+    /// Every argument read from the environment, in every command, as `churn` parses them.
+    fn env_args(command: &clap::Command) -> Vec<(String, clap::Arg)> {
+        let mut found: Vec<(String, clap::Arg)> = command
+            .get_arguments()
+            .filter(|a| a.get_env().is_some())
+            .map(|a| (command.get_name().to_owned(), a.clone()))
+            .collect();
+        for sub in command.get_subcommands() {
+            found.extend(env_args(sub));
+        }
+        found
+    }
+
+    #[test]
+    fn no_help_shows_an_environment_value() {
+        let mut command = super::command_line();
+        command.build();
+        let all = env_args(&command);
+        let names: Vec<_> = all.iter().map(|(_, a)| a.get_env().unwrap()).collect();
+        for known in [
+            "CHURN_KAFKA_PROPERTIES",
+            "CHURN_KAFKA_PROPERTIES_FILE",
+            "CHURN_BROKERS",
+        ] {
+            assert!(names.iter().any(|n| *n == known), "{known} in {names:?}");
+        }
+        for (command, arg) in &all {
+            assert!(
+                arg.is_hide_env_values_set(),
+                "`churn {command}` --{:?} shows its environment value",
+                arg.get_long()
+            );
+        }
+    }
+
+    /// A secret given with -X, anywhere on the command line, is refused with where to put it;
+    /// ordinary -X settings pass.
+    #[test]
+    fn secrets_on_the_command_line_are_refused() {
+        let check = |args: &[&str]| {
+            let matches = super::command_line()
+                .try_get_matches_from(std::iter::once("churn").chain(args.iter().copied()))
+                .unwrap();
+            let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap();
+            cli.kafka.refuse_secrets_on_command_line(&matches)
+        };
+        for args in [
+            &["-X", "sasl.password=hunter2", "publish"][..],
+            &["publish", "-X", "sasl.password=hunter2"],
+            &["score", "--kafka-property", "SASL.PASSWORD=x"],
+            &["serve", "-X", "sasl.username=u", "-X", "ssl.key.password=x"],
+            &["replay", "x.csv", "-X", "ssl.keystore.password=x"],
+            &["analyze", "-X", "sasl.oauthbearer.client.secret=x"],
+            &["analyze", "-X", "ssl.key.pem=-----BEGIN"],
+            &["analyze", "-Xmy.db.password=x"],
+            &["analyze", "-X", "linger.ms=5,sasl.password=x"],
+            &["analyze", "-X", "sasl.password="],
+        ] {
+            let error = check(args).expect_err(&format!("{args:?} accepted"));
+            let message = error.to_string();
+            assert!(
+                message.contains("--kafka-properties FILE")
+                    && message.contains("CHURN_KAFKA_PROPERTIES"),
+                "{message}"
+            );
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        for args in [
+            &["publish"][..],
+            &["-X", "security.protocol=SASL_SSL", "publish"],
+            &[
+                "score",
+                "-X",
+                "sasl.username=u",
+                "-X",
+                "sasl.mechanism=PLAIN",
+            ],
+            &["score", "--kafka-properties", "secrets.properties"],
+        ] {
+            assert_eq!(check(args), Ok(()), "{args:?}");
+        }
     }
 
     /// Offline scoring has its own command: the stream scorer and the web server do not take (and

@@ -1,10 +1,10 @@
-//! `churn broker`: the embedded broker in the foreground.
+//! `churn broker`: the embedded broker in the foreground; and the broker `churn serve` uses.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use server::broker::{BrokerOptions, EmbeddedBroker, Storage};
+use server::broker::{credentials_path, port_in_use, BrokerOptions, EmbeddedBroker, Storage};
 use server::kafka::{Kafka, KafkaArgs, DEFAULT_EMBEDDED_PORT};
 
 /// Where the embedded broker listens and keeps its data (`churn broker`, and `churn serve` when it
@@ -19,28 +19,108 @@ pub struct BrokerArgs {
     pub data_dir: PathBuf,
 }
 
-pub async fn run(args: &BrokerArgs, kafka_args: &KafkaArgs) -> Result<()> {
-    let broker = start_embedded(args)?;
+/// `churn broker`'s flags.
+#[derive(clap::Args)]
+pub struct BrokerCommandArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Require clients to log in (SASL/SCRAM-SHA-512, user "churn"). The first secured start
+    /// makes a random password and writes <data-dir>/kafka.properties (readable by you only);
+    /// clients connect with --kafka-properties <data-dir>/kafka.properties.
+    #[arg(long)]
+    pub secure: bool,
+}
+
+pub async fn run(args: &BrokerCommandArgs, kafka_args: &KafkaArgs) -> Result<()> {
+    let broker = start_embedded(&args.broker, args.secure)?;
     println!(
         "embedded broker listening on {} (Ctrl-C to stop)",
         broker.address()
     );
-    Kafka::new(broker.address(), kafka_args)
-        .ensure_pipeline_topics()
-        .await?;
+    let mut kafka = Kafka::new(broker.address(), kafka_args)?;
+    if args.secure {
+        let file = credentials_path(&args.broker.data_dir);
+        println!(
+            "it requires a login: clients connect with --kafka-properties {} \
+             (user churn; the password is in that file only)",
+            std::fs::canonicalize(&file)
+                .unwrap_or_else(|_| file.clone())
+                .display()
+        );
+        kafka = kafka.with_properties_file(&file)?;
+    }
+    kafka.ensure_pipeline_topics().await?;
     server::shutdown::on_signals().cancelled().await;
     Ok(())
 }
 
-/// Starts the embedded broker with durable SQLite storage under `--data-dir`.
-pub fn start_embedded(args: &BrokerArgs) -> Result<EmbeddedBroker> {
+/// Starts the embedded broker with durable SQLite storage under `--data-dir`; with `secure`, it
+/// requires the login in `<data-dir>/kafka.properties` (made on the first secured start).
+pub fn start_embedded(args: &BrokerArgs, secure: bool) -> Result<EmbeddedBroker> {
     let dir = args.data_dir.join("broker");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let log_file = Some(std::fs::canonicalize(&dir)?.join("nisshi.log"));
-    EmbeddedBroker::start(BrokerOptions {
+    let options = BrokerOptions {
         port: args.broker_port,
         storage: Storage::Sqlite(dir),
         initial_rebalance_delay: Duration::from_secs(3),
         log_file,
+        authentication: false,
+    };
+    let credentials = credentials_path(&args.data_dir);
+    if secure {
+        return server::broker::start_secured(options, &credentials);
+    }
+    if credentials.exists() {
+        tracing::warn!(
+            "{} holds a login for this broker, but it is starting without --secure: it lets \
+             anyone in",
+            credentials.display()
+        );
+    }
+    EmbeddedBroker::start(options)
+}
+
+/// The broker `churn serve` talks to: the cluster named by --brokers; else a broker already on
+/// the port, or the embedded one, started here (kept running while the returned handle lives).
+/// With `secure` the embedded broker requires a login, and the connection uses its credentials
+/// file (settings of the user's own come after it, so they win).
+pub fn for_serve(
+    args: &BrokerArgs,
+    secure: bool,
+    kafka_args: &KafkaArgs,
+) -> Result<(Option<EmbeddedBroker>, Kafka)> {
+    if let Some(brokers) = &kafka_args.brokers {
+        if secure {
+            tracing::warn!(
+                "--secure-broker is for the embedded broker; with --brokers it does nothing"
+            );
+        }
+        return Ok((None, Kafka::new(brokers.clone(), kafka_args)?));
+    }
+    let broker = if port_in_use(args.broker_port) {
+        tracing::info!(
+            port = args.broker_port,
+            "a broker is already running on the port; using it"
+        );
+        None
+    } else {
+        Some(start_embedded(args, secure)?)
+    };
+    let kafka = Kafka::new(format!("127.0.0.1:{}", args.broker_port), kafka_args)?;
+    let kafka = match secure {
+        true => with_credentials(kafka, &credentials_path(&args.data_dir))?,
+        false => kafka,
+    };
+    Ok((broker, kafka))
+}
+
+fn with_credentials(kafka: Kafka, file: &Path) -> Result<Kafka> {
+    kafka.with_properties_file(file).with_context(|| {
+        format!(
+            "the secured broker's credentials: start it once with `churn broker --secure` (or \
+             `churn serve --secure-broker`), which writes {}",
+            file.display()
+        )
     })
 }

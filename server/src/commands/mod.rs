@@ -27,7 +27,7 @@ pub async fn connect(args: &KafkaArgs) -> Result<Kafka> {
         .brokers
         .clone()
         .unwrap_or_else(|| format!("127.0.0.1:{DEFAULT_EMBEDDED_PORT}"));
-    let kafka = Kafka::new(brokers, args);
+    let kafka = Kafka::new(brokers, args)?;
     kafka.check_reachable(Duration::from_secs(10)).await?;
     kafka.ensure_pipeline_topics().await?;
     Ok(kafka)

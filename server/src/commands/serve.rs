@@ -10,15 +10,14 @@ use anyhow::Result;
 use server::analytics::{self, AnalyzeOptions};
 use server::args;
 use server::backend::{BackendOptions, PipelineBackend};
-use server::broker::port_in_use;
-use server::kafka::{Kafka, KafkaArgs};
+use server::kafka::KafkaArgs;
 use server::metrics::PipelineMetrics;
 use server::replay::replay;
 use server::scorer::Scorer;
 use server::supervisor::Supervisor;
 use server::web::WebOptions;
 
-use super::broker::{start_embedded, BrokerArgs};
+use super::broker::BrokerArgs;
 use super::replay::ReplayArgs;
 use super::score::ScoreArgs;
 use super::web_security::WebSecurityArgs;
@@ -62,26 +61,15 @@ pub struct ServeArgs {
     broker: BrokerArgs,
     #[command(flatten)]
     security: WebSecurityArgs,
+    /// Start the embedded broker requiring a login (as `churn broker --secure`), and connect
+    /// with its <data-dir>/kafka.properties.
+    #[arg(long)]
+    secure_broker: bool,
 }
 
 pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     // Embedded broker unless the user named a cluster; reuse one already on the port.
-    let (_broker, brokers) = match kafka_args.brokers.clone() {
-        Some(brokers) => (None, brokers),
-        None if port_in_use(args.broker.broker_port) => {
-            tracing::info!(
-                port = args.broker.broker_port,
-                "a broker is already running on the port; using it"
-            );
-            (None, format!("127.0.0.1:{}", args.broker.broker_port))
-        }
-        None => {
-            let broker = start_embedded(&args.broker)?;
-            let address = broker.address();
-            (Some(broker), address)
-        }
-    };
-    let kafka = Kafka::new(brokers, kafka_args);
+    let (_broker, kafka) = super::broker::for_serve(&args.broker, args.secure_broker, kafka_args)?;
     kafka.check_reachable(Duration::from_secs(15)).await?;
     kafka.ensure_pipeline_topics().await?;
     let mut tasks = Supervisor::new(server::shutdown::on_signals());

@@ -12,21 +12,11 @@ use server::web::{ConnectionLimits, GuardOptions, TlsFiles, WebOptions};
 pub struct WebSecurityArgs {
     /// Host names the app answers to, besides IP addresses and localhost (against DNS
     /// rebinding): e.g. churn.example.com, or .example.com for a domain and its subdomains, or *.
-    #[arg(
-        long,
-        env = "CHURN_ALLOWED_HOSTS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long, env = "CHURN_ALLOWED_HOSTS", value_delimiter = ',')]
     allowed_hosts: Vec<String>,
     /// Other sites whose pages may post to this one or open its live feed, e.g.
     /// https://portal.example.com. By default only the app's own pages may.
-    #[arg(
-        long,
-        env = "CHURN_ALLOWED_ORIGINS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long, env = "CHURN_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
     /// Submissions per second per user, token or (anonymous) address; more get 429.
     #[arg(long, default_value_t = LimitOptions::default().submit_per_second)]

@@ -5,22 +5,27 @@
 //!
 //! This file holds the connection (`Kafka`, `KafkaArgs`, client configuration); by concept:
 //! `topics` (names, defaults, reply topics, creation, partition counts), `tail` (readers that
-//! follow a topic's partitions and hand on its payloads) and `skip_log` (messages skipped
-//! without flooding the log). Their public items are re-exported here: `crate::kafka::X`.
+//! follow a topic's partitions and hand on its payloads), `skip_log` (messages skipped
+//! without flooding the log), `properties` (the `--kafka-properties` file format and which keys
+//! are secrets) and `reachable` (the first contact, which tells a refused login from a broker
+//! away). Their public items are re-exported here: `crate::kafka::X`.
 
 mod close;
+pub mod properties;
+mod reachable;
 mod skip_log;
 mod tail;
 #[cfg(test)]
 mod tests;
 mod topics;
 
-use std::time::Duration;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::FutureProducer;
 
 pub use close::{close_within, on_own_thread, CLOSE_WAIT};
 pub use skip_log::{excerpt, SkipLog};
@@ -40,15 +45,29 @@ pub const DEFAULT_SCORER_GROUP: &str = "churn-scorer";
 pub const DEFAULT_ANALYTICS_GROUP: &str = "churn-analytics";
 
 /// Where the brokers are and how to talk to them.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct KafkaArgs {
     /// Bootstrap servers of an existing Kafka cluster (host:port,...). When omitted, commands that
     /// manage a broker start the embedded one, and the others use 127.0.0.1:9092.
     #[arg(long, env = "CHURN_BROKERS", global = true)]
     pub brokers: Option<String>,
 
-    /// Any librdkafka property, e.g. -X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN.
-    /// Repeatable; CHURN_KAFKA_PROPERTIES takes a comma-separated list.
+    /// A file of librdkafka properties in the Java client's .properties format (key=value per
+    /// line, # comments): the place for secrets such as sasl.password, which -X refuses. Applied
+    /// before -X. Keep it private (chmod 600). `churn broker --secure` writes one for the
+    /// embedded broker: <data-dir>/kafka.properties.
+    #[arg(
+        long = "kafka-properties",
+        value_name = "FILE",
+        env = "CHURN_KAFKA_PROPERTIES_FILE",
+        global = true
+    )]
+    pub properties_file: Option<PathBuf>,
+
+    /// Any librdkafka property that is not a secret, e.g. -X security.protocol=SASL_SSL
+    /// -X sasl.mechanism=PLAIN. Repeatable; CHURN_KAFKA_PROPERTIES takes a comma-separated list.
+    /// Passwords and keys go in --kafka-properties FILE (or CHURN_KAFKA_PROPERTIES), never here:
+    /// a command line is visible to every user of the machine and kept in shell history.
     #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", env = "CHURN_KAFKA_PROPERTIES",
           value_delimiter = ',', value_parser = parse_property, global = true)]
     pub properties: Vec<(String, String)>,
@@ -57,29 +76,97 @@ pub struct KafkaArgs {
     pub topics: Topics,
 }
 
+impl fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaArgs")
+            .field("brokers", &self.brokers)
+            .field("properties_file", &self.properties_file)
+            .field("properties", &properties::Redacted(&self.properties))
+            .field("topics", &self.topics)
+            .finish()
+    }
+}
+
+/// A secret given with -X on the command line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "refusing -X {key}=…: a secret on the command line is visible to every user of this machine \
+     (ps) and stays in shell history. Put it in a file given with --kafka-properties FILE \
+     (one key=value per line, chmod 600), or in the CHURN_KAFKA_PROPERTIES environment variable"
+)]
+pub struct SecretOnCommandLine {
+    pub key: String,
+}
+
+impl KafkaArgs {
+    /// Refuses secret properties (`properties::is_secret_key`) given with -X on the command line;
+    /// the same in CHURN_KAFKA_PROPERTIES is accepted. `matches` are the parsed command line these
+    /// arguments came from: they tell a command-line value from an environment one.
+    pub fn refuse_secrets_on_command_line(
+        &self,
+        matches: &clap::ArgMatches,
+    ) -> Result<(), SecretOnCommandLine> {
+        // The id clap derives from the field name `properties`.
+        if matches.value_source("properties") != Some(clap::parser::ValueSource::CommandLine) {
+            return Ok(());
+        }
+        match self
+            .properties
+            .iter()
+            .find(|(key, _)| properties::is_secret_key(key))
+        {
+            Some((key, _)) => Err(SecretOnCommandLine { key: key.clone() }),
+            None => Ok(()),
+        }
+    }
+}
+
 pub fn parse_property(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => {
             Ok((key.trim().to_owned(), value.to_owned()))
         }
-        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+        // Not the text itself: it may be a secret typed without its `=`.
+        _ => Err("expected KEY=VALUE".into()),
     }
 }
 
 /// A resolved connection: bootstrap servers plus pass-through properties.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Kafka {
     pub brokers: String,
+    /// librdkafka properties, applied in order: the properties file's, then -X ones.
     pub properties: Vec<(String, String)>,
+    /// The file some of `properties` came from, for messages about them.
+    pub properties_file: Option<PathBuf>,
     pub topics: Topics,
 }
 
+/// Secret values never reach a log line through `{:?}`.
+impl fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kafka")
+            .field("brokers", &self.brokers)
+            .field("properties", &properties::Redacted(&self.properties))
+            .field("properties_file", &self.properties_file)
+            .field("topics", &self.topics)
+            .finish()
+    }
+}
+
 impl Kafka {
-    pub fn new(brokers: impl Into<String>, args: &KafkaArgs) -> Self {
-        Kafka {
+    /// The connection the command line asks for: the properties file (if any) read, then the -X
+    /// properties after it.
+    pub fn new(brokers: impl Into<String>, args: &KafkaArgs) -> Result<Self> {
+        let kafka = Kafka {
             brokers: brokers.into(),
             properties: args.properties.clone(),
+            properties_file: None,
             topics: args.topics.clone(),
+        };
+        match &args.properties_file {
+            Some(path) => kafka.with_properties_file(path),
+            None => Ok(kafka),
         }
     }
 
@@ -88,8 +175,27 @@ impl Kafka {
         Kafka {
             brokers: brokers.into(),
             properties: Vec::new(),
+            properties_file: None,
             topics: Topics::default(),
         }
+    }
+
+    /// The same connection with the properties of a file applied first (so the ones it already
+    /// has win); warns when the file is readable by other users.
+    pub fn with_properties_file(mut self, path: &Path) -> Result<Self> {
+        let mut from_file = properties::read_file(path)?;
+        if properties::readable_by_others(path).unwrap_or(false) {
+            tracing::warn!(
+                "the Kafka properties file {} can be read by other users of this machine: \
+                 run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            );
+        }
+        from_file.append(&mut self.properties);
+        self.properties = from_file;
+        self.properties_file = Some(path.to_owned());
+        Ok(self)
     }
 
     /// Base client configuration; the user's properties come last so they win.
@@ -136,25 +242,5 @@ impl Kafka {
             ("acks", "all"),
             ("linger.ms", "5"),
         ])
-    }
-
-    /// Fails with a helpful message when no broker answers.
-    pub async fn check_reachable(&self, timeout: Duration) -> Result<()> {
-        let producer: FutureProducer = self
-            .config(&[])
-            .create()
-            .context("creating a Kafka client")?;
-        let brokers = self.brokers.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            producer.client().fetch_metadata(None, timeout).map(|_| ())
-        })
-        .await?;
-        if let Err(e) = result {
-            bail!(
-                "broker at {brokers} not reachable ({e}): start the embedded one with `churn broker`, \
-                 run `churn serve` (which starts it), or pass --brokers HOST:PORT of your cluster"
-            );
-        }
-        Ok(())
     }
 }

@@ -93,3 +93,60 @@ fn only_added_partitions_are_assigned_and_a_stale_smaller_count_adds_none() {
     assert!(added_partitions(5, 5).is_empty());
     assert!(added_partitions(5, 2).is_empty());
 }
+
+/// `--kafka-properties` and -X as parsed: the file's properties first, so -X ones win; secrets
+/// never in Debug output; a missing file is an error naming it.
+#[test]
+fn file_properties_come_first_and_secrets_stay_out_of_debug() {
+    use super::{Kafka, KafkaArgs};
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kafka.properties");
+    std::fs::write(
+        &file,
+        "linger.ms=1\nsasl.username=ann\nsasl.password=pa55-word-xyz\n",
+    )
+    .unwrap();
+    let file_arg = file.to_string_lossy().into_owned();
+    let args = <Cli as clap::Parser>::try_parse_from([
+        "churn",
+        "--kafka-properties",
+        &file_arg,
+        "-X",
+        "linger.ms=7",
+    ])
+    .unwrap()
+    .kafka;
+    let kafka = Kafka::new("127.0.0.1:1", &args).unwrap();
+    let config = kafka.config(&[]);
+    assert_eq!(config.get("linger.ms"), Some("7"), "-X wins over the file");
+    assert_eq!(config.get("sasl.password"), Some("pa55-word-xyz"));
+    assert_eq!(kafka.properties_file.as_deref(), Some(file.as_path()));
+    for shown in [
+        format!("{kafka:?}"),
+        format!("{args:?}"),
+        format!("{kafka:#?}"),
+    ] {
+        assert!(!shown.contains("pa55-word-xyz"), "{shown}");
+        assert!(
+            shown.contains("ann") || !shown.contains("sasl.username"),
+            "{shown}"
+        );
+    }
+    let env_like = KafkaArgs {
+        properties: vec![("sasl.password".into(), "pa55-word-xyz".into())],
+        ..args.clone()
+    };
+    assert!(!format!("{env_like:?}").contains("pa55-word-xyz"));
+
+    let missing = KafkaArgs {
+        properties_file: Some(dir.path().join("nope.properties")),
+        ..args
+    };
+    let error = format!("{:#}", Kafka::new("127.0.0.1:1", &missing).unwrap_err());
+    assert!(error.contains("nope.properties"), "{error}");
+}

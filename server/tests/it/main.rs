@@ -12,5 +12,6 @@ mod hostile;
 mod model_store;
 mod pipeline;
 mod reliability;
+mod secured;
 mod support;
 mod web_tier;
