@@ -1,9 +1,11 @@
-//! Offline scoring of a CSV file: probability, label and top factors per customer.
+//! Offline scoring of a CSV file: probability, label and top factors per customer. Every cell
+//! is written through `model::spreadsheet`, so the output opens safely in a spreadsheet.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use model::spreadsheet::write_record;
 use model::{validate, ChurnModel, Field};
 
 use crate::csv_io::{CustomerCsv, RowError};
@@ -40,7 +42,7 @@ pub fn score_file(
         "model_version",
         "top_factors",
     ]);
-    writer.write_record(&header)?;
+    write_record(&mut writer, &header)?;
 
     let bar = if show_progress {
         ProgressBar::new(size).with_style(
@@ -86,7 +88,7 @@ pub fn score_file(
             model.version.clone(),
             model::describe_all(top),
         ]);
-        writer.write_record(&record)?;
+        write_record(&mut writer, &record)?;
         summary.scored += 1;
         bar.set_message(format!(
             "{} scored, {} bad",

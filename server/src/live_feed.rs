@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use app::{Dashboard, FeedEvent, PipelineStatus, SecondStats};
+use model::spreadsheet::write_record;
 use model::Prediction;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -164,8 +165,7 @@ impl LiveFeed {
             "model_version",
             "top_factors",
         ];
-        out.write_record(header)
-            .expect("writing to memory cannot fail");
+        write_record(&mut out, header).expect("writing to memory cannot fail");
         let w = self.window.lock().expect("window");
         for (_, p) in w.history.iter().filter(|(at, _)| *at >= since) {
             let cells = [
@@ -178,8 +178,8 @@ impl LiveFeed {
                 p.model_version.clone(),
                 model::describe_all(&p.top_factors),
             ];
-            out.write_record(&cells)
-                .expect("writing to memory cannot fail");
+            // Through `spreadsheet`: ids and names come from whoever writes to the topics.
+            write_record(&mut out, &cells).expect("writing to memory cannot fail");
         }
         let bytes = out.into_inner().expect("flushing to memory cannot fail");
         String::from_utf8(bytes).expect("the cells are UTF-8 text")

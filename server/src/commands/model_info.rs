@@ -1,34 +1,92 @@
-//! `churn model info`: a model file, readably (also printed by `churn train`).
+//! `churn model`: inspect model files (`info`, also printed by `churn train`), make signing keys
+//! (`keygen`) and sign models (`sign`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use model::ChurnModel;
-use server::model_store;
+use server::model_store::{self, ModelTrust};
+use server::signing_key;
 
 #[derive(clap::Subcommand)]
 pub enum ModelCommand {
-    /// Print a model file readably: version, features, weights, metrics.
+    /// Print a model file readably: version, features, weights, metrics, and whether it is
+    /// intact and signed. Fails when the file was changed after training (or does not verify
+    /// with --key).
     Info {
         #[arg(default_value = "data/model.json")]
         file: PathBuf,
+        /// Also check the signature with this key file.
+        #[arg(long, env = "CHURN_MODEL_SIGNING_KEY_FILE", value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Make a new model signing key: 32 random bytes as hex, in a new file only you can read
+    /// (an existing file is never replaced).
+    Keygen {
+        /// Where to write the key, e.g. /etc/churn/model.key.
+        file: PathBuf,
+    },
+    /// Sign a model file in place, so that commands given --model-signing-key with the same key
+    /// accept it.
+    Sign {
+        #[arg(default_value = "data/model.json")]
+        file: PathBuf,
+        /// The key file (made by `churn model keygen`).
+        #[arg(long, env = "CHURN_MODEL_SIGNING_KEY_FILE", value_name = "FILE")]
+        key: PathBuf,
     },
 }
 
 pub fn run(command: &ModelCommand) -> Result<()> {
     match command {
-        ModelCommand::Info { file } => {
-            print_model(&model_store::load(file)?);
+        ModelCommand::Info { file, key } => info(file, key.as_deref()),
+        ModelCommand::Keygen { file } => {
+            signing_key::generate(file)?;
+            println!(
+                "wrote a new model signing key to {} (readable only by you); keep it secret",
+                file.display()
+            );
+            Ok(())
+        }
+        ModelCommand::Sign { file, key } => {
+            let key = signing_key::read(key)?;
+            let mut model = model_store::load(file, &ModelTrust::default())?;
+            model.sign(&key);
+            model_store::save(&model, file)?;
+            println!("signed {} in {}", model.version, file.display());
             Ok(())
         }
     }
 }
 
+fn info(file: &Path, key: Option<&Path>) -> Result<()> {
+    let model = model_store::load(file, &ModelTrust::default())?;
+    print_model(&model);
+    if let Some(path) = key {
+        let key = signing_key::read(path)?;
+        model.verify_signature(&key).with_context(|| {
+            format!("checking {} with the key {}", file.display(), path.display())
+        })?;
+        println!("  the signature verifies with the key {}", path.display());
+    }
+    Ok(())
+}
+
 pub fn print_model(model: &ChurnModel) {
+
     let m = &model.metrics;
     println!(
         "model {}  (trained {}, {} rows, {} churners)",
         model.version, model.created_at, model.training_data.rows, model.training_data.churners
+    );
+    println!(
+        "  content hash {} (intact), {}",
+        model.integrity.sha256,
+        if model.is_signed() {
+            "signed"
+        } else {
+            "not signed"
+        }
     );
     println!(
         "\n  {:<16} {:>10} {:>10} {:>12}",

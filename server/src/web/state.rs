@@ -12,6 +12,7 @@ use crate::backend::PipelineBackend;
 use crate::health::Health;
 use crate::live_feed::LiveFeed;
 use crate::metrics::PipelineMetrics;
+use crate::model_store::ModelTrust;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -24,6 +25,8 @@ pub struct AppState {
     pub leptos: LeptosOptions,
     /// Whether this process runs a scorer, which readiness then requires to hold partitions.
     pub runs_scorer: bool,
+    /// What an uploaded model must prove: what the scorers require.
+    pub model_trust: ModelTrust,
 }
 
 impl AppState {
@@ -34,7 +37,14 @@ impl AppState {
             pipeline.health().clone(),
             pipeline.metrics().clone(),
         );
-        AppState::with_parts(options, pipeline, live, health, metrics)
+        let trust = pipeline.model_trust().clone();
+        AppState::with_parts(options, pipeline, live, health, metrics).with_model_trust(trust)
+    }
+
+    /// The state with `trust` for uploaded models (the default checks the content hash only).
+    pub fn with_model_trust(mut self, trust: ModelTrust) -> AppState {
+        self.model_trust = trust;
+        self
     }
 
     /// The state from its parts: any `Backend` (the tests use one without Kafka).
@@ -58,6 +68,7 @@ impl AppState {
             metrics,
             leptos,
             runs_scorer: options.runs_scorer,
+            model_trust: ModelTrust::default(),
         }
     }
 }
@@ -83,6 +94,12 @@ impl FromRef<AppState> for Arc<Health> {
 impl FromRef<AppState> for Arc<PipelineMetrics> {
     fn from_ref(state: &AppState) -> Self {
         state.metrics.clone()
+    }
+}
+
+impl FromRef<AppState> for ModelTrust {
+    fn from_ref(state: &AppState) -> Self {
+        state.model_trust.clone()
     }
 }
 

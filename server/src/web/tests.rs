@@ -3,23 +3,39 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use app::{Backend, FeedEvent, PipelineStatus, PredictError};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use leptos::server_fn::ServerFn;
-use model::{Customer, Prediction};
+use model::{ChurnModel, Customer, Prediction};
 use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{router_with_state, AppState, WebOptions, MAX_BODY_BYTES};
 use crate::health::Health;
 use crate::live_feed::LiveFeed;
+use crate::model_store::ModelTrust;
 
-/// A pipeline that answers every submission the same way.
-struct Fake(Result<Prediction, PredictError>);
+/// A pipeline that answers every submission the same way, and every model upload with
+/// `publishing` (keeping the models it published).
+struct Fake {
+    answer: Result<Prediction, PredictError>,
+    publishing: Result<(), PredictError>,
+    published: Arc<Mutex<Vec<ChurnModel>>>,
+}
+
+impl Fake {
+    fn answering(answer: Result<Prediction, PredictError>) -> Fake {
+        Fake {
+            answer,
+            publishing: Ok(()),
+            published: Arc::default(),
+        }
+    }
+}
 
 impl Backend for Fake {
     fn status(&self) -> PipelineStatus {
@@ -30,7 +46,7 @@ impl Backend for Fake {
         &self,
         _: Customer,
     ) -> Pin<Box<dyn Future<Output = Result<Prediction, PredictError>> + Send>> {
-        let answer = self.0.clone();
+        let answer = self.answer.clone();
         Box::pin(async move { answer })
     }
 
@@ -45,6 +61,19 @@ impl Backend for Fake {
             messy_fraction: 0.0,
         };
         model::synth::generate_customers(&options).remove(0)
+    }
+
+    fn publish_model(
+        &self,
+        model: ChurnModel,
+    ) -> Pin<Box<dyn Future<Output = Result<(), PredictError>> + Send>> {
+        let (answer, published) = (self.publishing.clone(), self.published.clone());
+        Box::pin(async move {
+            if answer.is_ok() {
+                published.lock().unwrap().push(model);
+            }
+            answer
+        })
     }
 }
 
@@ -62,18 +91,26 @@ fn router_with(
     health: Arc<Health>,
     runs_scorer: bool,
 ) -> Router {
+    router_on(Fake::answering(answer), health, runs_scorer, ModelTrust::default())
+}
+
+/// The router on `fake`, with `trust` for uploaded models.
+fn router_on(fake: Fake, health: Arc<Health>, runs_scorer: bool, trust: ModelTrust) -> Router {
     let options = WebOptions {
         addr: ([127, 0, 0, 1], 0).into(),
         site_root: std::env::temp_dir(),
         runs_scorer,
     };
-    router_with_state(AppState::with_parts(
-        &options,
-        Arc::new(Fake(answer)),
-        Arc::default(),
-        health,
-        Arc::default(),
-    ))
+    router_with_state(
+        AppState::with_parts(
+            &options,
+            Arc::new(fake),
+            Arc::default(),
+            health,
+            Arc::default(),
+        )
+        .with_model_trust(trust),
+    )
 }
 
 fn router(answer: Result<Prediction, PredictError>) -> Router {
@@ -213,13 +250,13 @@ async fn readiness_is_503_until_the_scorer_holds_partitions_and_then_200() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    health.record_failure("live feed reader ended unexpectedly".into());
+    health.record_failure(
+        "live feed reader",
+        "live feed reader ended unexpectedly".into(),
+    );
     let (status, body) = answer(router, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        body["failed_tasks"][0],
-        "live feed reader ended unexpectedly"
-    );
+    assert_eq!(body["failed_tasks"][0], "live feed reader");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rdkafka::Message;
-use server::model_store::{follow, publish};
+use server::model_store::{follow, publish, ModelTrust};
 use server::replay::{replay, ReplayOptions};
 use server::scorer::Scorer;
 
@@ -22,9 +22,14 @@ async fn a_published_model_replaces_the_running_one_without_losing_records() {
 
     // At start the newest published model wins over the local file.
     let (stop_tx, stop) = stop_switch();
-    let (models, follower) = follow(&p.kafka, Some((*model_b).clone()), stop.clone())
-        .await
-        .unwrap();
+    let (models, follower) = follow(
+        &p.kafka,
+        Some((*model_b).clone()),
+        ModelTrust::default(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     // The caller runs the follow task (the commands hand it to their supervisor).
     let follower = tokio::spawn(follower);
     assert_eq!(models.borrow().version, model_a.version);
