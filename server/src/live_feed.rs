@@ -321,6 +321,46 @@ mod tests {
     }
 
     #[test]
+    fn hostile_text_in_every_column_is_exported_as_text() {
+        let feed = LiveFeed::default();
+        let now = chrono::Utc::now().timestamp_millis();
+        let hostile = [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1+1",
+            "-2+3",
+            "@SUM(A1:A9)",
+            "\t=1+1",
+            "\r=1+1",
+            "\u{feff}=1+1",
+        ];
+        for text in hostile {
+            let mut p = prediction(text, true);
+            p.name = text.into();
+            p.model_version = text.into();
+            p.scored_at = text.into();
+            p.churn_probability = -0.5;
+            feed.record(p, now);
+        }
+        let csv = feed.export_csv(5.0);
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let mut rows = 0;
+        for record in reader.records() {
+            let record = record.unwrap();
+            for cell in record.iter() {
+                assert!(
+                    !cell.starts_with(model::spreadsheet::FORMULA_STARTS),
+                    "{cell:?} in {csv}"
+                );
+            }
+            assert!(hostile.iter().any(|text| record[0] == format!("'{text}")));
+            assert_eq!(&record[2], &record[0], "the name too");
+            assert_eq!(&record[3], "'-0.500000", "a negative number from the topic too");
+            rows += 1;
+        }
+        assert_eq!(rows, hostile.len());
+    }
+
+    #[test]
     fn the_export_is_csv_of_the_last_minutes() {
         let feed = LiveFeed::default();
         let now = chrono::Utc::now().timestamp_millis();

@@ -112,6 +112,26 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// The commands that make models sign with the key; those that use models require it.
+    #[test]
+    fn model_commands_take_the_signing_key() {
+        for args in [
+            &["train", "--model-signing-key", "k"][..],
+            &["publish", "m.json", "--model-signing-key", "k"],
+            &["score", "--model-signing-key", "k"],
+            &["serve", "--model-signing-key", "k"],
+            &["analyze", "--model-signing-key", "k"],
+            &["score-file", "-i", "a", "-o", "b", "--model-signing-key", "k"],
+            &["model", "sign", "m.json", "--key", "k"],
+            &["model", "info", "m.json", "--key", "k"],
+            &["model", "keygen", "k"],
+        ] {
+            parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        assert!(parse(&["model", "keygen"]).is_err(), "keygen needs a file");
+        assert!(parse(&["replay", "x.csv", "--model-signing-key", "k"]).is_err());
+    }
+
     /// Offline scoring has its own command: the stream scorer and the web server do not take (and
     /// then ignore) its file flags.
     #[test]

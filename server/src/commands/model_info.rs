@@ -145,3 +145,76 @@ pub fn print_model(model: &ChurnModel) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trained(dir: &Path) -> PathBuf {
+        let customers = model::synth::generate_customers(&model::synth::GenerateOptions {
+            rows: 200,
+            seed: 2,
+            messy_fraction: 0.0,
+        });
+        let model =
+            model::train::train(&customers, &Default::default(), "t".into(), |_| {}).unwrap();
+        let path = dir.join("model.json");
+        model_store::save(&model, &path).unwrap();
+        path
+    }
+
+    fn info_with(file: &Path, key: Option<&Path>) -> Result<()> {
+        run(&ModelCommand::Info {
+            file: file.into(),
+            key: key.map(Into::into),
+        })
+    }
+
+    #[test]
+    fn keygen_sign_and_info_work_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = trained(dir.path());
+        let (mine, theirs) = (dir.path().join("mine.key"), dir.path().join("theirs.key"));
+        for key in [&mine, &theirs] {
+            run(&ModelCommand::Keygen { file: key.clone() }).unwrap();
+        }
+        info_with(&file, None).unwrap();
+        let unsigned = format!("{:#}", info_with(&file, Some(&mine)).unwrap_err());
+        assert!(unsigned.contains("not signed"), "{unsigned}");
+
+        run(&ModelCommand::Sign {
+            file: file.clone(),
+            key: mine.clone(),
+        })
+        .unwrap();
+        info_with(&file, Some(&mine)).unwrap();
+        let wrong = format!("{:#}", info_with(&file, Some(&theirs)).unwrap_err());
+        assert!(wrong.contains("does not verify"), "{wrong}");
+        let model = model_store::load(&file, &ModelTrust::signed_by(signing_key::read(&mine).unwrap()));
+        assert!(model.unwrap().is_signed());
+    }
+
+    #[test]
+    fn an_edited_file_fails_info_and_cannot_be_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = trained(dir.path());
+        let key = dir.path().join("model.key");
+        run(&ModelCommand::Keygen { file: key.clone() }).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let threshold = model::ChurnModel::from_json(&text).unwrap().threshold;
+        let edited = text.replace(
+            &format!("\"threshold\": {threshold}"),
+            "\"threshold\": 0.01",
+        );
+        assert_ne!(edited, text);
+        std::fs::write(&file, &edited).unwrap();
+        let error = format!("{:#}", info_with(&file, None).unwrap_err());
+        assert!(error.contains("changed after training"), "{error}");
+        assert!(run(&ModelCommand::Sign {
+            file: file.clone(),
+            key
+        })
+        .is_err());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), edited, "left as it was");
+    }
+}
