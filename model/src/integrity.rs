@@ -134,13 +134,13 @@ impl ChurnModel {
 
     /// Whether `key` signed exactly this content (compared in constant time).
     pub fn verify_signature(&self, key: &SigningKey) -> Result<(), ModelFileError> {
-        let signature = self
-            .integrity
-            .signature
-            .as_deref()
-            .ok_or_else(|| ModelFileError::Unsigned {
-                version: self.version.clone(),
-            })?;
+        let signature =
+            self.integrity
+                .signature
+                .as_deref()
+                .ok_or_else(|| ModelFileError::Unsigned {
+                    version: self.version.clone(),
+                })?;
         let bad = || ModelFileError::BadSignature {
             version: self.version.clone(),
         };
@@ -190,7 +190,10 @@ mod tests {
             "15d18704ec054dd4118176d8515e8122a61279f101d4956481bc8b0d0ccba81f"
         );
         let text = String::from_utf8(sealed().canonical_bytes()).unwrap();
-        assert!(!text.contains("integrity"), "the seal is not sealed: {text}");
+        assert!(
+            !text.contains("integrity"),
+            "the seal is not sealed: {text}"
+        );
         assert!(text.starts_with(r#"{"created_at":"2026-01-01T00:00:00Z","features":[{"#));
     }
 
@@ -207,11 +210,15 @@ mod tests {
         let model = sealed();
         type Edit = fn(&mut serde_json::Value);
         let edits: [(&str, Edit); 9] = [
-            ("a coefficient", |v| v["features"][0]["coefficient"] = 0.51.into()),
+            ("a coefficient", |v| {
+                v["features"][0]["coefficient"] = 0.51.into()
+            }),
             ("the threshold", |v| v["threshold"] = 0.05.into()),
             ("the intercept", |v| v["intercept"] = 3.0.into()),
             ("a mean", |v| v["features"][1]["mean"] = 9.0.into()),
-            ("a feature", |v| v["features"][2]["feature"] = "Years".into()),
+            ("a feature", |v| {
+                v["features"][2]["feature"] = "Years".into()
+            }),
             ("a dropped feature", |v| {
                 v["features"].as_array_mut().unwrap().pop();
             }),
@@ -219,7 +226,9 @@ mod tests {
                 v["reference_date"] = "2030-01-01 00:00:00".into()
             }),
             ("the version", |v| v["version"] = "m-trusted".into()),
-            ("the drift reference", |v| v["score_deciles"] = vec![0.5].into()),
+            ("the drift reference", |v| {
+                v["score_deciles"] = vec![0.5].into()
+            }),
         ];
         for (what, edit) in edits {
             let error = ChurnModel::from_json(&edited(&model, edit)).unwrap_err();
@@ -228,7 +237,8 @@ mod tests {
         }
         // The smallest possible change: one bit of one weight.
         let mut nudged = model.clone();
-        nudged.features[0].coefficient = f64::from_bits(nudged.features[0].coefficient.to_bits() + 1);
+        nudged.features[0].coefficient =
+            f64::from_bits(nudged.features[0].coefficient.to_bits() + 1);
         assert!(matches!(
             ChurnModel::from_json(&nudged.to_json()),
             Err(ModelFileError::Tampered)
@@ -259,14 +269,20 @@ mod tests {
         assert_eq!(ChurnModel::from_signed_json(&text, &key(1)).unwrap(), model);
 
         let other_key = ChurnModel::from_signed_json(&text, &key(2)).unwrap_err();
-        assert!(matches!(other_key, ModelFileError::BadSignature { .. }), "{other_key}");
+        assert!(
+            matches!(other_key, ModelFileError::BadSignature { .. }),
+            "{other_key}"
+        );
 
         // Edited, and the hash recomputed as anyone can: the signature still gives it away.
         let mut rehashed = model.clone();
         rehashed.threshold = 0.01;
         rehashed.integrity.sha256 = rehashed.content_hash();
         let error = ChurnModel::from_signed_json(&rehashed.to_json(), &key(1)).unwrap_err();
-        assert!(matches!(error, ModelFileError::BadSignature { .. }), "{error}");
+        assert!(
+            matches!(error, ModelFileError::BadSignature { .. }),
+            "{error}"
+        );
 
         // Signature stripped (and the hash still right): unsigned, refused when a key is required.
         let mut stripped = model.clone();
@@ -309,8 +325,14 @@ mod tests {
             SigningKey::from_hex(&"ab".repeat(MIN_KEY_BYTES - 1)),
             Err(KeyError::TooShort { bytes: 31 })
         );
-        assert_eq!(SigningKey::from_hex(""), Err(KeyError::TooShort { bytes: 0 }));
-        assert_eq!(SigningKey::from_hex(&"zz".repeat(40)), Err(KeyError::NotHex));
+        assert_eq!(
+            SigningKey::from_hex(""),
+            Err(KeyError::TooShort { bytes: 0 })
+        );
+        assert_eq!(
+            SigningKey::from_hex(&"zz".repeat(40)),
+            Err(KeyError::NotHex)
+        );
         assert_eq!(SigningKey::from_hex("abc"), Err(KeyError::NotHex));
         assert!(KeyError::NotHex.to_string().contains("churn model keygen"));
     }

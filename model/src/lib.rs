@@ -26,8 +26,8 @@ pub mod synth;
 pub mod train;
 
 pub use features::Feature;
-pub use message::Prediction;
 pub use integrity::SigningKey;
+pub use message::Prediction;
 pub use model_file::{ChurnModel, ModelFileError};
 pub use schema::{Customer, Field, RawCustomer, Scalar};
 pub use scoring::{describe_all, Contribution, Score};

@@ -49,7 +49,10 @@ mod tests {
     #[test]
     fn formulas_become_text_and_everything_else_is_untouched() {
         for (cell, safe) in [
-            ("=HYPERLINK(\"http://x\",\"y\")", "'=HYPERLINK(\"http://x\",\"y\")"),
+            (
+                "=HYPERLINK(\"http://x\",\"y\")",
+                "'=HYPERLINK(\"http://x\",\"y\")",
+            ),
             ("+1+1", "'+1+1"),
             ("-2+3", "'-2+3"),
             ("-cmd|' /C calc'!A0", "'-cmd|' /C calc'!A0"),

@@ -308,7 +308,11 @@ mod tests {
                 .from_reader(row.as_bytes());
             let read = reader.records().next().unwrap().unwrap();
             let expected = format!("'{text}");
-            assert_eq!(read.iter().collect::<Vec<_>>(), [&expected, "42", &expected], "{i}");
+            assert_eq!(
+                read.iter().collect::<Vec<_>>(),
+                [&expected, "42", &expected],
+                "{i}"
+            );
         }
     }
 
@@ -324,7 +328,10 @@ mod tests {
             .from_reader(text.as_bytes());
         for record in reader.records() {
             for cell in record.unwrap().iter() {
-                assert!(!cell.starts_with(crate::spreadsheet::FORMULA_STARTS), "{cell:?}");
+                assert!(
+                    !cell.starts_with(crate::spreadsheet::FORMULA_STARTS),
+                    "{cell:?}"
+                );
             }
         }
     }

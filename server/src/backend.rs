@@ -185,13 +185,15 @@ impl Backend for PipelineBackend {
     fn publish_model(
         &self,
         model: model::ChurnModel,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PredictError>> + Send>>
-    {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PredictError>> + Send>> {
         let kafka = self.kafka.clone();
         Box::pin(async move {
-            model_store::publish(&kafka, &model)
-                .await
-                .map_err(|e| PredictError::BrokerUnavailable(crate::error_id::log("publishing an uploaded model", &format!("{e:#}"))))
+            model_store::publish(&kafka, &model).await.map_err(|e| {
+                PredictError::BrokerUnavailable(crate::error_id::log(
+                    "publishing an uploaded model",
+                    &format!("{e:#}"),
+                ))
+            })
         })
     }
 }

@@ -129,7 +129,8 @@ mod tests {
         let customers = model::synth::generate_customers(&options);
         // Written raw, as someone else's tool would.
         let mut raw = csv::Writer::from_path(&input).unwrap();
-        raw.write_record(Field::ALL.iter().map(|f| f.column())).unwrap();
+        raw.write_record(Field::ALL.iter().map(|f| f.column()))
+            .unwrap();
         for (i, customer) in customers.iter().enumerate() {
             let mut customer = customer.clone();
             let text = hostile[i % hostile.len()];

@@ -171,7 +171,10 @@ mod tests {
         assert!(revoked.ever_assigned(), "it did hold partitions once");
 
         let failed = scoring();
-        failed.record_failure("replies reader", "replies reader panicked: poisoned lock".into());
+        failed.record_failure(
+            "replies reader",
+            "replies reader panicked: poisoned lock".into(),
+        );
         let readiness = failed.readiness(true);
         assert!(!readiness.is_ready());
         assert_eq!(readiness.failed_tasks, vec!["replies reader".to_owned()]);

@@ -354,7 +354,10 @@ mod tests {
             }
             assert!(hostile.iter().any(|text| record[0] == format!("'{text}")));
             assert_eq!(&record[2], &record[0], "the name too");
-            assert_eq!(&record[3], "'-0.500000", "a negative number from the topic too");
+            assert_eq!(
+                &record[3], "'-0.500000",
+                "a negative number from the topic too"
+            );
             rows += 1;
         }
         assert_eq!(rows, hostile.len());

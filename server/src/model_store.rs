@@ -282,7 +282,10 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             let error = format!("{:#}", load(&path, &trust).unwrap_err());
             assert!(error.contains("changed after training"), "{error}");
-            assert!(load_optional(&path, &trust).is_err(), "a bad file is no missing file");
+            assert!(
+                load_optional(&path, &trust).is_err(),
+                "a bad file is no missing file"
+            );
         }
         assert_eq!(trust.refused(), 4);
         assert!(load_optional(&dir.path().join("none.json"), &trust)

@@ -103,7 +103,10 @@ mod tests {
         let short = dir.path().join("short.key");
         std::fs::write(&short, "ab".repeat(MIN_KEY_BYTES - 1)).unwrap();
         let error = format!("{:#}", read(&short).unwrap_err());
-        assert!(error.contains("31 bytes") && error.contains("keygen"), "{error}");
+        assert!(
+            error.contains("31 bytes") && error.contains("keygen"),
+            "{error}"
+        );
         assert!(!error.contains("abab"), "the key is not quoted: {error}");
 
         let garbled = dir.path().join("garbled.key");

@@ -65,7 +65,11 @@ fn info(file: &Path, key: Option<&Path>) -> Result<()> {
     if let Some(path) = key {
         let key = signing_key::read(path)?;
         model.verify_signature(&key).with_context(|| {
-            format!("checking {} with the key {}", file.display(), path.display())
+            format!(
+                "checking {} with the key {}",
+                file.display(),
+                path.display()
+            )
         })?;
         println!("  the signature verifies with the key {}", path.display());
     }
@@ -73,7 +77,6 @@ fn info(file: &Path, key: Option<&Path>) -> Result<()> {
 }
 
 pub fn print_model(model: &ChurnModel) {
-
     let m = &model.metrics;
     println!(
         "model {}  (trained {}, {} rows, {} churners)",
@@ -190,7 +193,10 @@ mod tests {
         info_with(&file, Some(&mine)).unwrap();
         let wrong = format!("{:#}", info_with(&file, Some(&theirs)).unwrap_err());
         assert!(wrong.contains("does not verify"), "{wrong}");
-        let model = model_store::load(&file, &ModelTrust::signed_by(signing_key::read(&mine).unwrap()));
+        let model = model_store::load(
+            &file,
+            &ModelTrust::signed_by(signing_key::read(&mine).unwrap()),
+        );
         assert!(model.unwrap().is_signed());
     }
 
@@ -215,6 +221,10 @@ mod tests {
             key
         })
         .is_err());
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), edited, "left as it was");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            edited,
+            "left as it was"
+        );
     }
 }

@@ -82,6 +82,9 @@ mod tests {
 
         model.threshold = 0.01;
         model_store::save(&model, &file).unwrap();
-        assert!(to_publish(&file, None).is_err(), "an edited file is never published");
+        assert!(
+            to_publish(&file, None).is_err(),
+            "an edited file is never published"
+        );
     }
 }

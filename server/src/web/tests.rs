@@ -91,7 +91,12 @@ fn router_with(
     health: Arc<Health>,
     runs_scorer: bool,
 ) -> Router {
-    router_on(Fake::answering(answer), health, runs_scorer, ModelTrust::default())
+    router_on(
+        Fake::answering(answer),
+        health,
+        runs_scorer,
+        ModelTrust::default(),
+    )
 }
 
 /// The router on `fake`, with `trust` for uploaded models.
@@ -372,7 +377,7 @@ async fn an_uploaded_model_is_verified_and_published() {
     let (status, body, published) = upload(ModelTrust::default(), model.to_json()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["version"], model.version.as_str());
-    assert_eq!(published, [model.clone()]);
+    assert_eq!(published, std::slice::from_ref(&model));
 
     // A model is bigger than the router's limit on other bodies; layout does not matter.
     let padded = format!("{}{}", model.to_json(), " ".repeat(4 * MAX_BODY_BYTES));
@@ -396,8 +401,16 @@ async fn an_uploaded_model_the_scorers_would_refuse_is_422_and_not_published() {
     let mut old_schema = unsealed.clone();
     old_schema["schema_version"] = 1.into();
     for (what, body, reason) in [
-        ("a weight changed", weight.to_json(), "changed after training"),
-        ("the threshold changed", threshold.to_json(), "changed after training"),
+        (
+            "a weight changed",
+            weight.to_json(),
+            "changed after training",
+        ),
+        (
+            "the threshold changed",
+            threshold.to_json(),
+            "changed after training",
+        ),
         ("no seal", unsealed.to_string(), "no content hash"),
         ("schema 1", old_schema.to_string(), "retrain"),
         ("not a model", "{\"hello\": 1}".into(), "not a churn model"),
@@ -405,7 +418,10 @@ async fn an_uploaded_model_the_scorers_would_refuse_is_422_and_not_published() {
     ] {
         let (status, body, published) = upload(ModelTrust::default(), body).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
-        assert!(body["error"].as_str().unwrap().contains(reason), "{what}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(reason),
+            "{what}: {body}"
+        );
         assert!(published.is_empty(), "{what}");
     }
 }
@@ -434,7 +450,10 @@ async fn with_a_signing_key_only_models_signed_with_it_are_published() {
     ] {
         let (status, body, published) = upload(trust(), model.to_json()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
-        assert!(body["error"].as_str().unwrap().contains(reason), "{what}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(reason),
+            "{what}: {body}"
+        );
         assert!(published.is_empty(), "{what}");
     }
 }
@@ -451,8 +470,19 @@ fn broker_away() -> PredictError {
 /// Fails when any piece of the broker's text is in `body`.
 fn assert_no_broker_text(what: &str, body: &Value) {
     let body = body.to_string();
-    for piece in ["10.0.0.7", "9092", "MessageTimedOut", "Local:", "costumerchurn", "bootstrap", "refused"] {
-        assert!(!body.contains(piece), "{what}: {piece:?} reached the client: {body}");
+    for piece in [
+        "10.0.0.7",
+        "9092",
+        "MessageTimedOut",
+        "Local:",
+        "costumerchurn",
+        "bootstrap",
+        "refused",
+    ] {
+        assert!(
+            !body.contains(piece),
+            "{what}: {piece:?} reached the client: {body}"
+        );
     }
 }
 
@@ -462,7 +492,10 @@ async fn no_internal_error_text_reaches_any_response() {
     let (status, body) = predict_json(Err(broker_away()), RECORD).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_no_broker_text("the JSON API", &body);
-    assert!(body["error"].as_str().unwrap().contains("error id "), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("error id "),
+        "{body}"
+    );
 
     // The server function, as the browser calls it.
     let record: serde_json::Map<String, Value> = serde_json::from_str(RECORD).unwrap();
@@ -474,7 +507,11 @@ async fn no_internal_error_text_reaches_any_response() {
             format!("record[{k}]={v}")
         })
         .collect();
-    let request = post(server_fn_path(), "application/x-www-form-urlencoded", form.join("&"));
+    let request = post(
+        server_fn_path(),
+        "application/x-www-form-urlencoded",
+        form.join("&"),
+    );
     let (status, body) = answer(router(Err(broker_away())), request).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_no_broker_text("the server function", &body);
@@ -485,7 +522,11 @@ async fn no_internal_error_text_reaches_any_response() {
         ..Fake::answering(Ok(prediction()))
     };
     let router = router_on(fake, Arc::default(), false, ModelTrust::default());
-    let upload = post("/api/v1/models", "application/json", trained_model().to_json());
+    let upload = post(
+        "/api/v1/models",
+        "application/json",
+        trained_model().to_json(),
+    );
     let (status, body) = answer(router, upload).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_no_broker_text("a model upload", &body);

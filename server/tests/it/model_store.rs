@@ -142,7 +142,11 @@ async fn models_that_do_not_verify_are_refused_from_the_topic() {
     let (models, follower) = follow(&p.kafka, None, trust.clone(), stop.clone())
         .await
         .unwrap();
-    assert_eq!(models.borrow().version, good.version, "the newest that verifies");
+    assert_eq!(
+        models.borrow().version,
+        good.version,
+        "the newest that verifies"
+    );
     assert_eq!(trust.refused(), 2);
     let follower = tokio::spawn(follower);
 
@@ -150,7 +154,11 @@ async fn models_that_do_not_verify_are_refused_from_the_topic() {
         publish(&p.kafka, model).await.unwrap();
     }
     wait_until("both to be refused", TIMEOUT, || trust.refused() >= 4).await;
-    assert_eq!(models.borrow().version, good.version, "the model in use stays");
+    assert_eq!(
+        models.borrow().version,
+        good.version,
+        "the model in use stays"
+    );
 
     publish(&p.kafka, &newer).await.unwrap();
     let mut watching = models.clone();
