@@ -30,7 +30,7 @@ pub enum ApiError {
     NotARecord(JsonRejection),
     Predict(PredictError),
     /// An uploaded model that the scorers would refuse (422), with why.
-    ModelRefused(model::ModelFileError),
+    ModelRefused(String),
 }
 
 impl From<JsonRejection> for ApiError {
@@ -53,8 +53,8 @@ impl IntoResponse for ApiError {
                 (rejection.status(), Json(error)).into_response()
             }
             ApiError::Predict(error) => (status_of(&error), Json(error.to_json())).into_response(),
-            ApiError::ModelRefused(refusal) => {
-                let error = serde_json::json!({ "error": refusal.to_string() });
+            ApiError::ModelRefused(reason) => {
+                let error = serde_json::json!({ "error": reason });
                 (StatusCode::UNPROCESSABLE_ENTITY, Json(error)).into_response()
             }
         }

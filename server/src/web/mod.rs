@@ -71,8 +71,11 @@ async fn publish_model(
     body: String,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let model = trust.verify(&body).map_err(|refusal| {
-        tracing::warn!("refused an uploaded model: {refusal}");
-        ApiError::ModelRefused(refusal)
+        let reason = refusal.to_string();
+        // Cut: the reason may quote the upload (its version, a value of the wrong type).
+        let reason = model::record::truncate_utf8(&reason, 300).into_owned();
+        tracing::warn!("refused an uploaded model: {reason}");
+        ApiError::ModelRefused(reason)
     })?;
     let version = model.version.clone();
     backend.0.publish_model(model).await?;

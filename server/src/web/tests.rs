@@ -400,6 +400,9 @@ async fn an_uploaded_model_the_scorers_would_refuse_is_422_and_not_published() {
     unsealed.as_object_mut().unwrap().remove("integrity");
     let mut old_schema = unsealed.clone();
     old_schema["schema_version"] = 1.into();
+    let mut huge_value: Value = serde_json::from_str(&model.to_json()).unwrap();
+    huge_value["threshold"] = "A".repeat(100_000).into();
+    let huge_value = huge_value.to_string();
     for (what, body, reason) in [
         (
             "a weight changed",
@@ -415,6 +418,7 @@ async fn an_uploaded_model_the_scorers_would_refuse_is_422_and_not_published() {
         ("schema 1", old_schema.to_string(), "retrain"),
         ("not a model", "{\"hello\": 1}".into(), "not a churn model"),
         ("not JSON", "=cmd|".into(), "not a churn model"),
+        ("a huge wrong value", huge_value, "damaged"),
     ] {
         let (status, body, published) = upload(ModelTrust::default(), body).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
@@ -422,6 +426,7 @@ async fn an_uploaded_model_the_scorers_would_refuse_is_422_and_not_published() {
             body["error"].as_str().unwrap().contains(reason),
             "{what}: {body}"
         );
+        assert!(body.to_string().len() < 1000, "{what}: the reason is cut");
         assert!(published.is_empty(), "{what}");
     }
 }
