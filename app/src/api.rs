@@ -33,7 +33,10 @@ pub struct PredictReply {
 pub enum PredictError {
     #[error("some fields need fixing")]
     Invalid(Vec<FieldError>),
-    #[error("Kafka is not reachable right now ({0}). Nothing was sent; try again in a moment.")]
+    /// The id of the error in the server log, where its details stay.
+    #[error(
+        "Kafka is not reachable right now. Nothing was sent; try again in a moment (error id {0})."
+    )]
     BrokerUnavailable(String),
     #[error("no prediction arrived within {0} s: is the scorer running?")]
     Timeout(u64),
@@ -152,6 +155,12 @@ mod backend {
         fn feed(&self) -> (FeedEvent, tokio::sync::broadcast::Receiver<FeedEvent>);
         /// A plausible customer, for first-time users.
         fn sample(&self) -> Customer;
+        /// Publishes a model, already verified, to the models topic: every scorer switches to
+        /// it. `BrokerUnavailable` when the broker did not take it.
+        fn publish_model(
+            &self,
+            model: model::ChurnModel,
+        ) -> Pin<Box<dyn Future<Output = Result<(), PredictError>> + Send>>;
     }
 
     #[derive(Clone)]

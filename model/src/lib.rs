@@ -3,12 +3,13 @@
 //! No I/O, so the same rules compile into the scorer and into the browser (wasm32).
 //! Training and synthetic data live behind the `train` feature to keep linfa out of the bundle.
 //!
-//! Module order, each using only earlier ones (format uses none):
-//! schema → validate → features → quality → model_file → scoring → segments → message → record → analytics → synth → train
+//! Module order, each using only earlier ones (format and spreadsheet use none):
+//! schema → validate → features → quality → model_file ⇄ integrity (its seal) → scoring → segments → message → record → analytics → synth → train
 
 pub mod analytics;
 pub mod features;
 pub mod format;
+pub mod integrity;
 pub mod message;
 pub mod model_file;
 pub mod quality;
@@ -16,6 +17,7 @@ pub mod record;
 pub mod schema;
 pub mod scoring;
 pub mod segments;
+pub mod spreadsheet;
 pub mod validate;
 
 #[cfg(feature = "train")]
@@ -24,6 +26,7 @@ pub mod synth;
 pub mod train;
 
 pub use features::Feature;
+pub use integrity::SigningKey;
 pub use message::Prediction;
 pub use model_file::{ChurnModel, ModelFileError};
 pub use schema::{Customer, Field, RawCustomer, Scalar};

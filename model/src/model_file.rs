@@ -1,14 +1,16 @@
 //! The model file: what a trained model is made of, its schema version, and reading it back
-//! with the checks that keep a damaged file out of the scorer. Scoring with it is `scoring`.
+//! with the checks that keep a damaged or edited file out of the scorer (the seal is
+//! `integrity`). Scoring with it is `scoring`.
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 use crate::features::Feature;
+use crate::integrity::Seal;
 use crate::quality::QualityReport;
 
-/// Bumped whenever the model file's layout changes incompatibly.
-pub const MODEL_SCHEMA_VERSION: u32 = 1;
+/// Bumped whenever the model file's layout changes incompatibly (2: the seal, `integrity`).
+pub const MODEL_SCHEMA_VERSION: u32 = 2;
 
 /// One input of the model: how to standardize it and how much it weighs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +66,10 @@ pub struct ChurnModel {
     /// are compared with to detect drift.
     #[serde(default)]
     pub score_deciles: Vec<f64>,
+    /// The content hash of everything above, and its signature when signed: set by `seal` or
+    /// `sign` once the model is complete, verified by `from_json`.
+    #[serde(default)]
+    pub integrity: Seal,
 }
 
 /// Why a model file could not be used.
@@ -77,9 +83,25 @@ pub enum ModelFileError {
     SchemaVersion { found: u32, expected: u32 },
     #[error("model file is damaged: {0}")]
     Invalid(String),
+    #[error("model file has no content hash: retrain with `churn train`")]
+    Unsealed,
+    #[error(
+        "model file was changed after training (its content hash does not match): retrain with `churn train` or restore the original file"
+    )]
+    Tampered,
+    #[error(
+        "model {version} is not signed and a signed model is required: sign it with `churn model sign FILE --key KEY`"
+    )]
+    Unsigned { version: String },
+    #[error(
+        "model {version} has a signature that does not verify with this key: it was signed with another key or changed after signing"
+    )]
+    BadSignature { version: String },
 }
 
 impl ChurnModel {
+    /// Reads a model file: its schema version, its content hash, and that it can score.
+    /// `from_signed_json` also verifies its signature.
     pub fn from_json(text: &str) -> Result<Self, ModelFileError> {
         #[derive(Deserialize)]
         struct Header {
@@ -94,6 +116,7 @@ impl ChurnModel {
         }
         let model: ChurnModel =
             serde_json::from_str(text).map_err(|e| ModelFileError::Invalid(e.to_string()))?;
+        model.verify_content_hash()?;
         model.check()?;
         Ok(model)
     }
@@ -133,6 +156,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::schema::parse_onboard_date;
 
+    /// A small model, not sealed yet (`seal` it to read it back).
     pub fn tiny_model() -> ChurnModel {
         ChurnModel {
             schema_version: MODEL_SCHEMA_VERSION,
@@ -174,23 +198,33 @@ pub(crate) mod tests {
                 hash: "0".into(),
             },
             score_deciles: vec![],
+            integrity: Seal::default(),
         }
     }
 
     #[test]
     fn the_model_file_round_trips_and_checks_its_schema_version() {
-        let model = tiny_model();
+        let mut model = tiny_model();
+        model.seal();
         assert_eq!(ChurnModel::from_json(&model.to_json()).unwrap(), model);
-        let future = model
-            .to_json()
-            .replace("\"schema_version\": 1", "\"schema_version\": 99");
-        let err = ChurnModel::from_json(&future).unwrap_err().to_string();
-        assert!(err.contains("schema version 99"), "{err}");
+        let current = format!("\"schema_version\": {MODEL_SCHEMA_VERSION}");
+        for (found, version) in [("99", 99), ("1", 1)] {
+            let other = model
+                .to_json()
+                .replace(&current, &format!("\"schema_version\": {found}"));
+            let err = ChurnModel::from_json(&other).unwrap_err().to_string();
+            assert!(err.contains(&format!("schema version {version}")), "{err}");
+            assert!(err.contains("retrain with `churn train`"), "{err}");
+        }
         assert!(ChurnModel::from_json("{}").is_err());
-        let broken = model
-            .to_json()
-            .replace("\"std_dev\": 5.0", "\"std_dev\": 0.0");
-        assert!(ChurnModel::from_json(&broken)
+    }
+
+    #[test]
+    fn an_unusable_model_is_refused_even_when_sealed() {
+        let mut broken = tiny_model();
+        broken.features[0].std_dev = 0.0;
+        broken.seal();
+        assert!(ChurnModel::from_json(&broken.to_json())
             .unwrap_err()
             .to_string()
             .contains("scale"));

@@ -219,16 +219,14 @@ pub fn generate_customers(options: &GenerateOptions) -> Vec<Customer> {
         .collect()
 }
 
-/// One CSV row, quoted by the `csv` crate, ending in `line_end` (messy rows end in CRLF, and
-/// may carry extra trailing cells).
+/// One CSV row, quoted by the `csv` crate and safe to open in a spreadsheet, ending in
+/// `line_end` (messy rows end in CRLF, and may carry extra trailing cells).
 fn csv_row(cells: &[String], line_end: csv::Terminator) -> String {
     let mut writer = csv::WriterBuilder::new()
         .flexible(true)
         .terminator(line_end)
         .from_writer(Vec::new());
-    writer
-        .write_record(cells)
-        .expect("writing to memory cannot fail");
+    crate::spreadsheet::write_record(&mut writer, cells).expect("writing to memory cannot fail");
     let bytes = writer.into_inner().expect("flushing to memory cannot fail");
     String::from_utf8(bytes).expect("the cells are UTF-8 text")
 }
@@ -290,6 +288,52 @@ mod tests {
                 ..options
             })
         );
+    }
+
+    #[test]
+    fn hostile_text_is_written_as_text() {
+        let hostile = [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1",
+            "-1+2",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+        ];
+        for (i, text) in hostile.iter().enumerate() {
+            let cells = vec![text.to_string(), "42".into(), text.to_string()];
+            let row = csv_row(&cells, csv::Terminator::Any(b'\n'));
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(row.as_bytes());
+            let read = reader.records().next().unwrap().unwrap();
+            let expected = format!("'{text}");
+            assert_eq!(
+                read.iter().collect::<Vec<_>>(),
+                [&expected, "42", &expected],
+                "{i}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_generated_cell_starts_a_formula() {
+        let text = generate_csv(&GenerateOptions {
+            rows: 2000,
+            seed: 3,
+            messy_fraction: 0.3,
+        });
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        for record in reader.records() {
+            for cell in record.unwrap().iter() {
+                assert!(
+                    !cell.starts_with(crate::spreadsheet::FORMULA_STARTS),
+                    "{cell:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::kafka::Kafka;
 use crate::lag_monitor::watch_lag;
 use crate::live_feed::{push_dashboard, LiveFeed};
 use crate::metrics::PipelineMetrics;
+use crate::model_store::{self, ModelTrust};
 use crate::replies::{default_instance_id, Replies};
 use crate::stats_view::{follow_stats, StatsView};
 use crate::supervisor::Supervisor;
@@ -29,6 +30,8 @@ pub struct BackendOptions {
     pub scorer_group: String,
     /// Names this web server's reply topic: unique per instance (`parse_instance_id` checks it).
     pub instance_id: String,
+    /// What an uploaded model must prove (`POST /api/v1/models`): what the scorers require.
+    pub model_trust: ModelTrust,
 }
 
 impl Default for BackendOptions {
@@ -38,6 +41,7 @@ impl Default for BackendOptions {
             max_pending: 10_000,
             scorer_group: crate::kafka::DEFAULT_SCORER_GROUP.into(),
             instance_id: default_instance_id(format!("pid{}", std::process::id())),
+            model_trust: ModelTrust::default(),
         }
     }
 }
@@ -51,6 +55,9 @@ pub struct PipelineBackend {
     metrics: Arc<PipelineMetrics>,
     /// This process's readiness: the lag probe reports the broker's there.
     health: Arc<Health>,
+    /// For publishing uploaded models.
+    kafka: Kafka,
+    model_trust: ModelTrust,
 }
 
 impl PipelineBackend {
@@ -82,6 +89,8 @@ impl PipelineBackend {
             status: Box::new(status),
             metrics,
             health: tasks.health.clone(),
+            kafka: kafka.clone(),
+            model_trust: options.model_trust.clone(),
         });
         tasks.spawn(
             "dashboard stats reader",
@@ -128,6 +137,11 @@ impl PipelineBackend {
         &self.health
     }
 
+    /// What an uploaded model must prove: what this process's scorers require.
+    pub fn model_trust(&self) -> &ModelTrust {
+        &self.model_trust
+    }
+
     /// The stream analytics as of now.
     pub fn dashboard(&self) -> Dashboard {
         let now = chrono::Utc::now().timestamp_millis();
@@ -166,5 +180,20 @@ impl Backend for PipelineBackend {
         let mut customer = model::synth::generate_customers(&options).remove(0);
         customer.churn = None;
         customer
+    }
+
+    fn publish_model(
+        &self,
+        model: model::ChurnModel,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PredictError>> + Send>> {
+        let kafka = self.kafka.clone();
+        Box::pin(async move {
+            model_store::publish(&kafka, &model).await.map_err(|e| {
+                PredictError::BrokerUnavailable(crate::error_id::log(
+                    "publishing an uploaded model",
+                    &format!("{e:#}"),
+                ))
+            })
+        })
     }
 }

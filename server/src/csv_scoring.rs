@@ -1,9 +1,11 @@
-//! Offline scoring of a CSV file: probability, label and top factors per customer.
+//! Offline scoring of a CSV file: probability, label and top factors per customer. Every cell
+//! is written through `model::spreadsheet`, so the output opens safely in a spreadsheet.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use model::spreadsheet::write_record;
 use model::{validate, ChurnModel, Field};
 
 use crate::csv_io::{CustomerCsv, RowError};
@@ -40,7 +42,7 @@ pub fn score_file(
         "model_version",
         "top_factors",
     ]);
-    writer.write_record(&header)?;
+    write_record(&mut writer, &header)?;
 
     let bar = if show_progress {
         ProgressBar::new(size).with_style(
@@ -86,7 +88,7 @@ pub fn score_file(
             model.version.clone(),
             model::describe_all(top),
         ]);
-        writer.write_record(&record)?;
+        write_record(&mut writer, &record)?;
         summary.scored += 1;
         bar.set_message(format!(
             "{} scored, {} bad",
@@ -105,6 +107,61 @@ pub fn score_file(
 mod tests {
     use super::*;
     use model::synth::{generate_csv, GenerateOptions};
+
+    /// Customers named, addressed and employed by formulas: every cell of the output is text.
+    #[test]
+    fn hostile_text_in_every_text_column_is_written_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        let output = dir.path().join("out.csv");
+        let hostile = [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1+1",
+            "-2+3",
+            "@SUM(A1:A9)",
+            "-cmd|' /C calc'!A0",
+        ];
+        let options = GenerateOptions {
+            rows: 60,
+            seed: 4,
+            messy_fraction: 0.0,
+        };
+        let customers = model::synth::generate_customers(&options);
+        // Written raw, as someone else's tool would.
+        let mut raw = csv::Writer::from_path(&input).unwrap();
+        raw.write_record(Field::ALL.iter().map(|f| f.column()))
+            .unwrap();
+        for (i, customer) in customers.iter().enumerate() {
+            let mut customer = customer.clone();
+            let text = hostile[i % hostile.len()];
+            customer.name = text.into();
+            customer.location = text.into();
+            customer.company = text.into();
+            raw.write_record(Field::ALL.iter().map(|&f| customer.cell(f)))
+                .unwrap();
+        }
+        raw.flush().unwrap();
+        let model =
+            model::train::train(&customers, &Default::default(), "t".into(), |_| {}).unwrap();
+
+        let summary = score_file(&model, &input, &output, false).unwrap();
+        assert_eq!(summary.scored, 60, "{:?}", summary.bad);
+        let mut reader = csv::Reader::from_path(&output).unwrap();
+        let columns = reader.headers().unwrap().clone();
+        for (i, record) in reader.records().enumerate() {
+            let record = record.unwrap();
+            for (column, cell) in columns.iter().zip(record.iter()) {
+                assert!(
+                    !cell.starts_with(model::spreadsheet::FORMULA_STARTS),
+                    "{column}: {cell:?}"
+                );
+            }
+            let expected = format!("'{}", hostile[i % hostile.len()]);
+            for column in [0, 7, 8] {
+                assert_eq!(&record[column], expected, "{}", &columns[column]);
+            }
+        }
+    }
 
     #[test]
     fn a_file_is_scored_and_bad_rows_are_reported_by_line() {

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 /// What readiness knows. One per process, shared by its tasks (the supervisor owns it).
 #[derive(Debug)]
 pub struct Health {
-    /// The tasks that failed, and why.
-    failures: Mutex<Vec<String>>,
+    /// The tasks that failed: their names, and why.
+    failures: Mutex<Vec<(String, String)>>,
     /// True while this process's scorer holds at least one input partition.
     assigned: AtomicBool,
     /// True once this process's scorer has held a partition (tests check both scorers worked).
@@ -33,11 +33,14 @@ impl Default for Health {
 }
 
 /// The readiness answer: the body of `/readyz` (field names are an interface: keep them).
-/// Fields in alphabetical order, the order the body has always had.
+/// Fields in alphabetical order, the order the body has always had. `/readyz` is open to anyone:
+/// it holds statuses and task names only, never an error's text (broker addresses, topic names,
+/// librdkafka's words), which stays in the log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Readiness {
     pub broker_reachable: bool,
     pub consumer_assigned: bool,
+    /// The names of the tasks that failed, e.g. "scorer".
     pub failed_tasks: Vec<String>,
     pub model_loaded: bool,
 }
@@ -53,11 +56,12 @@ impl Readiness {
 }
 
 impl Health {
-    pub fn record_failure(&self, failure: String) {
+    /// Records that `task` failed, and why (for the log and the command's exit, not for `/readyz`).
+    pub fn record_failure(&self, task: &str, failure: String) {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(failure);
+            .push((task.to_owned(), failure));
     }
 
     /// Every failure so far, e.g. "scorer ended unexpectedly".
@@ -65,7 +69,19 @@ impl Health {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .iter()
+            .map(|(_, failure)| failure.clone())
+            .collect()
+    }
+
+    /// The names of the tasks that failed so far.
+    pub fn failed_tasks(&self) -> Vec<String> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(task, _)| task.clone())
+            .collect()
     }
 
     /// Whether the scorer holds partitions now (after each rebalance).
@@ -108,7 +124,7 @@ impl Health {
         Readiness {
             broker_reachable: self.broker_ok(),
             consumer_assigned: !runs_scorer || self.assigned(),
-            failed_tasks: self.failures(),
+            failed_tasks: self.failed_tasks(),
             model_loaded: !runs_scorer || self.model_loaded(),
         }
     }
@@ -155,13 +171,31 @@ mod tests {
         assert!(revoked.ever_assigned(), "it did hold partitions once");
 
         let failed = scoring();
-        failed.record_failure("replies reader panicked: poisoned lock".into());
+        failed.record_failure(
+            "replies reader",
+            "replies reader panicked: poisoned lock".into(),
+        );
         let readiness = failed.readiness(true);
         assert!(!readiness.is_ready());
+        assert_eq!(readiness.failed_tasks, vec!["replies reader".to_owned()]);
         assert_eq!(
-            readiness.failed_tasks,
+            failed.failures(),
             vec!["replies reader panicked: poisoned lock".to_owned()]
         );
+    }
+
+    #[test]
+    fn the_body_never_carries_an_error_text() {
+        let health = scoring();
+        let detail = "KafkaError (Client creation error: Connect to ipv4#10.0.0.7:9092 failed: \
+                      Connection refused) on topic costumerchurn";
+        health.record_failure("scorer", format!("scorer failed: {detail}"));
+        health.set_broker_ok(false);
+        let body = serde_json::to_string(&health.readiness(true)).unwrap();
+        for secret in ["10.0.0.7", "9092", "Kafka", "costumerchurn", "refused"] {
+            assert!(!body.contains(secret), "{secret} in {body}");
+        }
+        assert!(body.contains(r#""failed_tasks":["scorer"]"#), "{body}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use app::{Dashboard, FeedEvent, PipelineStatus, SecondStats};
+use model::spreadsheet::write_record;
 use model::Prediction;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -164,8 +165,7 @@ impl LiveFeed {
             "model_version",
             "top_factors",
         ];
-        out.write_record(header)
-            .expect("writing to memory cannot fail");
+        write_record(&mut out, header).expect("writing to memory cannot fail");
         let w = self.window.lock().expect("window");
         for (_, p) in w.history.iter().filter(|(at, _)| *at >= since) {
             let cells = [
@@ -178,8 +178,8 @@ impl LiveFeed {
                 p.model_version.clone(),
                 model::describe_all(&p.top_factors),
             ];
-            out.write_record(&cells)
-                .expect("writing to memory cannot fail");
+            // Through `spreadsheet`: ids and names come from whoever writes to the topics.
+            write_record(&mut out, &cells).expect("writing to memory cannot fail");
         }
         let bytes = out.into_inner().expect("flushing to memory cannot fail");
         String::from_utf8(bytes).expect("the cells are UTF-8 text")
@@ -318,6 +318,49 @@ mod tests {
             pushed[5],
             FeedEvent::Second(SecondStats { second: 12, .. })
         ));
+    }
+
+    #[test]
+    fn hostile_text_in_every_column_is_exported_as_text() {
+        let feed = LiveFeed::default();
+        let now = chrono::Utc::now().timestamp_millis();
+        let hostile = [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1+1",
+            "-2+3",
+            "@SUM(A1:A9)",
+            "\t=1+1",
+            "\r=1+1",
+            "\u{feff}=1+1",
+        ];
+        for text in hostile {
+            let mut p = prediction(text, true);
+            p.name = text.into();
+            p.model_version = text.into();
+            p.scored_at = text.into();
+            p.churn_probability = -0.5;
+            feed.record(p, now);
+        }
+        let csv = feed.export_csv(5.0);
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let mut rows = 0;
+        for record in reader.records() {
+            let record = record.unwrap();
+            for cell in record.iter() {
+                assert!(
+                    !cell.starts_with(model::spreadsheet::FORMULA_STARTS),
+                    "{cell:?} in {csv}"
+                );
+            }
+            assert!(hostile.iter().any(|text| record[0] == format!("'{text}")));
+            assert_eq!(&record[2], &record[0], "the name too");
+            assert_eq!(
+                &record[3], "'-0.500000",
+                "a negative number from the topic too"
+            );
+            rows += 1;
+        }
+        assert_eq!(rows, hostile.len());
     }
 
     #[test]

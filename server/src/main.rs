@@ -6,8 +6,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod commands;
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use server::kafka::KafkaArgs;
@@ -16,6 +14,7 @@ use commands::analyze::AnalyzeArgs;
 use commands::broker::BrokerCommandArgs;
 use commands::generate::GenerateArgs;
 use commands::model_info::ModelCommand;
+use commands::publish::PublishArgs;
 use commands::replay::ReplayArgs;
 use commands::score::ScoreArgs;
 use commands::score_file::ScoreFileArgs;
@@ -57,11 +56,8 @@ enum Command {
     /// Train a churn model from a labelled CSV, with a cross-validated quality report.
     Train(TrainArgs),
     /// Publish a model file to the models topic: every running scorer and web server switches to it.
-    Publish {
-        #[arg(default_value = "data/model.json")]
-        file: PathBuf,
-    },
-    /// Inspect model files.
+    Publish(PublishArgs),
+    /// Inspect model files, make signing keys, sign models.
     Model {
         #[command(subcommand)]
         command: ModelCommand,
@@ -104,7 +100,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Broker(args) => commands::broker::run(&args, kafka).await,
         Command::Generate(args) => commands::generate::run(&args),
         Command::Train(args) => commands::train::run(&args, kafka).await,
-        Command::Publish { file } => commands::publish::run(&file, kafka).await,
+        Command::Publish(args) => commands::publish::run(&args, kafka).await,
         Command::Model { command } => commands::model_info::run(&command),
         Command::Replay(args) => commands::replay::run(&args, kafka).await,
         Command::Score(args) => commands::score::run(args, kafka).await,
@@ -211,6 +207,34 @@ mod tests {
         ] {
             assert_eq!(check(args), Ok(()), "{args:?}");
         }
+    }
+
+    /// The commands that make models sign with the key; those that use models require it.
+    #[test]
+    fn model_commands_take_the_signing_key() {
+        for args in [
+            &["train", "--model-signing-key", "k"][..],
+            &["publish", "m.json", "--model-signing-key", "k"],
+            &["score", "--model-signing-key", "k"],
+            &["serve", "--model-signing-key", "k"],
+            &["analyze", "--model-signing-key", "k"],
+            &[
+                "score-file",
+                "-i",
+                "a",
+                "-o",
+                "b",
+                "--model-signing-key",
+                "k",
+            ],
+            &["model", "sign", "m.json", "--key", "k"],
+            &["model", "info", "m.json", "--key", "k"],
+            &["model", "keygen", "k"],
+        ] {
+            parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        assert!(parse(&["model", "keygen"]).is_err(), "keygen needs a file");
+        assert!(parse(&["replay", "x.csv", "--model-signing-key", "k"]).is_err());
     }
 
     /// Offline scoring has its own command: the stream scorer and the web server do not take (and

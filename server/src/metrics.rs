@@ -69,6 +69,9 @@ pub struct PipelineMetrics {
     pub end_to_end_seconds: Histogram,
     /// Web submissions waiting for their prediction (kept by the reply routing).
     pub pending_requests: Gauge,
+    /// Models refused from the models topic or an upload: unsealed, changed after training,
+    /// or not signed with the signing key (`model_store::ModelTrust` counts here).
+    pub models_refused: Counter,
     /// Lag of the scorer's consumer group, per input partition.
     consumer_lag: Family<PartitionLabel, Gauge>,
     /// The same, as last probed, for the dashboard (a family cannot be read back).
@@ -91,6 +94,7 @@ impl Default for PipelineMetrics {
             scoring_seconds: Histogram::new(LATENCY_BOUNDS.iter().copied()),
             end_to_end_seconds: Histogram::new(LATENCY_BOUNDS.iter().copied()),
             pending_requests: Gauge::default(),
+            models_refused: Counter::default(),
             consumer_lag: Family::default(),
             lag: Mutex::new(Vec::new()),
             model_info: Family::default(),
@@ -161,6 +165,11 @@ impl PipelineMetrics {
             "churn_pending_requests",
             "Web submissions waiting for their prediction",
             self.pending_requests.clone(),
+        );
+        r.register(
+            "churn_models_refused",
+            "Models refused: unsealed, changed after training, or not signed with the signing key",
+            self.models_refused.clone(),
         );
         r.register(
             "churn_model_info",
@@ -319,6 +328,9 @@ mod tests {
             "churn_consumer_lag{partition=\"0\"} 3",
             "# HELP churn_pending_requests Web submissions waiting for their prediction.",
             "churn_pending_requests 0",
+            "# HELP churn_models_refused_total Models refused: unsealed, changed after training, or not signed with the signing key.",
+            "# TYPE churn_models_refused_total counter",
+            "churn_models_refused_total 0",
             "# HELP churn_model_info The model in use.",
             "# TYPE churn_model_info gauge",
             "churn_model_info{version=\"\"} 1",

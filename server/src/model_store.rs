@@ -1,5 +1,6 @@
 //! Where models live outside a process, in one place: model files on disk (load, save) and the
-//! compacted models topic (publish, follow).
+//! compacted models topic (publish, follow), and what a model must prove before it is used
+//! ([`ModelTrust`]).
 //!
 //! Live model updates, the distributed way: models are published to a compacted topic, and
 //! every scorer and web server follows it, swapping to each new model as it arrives.
@@ -13,7 +14,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use anyhow::{Context, Result};
-use model::ChurnModel;
+use model::{ChurnModel, ModelFileError, SigningKey};
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -21,10 +23,58 @@ use tokio::sync::watch;
 
 use crate::kafka::{tail_payloads, Kafka};
 
+// What a model must prove.
+
+/// What a model must prove before it is used, wherever it comes from (a file, the models topic,
+/// an upload): always its content hash; with a signing key, also its signature.
+#[derive(Debug, Clone, Default)]
+pub struct ModelTrust {
+    key: Option<Arc<SigningKey>>,
+    /// Models refused (the process's `churn_models_refused_total` when it has metrics).
+    refused: Counter,
+}
+
+impl ModelTrust {
+    /// Only models signed with `key` are used.
+    pub fn signed_by(key: SigningKey) -> Self {
+        ModelTrust {
+            key: Some(Arc::new(key)),
+            ..Default::default()
+        }
+    }
+
+    /// Counts refusals into `refused` (e.g. the process's metric).
+    pub fn counting_into(mut self, refused: Counter) -> Self {
+        self.refused = refused;
+        self
+    }
+
+    pub fn requires_signature(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// How many models were refused.
+    pub fn refused(&self) -> u64 {
+        self.refused.get()
+    }
+
+    /// Reads a model file's text, verified; a refusal is counted.
+    pub fn verify(&self, text: &str) -> Result<ChurnModel, ModelFileError> {
+        let verified = match &self.key {
+            Some(key) => ChurnModel::from_signed_json(text, key),
+            None => ChurnModel::from_json(text),
+        };
+        if verified.is_err() {
+            self.refused.inc();
+        }
+        verified
+    }
+}
+
 // Model files on disk.
 
-/// Reads a model file.
-pub fn load(path: &Path) -> Result<ChurnModel> {
+/// Reads a model file, verified as `trust` says.
+pub fn load(path: &Path, trust: &ModelTrust) -> Result<ChurnModel> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "no model at {}: train one with `churn train --input customers.csv --output {}`",
@@ -32,13 +82,15 @@ pub fn load(path: &Path) -> Result<ChurnModel> {
             path.display()
         )
     })?;
-    ChurnModel::from_json(&text).with_context(|| format!("loading {}", path.display()))
+    trust
+        .verify(&text)
+        .with_context(|| format!("loading {}", path.display()))
 }
 
 /// The model file if there is one; a missing file is fine when a model is published.
-pub fn load_optional(path: &Path) -> Result<Option<ChurnModel>> {
+pub fn load_optional(path: &Path, trust: &ModelTrust) -> Result<Option<ChurnModel>> {
     if path.exists() {
-        load(path).map(Some)
+        load(path, trust).map(Some)
     } else {
         tracing::info!(path = %path.display(), "no model file; expecting a published model");
         Ok(None)
@@ -102,14 +154,22 @@ fn models_consumer(kafka: &Kafka) -> Result<StreamConsumer> {
     Ok(consumer)
 }
 
-fn parse(payload: Option<&[u8]>) -> Option<ChurnModel> {
-    let text = std::str::from_utf8(payload?).ok()?;
-    match ChurnModel::from_json(text) {
+/// A model from the topic, if it is one that `trust` accepts; the others are logged, counted and
+/// skipped, so the model in use stays.
+fn parse(payload: Option<&[u8]>, trust: &ModelTrust) -> Option<ChurnModel> {
+    let verified = match std::str::from_utf8(payload?) {
+        Ok(text) => trust.verify(text),
+        Err(_) => {
+            trust.refused.inc();
+            Err(ModelFileError::Invalid("not UTF-8 text".into()))
+        }
+    };
+    match verified {
         Ok(model) => Some(model),
         Err(e) => {
             // Cut: the error may quote what a hostile producer wrote.
             tracing::warn!(
-                "ignoring an unusable model on the models topic: {}",
+                "refusing a model on the models topic, keeping the current one: {}",
                 model::record::truncate_utf8(&e.to_string(), 300)
             );
             None
@@ -117,12 +177,13 @@ fn parse(payload: Option<&[u8]>) -> Option<ChurnModel> {
     }
 }
 
-/// Starts following the models topic. Returns the model to use now (the newest published one,
-/// or `fallback` when none is), and the task that keeps the channel updated until `shutdown`
-/// (for the caller's supervisor to run).
+/// Starts following the models topic. Returns the model to use now (the newest published one
+/// that `trust` accepts, or `fallback` when none is), and the task that keeps the channel updated
+/// until `shutdown` (for the caller's supervisor to run) with each new model `trust` accepts.
 pub async fn follow(
     kafka: &Kafka,
     fallback: Option<ChurnModel>,
+    trust: ModelTrust,
     shutdown: CancellationToken,
 ) -> Result<(
     watch::Receiver<Arc<ChurnModel>>,
@@ -145,7 +206,7 @@ pub async fn follow(
             let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
                 .await
                 .with_context(|| format!("timed out reading {topic}"))??;
-            if let Some(model) = parse(message.payload()) {
+            if let Some(model) = parse(message.payload(), &trust) {
                 newest = Some(model);
             }
             if message.offset() + 1 >= high {
@@ -159,6 +220,9 @@ pub async fn follow(
             model
         }
         (None, Some(model)) => model,
+        (None, None) if trust.requires_signature() => anyhow::bail!(
+            "no model: none signed with the signing key is published on {topic} and no model file was given; train one with `churn train --publish --model-signing-key KEY`"
+        ),
         (None, None) => anyhow::bail!(
             "no model: none is published on {topic} and no model file was given; train one with `churn train --publish`"
         ),
@@ -166,7 +230,7 @@ pub async fn follow(
     let (tx, rx) = watch::channel(Arc::new(current));
     let task = async move {
         tail_payloads(&consumer, "models topic", shutdown, |payload| {
-            if let Some(model) = parse(Some(payload)) {
+            if let Some(model) = parse(Some(payload), &trust) {
                 if model.version != tx.borrow().version {
                     tracing::info!(from = %tx.borrow().version, to = %model.version, "switching model");
                     tx.send_replace(Arc::new(model));
@@ -178,4 +242,113 @@ pub async fn follow(
         Ok(())
     };
     Ok((rx, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> SigningKey {
+        SigningKey::from_bytes(vec![byte; 32]).unwrap()
+    }
+
+    fn model() -> ChurnModel {
+        let customers = model::synth::generate_customers(&model::synth::GenerateOptions {
+            rows: 200,
+            seed: 5,
+            messy_fraction: 0.0,
+        });
+        model::train::train(&customers, &Default::default(), "t".into(), |_| {}).unwrap()
+    }
+
+    /// The same model, edited after training the way the tests try: one weight, the threshold.
+    fn tampered(model: &ChurnModel) -> [String; 2] {
+        let mut weight = model.clone();
+        weight.features[0].coefficient += 0.25;
+        let mut threshold = model.clone();
+        threshold.threshold = 0.01;
+        [weight.to_json(), threshold.to_json()]
+    }
+
+    #[test]
+    fn files_are_verified_and_refusals_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.json");
+        let trained = model();
+        save(&trained, &path).unwrap();
+        let trust = ModelTrust::default();
+        assert_eq!(load(&path, &trust).unwrap(), trained);
+        for text in tampered(&trained) {
+            std::fs::write(&path, text).unwrap();
+            let error = format!("{:#}", load(&path, &trust).unwrap_err());
+            assert!(error.contains("changed after training"), "{error}");
+            assert!(
+                load_optional(&path, &trust).is_err(),
+                "a bad file is no missing file"
+            );
+        }
+        assert_eq!(trust.refused(), 4);
+        assert!(load_optional(&dir.path().join("none.json"), &trust)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn with_a_key_only_models_signed_with_it_are_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.json");
+        let trust = ModelTrust::signed_by(key(1)).counting_into(Counter::default());
+        assert!(trust.requires_signature());
+        let mut signed = model();
+        signed.sign(&key(1));
+        save(&signed, &path).unwrap();
+        assert_eq!(load(&path, &trust).unwrap(), signed);
+
+        let unsigned = model();
+        save(&unsigned, &path).unwrap();
+        let error = format!("{:#}", load(&path, &trust).unwrap_err());
+        assert!(error.contains("not signed"), "{error}");
+
+        let mut other = model();
+        other.sign(&key(2));
+        save(&other, &path).unwrap();
+        let error = format!("{:#}", load(&path, &trust).unwrap_err());
+        assert!(error.contains("does not verify"), "{error}");
+
+        let mut stripped = signed.clone();
+        stripped.integrity.signature = None;
+        assert!(trust.verify(&stripped.to_json()).is_err());
+        for text in tampered(&signed) {
+            assert!(trust.verify(&text).is_err());
+        }
+        assert_eq!(trust.refused(), 5);
+        // Without a key the hash is still checked; a signature is then not needed.
+        assert!(ModelTrust::default().verify(&other.to_json()).is_ok());
+    }
+
+    #[test]
+    fn the_follower_takes_only_what_trust_accepts() {
+        let trust = ModelTrust::signed_by(key(1));
+        let mut signed = model();
+        signed.sign(&key(1));
+        assert_eq!(
+            parse(Some(signed.to_json().as_bytes()), &trust),
+            Some(signed.clone())
+        );
+        let mut other = model();
+        other.sign(&key(2));
+        let hostile: Vec<Vec<u8>> = vec![
+            model().to_json().into_bytes(),
+            other.to_json().into_bytes(),
+            tampered(&signed)[0].clone().into_bytes(),
+            tampered(&signed)[1].clone().into_bytes(),
+            vec![0xff, 0xfe, 0x00],
+            b"{}".to_vec(),
+        ];
+        for payload in &hostile {
+            assert_eq!(parse(Some(payload), &trust), None);
+        }
+        assert_eq!(parse(None, &trust), None);
+        assert_eq!(trust.refused(), hostile.len() as u64);
+    }
 }

@@ -216,7 +216,9 @@ impl Replies {
                     Duration::from_secs(1),
                 )
                 .await
-                .map_err(|(e, _)| PredictError::BrokerUnavailable(e.to_string()))?;
+                .map_err(|(e, _)| {
+                    PredictError::BrokerUnavailable(crate::error_id::log("submitting a record", &e))
+                })?;
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(prediction)) => Ok(prediction),
                 _ => Err(PredictError::Timeout(timeout.as_secs().max(1))),

@@ -151,7 +151,7 @@ impl Supervisor {
             Err(panic) => format!("{name} panicked: {panic}"),
         };
         tracing::error!("{failure}; stopping");
-        self.health.record_failure(failure.clone());
+        self.health.record_failure(name, failure.clone());
         Some(failure)
     }
 }

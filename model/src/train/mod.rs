@@ -235,8 +235,10 @@ pub fn train(
                 .map(|&i| fitted.probability(raw.row(i)))
                 .collect::<Vec<_>>(),
         ),
+        integrity: Default::default(),
     };
     model.version = version_of(&model);
+    model.seal();
     Ok(model)
 }
 

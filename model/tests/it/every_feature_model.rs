@@ -1,13 +1,13 @@
 // A small model weighting every feature, so that every feature's code runs: shared by the
 // integration tests (`model/tests/it/support.rs`) and the fuzz target (`fuzz/`), by `include!`.
-// It is passed through `ChurnModel::from_json`: the scorer only ever holds models that pass the
-// model file's checks.
+// It is sealed and passed through `ChurnModel::from_json`: the scorer only ever holds models that
+// pass the model file's checks.
 
 pub fn every_feature_model(version: &str) -> model::ChurnModel {
     use model::features::Feature;
     use model::model_file::{DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION};
     let weight = |feature, mean, std_dev, coefficient| FeatureWeight { feature, mean, std_dev, coefficient };
-    let model = model::ChurnModel {
+    let mut model = model::ChurnModel {
         schema_version: MODEL_SCHEMA_VERSION,
         version: version.into(),
         created_at: "2026-01-01T00:00:00Z".into(),
@@ -26,6 +26,8 @@ pub fn every_feature_model(version: &str) -> model::ChurnModel {
         metrics: Default::default(),
         training_data: DataFingerprint { rows: 0, churners: 0, hash: "0".into() },
         score_deciles: vec![],
+        integrity: Default::default(),
     };
+    model.seal();
     model::ChurnModel::from_json(&model.to_json()).expect("a usable model")
 }

@@ -23,12 +23,15 @@ pub struct AnalyzeArgs {
     /// Model file whose training scores drift is measured against (a published model wins).
     #[arg(short, long, env = "CHURN_MODEL", default_value = "data/model.json")]
     model: PathBuf,
+    #[command(flatten)]
+    signing: super::signing::VerifyArgs,
 }
 
 pub async fn run(args: AnalyzeArgs, kafka_args: &KafkaArgs) -> Result<()> {
+    let trust = args.signing.trust()?;
     let kafka = super::connect(kafka_args).await?;
     let mut tasks = Supervisor::new(server::shutdown::on_signals());
-    let model_rx = super::follow_models(&kafka, &args.model, &mut tasks).await?;
+    let model_rx = super::follow_models(&kafka, &args.model, trust, &mut tasks).await?;
     let options = AnalyzeOptions {
         group: args.group,
         window: Duration::from_secs_f64(args.window_secs),

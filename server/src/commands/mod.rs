@@ -11,6 +11,7 @@ pub mod replay;
 pub mod score;
 pub mod score_file;
 pub mod serve;
+pub mod signing;
 pub mod train;
 pub mod web_security;
 
@@ -34,14 +35,15 @@ pub async fn connect(args: &KafkaArgs) -> Result<Kafka> {
 }
 
 /// The model in use, as a supervised task keeps it: the file at `path` (if any) until a newer
-/// one is published on the models topic.
+/// one is published on the models topic; both only as `trust` accepts them.
 pub async fn follow_models(
     kafka: &Kafka,
     path: &std::path::Path,
+    trust: model_store::ModelTrust,
     tasks: &mut Supervisor,
 ) -> Result<tokio::sync::watch::Receiver<std::sync::Arc<model::ChurnModel>>> {
-    let (models, follower) =
-        model_store::follow(kafka, model_store::load_optional(path)?, tasks.shutdown()).await?;
+    let fallback = model_store::load_optional(path, &trust)?;
+    let (models, follower) = model_store::follow(kafka, fallback, trust, tasks.shutdown()).await?;
     tasks.spawn("model follower", follower);
     Ok(models)
 }

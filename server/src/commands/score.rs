@@ -16,12 +16,15 @@ pub struct ScoreArgs {
     /// Consumer group: run more scorers with the same group to share the partitions.
     #[arg(long, env = "CHURN_GROUP", default_value = server::kafka::DEFAULT_SCORER_GROUP)]
     pub group: String,
+    #[command(flatten)]
+    pub signing: super::signing::VerifyArgs,
 }
 
 pub async fn run(args: ScoreArgs, kafka_args: &KafkaArgs) -> Result<()> {
+    let trust = args.signing.trust()?;
     let kafka = super::connect(kafka_args).await?;
     let mut tasks = Supervisor::new(server::shutdown::on_signals());
-    let model_rx = super::follow_models(&kafka, &args.model, &mut tasks).await?;
+    let model_rx = super::follow_models(&kafka, &args.model, trust, &mut tasks).await?;
     tasks.spawn(
         "scorer",
         Scorer::new(kafka, args.group, model_rx).run(tasks.shutdown()),

@@ -18,10 +18,12 @@ pub struct ScoreFileArgs {
     /// top factors in words.
     #[arg(short, long)]
     output: PathBuf,
+    #[command(flatten)]
+    signing: super::signing::VerifyArgs,
 }
 
 pub fn run(args: &ScoreFileArgs) -> Result<()> {
-    let model = model_store::load(&args.model)?;
+    let model = model_store::load(&args.model, &args.signing.trust()?)?;
     let summary = score_file(
         &model,
         &args.input,

@@ -68,13 +68,17 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
+    // A bad key file stops the command before anything starts.
+    let model_trust = args.score.signing.trust()?;
     // Embedded broker unless the user named a cluster; reuse one already on the port.
     let (_broker, kafka) = super::broker::for_serve(&args.broker, args.secure_broker, kafka_args)?;
     kafka.check_reachable(Duration::from_secs(15)).await?;
     kafka.ensure_pipeline_topics().await?;
     let mut tasks = Supervisor::new(server::shutdown::on_signals());
-    let model_rx = super::follow_models(&kafka, &args.score.model, &mut tasks).await?;
     let metrics = Arc::new(PipelineMetrics::default());
+    let model_trust = model_trust.counting_into(metrics.models_refused.clone());
+    let model_rx =
+        super::follow_models(&kafka, &args.score.model, model_trust.clone(), &mut tasks).await?;
     let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone())
         .with_metrics(metrics.clone())
         .with_health(tasks.health.clone());
@@ -150,6 +154,7 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
             .instance_id
             .clone()
             .unwrap_or_else(|| server::replies::default_instance_id(args.addr.port())),
+        model_trust,
     };
     let backend =
         PipelineBackend::start(kafka.clone(), backend_options, metrics, status, &mut tasks).await?;

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use model::spreadsheet::write_record;
 use model::train::{stratified_folds, train, ThresholdRule, TrainOptions, TrainProgress};
-use model::{ChurnModel, Feature};
+use model::{ChurnModel, Feature, SigningKey};
 use server::args;
 use server::csv_io::CustomerCsv;
 use server::kafka::KafkaArgs;
@@ -40,6 +41,8 @@ pub struct TrainArgs {
     /// Write each row's cross-validation fold to this CSV (row,fold), e.g. to compare with other tools.
     #[arg(long)]
     export_folds: Option<PathBuf>,
+    #[command(flatten)]
+    signing: super::signing::SignArgs,
 }
 
 /// The feature names come from the model crate, so the help cannot drift from what training uses.
@@ -63,15 +66,17 @@ fn parse_feature(name: &str) -> Result<Feature, String> {
 }
 
 pub async fn run(args: &TrainArgs, kafka_args: &KafkaArgs) -> Result<()> {
-    let model = train_model(args)?;
+    // A bad key file stops the command before training, not after.
+    let key = args.signing.key()?;
+    let model = train_model(args, key.as_ref())?;
     if args.publish {
         super::publish::publish_model(kafka_args, &model).await?;
     }
     Ok(())
 }
 
-/// Trains, saves and prints the model.
-fn train_model(args: &TrainArgs) -> Result<ChurnModel> {
+/// Trains, signs (with a key), saves and prints the model.
+fn train_model(args: &TrainArgs, key: Option<&SigningKey>) -> Result<ChurnModel> {
     let mut csv = CustomerCsv::open(&args.input)?;
     if !csv.has_labels() {
         bail!(
@@ -108,9 +113,9 @@ fn train_model(args: &TrainArgs) -> Result<ChurnModel> {
         let folds = stratified_folds(&labels, args.folds as usize, args.seed);
         let write = || -> Result<()> {
             let mut out = csv::Writer::from_path(path)?;
-            out.write_record(["row", "fold"])?;
+            write_record(&mut out, ["row", "fold"])?;
             for (row, fold) in folds.iter().enumerate() {
-                out.write_record([row.to_string(), fold.to_string()])?;
+                write_record(&mut out, [row.to_string(), fold.to_string()])?;
             }
             Ok(out.flush()?)
         };
@@ -123,11 +128,14 @@ fn train_model(args: &TrainArgs) -> Result<ChurnModel> {
     );
     bar.set_message("cross-validating");
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let model = train(&customers, &options, created_at, |p| match p {
+    let mut model = train(&customers, &options, created_at, |p| match p {
         TrainProgress::Fold { done, .. } => bar.set_position(done as u64),
         TrainProgress::Final => bar.set_message("fitting the final model"),
     })?;
     bar.finish_and_clear();
+    if let Some(key) = key {
+        model.sign(key);
+    }
     model_store::save(&model, &args.output)?;
     super::model_info::print_model(&model);
     println!("\nsaved {} to {}", model.version, args.output.display());

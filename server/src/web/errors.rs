@@ -29,6 +29,8 @@ pub enum ApiError {
     /// with axum's status for it.
     NotARecord(JsonRejection),
     Predict(PredictError),
+    /// An uploaded model that the scorers would refuse (422), with why.
+    ModelRefused(String),
 }
 
 impl From<JsonRejection> for ApiError {
@@ -51,6 +53,10 @@ impl IntoResponse for ApiError {
                 (rejection.status(), Json(error)).into_response()
             }
             ApiError::Predict(error) => (status_of(&error), Json(error.to_json())).into_response(),
+            ApiError::ModelRefused(reason) => {
+                let error = serde_json::json!({ "error": reason });
+                (StatusCode::UNPROCESSABLE_ENTITY, Json(error)).into_response()
+            }
         }
     }
 }

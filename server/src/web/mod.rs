@@ -35,6 +35,7 @@ pub use state::AppState;
 use crate::backend::PipelineBackend;
 use crate::live_feed::LiveFeed;
 use crate::metrics::{self, PipelineMetrics};
+use crate::model_store::ModelTrust;
 
 #[derive(Debug, Clone)]
 pub struct WebOptions {
@@ -80,6 +81,31 @@ async fn predict_json(
 ) -> Result<Json<PredictReply>, ApiError> {
     let Json(record) = body?;
     Ok(Json(app::predict_record(backend.0.as_ref(), record).await?))
+}
+
+/// Largest model file `POST /api/v1/models` accepts: a model is a few KiB, far more than a
+/// record, so this route has its own limit.
+pub const MAX_MODEL_BYTES: usize = 1024 * 1024;
+
+/// `POST /api/v1/models` (for admins): a model file's JSON in, verified exactly as the scorers
+/// will verify it (content hash, and signature when this server has a signing key), then
+/// published to the models topic. 200 with the version; 422 with the reason when refused.
+async fn publish_model(
+    State(backend): State<BackendHandle>,
+    State(trust): State<ModelTrust>,
+    body: String,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let model = trust.verify(&body).map_err(|refusal| {
+        let reason = refusal.to_string();
+        // Cut: the reason may quote the upload (its version, a value of the wrong type).
+        let reason = model::record::truncate_utf8(&reason, 300).into_owned();
+        tracing::warn!("refused an uploaded model: {reason}");
+        ApiError::ModelRefused(reason)
+    })?;
+    let version = model.version.clone();
+    backend.0.publish_model(model).await?;
+    tracing::info!(%version, "published an uploaded model");
+    Ok(Json(serde_json::json!({ "version": version })))
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
@@ -132,6 +158,15 @@ fn ops_routes() -> Router<AppState> {
         .route("/export/predictions.csv", get(export_csv))
 }
 
+/// Operational routes with their own body limit, outside the router's small one.
+fn model_upload_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/models", post(publish_model))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_MODEL_BYTES,
+        ))
+}
+
 /// The web app on the running pipeline.
 pub fn router(options: &WebOptions, pipeline: Arc<PipelineBackend>) -> Router {
     router_with_state(AppState::new(options, pipeline))
@@ -159,7 +194,8 @@ pub fn router_with_state(state: AppState) -> Router {
         // Oversized bodies get 413 before any handler reads them.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
-        ));
+        ))
+        .merge(model_upload_routes());
     // From the inside out: the per-client limits, who is asking, then the checks that need
     // no identity (origin, host, timeout, headers).
     let routes = guard::inner_layers(routes, &state.guard);

@@ -13,6 +13,7 @@ use crate::backend::PipelineBackend;
 use crate::health::Health;
 use crate::live_feed::LiveFeed;
 use crate::metrics::PipelineMetrics;
+use crate::model_store::ModelTrust;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -27,6 +28,8 @@ pub struct AppState {
     pub runs_scorer: bool,
     /// The checks before any handler, and the per-client counters.
     pub guard: Guard,
+    /// What an uploaded model must prove: what the scorers require.
+    pub model_trust: ModelTrust,
 }
 
 impl AppState {
@@ -37,7 +40,14 @@ impl AppState {
             pipeline.health().clone(),
             pipeline.metrics().clone(),
         );
-        AppState::with_parts(options, pipeline, live, health, metrics)
+        let trust = pipeline.model_trust().clone();
+        AppState::with_parts(options, pipeline, live, health, metrics).with_model_trust(trust)
+    }
+
+    /// The state with `trust` for uploaded models (the default checks the content hash only).
+    pub fn with_model_trust(mut self, trust: ModelTrust) -> AppState {
+        self.model_trust = trust;
+        self
     }
 
     /// The state from its parts: any `Backend` (the tests use one without Kafka).
@@ -62,6 +72,7 @@ impl AppState {
             leptos,
             runs_scorer: options.runs_scorer,
             guard: Guard::new(options.guard.clone()),
+            model_trust: ModelTrust::default(),
         }
     }
 }
@@ -87,6 +98,12 @@ impl FromRef<AppState> for Arc<Health> {
 impl FromRef<AppState> for Arc<PipelineMetrics> {
     fn from_ref(state: &AppState) -> Self {
         state.metrics.clone()
+    }
+}
+
+impl FromRef<AppState> for ModelTrust {
+    fn from_ref(state: &AppState) -> Self {
+        state.model_trust.clone()
     }
 }
 

@@ -3,23 +3,39 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use app::{Backend, FeedEvent, PipelineStatus, PredictError};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use leptos::server_fn::ServerFn;
-use model::{Customer, Prediction};
+use model::{ChurnModel, Customer, Prediction};
 use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{router_with_state, AppState, WebOptions, MAX_BODY_BYTES};
 use crate::health::Health;
 use crate::live_feed::LiveFeed;
+use crate::model_store::ModelTrust;
 
-/// A pipeline that answers every submission the same way.
-struct Fake(Result<Prediction, PredictError>);
+/// A pipeline that answers every submission the same way, and every model upload with
+/// `publishing` (keeping the models it published).
+struct Fake {
+    answer: Result<Prediction, PredictError>,
+    publishing: Result<(), PredictError>,
+    published: Arc<Mutex<Vec<ChurnModel>>>,
+}
+
+impl Fake {
+    fn answering(answer: Result<Prediction, PredictError>) -> Fake {
+        Fake {
+            answer,
+            publishing: Ok(()),
+            published: Arc::default(),
+        }
+    }
+}
 
 impl Backend for Fake {
     fn status(&self) -> PipelineStatus {
@@ -30,7 +46,7 @@ impl Backend for Fake {
         &self,
         _: Customer,
     ) -> Pin<Box<dyn Future<Output = Result<Prediction, PredictError>> + Send>> {
-        let answer = self.0.clone();
+        let answer = self.answer.clone();
         Box::pin(async move { answer })
     }
 
@@ -48,6 +64,19 @@ impl Backend for Fake {
         };
         model::synth::generate_customers(&options).remove(0)
     }
+
+    fn publish_model(
+        &self,
+        model: ChurnModel,
+    ) -> Pin<Box<dyn Future<Output = Result<(), PredictError>> + Send>> {
+        let (answer, published) = (self.publishing.clone(), self.published.clone());
+        Box::pin(async move {
+            if answer.is_ok() {
+                published.lock().unwrap().push(model);
+            }
+            answer
+        })
+    }
 }
 
 fn prediction() -> Prediction {
@@ -64,25 +93,38 @@ fn router_with(
     health: Arc<Health>,
     runs_scorer: bool,
 ) -> Router {
+    router_on(
+        Fake::answering(answer),
+        health,
+        runs_scorer,
+        ModelTrust::default(),
+    )
+}
+
+/// The router on `fake`, with `trust` for uploaded models.
+fn router_on(fake: Fake, health: Arc<Health>, runs_scorer: bool, trust: ModelTrust) -> Router {
     let options = WebOptions::new(
         ([127, 0, 0, 1], 0).into(),
         std::env::temp_dir(),
         runs_scorer,
     );
-    router_with_state(AppState::with_parts(
-        &options,
-        Arc::new(Fake(answer)),
-        Arc::default(),
-        health,
-        Arc::default(),
-    ))
+    router_with_state(
+        AppState::with_parts(
+            &options,
+            Arc::new(fake),
+            Arc::default(),
+            health,
+            Arc::default(),
+        )
+        .with_model_trust(trust),
+    )
 }
 
 /// The router as `churn serve` builds it with `options`, on a fake backend that predicts.
 pub(super) fn fake_router_with(options: &WebOptions) -> Router {
     router_with_state(AppState::with_parts(
         options,
-        Arc::new(Fake(Ok(prediction()))),
+        Arc::new(Fake::answering(Ok(prediction()))),
         Arc::default(),
         Arc::default(),
         Arc::default(),
@@ -226,13 +268,13 @@ async fn readiness_is_503_until_the_scorer_holds_partitions_and_then_200() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    health.record_failure("live feed reader ended unexpectedly".into());
+    health.record_failure(
+        "live feed reader",
+        "live feed reader ended unexpectedly".into(),
+    );
     let (status, body) = answer(router, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        body["failed_tasks"][0],
-        "live feed reader ended unexpectedly"
-    );
+    assert_eq!(body["failed_tasks"][0], "live feed reader");
 }
 
 #[tokio::test]
@@ -468,7 +510,7 @@ async fn a_flood_of_submissions_from_one_client_is_429_with_retry_after() {
     options.guard.limits.submit_burst = 3.try_into().unwrap();
     let router = router_with_state(AppState::with_parts(
         &options,
-        Arc::new(Fake(Ok(prediction()))),
+        Arc::new(Fake::answering(Ok(prediction()))),
         Arc::default(),
         Arc::default(),
         Arc::default(),
@@ -500,4 +542,204 @@ async fn a_flood_of_submissions_from_one_client_is_429_with_retry_after() {
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
+}
+
+fn trained_model() -> ChurnModel {
+    let customers = model::synth::generate_customers(&model::synth::GenerateOptions {
+        rows: 200,
+        seed: 3,
+        messy_fraction: 0.0,
+    });
+    model::train::train(&customers, &Default::default(), "t".into(), |_| {}).unwrap()
+}
+
+fn key(byte: u8) -> model::SigningKey {
+    model::SigningKey::from_bytes(vec![byte; 32]).unwrap()
+}
+
+/// Uploads `body` as a model to a router whose uploads need `trust`; the answer, and what the
+/// backend published.
+async fn upload(trust: ModelTrust, body: String) -> (StatusCode, Value, Vec<ChurnModel>) {
+    let fake = Fake::answering(Ok(prediction()));
+    let published = fake.published.clone();
+    let router = router_on(fake, Arc::default(), false, trust);
+    let (status, body) = answer(router, post("/api/v1/models", "application/json", body)).await;
+    let published = published.lock().unwrap().clone();
+    (status, body, published)
+}
+
+#[tokio::test]
+async fn an_uploaded_model_is_verified_and_published() {
+    let model = trained_model();
+    let (status, body, published) = upload(ModelTrust::default(), model.to_json()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], model.version.as_str());
+    assert_eq!(published, std::slice::from_ref(&model));
+
+    // A model is bigger than the router's limit on other bodies; layout does not matter.
+    let padded = format!("{}{}", model.to_json(), " ".repeat(4 * MAX_BODY_BYTES));
+    let (status, body, _) = upload(ModelTrust::default(), padded).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let huge = format!("{}{}", model.to_json(), " ".repeat(super::MAX_MODEL_BYTES));
+    let (status, _, published) = upload(ModelTrust::default(), huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(published.is_empty());
+}
+
+#[tokio::test]
+async fn an_uploaded_model_the_scorers_would_refuse_is_422_and_not_published() {
+    let model = trained_model();
+    let mut weight = model.clone();
+    weight.features[2].coefficient *= 2.0;
+    let mut threshold = model.clone();
+    threshold.threshold = 0.99;
+    let mut unsealed: Value = serde_json::from_str(&model.to_json()).unwrap();
+    unsealed.as_object_mut().unwrap().remove("integrity");
+    let mut old_schema = unsealed.clone();
+    old_schema["schema_version"] = 1.into();
+    let mut huge_value: Value = serde_json::from_str(&model.to_json()).unwrap();
+    huge_value["threshold"] = "A".repeat(100_000).into();
+    let huge_value = huge_value.to_string();
+    for (what, body, reason) in [
+        (
+            "a weight changed",
+            weight.to_json(),
+            "changed after training",
+        ),
+        (
+            "the threshold changed",
+            threshold.to_json(),
+            "changed after training",
+        ),
+        ("no seal", unsealed.to_string(), "no content hash"),
+        ("schema 1", old_schema.to_string(), "retrain"),
+        ("not a model", "{\"hello\": 1}".into(), "not a churn model"),
+        ("not JSON", "=cmd|".into(), "not a churn model"),
+        ("a huge wrong value", huge_value, "damaged"),
+    ] {
+        let (status, body, published) = upload(ModelTrust::default(), body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(reason),
+            "{what}: {body}"
+        );
+        assert!(body.to_string().len() < 1000, "{what}: the reason is cut");
+        assert!(published.is_empty(), "{what}");
+    }
+}
+
+#[tokio::test]
+async fn with_a_signing_key_only_models_signed_with_it_are_published() {
+    let trust = || ModelTrust::signed_by(key(1));
+    let mut signed = trained_model();
+    signed.sign(&key(1));
+    let (status, body, published) = upload(trust(), signed.to_json()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(published, [signed.clone()]);
+
+    let mut other_key = trained_model();
+    other_key.sign(&key(2));
+    let mut stripped = signed.clone();
+    stripped.integrity.signature = None;
+    let mut rehashed = signed.clone();
+    rehashed.threshold = 0.01;
+    rehashed.integrity.sha256 = rehashed.content_hash();
+    for (what, model, reason) in [
+        ("another key", other_key, "does not verify"),
+        ("signature stripped", stripped, "not signed"),
+        ("unsigned", trained_model(), "not signed"),
+        ("edited and rehashed", rehashed, "does not verify"),
+    ] {
+        let (status, body, published) = upload(trust(), model.to_json()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(reason),
+            "{what}: {body}"
+        );
+        assert!(published.is_empty(), "{what}");
+    }
+}
+
+/// What librdkafka says when a broker is away, with the broker's address and a topic name.
+const BROKER_TEXT: &str = "Message production error: MessageTimedOut (Local: Message timed out) \
+    on costumerchurn: 10.0.0.7:9092/bootstrap: Connect to ipv4#10.0.0.7:9092 failed: Connection refused";
+
+/// The error a backend gives for a broker away, made the way the pipeline makes it.
+fn broker_away() -> PredictError {
+    PredictError::BrokerUnavailable(crate::error_id::log("testing", &BROKER_TEXT))
+}
+
+/// Fails when any piece of the broker's text is in `body`.
+fn assert_no_broker_text(what: &str, body: &Value) {
+    let body = body.to_string();
+    for piece in [
+        "10.0.0.7",
+        "9092",
+        "MessageTimedOut",
+        "Local:",
+        "costumerchurn",
+        "bootstrap",
+        "refused",
+    ] {
+        assert!(
+            !body.contains(piece),
+            "{what}: {piece:?} reached the client: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_internal_error_text_reaches_any_response() {
+    // The JSON API: 503, with an error id and no detail.
+    let (status, body) = predict_json(Err(broker_away()), RECORD).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_no_broker_text("the JSON API", &body);
+    assert!(
+        body["error"].as_str().unwrap().contains("error id "),
+        "{body}"
+    );
+
+    // The server function, as the browser calls it.
+    let record: serde_json::Map<String, Value> = serde_json::from_str(RECORD).unwrap();
+    let form: Vec<String> = record
+        .iter()
+        .map(|(k, v)| {
+            let v = v.to_string();
+            let v = v.trim_matches('"').replace(' ', "+").replace(',', "%2C");
+            format!("record[{k}]={v}")
+        })
+        .collect();
+    let request = post(
+        server_fn_path(),
+        "application/x-www-form-urlencoded",
+        form.join("&"),
+    );
+    let (status, body) = answer(router(Err(broker_away())), request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_no_broker_text("the server function", &body);
+
+    // A model upload the broker does not take.
+    let fake = Fake {
+        publishing: Err(broker_away()),
+        ..Fake::answering(Ok(prediction()))
+    };
+    let router = router_on(fake, Arc::default(), false, ModelTrust::default());
+    let upload = post(
+        "/api/v1/models",
+        "application/json",
+        trained_model().to_json(),
+    );
+    let (status, body) = answer(router, upload).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_no_broker_text("a model upload", &body);
+
+    // Readiness, open to anyone: a task failed with the broker's words.
+    let health = Arc::new(Health::default());
+    health.record_failure("scorer", format!("scorer failed: {BROKER_TEXT}"));
+    health.set_broker_ok(false);
+    let router = router_with(Ok(prediction()), health, true);
+    let (status, body) = answer(router, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_no_broker_text("/readyz", &body);
+    assert_eq!(body["failed_tasks"], serde_json::json!(["scorer"]));
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rdkafka::Message;
-use server::model_store::{follow, publish};
+use server::model_store::{follow, publish, ModelTrust};
 use server::replay::{replay, ReplayOptions};
 use server::scorer::Scorer;
 
@@ -22,9 +22,14 @@ async fn a_published_model_replaces_the_running_one_without_losing_records() {
 
     // At start the newest published model wins over the local file.
     let (stop_tx, stop) = stop_switch();
-    let (models, follower) = follow(&p.kafka, Some((*model_b).clone()), stop.clone())
-        .await
-        .unwrap();
+    let (models, follower) = follow(
+        &p.kafka,
+        Some((*model_b).clone()),
+        ModelTrust::default(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     // The caller runs the follow task (the commands hand it to their supervisor).
     let follower = tokio::spawn(follower);
     assert_eq!(models.borrow().version, model_a.version);
@@ -99,5 +104,79 @@ async fn a_published_model_replaces_the_running_one_without_losing_records() {
 
     stop_tx.cancel();
     task.await.unwrap().unwrap();
+    follower.await.unwrap().unwrap();
+}
+
+/// From the topic, as from a file: a model edited after training, signed with another key or
+/// stripped of its signature is refused and counted, and the model in use stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_that_do_not_verify_are_refused_from_the_topic() {
+    let p = pipeline().await;
+    let key = model::SigningKey::from_bytes(vec![7; 32]).unwrap();
+    let other_key = model::SigningKey::from_bytes(vec![8; 32]).unwrap();
+    let signed = |seed| {
+        let mut model = (*trained_model(seed)).clone();
+        model.sign(&key);
+        model
+    };
+    let (good, newer) = (signed(1), signed(2));
+    // Each refused one has a version of its own, so a swap to it could not go unnoticed.
+    let mut weight = good.clone();
+    weight.features[0].coefficient += 1.0;
+    weight.version = "m-edited-weight".into();
+    let mut threshold = good.clone();
+    threshold.threshold = 0.01;
+    threshold.version = "m-edited-threshold".into();
+    let mut other = newer.clone();
+    other.version = "m-other-key".into();
+    other.sign(&other_key);
+    let mut stripped = newer.clone();
+    stripped.version = "m-stripped".into();
+    stripped.seal();
+
+    for model in [&good, &weight, &other] {
+        publish(&p.kafka, model).await.unwrap();
+    }
+    let trust = ModelTrust::signed_by(key.clone());
+    let (stop_tx, stop) = stop_switch();
+    let (models, follower) = follow(&p.kafka, None, trust.clone(), stop.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        models.borrow().version,
+        good.version,
+        "the newest that verifies"
+    );
+    assert_eq!(trust.refused(), 2);
+    let follower = tokio::spawn(follower);
+
+    for model in [&threshold, &stripped] {
+        publish(&p.kafka, model).await.unwrap();
+    }
+    wait_until("both to be refused", TIMEOUT, || trust.refused() >= 4).await;
+    assert_eq!(
+        models.borrow().version,
+        good.version,
+        "the model in use stays"
+    );
+
+    publish(&p.kafka, &newer).await.unwrap();
+    let mut watching = models.clone();
+    tokio::time::timeout(TIMEOUT, watching.wait_for(|m| m.version == newer.version))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(trust.refused(), 4);
+
+    // Without a key, the hash is still checked: the edited ones stay out, the signed ones are in.
+    let hash_only = ModelTrust::default();
+    let (models, no_follower) = follow(&p.kafka, None, hash_only.clone(), stop.clone())
+        .await
+        .unwrap();
+    assert_eq!(models.borrow().version, newer.version);
+    assert_eq!(hash_only.refused(), 2, "the two edited models");
+    drop(no_follower);
+
+    stop_tx.cancel();
     follower.await.unwrap().unwrap();
 }

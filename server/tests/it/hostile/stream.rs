@@ -214,7 +214,7 @@ async fn a_hostile_stream_through_a_scorer_killed_mid_stream_scores_every_good_r
     let p = pipeline().await;
     let started = Instant::now();
     let model_path = model_path(&p, 23);
-    let model = server::model_store::load(Path::new(&model_path)).unwrap();
+    let model = server::model_store::load(Path::new(&model_path), &Default::default()).unwrap();
     let topic = p.kafka.topics.input.clone();
     let logs: Vec<PathBuf> = ["scorer-a.log", "scorer-b.log", "scorer-a2.log", "serve.log"]
         .iter()
