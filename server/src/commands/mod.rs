@@ -12,6 +12,7 @@ pub mod score;
 pub mod score_file;
 pub mod serve;
 pub mod train;
+pub mod users;
 
 use std::time::Duration;
 

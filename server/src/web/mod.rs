@@ -4,7 +4,7 @@
 mod errors;
 mod state;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use leptos::prelude::*;
 use leptos_axum::{AxumRouteListing, LeptosRoutes};
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub use errors::{status_of, ApiError};
 pub use state::AppState;
 
+use crate::auth::{self, AuthOptions};
 use crate::backend::PipelineBackend;
 use crate::live_feed::LiveFeed;
 use crate::metrics::{self, PipelineMetrics};
@@ -37,6 +38,8 @@ pub struct WebOptions {
     pub site_root: PathBuf,
     /// Whether this process runs a scorer, which readiness then requires to hold partitions.
     pub runs_scorer: bool,
+    /// Who may see what: accounts, sessions, tokens, the sign-on proxy.
+    pub auth: AuthOptions,
 }
 
 #[derive(serde::Deserialize)]
@@ -98,13 +101,23 @@ async fn export_csv(
 }
 
 /// Operational routes: Prometheus metrics, liveness, readiness, CSV export, and the JSON API.
-fn ops_routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/predict", post(predict_json))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(prometheus))
-        .route("/readyz", get(readyz))
-        .route("/export/predictions.csv", get(export_csv))
+/// A table, so that a test can check that the route policy (`auth::policy`) names each one.
+fn ops_routes() -> [(&'static str, MethodRouter<AppState>); 5] {
+    [
+        ("/api/v1/predict", post(predict_json)),
+        ("/healthz", get(|| async { "ok" })),
+        ("/metrics", get(prometheus)),
+        ("/readyz", get(readyz)),
+        ("/export/predictions.csv", get(export_csv)),
+    ]
+}
+
+/// Every path the router serves besides the pages and the server functions.
+#[cfg(test)]
+pub(crate) fn route_paths() -> Vec<&'static str> {
+    let ops = ops_routes().map(|(path, _)| path);
+    let sign_in = auth::login::routes::<AppState>().map(|(path, _)| path);
+    ops.into_iter().chain(sign_in).collect()
 }
 
 /// The web app on the running pipeline.
@@ -123,14 +136,22 @@ pub fn router_with_state(state: AppState) -> Router {
         .collect();
     let backend = state.backend.clone();
     let context = move || provide_context(backend.clone());
-    Router::new()
-        .merge(ops_routes())
+    let own_routes = ops_routes().into_iter().chain(auth::login::routes());
+    own_routes
+        .fold(Router::new(), |router, (path, route)| {
+            router.route(path, route)
+        })
         .leptos_routes_with_context(&state, routes, context, {
             let leptos_options = state.leptos.clone();
             move || shell(leptos_options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::map_response(errors::server_fn_status))
+        // Who may see what: every request but static files and sign-in needs a user.
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::check::require_access,
+        ))
         // Oversized bodies get 413 before any handler reads them.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
@@ -172,10 +193,30 @@ pub async fn serve(
         "Customer churn is up: open http://{}",
         listener.local_addr()?
     );
+    // The peer's address: sign-in limits per client, and trusting a sign-on proxy's header.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.cancelled().await;
+    })
+    .await
+    .context("web server failed")
+}
+
+/// `/metrics` alone on its own listener (`--metrics-addr`), open there: for an internal
+/// interface that only the scraper reaches.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<PipelineMetrics>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(prometheus))
+        .with_state(metrics);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-        })
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .context("web server failed")
+        .context("metrics server failed")
 }

@@ -8,6 +8,7 @@ use axum::extract::FromRef;
 use leptos::prelude::LeptosOptions;
 
 use super::WebOptions;
+use crate::auth::Auth;
 use crate::backend::PipelineBackend;
 use crate::health::Health;
 use crate::live_feed::LiveFeed;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub leptos: LeptosOptions,
     /// Whether this process runs a scorer, which readiness then requires to hold partitions.
     pub runs_scorer: bool,
+    /// Accounts, tokens, sessions: who may see what.
+    pub auth: Arc<Auth>,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
             metrics,
             leptos,
             runs_scorer: options.runs_scorer,
+            auth: Arc::new(Auth::new(options.auth.clone(), &options.site_root)),
         }
     }
 }
@@ -89,5 +93,11 @@ impl FromRef<AppState> for Arc<PipelineMetrics> {
 impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
         state.leptos.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Auth> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
     }
 }

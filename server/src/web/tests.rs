@@ -19,7 +19,7 @@ use crate::health::Health;
 use crate::live_feed::LiveFeed;
 
 /// A pipeline that answers every submission the same way.
-struct Fake(Result<Prediction, PredictError>);
+pub(crate) struct Fake(pub(crate) Result<Prediction, PredictError>);
 
 impl Backend for Fake {
     fn status(&self) -> PipelineStatus {
@@ -48,7 +48,7 @@ impl Backend for Fake {
     }
 }
 
-fn prediction() -> Prediction {
+pub(crate) fn prediction() -> Prediction {
     serde_json::from_value(serde_json::json!({
         "id": "web-1", "name": "Flood", "churn_probability": 0.25, "churn": false, "threshold": 0.5,
         "model_version": "m-1", "scored_at": "2024-01-01T00:00:00.000Z", "top_factors": []
@@ -56,23 +56,39 @@ fn prediction() -> Prediction {
     .expect("a prediction")
 }
 
-/// The router as `churn serve` builds it, on a fake backend answering `answer`.
+/// The router as `churn serve` builds it, on a fake backend answering `answer`; every request
+/// carries an admin's API token (access itself is tested in `auth::tests`).
 fn router_with(
     answer: Result<Prediction, PredictError>,
     health: Arc<Health>,
     runs_scorer: bool,
 ) -> Router {
+    let data_dir = tempfile::tempdir().expect("a temp dir").keep();
+    let (_, token) =
+        crate::auth::tokens::create(&data_dir, app::Role::Admin, "tests", chrono::Utc::now())
+            .expect("a token");
     let options = WebOptions {
         addr: ([127, 0, 0, 1], 0).into(),
         site_root: std::env::temp_dir(),
         runs_scorer,
+        auth: crate::auth::AuthOptions::new(data_dir),
     };
+    let bearer = format!("Bearer {}", token.expose());
     router_with_state(AppState::with_parts(
         &options,
         Arc::new(Fake(answer)),
         Arc::default(),
         health,
         Arc::default(),
+    ))
+    .layer(axum::middleware::map_request(
+        move |mut request: Request<Body>| {
+            let bearer = header::HeaderValue::from_str(&bearer).expect("a header");
+            async move {
+                request.headers_mut().insert(header::AUTHORIZATION, bearer);
+                request
+            }
+        },
     ))
 }
 
@@ -81,7 +97,7 @@ fn router(answer: Result<Prediction, PredictError>) -> Router {
 }
 
 /// A customer record that validates.
-const RECORD: &str = r#"{"Names": "Flood", "Age": 40, "Total_Purchase": 5000, "Account_Manager": 0, "Years": 4,
+pub(crate) const RECORD: &str = r#"{"Names": "Flood", "Age": 40, "Total_Purchase": 5000, "Account_Manager": 0, "Years": 4,
     "Num_Sites": 8, "Onboard_date": "2012-05-06 07:08:09", "Location": "1 Main St, Springfield, IL 62701", "Company": "X"}"#;
 
 fn post(path: &str, content_type: &str, body: impl Into<String>) -> Request<Body> {
