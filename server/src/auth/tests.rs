@@ -87,7 +87,7 @@ impl Site {
         Site {
             router: router_with_state(state),
             data,
-            site_root: site_root,
+            site_root,
             clock,
             auth,
         }
