@@ -18,5 +18,6 @@ fi
 if ! "$churn" model info "$data/model.json" >/dev/null 2>&1; then
   "$churn" train --input "$data/customers.csv" --output "$data/model.json"
 fi
+# --login-link: a fresh one-time admin sign-in address on every start (Jupyter-style).
 exec "$churn" serve --data-dir "$data" --model "$data/model.json" \
-  --replay "$data/customers.csv" --site-root "$CHURN_SITE_ROOT" "$@"
+  --replay "$data/customers.csv" --site-root "$CHURN_SITE_ROOT" --login-link "$@"

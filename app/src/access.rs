@@ -70,6 +70,27 @@ impl CurrentUser {
 #[derive(Clone)]
 pub struct FeedSlot(pub std::sync::Arc<dyn std::any::Any + Send + Sync>);
 
+/// The signed-in user, to shape the page: from the request on the server, and in the browser from
+/// the `data-user` / `data-role` attributes the server wrote on `<html>` (so hydration sees the
+/// same tree without a round trip). The server decides access; this only decides what to show.
+pub fn signed_in_user() -> Option<CurrentUser> {
+    #[cfg(feature = "ssr")]
+    {
+        leptos::prelude::use_context::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<CurrentUser>().cloned())
+    }
+    #[cfg(all(feature = "hydrate", not(feature = "ssr")))]
+    {
+        let root = leptos::prelude::document().document_element()?;
+        Some(CurrentUser {
+            name: root.get_attribute("data-user")?,
+            role: Role::parse(&root.get_attribute("data-role")?)?,
+        })
+    }
+    #[cfg(not(any(feature = "ssr", feature = "hydrate")))]
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,10 @@ use leptos::server_fn::{BoxedStream, Websocket};
 use model::{FieldError, Prediction, RawCustomer};
 use serde::{Deserialize, Serialize};
 
+use crate::access::Role;
+#[cfg(feature = "ssr")]
+use crate::access::{signed_in_user, CurrentUser};
+
 /// A snapshot of the pipeline, shown on the page.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PipelineStatus {
@@ -48,6 +52,10 @@ pub enum PredictError {
     BadRequest(String),
     #[error("could not reach the server: {0}")]
     Transport(String),
+    #[error("sign in first: open /login, or send an API token (churn tokens create)")]
+    SignInRequired,
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl FromServerFnError for PredictError {
@@ -118,6 +126,46 @@ pub enum FeedEvent {
     Status(PipelineStatus),
 }
 
+impl FeedEvent {
+    /// What `role` may receive of this event: a viewer gets aggregates only (no prediction, so no
+    /// customer name), and only an admin gets the broker and topic settings.
+    pub fn for_role(self, role: Role) -> Option<FeedEvent> {
+        let names = role >= Role::Analyst;
+        let status = |status: PipelineStatus| {
+            if role >= Role::Admin {
+                status
+            } else {
+                PipelineStatus {
+                    brokers: String::new(),
+                    input_topic: String::new(),
+                    predictions_topic: String::new(),
+                    ..status
+                }
+            }
+        };
+        match self {
+            FeedEvent::Snapshot {
+                recent,
+                seconds,
+                status: now,
+            } => Some(FeedEvent::Snapshot {
+                recent: if names { recent } else { Vec::new() },
+                seconds,
+                status: status(now),
+            }),
+            FeedEvent::Prediction(prediction) => names.then_some(FeedEvent::Prediction(prediction)),
+            FeedEvent::Second(second) => Some(FeedEvent::Second(second)),
+            FeedEvent::Dashboard(mut dashboard) => {
+                if !names {
+                    dashboard.riskiest.clear();
+                }
+                Some(FeedEvent::Dashboard(dashboard))
+            }
+            FeedEvent::Status(now) => Some(FeedEvent::Status(status(now))),
+        }
+    }
+}
+
 #[cfg(feature = "ssr")]
 pub use backend::{Backend, BackendHandle};
 
@@ -172,6 +220,20 @@ fn backend() -> Option<BackendHandle> {
     use_context::<BackendHandle>()
 }
 
+/// The signed-in user when they have at least `role`. The server's request check already
+/// refused everyone else; the server functions check again, in case a route is ever mislabelled.
+#[cfg(feature = "ssr")]
+fn require(role: Role) -> Result<CurrentUser, PredictError> {
+    match signed_in_user() {
+        None => Err(PredictError::SignInRequired),
+        Some(user) if user.can(role) => Ok(user),
+        Some(user) => Err(PredictError::Forbidden(format!(
+            "this needs the {role} role and {} is {}: ask an admin (churn users add NAME --role {role})",
+            user.name, user.role
+        ))),
+    }
+}
+
 /// The one submission path, for the server function and the JSON API alike: validate again
 /// (never trust the client), publish to Kafka, await the prediction.
 #[cfg(feature = "ssr")]
@@ -190,8 +252,9 @@ pub async fn predict_record(
 
 /// Publishes the record to Kafka and awaits its prediction. The web server answers each error
 /// with its HTTP status (the server's one mapping of errors to statuses).
-#[server]
+#[server(endpoint = "predict")]
 pub async fn predict(record: RawCustomer) -> Result<PredictReply, PredictError> {
+    require(Role::Analyst)?;
     match backend() {
         Some(backend) => predict_record(backend.0.as_ref(), record).await,
         None => Err(PredictError::NotRunning),
@@ -199,24 +262,29 @@ pub async fn predict(record: RawCustomer) -> Result<PredictReply, PredictError> 
 }
 
 /// A sample customer to fill the form with.
-#[server]
-pub async fn sample_customer() -> Result<RawCustomer, ServerFnError> {
-    let backend =
-        backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
+#[server(endpoint = "sample_customer")]
+pub async fn sample_customer() -> Result<RawCustomer, PredictError> {
+    require(Role::Analyst)?;
+    let backend = backend().ok_or(PredictError::NotRunning)?;
     Ok(backend.0.sample().to_raw())
 }
 
-/// The live feed: a snapshot of the recent past, then every prediction and every closed second.
-#[server(protocol = Websocket<JsonEncoding, JsonEncoding>)]
+/// The live feed: a snapshot of the recent past, then every prediction and every closed second,
+/// each as the signed-in user's role may see it (`FeedEvent::for_role`).
+#[server(protocol = Websocket<JsonEncoding, JsonEncoding>, endpoint = "live_feed")]
 pub async fn live_feed(
     input: BoxedStream<(), ServerFnError>,
 ) -> Result<BoxedStream<FeedEvent, ServerFnError>, ServerFnError> {
     use futures::{SinkExt, StreamExt};
     use tokio::sync::broadcast::error::RecvError;
 
+    let role = require(Role::Viewer)
+        .map_err(|e| ServerFnError::new(e.to_string()))?
+        .role;
     let backend =
         backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
     let (snapshot, mut events) = backend.0.feed();
+    let snapshot = snapshot.for_role(role);
     let (mut tx, rx) = futures::channel::mpsc::channel(256);
     let mut input = input;
     // The server's per-client limit on live connections: held while this connection lasts.
@@ -224,15 +292,20 @@ pub async fn live_feed(
         .and_then(|parts| parts.extensions.get::<crate::FeedSlot>().cloned());
     tokio::spawn(async move {
         let _slot = slot;
-        if tx.send(Ok(snapshot)).await.is_err() {
-            return;
+        if let Some(snapshot) = snapshot {
+            if tx.send(Ok(snapshot)).await.is_err() {
+                return;
+            }
         }
         loop {
             tokio::select! {
                 // The browser went away: stop.
                 message = input.next() => if message.is_none() { break },
                 event = events.recv() => match event {
-                    Ok(event) => if tx.send(Ok(event)).await.is_err() { break },
+                    Ok(event) => match event.for_role(role) {
+                        Some(event) => if tx.send(Ok(event)).await.is_err() { break },
+                        None => continue,
+                    },
                     // A slow browser misses some predictions rather than slowing the pipeline.
                     Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => break,
@@ -241,4 +314,88 @@ pub async fn live_feed(
         }
     });
     Ok(rx.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prediction() -> Prediction {
+        serde_json::from_value(serde_json::json!({
+            "id": "c-1", "name": "Ann Secret", "churn_probability": 0.9, "churn": true,
+            "threshold": 0.5, "model_version": "m-1", "scored_at": "2024-01-01T00:00:00.000Z",
+            "top_factors": []
+        }))
+        .expect("a prediction")
+    }
+
+    fn status() -> PipelineStatus {
+        PipelineStatus {
+            brokers: "kafka1:9093".into(),
+            input_topic: "in".into(),
+            predictions_topic: "out".into(),
+            model_version: "m-1".into(),
+            scored: 7,
+            ..Default::default()
+        }
+    }
+
+    fn every_event() -> Vec<FeedEvent> {
+        vec![
+            FeedEvent::Snapshot {
+                recent: vec![prediction()],
+                seconds: vec![SecondStats::default()],
+                status: status(),
+            },
+            FeedEvent::Prediction(prediction()),
+            FeedEvent::Second(SecondStats::default()),
+            FeedEvent::Dashboard(Dashboard {
+                riskiest: vec![prediction()],
+                window_ms: 10_000,
+                ..Default::default()
+            }),
+            FeedEvent::Status(status()),
+        ]
+    }
+
+    fn sent(role: Role) -> String {
+        let events: Vec<FeedEvent> = every_event()
+            .into_iter()
+            .filter_map(|e| e.for_role(role))
+            .collect();
+        serde_json::to_string(&events).unwrap()
+    }
+
+    #[test]
+    fn a_viewer_receives_no_customer_name_and_no_broker() {
+        let text = sent(Role::Viewer);
+        for secret in ["Ann Secret", "c-1", "kafka1", "\"in\"", "\"out\""] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        let events: Vec<_> = every_event()
+            .into_iter()
+            .filter_map(|e| e.for_role(Role::Viewer))
+            .collect();
+        assert_eq!(events.len(), 4, "no Prediction event");
+        assert!(text.contains("\"scored\":7"), "aggregates stay: {text}");
+        assert!(text.contains("\"window_ms\":10000"), "{text}");
+    }
+
+    #[test]
+    fn an_analyst_receives_names_but_no_broker_and_an_admin_everything() {
+        let analyst = sent(Role::Analyst);
+        assert!(analyst.contains("Ann Secret"));
+        assert!(
+            !analyst.contains("kafka1") && !analyst.contains("\"in\""),
+            "{analyst}"
+        );
+        let admin = sent(Role::Admin);
+        assert!(admin.contains("kafka1") && admin.contains("\"out\""));
+        let all: Vec<_> = every_event();
+        let kept: Vec<_> = every_event()
+            .into_iter()
+            .filter_map(|e| e.for_role(Role::Admin))
+            .collect();
+        assert_eq!(all, kept, "an admin gets every event unchanged");
+    }
 }

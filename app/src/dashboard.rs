@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use model::analytics::{SegmentSummary, PSI_DRIFT_THRESHOLD};
 use model::format::percent;
 
+use crate::access::{signed_in_user, Role};
 use crate::api::{Dashboard, WindowPoint};
 use crate::chart::{Column, RateChart};
 use crate::live::{time_of, LiveState};
@@ -12,6 +13,9 @@ use crate::live::{time_of, LiveState};
 pub fn DashboardPage() -> impl IntoView {
     let live = expect_context::<LiveState>();
     let data = move || live.dashboard.get();
+    // Customer names (the riskiest list, the CSV export) are for analysts; the server sends a
+    // viewer none, and the page does not offer them.
+    let names = signed_in_user().is_some_and(|user| user.can(Role::Analyst));
     view! {
         <section class="card dash-head">
             <div class="card-head">
@@ -21,22 +25,24 @@ pub fn DashboardPage() -> impl IntoView {
                 </span>
             </div>
             <p class="lead">"Tumbling windows computed by the stream processor and published to Kafka; every web server shows the same numbers."</p>
-            <div class="export">
-                "Download predictions as CSV: "
-                <a href="/export/predictions.csv?minutes=5" id="export-5" download="predictions-5min.csv">"last 5 minutes"</a>
-                " · "
-                <a href="/export/predictions.csv?minutes=60" download="predictions-60min.csv">"last hour"</a>
-            </div>
+            {names.then(|| view! {
+                <div class="export">
+                    "Download predictions as CSV: "
+                    <a href="/export/predictions.csv?minutes=5" id="export-5" download="predictions-5min.csv">"last 5 minutes"</a>
+                    " · "
+                    <a href="/export/predictions.csv?minutes=60" download="predictions-60min.csv">"last hour"</a>
+                </div>
+            })}
         </section>
         {move || match data() {
             None => view! { <section class="card"><p class="muted" id="dash-waiting">"Waiting for the first windows…"</p></section> }.into_any(),
-            Some(d) => view! { <DashboardBody d=d/> }.into_any(),
+            Some(d) => view! { <DashboardBody d=d names=names/> }.into_any(),
         }}
     }
 }
 
 #[component]
-fn DashboardBody(d: Dashboard) -> impl IntoView {
+fn DashboardBody(d: Dashboard, names: bool) -> impl IntoView {
     let all = d
         .segments
         .iter()
@@ -94,6 +100,7 @@ fn DashboardBody(d: Dashboard) -> impl IntoView {
                 <p class="num mono">{d.lag.iter().map(|(p, l)| format!("p{p}: {l}")).collect::<Vec<_>>().join("   ")}</p>
             </section>
         </div>
+        {names.then(|| view! {
         <section class="card">
             <h2>"Riskiest recent customers"</h2>
             <div class="feed-wrap">
@@ -112,6 +119,7 @@ fn DashboardBody(d: Dashboard) -> impl IntoView {
                 </table>
             </div>
         </section>
+        })}
     }
 }
 

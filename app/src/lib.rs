@@ -9,6 +9,7 @@ mod chart;
 mod dashboard;
 mod form;
 mod live;
+pub mod login;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -17,7 +18,7 @@ use model::{Field, RawCustomer, Scalar};
 
 #[cfg(feature = "ssr")]
 pub use access::FeedSlot;
-pub use access::{CurrentUser, Role};
+pub use access::{signed_in_user, CurrentUser, Role};
 
 #[cfg(feature = "ssr")]
 pub use api::{predict_record, Backend, BackendHandle};
@@ -27,6 +28,7 @@ pub use api::{
 use dashboard::DashboardPage;
 use form::{ChurnForm, FormState};
 use live::{LivePanel, LiveState};
+use login::LoginPage;
 
 /// The bundle's file names under /pkg (churn.js, churn_bg.wasm, churn.css).
 pub const OUTPUT_NAME: &str = "churn";
@@ -40,9 +42,16 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     {
         provide_context(nonce);
     }
+    // The browser reads who is signed in from here (`signed_in_user`), so hydration renders the
+    // same header and sections as the server did.
+    let user = signed_in_user();
+    let (name, role) = match user {
+        Some(user) => (Some(user.name), Some(user.role.name())),
+        None => (None, None),
+    };
     view! {
         <!DOCTYPE html>
-        <html lang="en">
+        <html lang="en" data-user=name data-role=role>
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
@@ -63,13 +72,36 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub enum Page {
     Home,
     Dashboard,
+    Login,
     NotFound,
 }
 
 impl Page {
     /// Every page the server renders, by path.
-    pub const ROUTES: [(&'static str, Page); 2] =
-        [("/", Page::Home), ("/dashboard", Page::Dashboard)];
+    pub const ROUTES: [(&'static str, Page); 3] = [
+        ("/", Page::Home),
+        ("/dashboard", Page::Dashboard),
+        ("/login", Page::Login),
+    ];
+
+    /// The role a page needs (`None`: open to everyone). The server's route policy takes it from
+    /// here, and the navigation shows only the pages the user may open.
+    pub fn access(self) -> Option<Role> {
+        match self {
+            Page::Home => Some(Role::Analyst),
+            Page::Dashboard | Page::NotFound => Some(Role::Viewer),
+            Page::Login => None,
+        }
+    }
+
+    /// The page's name in the navigation, if it has a place there.
+    fn nav_label(self) -> Option<&'static str> {
+        match self {
+            Page::Home => Some("Score"),
+            Page::Dashboard => Some("Dashboard"),
+            Page::Login | Page::NotFound => None,
+        }
+    }
 
     pub fn at(path: &str) -> Page {
         let path = match path.trim_end_matches('/') {
@@ -100,27 +132,46 @@ pub fn App() -> impl IntoView {
     provide_meta_context();
     let live = LiveState::new();
     provide_context(live);
-    live.connect();
     let page = Page::current();
-    let current = move |p: Page| (page == p).then_some("page");
+    let user = signed_in_user();
+    // The live feed refuses anyone not signed in: no connection to retry from the sign-in page.
+    if user.is_some() && page != Page::Login {
+        live.connect();
+    }
     view! {
         <Stylesheet id="churn" href=format!("/pkg/{OUTPUT_NAME}.css")/>
         <Title text="Customer churn — live"/>
         <header class="topbar">
             <span class="brand">"Customer churn"</span>
             <span class="tagline">"real-time churn prediction on Kafka"</span>
-            <nav>
-                <a href="/" aria-current=current(Page::Home)>"Score"</a>
-                <a href="/dashboard" aria-current=current(Page::Dashboard)>"Dashboard"</a>
-            </nav>
+            {user.map(|user| view! { <SignedIn user=user page=page/> })}
         </header>
         <main>
             {match page {
                 Page::Home => view! { <HomePage/> }.into_any(),
                 Page::Dashboard => view! { <DashboardPage/> }.into_any(),
+                Page::Login => view! { <LoginPage/> }.into_any(),
                 Page::NotFound => view! { <p>"Page not found."</p> }.into_any(),
             }}
         </main>
+    }
+}
+
+/// The navigation (only the pages this user may open), who is signed in, and the way out.
+#[component]
+fn SignedIn(user: CurrentUser, page: Page) -> impl IntoView {
+    let links = Page::ROUTES
+        .iter()
+        .filter(|(_, p)| p.access().is_none_or(|role| user.can(role)))
+        .filter_map(|&(path, p)| Some((path, p.nav_label()?, (p == page).then_some("page"))))
+        .map(|(path, label, current)| view! { <a href=path aria-current=current>{label}</a> })
+        .collect_view();
+    view! {
+        <nav>{links}</nav>
+        <span class="who" id="signed-in">{user.name.clone()}<span class="role">{user.role.name()}</span></span>
+        <form method="post" action="/logout" class="sign-out">
+            <button type="submit" class="secondary" id="sign-out">"Sign out"</button>
+        </form>
     }
 }
 
@@ -290,14 +341,18 @@ fn WhatIf(
 #[component]
 fn StatusCard() -> impl IntoView {
     let live = expect_context::<LiveState>();
+    // The server sends brokers and topics to admins only; the rows are not shown to others.
+    let admin = signed_in_user().is_some_and(|user| user.can(Role::Admin));
     view! {
         <section class="card status-card" aria-labelledby="status-title">
             <h2 id="status-title">"Pipeline"</h2>
             {move || match live.status.get() {
                 Some(s) => view! {
                     <dl class="status">
-                        <dt>"Brokers"</dt><dd class="mono">{s.brokers}</dd>
-                        <dt>"Topics"</dt><dd class="mono">{s.input_topic}" → "{s.predictions_topic}</dd>
+                        {admin.then(|| view! {
+                            <dt>"Brokers"</dt><dd class="mono">{s.brokers.clone()}</dd>
+                            <dt>"Topics"</dt><dd class="mono">{s.input_topic.clone()}" → "{s.predictions_topic.clone()}</dd>
+                        })}
                         <dt>"Model"</dt><dd class="mono model-version">{s.model_version}</dd>
                         <dt>"Scored"</dt><dd class="scored num">{s.scored}</dd>
                         <dt>"Dead-lettered"</dt><dd class="num">{s.dead_lettered}</dd>
@@ -320,6 +375,16 @@ mod tests {
         assert_eq!(Page::at("/dashboard"), Page::Dashboard);
         assert_eq!(Page::at("/dashboard/"), Page::Dashboard);
         assert_eq!(Page::at("/nope"), Page::NotFound);
+        assert_eq!(Page::at("/login"), Page::Login);
+    }
+
+    #[test]
+    fn every_page_but_the_sign_in_page_needs_a_role() {
+        use crate::Role;
+        assert_eq!(Page::Home.access(), Some(Role::Analyst));
+        assert_eq!(Page::Dashboard.access(), Some(Role::Viewer));
+        assert_eq!(Page::NotFound.access(), Some(Role::Viewer));
+        assert_eq!(Page::Login.access(), None);
     }
 
     #[test]

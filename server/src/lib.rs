@@ -4,6 +4,7 @@
 
 pub mod analytics;
 pub mod args;
+pub mod auth;
 pub mod backend;
 pub mod broker;
 pub mod csv_io;

@@ -20,6 +20,7 @@ use commands::score::ScoreArgs;
 use commands::score_file::ScoreFileArgs;
 use commands::serve::ServeArgs;
 use commands::train::TrainArgs;
+use commands::users::{TokensArgs, UsersArgs};
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +73,10 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Run the web app with the scorer in-process (and the embedded broker unless --brokers).
     Serve(Box<ServeArgs>),
+    /// Manage the web app's accounts (viewer, analyst, admin) in --data-dir; no Kafka needed.
+    Users(UsersArgs),
+    /// Manage API tokens for programs (`Authorization: Bearer`) in --data-dir; no Kafka needed.
+    Tokens(TokensArgs),
 }
 
 fn main() -> Result<()> {
@@ -107,6 +112,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::ScoreFile(args) => commands::score_file::run(&args),
         Command::Analyze(args) => commands::analyze::run(args, kafka).await,
         Command::Serve(args) => commands::serve::run(*args, kafka).await,
+        Command::Users(args) => commands::users::run_users(&args),
+        Command::Tokens(args) => commands::users::run_tokens(&args),
     }
 }
 

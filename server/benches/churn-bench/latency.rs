@@ -21,11 +21,24 @@ use tokio_util::sync::CancellationToken;
 use crate::{line, records, topics, Args};
 
 /// One HTTP/1.1 keep-alive connection posting JSON; returns each request's latency.
+/// The web instances' data directory, with an analyst's API token every client sends.
+fn bench_access() -> &'static (std::path::PathBuf, String) {
+    static ACCESS: std::sync::OnceLock<(std::path::PathBuf, String)> = std::sync::OnceLock::new();
+    ACCESS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temp dir").keep();
+        let (_, token) =
+            server::auth::tokens::create(&dir, app::Role::Analyst, "bench", chrono::Utc::now())
+                .expect("a token");
+        (dir, token.expose().to_owned())
+    })
+}
+
 fn client(addr: SocketAddr, body: Vec<u8>, requests: usize) -> Result<Vec<f64>> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     let head = format!(
-        "POST /api/v1/predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/v1/predict HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        bench_access().1,
         body.len()
     );
     let mut latencies = Vec::with_capacity(requests);
@@ -121,7 +134,12 @@ async fn start_instance(
     let backend_tasks = tokio::spawn(backend_tasks.run());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let options = WebOptions::new(addr, std::env::temp_dir(), true);
+    let options = WebOptions::new(
+        addr,
+        std::env::temp_dir(),
+        true,
+        server::auth::AuthOptions::new(bench_access().0.clone()),
+    );
     let app = web::router(&options, backend);
     let server_stop = stop;
     tokio::spawn(async move {

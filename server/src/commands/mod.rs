@@ -13,6 +13,7 @@ pub mod score_file;
 pub mod serve;
 pub mod signing;
 pub mod train;
+pub mod users;
 pub mod web_security;
 
 use std::time::Duration;

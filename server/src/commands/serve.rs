@@ -1,14 +1,17 @@
 //! `churn serve`: the web app, with the scorer and the analytics in-process (and the embedded
 //! broker unless --brokers).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use app::Role;
+use axum::http::HeaderName;
 use server::analytics::{self, AnalyzeOptions};
 use server::args;
+use server::auth::{AuthOptions, ProxyOptions};
 use server::backend::{BackendOptions, PipelineBackend};
 use server::kafka::KafkaArgs;
 use server::metrics::PipelineMetrics;
@@ -65,6 +68,66 @@ pub struct ServeArgs {
     /// with its <data-dir>/kafka.properties.
     #[arg(long)]
     secure_broker: bool,
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+/// Who may see what (accounts live in --data-dir: `churn users`, `churn tokens`).
+#[derive(clap::Args)]
+pub struct AccessArgs {
+    /// Sessions end this many hours after sign-in (and after 2 idle hours).
+    #[arg(long, env = "CHURN_SESSION_HOURS", default_value_t = 12.0, allow_negative_numbers = true, value_parser = positive_hours)]
+    session_hours: f64,
+    /// Print a fresh one-time admin sign-in address at every start (scripts/run.sh passes it).
+    #[arg(long)]
+    login_link: bool,
+    /// Mark the session cookie Secure: set this when a TLS proxy is in front.
+    #[arg(long)]
+    secure_cookies: bool,
+    /// Behind a company's single sign-on: the header naming the user, e.g. X-Forwarded-User.
+    /// Needs --trusted-proxies; from any other peer the header is ignored.
+    #[arg(long, requires = "trusted_proxies")]
+    trust_proxy_header: Option<HeaderName>,
+    /// The sign-on proxies' IP addresses, comma-separated, e.g. 10.0.0.5,10.0.0.6.
+    #[arg(long, value_delimiter = ',', requires = "trust_proxy_header")]
+    trusted_proxies: Vec<IpAddr>,
+    /// The role of a user the proxy names who has no account here (default: refused, 403).
+    #[arg(long, requires = "trust_proxy_header")]
+    proxy_default_role: Option<Role>,
+    /// Serve /metrics on this address instead, open there (an internal interface only the
+    /// scraper reaches); the web port then answers 404 for it. Default: on the web port, for an
+    /// API token (`churn tokens create --role viewer`) or a signed-in admin.
+    #[arg(long, env = "CHURN_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+}
+
+fn positive_hours(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(hours) if hours.is_finite() && hours > 0.0 && hours <= 24.0 * 365.0 => Ok(hours),
+        _ => Err(format!(
+            "{text:?} is not a number of hours between 0 and 8760"
+        )),
+    }
+}
+
+impl AccessArgs {
+    fn options(&self, data_dir: &std::path::Path) -> AuthOptions {
+        AuthOptions {
+            session_lifetime: Duration::from_secs_f64(self.session_hours * 3600.0),
+            secure_cookies: self.secure_cookies,
+            proxy: self.trust_proxy_header.clone().map(|header| ProxyOptions {
+                header,
+                trusted: self
+                    .trusted_proxies
+                    .iter()
+                    .map(|ip| ip.to_canonical())
+                    .collect(),
+                default_role: self.proxy_default_role,
+            }),
+            metrics_elsewhere: self.metrics_addr.is_some(),
+            ..AuthOptions::new(data_dir.to_owned())
+        }
+    }
 }
 
 pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
@@ -158,9 +221,34 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     };
     let backend =
         PipelineBackend::start(kafka.clone(), backend_options, metrics, status, &mut tasks).await?;
-    let mut web = WebOptions::new(args.addr, args.site_root.clone(), !args.no_scorer);
+    let mut web = WebOptions::new(
+        args.addr,
+        args.site_root.clone(),
+        !args.no_scorer,
+        args.access.options(&args.broker.data_dir),
+    );
     args.security.apply(&mut web);
+    // A session cookie must not travel over plain HTTP once the app speaks HTTPS.
+    web.auth.secure_cookies |= web.tls.is_some();
     let listener = server::web::bind(&web).await?;
+    if let Some(addr) = args.access.metrics_addr {
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}: pick another --metrics-addr"))?;
+        tasks.spawn(
+            "metrics server",
+            server::web::serve_metrics(
+                metrics_listener,
+                backend.metrics().clone(),
+                tasks.shutdown(),
+            ),
+        );
+    }
+    super::users::announce_sign_in(
+        &args.broker.data_dir,
+        &format!("http://{}", listener.local_addr()?),
+        args.access.login_link,
+    )?;
     tasks.spawn(
         "web server",
         server::web::serve(listener, web, backend, tasks.shutdown()),

@@ -19,6 +19,8 @@ pub fn status_of(error: &PredictError) -> StatusCode {
         PredictError::Busy => StatusCode::TOO_MANY_REQUESTS,
         PredictError::BadRequest(_) => StatusCode::BAD_REQUEST,
         PredictError::Transport(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        PredictError::SignInRequired => StatusCode::UNAUTHORIZED,
+        PredictError::Forbidden(_) => StatusCode::FORBIDDEN,
     }
 }
 

@@ -8,7 +8,7 @@ pub mod listener;
 mod network_tests;
 mod state;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use leptos::prelude::*;
 use leptos_axum::{AxumRouteListing, LeptosRoutes};
@@ -32,6 +32,7 @@ pub use guard::GuardOptions;
 pub use listener::{ConnectionLimits, TlsFiles};
 pub use state::AppState;
 
+use crate::auth::{self, AuthOptions};
 use crate::backend::PipelineBackend;
 use crate::live_feed::LiveFeed;
 use crate::metrics::{self, PipelineMetrics};
@@ -49,11 +50,18 @@ pub struct WebOptions {
     /// HTTPS when set.
     pub tls: Option<TlsFiles>,
     pub connections: ConnectionLimits,
+    /// Who may see what: accounts, sessions, tokens, the sign-on proxy.
+    pub auth: AuthOptions,
 }
 
 impl WebOptions {
-    /// Plain HTTP with the default protections.
-    pub fn new(addr: SocketAddr, site_root: PathBuf, runs_scorer: bool) -> WebOptions {
+    /// Plain HTTP with the default protections, accounts in `auth`.
+    pub fn new(
+        addr: SocketAddr,
+        site_root: PathBuf,
+        runs_scorer: bool,
+        auth: AuthOptions,
+    ) -> WebOptions {
         WebOptions {
             addr,
             site_root,
@@ -61,6 +69,7 @@ impl WebOptions {
             guard: GuardOptions::default(),
             tls: None,
             connections: ConnectionLimits::default(),
+            auth,
         }
     }
 }
@@ -149,19 +158,34 @@ async fn export_csv(
 }
 
 /// Operational routes: Prometheus metrics, liveness, readiness, CSV export, and the JSON API.
-fn ops_routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/predict", post(predict_json))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(prometheus))
-        .route("/readyz", get(readyz))
-        .route("/export/predictions.csv", get(export_csv))
+/// A table, so that a test can check that the route policy (`auth::policy`) names each one.
+fn ops_routes() -> [(&'static str, MethodRouter<AppState>); 5] {
+    [
+        ("/api/v1/predict", post(predict_json)),
+        ("/healthz", get(|| async { "ok" })),
+        ("/metrics", get(prometheus)),
+        ("/readyz", get(readyz)),
+        ("/export/predictions.csv", get(export_csv)),
+    ]
 }
+
+/// Every path the router serves besides the pages and the server functions.
+#[cfg(test)]
+pub(crate) fn route_paths() -> Vec<&'static str> {
+    let ops = ops_routes().map(|(path, _)| path);
+    let sign_in = auth::login::routes::<AppState>().map(|(path, _)| path);
+    ops.into_iter()
+        .chain(sign_in)
+        .chain([MODEL_UPLOAD_PATH])
+        .collect()
+}
+
+const MODEL_UPLOAD_PATH: &str = "/api/v1/models";
 
 /// Operational routes with their own body limit, outside the router's small one.
 fn model_upload_routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/models", post(publish_model))
+        .route(MODEL_UPLOAD_PATH, post(publish_model))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_MODEL_BYTES,
         ))
@@ -183,8 +207,11 @@ pub fn router_with_state(state: AppState) -> Router {
         .collect();
     let backend = state.backend.clone();
     let context = move || provide_context(backend.clone());
-    let routes = Router::new()
-        .merge(ops_routes())
+    let own_routes = ops_routes().into_iter().chain(auth::login::routes());
+    let routes = own_routes
+        .fold(Router::new(), |router, (path, route)| {
+            router.route(path, route)
+        })
         .leptos_routes_with_context(&state, routes, context, {
             let leptos_options = state.leptos.clone();
             move || shell(leptos_options.clone())
@@ -196,9 +223,12 @@ pub fn router_with_state(state: AppState) -> Router {
             MAX_BODY_BYTES,
         ))
         .merge(model_upload_routes());
-    // From the inside out: the per-client limits, who is asking, then the checks that need
-    // no identity (origin, host, timeout, headers).
-    let routes = guard::inner_layers(routes, &state.guard);
+    // From the inside out: the per-client limits (per user, so after the next), who is asking
+    // and whether they may (every request but static files and sign-in needs a user), then the
+    // checks that need no identity (origin, host, timeout, headers).
+    let routes = guard::inner_layers(routes, &state.guard).layer(
+        axum::middleware::from_fn_with_state(state.auth.clone(), auth::check::require_access),
+    );
     guard::outer_layers(routes, &state.guard)
         // A panic in a handler (a bug) answers 500 for that request; the server goes on.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
@@ -250,4 +280,20 @@ pub async fn serve(
         shutdown,
     )
     .await
+}
+
+/// `/metrics` alone on its own listener (`--metrics-addr`), open there: for an internal
+/// interface that only the scraper reaches.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<PipelineMetrics>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(prometheus))
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("metrics server failed")
 }

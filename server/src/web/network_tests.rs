@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::listener::{serve, ConnectionLimits, TlsFiles};
-use super::tests::fake_router_with;
+use super::tests::{fake_router_with, test_options};
 use super::WebOptions;
 
 /// A running server; stopped when dropped.
@@ -24,11 +24,11 @@ impl Drop for Running {
     }
 }
 
-async fn start(options: WebOptions) -> Running {
+async fn start((options, bearer): (WebOptions, String)) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let router = fake_router_with(&options);
+    let router = fake_router_with(&options, bearer);
     let (tls, limits, token) = (
         options.tls.clone(),
         options.connections.clone(),
@@ -38,10 +38,11 @@ async fn start(options: WebOptions) -> Running {
     Running { addr, stop }
 }
 
-fn options(limits: ConnectionLimits) -> WebOptions {
-    let mut options = WebOptions::new(([127, 0, 0, 1], 0).into(), std::env::temp_dir(), false);
+/// Options with `limits`, and the API token every request will carry.
+fn options(limits: ConnectionLimits) -> (WebOptions, String) {
+    let (mut options, bearer) = test_options(false);
     options.connections = limits;
-    options
+    (options, bearer)
 }
 
 /// Reads until the server closes the connection (or `within` passes): what it sent.
@@ -146,7 +147,7 @@ async fn open_feed(addr: SocketAddr, origin: &str) -> (TcpStream, String) {
 #[tokio::test]
 async fn live_feeds_are_capped_per_client_over_real_websockets_and_freed_on_close() {
     let mut options = options(ConnectionLimits::default());
-    options.guard.limits.feeds_per_client = 2;
+    options.0.guard.limits.feeds_per_client = 2;
     let server = start(options).await;
     let own = format!("http://{}", server.addr);
     let (first, status) = open_feed(server.addr, &own).await;
@@ -177,11 +178,11 @@ async fn live_feeds_are_capped_per_client_over_real_websockets_and_freed_on_clos
 async fn https_serves_with_the_given_certificate_and_tells_browsers_to_keep_to_it() {
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut options = options(ConnectionLimits::default());
-    options.tls = Some(TlsFiles {
+    options.0.tls = Some(TlsFiles {
         cert: fixtures.join("tls-cert.pem"),
         key: fixtures.join("tls-key.pem"),
     });
-    options.guard.https = true;
+    options.0.guard.https = true;
     let server = start(options).await;
     let url = format!("https://localhost:{}/healthz", server.addr.port());
     let cert = fixtures.join("tls-cert.pem");

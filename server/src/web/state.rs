@@ -9,6 +9,7 @@ use leptos::prelude::LeptosOptions;
 
 use super::guard::Guard;
 use super::WebOptions;
+use crate::auth::Auth;
 use crate::backend::PipelineBackend;
 use crate::health::Health;
 use crate::live_feed::LiveFeed;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub guard: Guard,
     /// What an uploaded model must prove: what the scorers require.
     pub model_trust: ModelTrust,
+    /// Accounts, tokens, sessions: who may see what.
+    pub auth: Arc<Auth>,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             runs_scorer: options.runs_scorer,
             guard: Guard::new(options.guard.clone()),
             model_trust: ModelTrust::default(),
+            auth: Arc::new(Auth::new(options.auth.clone(), &options.site_root)),
         }
     }
 }
@@ -110,5 +114,11 @@ impl FromRef<AppState> for ModelTrust {
 impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
         state.leptos.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Auth> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
     }
 }

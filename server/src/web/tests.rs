@@ -21,14 +21,14 @@ use crate::model_store::ModelTrust;
 
 /// A pipeline that answers every submission the same way, and every model upload with
 /// `publishing` (keeping the models it published).
-struct Fake {
+pub(crate) struct Fake {
     answer: Result<Prediction, PredictError>,
     publishing: Result<(), PredictError>,
     published: Arc<Mutex<Vec<ChurnModel>>>,
 }
 
 impl Fake {
-    fn answering(answer: Result<Prediction, PredictError>) -> Fake {
+    pub(crate) fn answering(answer: Result<Prediction, PredictError>) -> Fake {
         Fake {
             answer,
             publishing: Ok(()),
@@ -79,7 +79,7 @@ impl Backend for Fake {
     }
 }
 
-fn prediction() -> Prediction {
+pub(crate) fn prediction() -> Prediction {
     serde_json::from_value(serde_json::json!({
         "id": "web-1", "name": "Flood", "churn_probability": 0.25, "churn": false, "threshold": 0.5,
         "model_version": "m-1", "scored_at": "2024-01-01T00:00:00.000Z", "top_factors": []
@@ -87,7 +87,8 @@ fn prediction() -> Prediction {
     .expect("a prediction")
 }
 
-/// The router as `churn serve` builds it, on a fake backend answering `answer`.
+/// The router as `churn serve` builds it, on a fake backend answering `answer`; every request
+/// carries an admin's API token (access itself is tested in `auth::tests`).
 fn router_with(
     answer: Result<Prediction, PredictError>,
     health: Arc<Health>,
@@ -101,14 +102,40 @@ fn router_with(
     )
 }
 
-/// The router on `fake`, with `trust` for uploaded models.
-fn router_on(fake: Fake, health: Arc<Health>, runs_scorer: bool, trust: ModelTrust) -> Router {
+/// Options for a test router: accounts in a fresh temp dir holding one admin API token, which
+/// `with_token` puts on every request.
+pub(crate) fn test_options(runs_scorer: bool) -> (WebOptions, String) {
+    let data_dir = tempfile::tempdir().expect("a temp dir").keep();
+    let (_, token) =
+        crate::auth::tokens::create(&data_dir, app::Role::Admin, "tests", chrono::Utc::now())
+            .expect("a token");
     let options = WebOptions::new(
         ([127, 0, 0, 1], 0).into(),
         std::env::temp_dir(),
         runs_scorer,
+        crate::auth::AuthOptions::new(data_dir),
     );
-    router_with_state(
+    (options, format!("Bearer {}", token.expose()))
+}
+
+/// Every request through `router` carries `bearer`.
+pub(crate) fn with_token(router: Router, bearer: String) -> Router {
+    router.layer(axum::middleware::map_request(
+        move |mut request: Request<Body>| {
+            let bearer = header::HeaderValue::from_str(&bearer).expect("a header");
+            async move {
+                request.headers_mut().insert(header::AUTHORIZATION, bearer);
+                request
+            }
+        },
+    ))
+}
+
+/// The router on `fake`, with `trust` for uploaded models; every request carries an admin's
+/// API token (access itself is tested in `auth::tests`).
+fn router_on(fake: Fake, health: Arc<Health>, runs_scorer: bool, trust: ModelTrust) -> Router {
+    let (options, bearer) = test_options(runs_scorer);
+    let router = router_with_state(
         AppState::with_parts(
             &options,
             Arc::new(fake),
@@ -117,18 +144,21 @@ fn router_on(fake: Fake, health: Arc<Health>, runs_scorer: bool, trust: ModelTru
             Arc::default(),
         )
         .with_model_trust(trust),
-    )
+    );
+    with_token(router, bearer)
 }
 
-/// The router as `churn serve` builds it with `options`, on a fake backend that predicts.
-pub(super) fn fake_router_with(options: &WebOptions) -> Router {
-    router_with_state(AppState::with_parts(
+/// The router as `churn serve` builds it with `options`, on a fake backend that predicts;
+/// every request carries `bearer`.
+pub(super) fn fake_router_with(options: &WebOptions, bearer: String) -> Router {
+    let router = router_with_state(AppState::with_parts(
         options,
         Arc::new(Fake::answering(Ok(prediction()))),
         Arc::default(),
         Arc::default(),
         Arc::default(),
-    ))
+    ));
+    with_token(router, bearer)
 }
 
 fn router(answer: Result<Prediction, PredictError>) -> Router {
@@ -136,7 +166,7 @@ fn router(answer: Result<Prediction, PredictError>) -> Router {
 }
 
 /// A customer record that validates.
-const RECORD: &str = r#"{"Names": "Flood", "Age": 40, "Total_Purchase": 5000, "Account_Manager": 0, "Years": 4,
+pub(crate) const RECORD: &str = r#"{"Names": "Flood", "Age": 40, "Total_Purchase": 5000, "Account_Manager": 0, "Years": 4,
     "Num_Sites": 8, "Onboard_date": "2012-05-06 07:08:09", "Location": "1 Main St, Springfield, IL 62701", "Company": "X"}"#;
 
 fn post(path: &str, content_type: &str, body: impl Into<String>) -> Request<Body> {
@@ -505,16 +535,10 @@ async fn every_answer_carries_the_security_headers_and_pages_a_nonce_they_use() 
 
 #[tokio::test]
 async fn a_flood_of_submissions_from_one_client_is_429_with_retry_after() {
-    let mut options = WebOptions::new(([127, 0, 0, 1], 0).into(), std::env::temp_dir(), false);
+    let (mut options, bearer) = test_options(false);
     options.guard.limits.submit_per_second = 1.try_into().unwrap();
     options.guard.limits.submit_burst = 3.try_into().unwrap();
-    let router = router_with_state(AppState::with_parts(
-        &options,
-        Arc::new(Fake::answering(Ok(prediction()))),
-        Arc::default(),
-        Arc::default(),
-        Arc::default(),
-    ));
+    let router = fake_router_with(&options, bearer);
     let mut statuses = Vec::new();
     for _ in 0..5 {
         let response = router

@@ -80,6 +80,50 @@ fn nonsense_on_the_command_line_is_a_usage_error_naming_the_flag_and_starts_noth
             "--addr",
         ),
         (
+            &[
+                "serve",
+                "--session-hours",
+                "0",
+                "--addr",
+                addr,
+                "--data-dir",
+                data,
+            ],
+            "--session-hours",
+        ),
+        // A sign-on header trusted from anywhere would let anyone name themselves admin.
+        (
+            &[
+                "serve",
+                "--trust-proxy-header",
+                "X-Forwarded-User",
+                "--addr",
+                addr,
+                "--data-dir",
+                data,
+            ],
+            "--trusted-proxies",
+        ),
+        (
+            &[
+                "serve",
+                "--trust-proxy-header",
+                "X-Forwarded-User",
+                "--trusted-proxies",
+                "proxy.example.com",
+                "--addr",
+                addr,
+                "--data-dir",
+                data,
+            ],
+            "--trusted-proxies",
+        ),
+        (
+            &["users", "add", "ann", "--role", "root", "--data-dir", data],
+            "--role",
+        ),
+        (&["tokens", "create", "--data-dir", data], "--role"),
+        (
             &["generate", "--messy", "1.5", "--output", "x.csv"],
             "--messy",
         ),

@@ -182,6 +182,11 @@ fn hostile(rng: &mut impl rand::Rng, i: usize) -> Hostile {
 
 /// GET on 127.0.0.1:port: the status code and the body, or `None` when nothing answers.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_as(port, path, None)
+}
+
+/// GET with an API token (`Authorization: Bearer`), for what needs a signed-in user.
+fn http_get_as(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(
         &([127, 0, 0, 1], port).into(),
@@ -191,9 +196,12 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{authorization}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = Vec::new();
@@ -260,6 +268,13 @@ async fn a_hostile_stream_through_a_scorer_killed_mid_stream_scores_every_good_r
     );
 
     let web_port = server::broker::free_port();
+    let (_, viewer) = server::auth::tokens::create(
+        &p.dir.path().join("data"),
+        app::Role::Viewer,
+        "hostile test",
+        chrono::Utc::now(),
+    )
+    .unwrap();
     let mut web = churn(&[
         "serve",
         "--no-scorer",
@@ -418,6 +433,9 @@ async fn a_hostile_stream_through_a_scorer_killed_mid_stream_scores_every_good_r
     .await;
     assert_eq!(http_get(web_port, "/healthz").map(|(s, _)| s), Some(200));
     let (status, page) = http_get(web_port, "/dashboard").expect("the dashboard answers");
+    assert_eq!(status, 401, "a stranger is refused: {page}");
+    let (status, page) =
+        http_get_as(web_port, "/dashboard", Some(viewer.expose())).expect("the dashboard answers");
     assert_eq!(status, 200, "{page}");
 
     let duplicates = scored.len() - expected_ids.len();
