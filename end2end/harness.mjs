@@ -60,6 +60,14 @@ export async function startProduct({ replayRate = 20, extraArgs = [] } = {}) {
   const model = join(dir, 'model.json');
   execFileSync(churn, ['generate', '--rows', '400', '--output', csv]);
   execFileSync(churn, ['train', '--input', csv, '--output', model]);
+  // Accounts before the first start (so serve creates no admin of its own): one per role, and
+  // an admin API token for the tests' own requests.
+  for (const [user, role] of Object.entries(USERS)) {
+    execFileSync(churn, ['users', 'add', user, '--role', role, '--password-stdin', '--data-dir', dir],
+      { input: `${PASSWORD}\n` });
+  }
+  const token = execFileSync(churn, ['tokens', 'create', '--role', 'admin', '--name', 'e2e', '--data-dir', dir])
+    .toString().trim().split('\n').pop().trim();
   const port = await freePort();
   let brokerPort;
   do brokerPort = await freePort(); while (brokerPort === port);
@@ -84,7 +92,7 @@ export async function startProduct({ replayRate = 20, extraArgs = [] } = {}) {
   await startBroker();
   const serveArgs = [
     'serve', '--addr', `127.0.0.1:${port}`, '--brokers', `127.0.0.1:${brokerPort}`,
-    '--model', model, '--replay', csv, '--replay-rate', String(replayRate), '--reply-timeout', '8',
+    '--data-dir', dir, '--model', model, '--replay', csv, '--replay-rate', String(replayRate), '--reply-timeout', '8',
     ...extraArgs,
   ];
   const startServer = () => keep(spawn(churn, serveArgs,
@@ -109,7 +117,11 @@ export async function startProduct({ replayRate = 20, extraArgs = [] } = {}) {
     await until(`${url}/healthz`, 60_000, async () => (await fetch(`${url}/healthz`)).ok);
   };
   return {
-    url, dir, logs, browser, startBroker, stopBroker, brokerPort, restartServer,
+    url, dir, logs, browser, startBroker, stopBroker, brokerPort, restartServer, token,
+    /// `fetch` as a program with an admin API token.
+    fetch: (target, init = {}) => fetch(target, {
+      ...init, headers: { authorization: `Bearer ${token}`, ...(init.headers ?? {}) },
+    }),
     async stop() {
       await browser.close().catch(() => {});
       await stopProcess(server);
@@ -119,11 +131,39 @@ export async function startProduct({ replayRate = 20, extraArgs = [] } = {}) {
   };
 }
 
-/// Opens the page and waits until the WASM bundle has hydrated it.
-export async function openHydrated(product, viewport, path = '/') {
+/// One account per role, made before the server starts; all share the test password.
+export const USERS = { 'e2e-admin': 'admin', 'e2e-analyst': 'analyst', 'e2e-viewer': 'viewer' };
+export const PASSWORD = 'e2e-password-123';
+
+/// Signs `page` in through the sign-in page.
+export async function signIn(product, page, user = 'e2e-admin', password = PASSWORD) {
+  await page.goto(`${product.url}/login`);
+  await page.fill('#login-user', user);
+  await page.fill('#login-password', password);
+  await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/login')), page.click('#login-submit')]);
+}
+
+/// A session cookie for `user`, from the sign-in form posted as the browser would.
+export async function sessionCookie(product, user = 'e2e-admin') {
+  const response = await fetch(`${product.url}/login`, {
+    method: 'POST', redirect: 'manual',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', origin: product.url },
+    body: new URLSearchParams({ user, password: PASSWORD, next: '/' }),
+  });
+  const cookie = response.headers.get('set-cookie') ?? '';
+  const value = cookie.match(/churn_session=([^;]+)/)?.[1];
+  if (!value) throw new Error(`no session for ${user}: ${response.status}`);
+  return { name: 'churn_session', value, url: product.url };
+}
+
+/// Opens the page, signed in as `user`, and waits until the WASM bundle has hydrated it. Any
+/// Content-Security-Policy violation (a script or style the policy blocks) is an error.
+export async function openHydrated(product, viewport, path = '/', user = 'e2e-admin') {
   const page = await product.browser.newPage(viewport ? { viewport } : {});
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => { if (/Content.Security.Policy/i.test(m.text())) errors.push(m.text()); });
+  await signIn(product, page, user);
   await page.goto(product.url + path);
   await page.waitForFunction(() => document.documentElement.dataset.hydrated === 'true', null, { timeout: 30_000 });
   return { page, errors };

@@ -1,7 +1,7 @@
 // The web app as a user sees it: real Chromium, real server, real broker, real scorer.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startProduct, openHydrated, sleep } from '../harness.mjs';
+import { startProduct, openHydrated, sessionCookie, signIn, sleep } from '../harness.mjs';
 
 let product;
 let page;
@@ -80,6 +80,9 @@ test('the live feed reconnects by itself when the connection drops', async () =>
   const restarted = product.restartServer();
   await page.waitForFunction(() => !document.querySelector('.conn').classList.contains('on'), null, { timeout: 20_000 });
   await restarted;
+  // Sessions live in the server's memory: a restart signs browsers out. Signing in again in
+  // another tab (here: a session cookie) is enough; the open page reconnects by itself, without a reload.
+  await page.context().addCookies([await sessionCookie(product)]);
   await page.waitForFunction(() => document.querySelector('.conn').classList.contains('on'), null, { timeout: 20_000 });
   const after = await received();
   await page.waitForFunction((n) => {
@@ -90,6 +93,7 @@ test('the live feed reconnects by itself when the connection drops', async () =>
 
 test('the page fits a phone screen', async () => {
   const phone = await product.browser.newPage({ viewport: { width: 390, height: 844 } });
+  await signIn(product, phone);
   await phone.goto(product.url);
   await phone.locator('#field-age').waitFor();
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
@@ -101,17 +105,17 @@ test('web input is guarded: 413 for oversized bodies, 4xx for malformed payloads
   assert.ok(predictUrl, 'the form has called its server function');
   const big = 'a'.repeat(200_000);
   for (const url of [predictUrl, `${product.url}/api/v1/predict`]) {
-    const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: big });
+    const response = await product.fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: big });
     assert.equal(response.status, 413, url);
   }
-  const garbage = await fetch(predictUrl, {
+  const garbage = await product.fetch(predictUrl, {
     method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'garbage=%%%',
   });
   assert.equal(garbage.status, 400);
   assert.match(JSON.stringify(await garbage.json()), /BadRequest/);
-  const notJson = await fetch(`${product.url}/api/v1/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{not json' });
+  const notJson = await product.fetch(`${product.url}/api/v1/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{not json' });
   assert.equal(notJson.status, 400);
-  const invalid = await fetch(`${product.url}/api/v1/predict`, {
+  const invalid = await product.fetch(`${product.url}/api/v1/predict`, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ Names: 'A', Age: -4 }),
   });
   assert.equal(invalid.status, 422);
@@ -122,13 +126,13 @@ test('web input is guarded: 413 for oversized bodies, 4xx for malformed payloads
     Names: 'Flood', Age: 40, Total_Purchase: 5000, Account_Manager: 0, Years: 4, Num_Sites: 8,
     Onboard_date: '2012-05-06 07:08:09', Location: '1 Main St, Springfield, IL 62701', Company: 'X',
   };
-  const statuses = await Promise.all(Array.from({ length: 200 }, () => fetch(`${product.url}/api/v1/predict`, {
+  const statuses = await Promise.all(Array.from({ length: 200 }, () => product.fetch(`${product.url}/api/v1/predict`, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(record),
   }).then((r) => r.status)));
   assert.ok(statuses.includes(429), `some refused: ${statuses.join(',')}`);
   assert.ok(statuses.includes(200), 'some served');
   assert.ok(statuses.every((s) => s === 200 || s === 429), statuses.join(','));
-  const metrics = await (await fetch(`${product.url}/metrics`)).text();
+  const metrics = await (await product.fetch(`${product.url}/metrics`)).text();
   assert.match(metrics, /^churn_pending_requests 0$/m, 'nothing left waiting');
 });
 

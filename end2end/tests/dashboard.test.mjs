@@ -35,11 +35,11 @@ test('the dashboard numbers and charts move while replay runs', async () => {
 });
 
 test('operations endpoints: readiness and Prometheus metrics', async () => {
-  const ready = await fetch(`${product.url}/readyz`);
+  const ready = await product.fetch(`${product.url}/readyz`);
   assert.equal(ready.status, 200);
   assert.deepEqual(await ready.json(),
     { broker_reachable: true, model_loaded: true, consumer_assigned: true, failed_tasks: [] });
-  const metrics = await (await fetch(`${product.url}/metrics`)).text();
+  const metrics = await (await product.fetch(`${product.url}/metrics`)).text();
   const scored = Number(metrics.match(/^churn_records_scored_total (\d+)$/m)?.[1]);
   assert.ok(scored > 0, metrics);
   assert.match(metrics, /^churn_model_info\{version="m-[0-9a-f]{12}"\} 1$/m);
@@ -69,6 +69,6 @@ test('the top bar moves between pages, and the pipeline card counts live without
   await page.click('nav a[href="/dashboard"]');
   await page.locator('#dash-count').waitFor({ timeout: 30_000 });
   assert.equal(await page.locator('nav a[aria-current="page"]').textContent(), 'Dashboard');
-  assert.equal((await fetch(`${product.url}/no-such-page`)).status, 404);
+  assert.equal((await product.fetch(`${product.url}/no-such-page`)).status, 404);
   assert.deepEqual(errors, []);
 });
