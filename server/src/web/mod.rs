@@ -229,10 +229,10 @@ pub fn router_with_state(state: AppState) -> Router {
     let routes = guard::inner_layers(routes, &state.guard).layer(
         axum::middleware::from_fn_with_state(state.auth.clone(), auth::check::require_access),
     );
-    guard::outer_layers(routes, &state.guard)
-        // A panic in a handler (a bug) answers 500 for that request; the server goes on.
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
-        .with_state(state)
+    // A panic in a handler (a bug) answers 500 for that request, with the security headers;
+    // the server goes on.
+    let routes = routes.layer(tower_http::catch_panic::CatchPanicLayer::new());
+    guard::outer_layers(routes, &state.guard).with_state(state)
 }
 
 /// Takes the web app's address, so that a busy port fails the command before anything starts.

@@ -62,9 +62,12 @@ fn authority_of_origin(origin: &str) -> Option<String> {
 }
 
 /// Why a request is refused, or `None` when it may go on.
+///
+/// `authority` is the URI's host for HTTP/2, which sends no `Host` header.
 pub fn refusal(
     method: &Method,
     headers: &HeaderMap,
+    authority: Option<&str>,
     allowed: &AllowedOrigins,
 ) -> Option<&'static str> {
     if !needs_same_origin(method, headers) {
@@ -81,6 +84,7 @@ pub fn refusal(
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
+            .or(authority)
             .map(|h| h.trim().to_ascii_lowercase());
         // The Host check has already vouched for the host: an origin naming it is this site.
         let same = match (authority_of_origin(&origin), host) {
@@ -110,9 +114,11 @@ pub async fn check(
     request: Request,
     next: Next,
 ) -> Response {
+    let authority = request.uri().authority().map(|a| a.as_str());
     match refusal(
         request.method(),
         request.headers(),
+        authority,
         &options.allowed_origins,
     ) {
         None => next.run(request).await,

@@ -76,7 +76,7 @@ fn writes_and_websockets_from_another_site_are_refused() {
             ("origin", "http://churn.example.com"),
         ]),
     ] {
-        assert_eq!(refusal(&Method::POST, &ok, &none), None, "{ok:?}");
+        assert_eq!(refusal(&Method::POST, &ok, None, &none), None, "{ok:?}");
     }
     for bad in [
         headers(&[host, ("origin", "http://evil.example")]),
@@ -88,29 +88,37 @@ fn writes_and_websockets_from_another_site_are_refused() {
         headers(&[host, ("sec-fetch-site", "same-site")]),
     ] {
         for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
-            assert!(refusal(&method, &bad, &none).is_some(), "{method} {bad:?}");
+            assert!(
+                refusal(&method, &bad, None, &none).is_some(),
+                "{method} {bad:?}"
+            );
         }
         let mut upgrade = bad.clone();
         upgrade.extend(headers(&ws));
         assert!(
-            refusal(&Method::GET, &upgrade, &none).is_some(),
+            refusal(&Method::GET, &upgrade, None, &none).is_some(),
             "websocket {bad:?}"
         );
         // Reading a page is not a write: the browser keeps another site from seeing it.
-        assert_eq!(refusal(&Method::GET, &bad, &none), None);
+        assert_eq!(refusal(&Method::GET, &bad, None, &none), None);
     }
     // An origin with no host to compare it with is no proof of the same site.
     let no_host = headers(&[("origin", "http://127.0.0.1:3000")]);
-    assert!(refusal(&Method::POST, &no_host, &none).is_some());
+    assert!(refusal(&Method::POST, &no_host, None, &none).is_some());
+    // HTTP/2 names the host in the URI instead of a Host header.
+    assert_eq!(
+        refusal(&Method::POST, &no_host, Some("127.0.0.1:3000"), &none),
+        None
+    );
     let mut foreign = headers(&ws);
     foreign.insert(
         header::ORIGIN,
         HeaderValue::from_static("https://portal.example"),
     );
     foreign.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-    assert!(refusal(&Method::GET, &foreign, &none).is_some());
+    assert!(refusal(&Method::GET, &foreign, None, &none).is_some());
     let portal = AllowedOrigins::new(["https://portal.example/"]);
-    assert_eq!(refusal(&Method::GET, &foreign, &portal), None);
+    assert_eq!(refusal(&Method::GET, &foreign, None, &portal), None);
 }
 
 #[test]
