@@ -8,6 +8,18 @@ source "$here/scripts/env.sh"
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
+# Debian packages the build and tests need: OpenSSL headers for librdkafka's SASL/TLS (rdkafka's
+# "ssl" feature), pkg-config to find them, curl for the HTTPS test. Seconds when present.
+missing=()
+for package in libssl-dev pkg-config curl; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 toolchain="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$here/rust-toolchain.toml")"
 if ! rustup toolchain list | grep -q "^$toolchain"; then
   log "installing Rust $toolchain (+wasm32)"
