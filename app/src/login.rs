@@ -83,12 +83,17 @@ fn current_query() -> String {
 }
 
 /// A plain HTML form posted to the server (`POST /login`): it works before the WASM bundle loads.
+/// Opened from a one-time link (`/login?once=...`) it asks for one click instead: the token is
+/// posted, not used by the GET, so another site cannot sign a visitor into someone's account.
 #[component]
 pub fn LoginPage() -> impl IntoView {
     let query = current_query();
     let next = query_param(&query, "next")
         .filter(|next| local_path(next).is_some())
         .unwrap_or_else(|| "/".to_owned());
+    if let Some(once) = query_param(&query, "once").filter(|once| !once.is_empty()) {
+        return view! { <LinkConfirmation once=once/> }.into_any();
+    }
     let failed = query_param(&query, "failed").map(|why| match why.as_str() {
         FAILED_LINK => "This sign-in link was already used or has expired: ask an admin for a new one (churn users link NAME).",
         _ => "Wrong user name or password.",
@@ -113,6 +118,24 @@ pub fn LoginPage() -> impl IntoView {
             <p class="muted small">"No account yet? An admin creates one with "
                 <span class="mono">"churn users add NAME --role viewer"</span>
                 " or prints a one-time sign-in link with "<span class="mono">"churn users link NAME"</span>"."</p>
+        </section>
+    }
+    .into_any()
+}
+
+/// The one-time link's page: what the link does, and the button that uses it.
+#[component]
+fn LinkConfirmation(once: String) -> impl IntoView {
+    view! {
+        <section class="card login-card" aria-labelledby="login-title">
+            <h1 id="login-title">"Sign in with a one-time link"</h1>
+            <p class="lead">"This link signs you in once, within 15 minutes of being made. "
+                "Continue only if you asked for it: it may be someone else's account."</p>
+            <form method="post" action="/login" class="login-form">
+                <input type="hidden" name="once" value=once/>
+                <input type="hidden" name="next" value="/"/>
+                <div class="form-actions"><button type="submit" id="login-continue" autofocus>"Continue to the app"</button></div>
+            </form>
         </section>
     }
 }

@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { startProduct, openHydrated } from '../harness.mjs';
@@ -32,6 +33,39 @@ test('a stranger is sent to sign in or refused everywhere but health', async () 
     assert.equal(response.status, 401, path);
   }
   assert.equal((await fetch(`${product.url}/healthz`)).status, 200);
+});
+
+test('a one-time link signs in only after Continue, once, and never from another site', async () => {
+  const link = execFileSync(process.env.CHURN_BIN,
+    ['users', 'link', 'e2e-analyst', '--url', product.url, '--data-dir', product.dir]).toString();
+  const url = link.match(/https?:\/\/\S+once=\S+/)?.[0];
+  assert.ok(url, link);
+  const token = new URL(url).searchParams.get('once');
+  // Another site posting the token for a visitor (login CSRF) is refused, and uses nothing up.
+  const forged = await fetch(`${product.url}/login`, {
+    method: 'POST', redirect: 'manual',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', origin: 'http://evil.example' },
+    body: new URLSearchParams({ once: token, next: '/' }),
+  });
+  assert.equal(forged.status, 403);
+
+  const page = await product.browser.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (/Content.Security.Policy/i.test(m.text())) errors.push(m.text()); });
+  await page.goto(url);
+  assert.equal((await page.context().cookies()).filter((c) => c.name === 'churn_session').length, 0,
+    'opening the link alone does not sign in');
+  await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/login')), page.click('#login-continue')]);
+  assert.equal(new URL(page.url()).pathname, '/');
+  assert.ok(await page.locator('#score-form, form').first().isVisible(), 'the analyst sees the app');
+  // Used up: a second visit ends on the sign-in page saying so.
+  const again = await product.browser.newPage();
+  await again.goto(url);
+  await Promise.all([again.waitForURL(/failed=link/), again.click('#login-continue')]);
+  assert.match(await again.locator('#login-error').innerText(), /already used or has expired/);
+  assert.deepEqual(errors, []);
+  await page.close();
+  await again.close();
 });
 
 test('each role sees its share: a viewer no names and no form, an analyst no broker settings', async () => {

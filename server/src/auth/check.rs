@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use axum_extra::extract::CookieJar;
 
-use super::login::{self, SESSION_COOKIE};
+use super::login::SESSION_COOKIE;
 use super::policy::{self, Access};
 use super::Auth;
 
@@ -140,15 +140,6 @@ pub async fn require_access(
     next: Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
-    if request.method() == Method::GET && path == "/login" {
-        let once = request
-            .uri()
-            .query()
-            .and_then(|query| app::login::query_param(query, "once"));
-        if let Some(token) = once {
-            return login::sign_in_with_link(&auth, &token);
-        }
-    }
     let access = policy::access(&path, &auth.site_root);
     if access == Access::Metrics && auth.options.metrics_elsewhere {
         return StatusCode::NOT_FOUND.into_response();

@@ -1,5 +1,7 @@
-//! Signing in and out: `POST /login` (the sign-in page's form), `POST /logout`, and the
-//! one-time link `GET /login?once=<token>` (dispatched here by the request check).
+//! Signing in and out: `POST /login` (the sign-in page's form, with a password or with a
+//! one-time link's token) and `POST /logout`. Opening a link (`GET /login?once=<token>`) only
+//! shows a "Continue" button that posts the token: a GET that signed in would let another site
+//! sign a visitor into the attacker's account (login CSRF), while a POST is same-origin checked.
 
 use std::sync::Arc;
 
@@ -34,6 +36,9 @@ pub struct SignInForm {
     password: String,
     #[serde(default)]
     next: String,
+    /// A one-time link's token, instead of a name and password.
+    #[serde(default)]
+    once: String,
 }
 
 impl std::fmt::Debug for SignInForm {
@@ -42,6 +47,7 @@ impl std::fmt::Debug for SignInForm {
             .field("user", &self.user)
             .field("password", &"<redacted>")
             .field("next", &self.next)
+            .field("once", &"<redacted>")
             .finish()
     }
 }
@@ -68,18 +74,19 @@ async fn sign_in(
     Form(form): Form<SignInForm>,
 ) -> Response {
     let next = app::login::local_path(&form.next).unwrap_or("/").to_owned();
-    let password = Secret::new(form.password);
-    match auth
-        .sign_in(&form.user, password, peer_ip(&extensions))
-        .await
-    {
+    let peer = peer_ip(&extensions);
+    let (signed, failed_page) = if form.once.is_empty() {
+        let password = Secret::new(form.password);
+        let signed = auth.sign_in(&form.user, password, peer).await;
+        (signed, app::login::FAILED_PASSWORD)
+    } else {
+        let signed = auth.sign_in_with_link(&form.once, peer).await;
+        (signed, app::login::FAILED_LINK)
+    };
+    match signed {
         Ok(session) => signed_in(&auth, session, &next),
         Err(SignInError::Wrong) => {
-            let again = format!(
-                "{}&failed={}",
-                app::login::sign_in_path(&next),
-                app::login::FAILED_PASSWORD
-            );
+            let again = format!("{}&failed={failed_page}", app::login::sign_in_path(&next));
             Redirect::to(&again).into_response()
         }
         Err(e @ (SignInError::TooMany(_) | SignInError::Busy)) => {
@@ -94,6 +101,15 @@ async fn sign_in(
             )
                 .into_response()
         }
+        Err(SignInError::Server(e)) => {
+            // The detail (a path under the data directory) goes to the log, not the browser.
+            let id = crate::error_id::log("signing in", &e);
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Signing in failed on the server (error id {id}): tell an admin."),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -104,18 +120,4 @@ async fn sign_out(State(auth): State<Arc<Auth>>, jar: CookieJar) -> Response {
     let mut gone = session_cookie(&auth, String::new());
     gone.make_removal();
     (CookieJar::new().add(gone), Redirect::to("/login")).into_response()
-}
-
-/// `GET /login?once=<token>`: a session and the app, or back to the sign-in page saying why.
-pub fn sign_in_with_link(auth: &Auth, token: &str) -> Response {
-    match auth.sign_in_with_link(token) {
-        Ok(Some(session)) => signed_in(auth, session, "/"),
-        Ok(None) => {
-            Redirect::to(&format!("/login?failed={}", app::login::FAILED_LINK)).into_response()
-        }
-        Err(e) => {
-            tracing::error!("cannot use a login link: {e}");
-            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
-        }
-    }
 }

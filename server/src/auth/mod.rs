@@ -185,6 +185,9 @@ pub enum SignInError {
     TooMany(Duration),
     #[error("too many sign-ins at once: try again in a moment")]
     Busy,
+    /// The data directory could not be read or written; the detail goes to the log only.
+    #[error("signing in failed on the server")]
+    Server(#[source] AuthError),
 }
 
 /// The access state of a web server: the files (re-read when they change), the sessions, and
@@ -275,13 +278,33 @@ impl Auth {
         }
     }
 
-    /// Uses a one-time login link: a session when it is valid, `None` when used or expired.
-    pub fn sign_in_with_link(&self, token: &str) -> Result<Option<Secret>, AuthError> {
+    /// Uses a one-time login link: a session when it is valid. Used-up, expired and unknown
+    /// links are all `Wrong`, and count against the client's address like wrong passwords, so
+    /// links cannot be guessed in bulk.
+    pub async fn sign_in_with_link(
+        &self,
+        token: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Secret, SignInError> {
         let now = self.now();
-        let Some(name) = links::redeem(&self.options.data_dir, token, now)? else {
-            return Ok(None);
-        };
-        Ok(self.user(&name).map(|user| self.sessions.start(&user, now)))
+        let keys = limits::keys("one-time link", peer);
+        if let Some(wait) = self.limits.retry_after(&keys, now) {
+            return Err(SignInError::TooMany(wait));
+        }
+        // File reads (and a locked write for a real link) off the runtime's threads.
+        let (dir, token) = (self.options.data_dir.clone(), token.to_owned());
+        let redeemed = tokio::task::spawn_blocking(move || links::redeem(&dir, &token, now))
+            .await
+            .map_err(|_| SignInError::Busy)?
+            .map_err(SignInError::Server)?;
+        match redeemed.and_then(|name| self.user(&name)) {
+            Some(user) => Ok(self.sessions.start(&user, now)),
+            None => {
+                self.limits.failed(&keys, now);
+                tracing::info!(peer = ?peer, "a one-time sign-in link was refused: used, expired or unknown");
+                Err(SignInError::Wrong)
+            }
+        }
     }
 
     /// The user of a live session, with their current role; a session whose user was removed

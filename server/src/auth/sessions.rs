@@ -13,6 +13,10 @@ use super::{digest, Secret};
 pub const IDLE: TimeDelta = TimeDelta::hours(2);
 /// Sessions kept at most; past it the oldest is ended (each is a few hundred bytes).
 pub const MAX_SESSIONS: usize = 10_000;
+/// Sessions kept per user at most; past it that user's oldest is ended. So one account signing
+/// in over and over ends only its own sessions, never everyone's (100 users would be needed to
+/// reach `MAX_SESSIONS`).
+pub const MAX_PER_USER: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -53,19 +57,14 @@ impl Sessions {
     pub fn start(&self, user: &User, now: DateTime<Utc>) -> Secret {
         let id = Secret::random_hex("");
         let mut sessions = self.by_digest.lock().expect("sessions lock");
-        if sessions.len() >= self.cap {
+        let theirs = sessions.values().filter(|s| s.user == user.name).count();
+        if sessions.len() >= self.cap || theirs >= MAX_PER_USER {
             sessions.retain(|_, s| !self.expired(s, now));
         }
-        while sessions.len() >= self.cap {
-            let oldest = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.created)
-                .map(|(key, _)| key.clone());
-            match oldest {
-                Some(key) => sessions.remove(&key),
-                None => break,
-            };
+        while sessions.values().filter(|s| s.user == user.name).count() >= MAX_PER_USER {
+            end_oldest(&mut sessions, |s| s.user == user.name);
         }
+        while sessions.len() >= self.cap && end_oldest(&mut sessions, |_| true) {}
         sessions.insert(
             digest(id.expose()),
             Session {
@@ -105,6 +104,16 @@ impl Sessions {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Ends the oldest session `which` picks; false when there is none.
+fn end_oldest(sessions: &mut HashMap<String, Session>, which: impl Fn(&Session) -> bool) -> bool {
+    let oldest = sessions
+        .iter()
+        .filter(|(_, s)| which(s))
+        .min_by_key(|(_, s)| s.created)
+        .map(|(key, _)| key.clone());
+    oldest.is_some_and(|key| sessions.remove(&key).is_some())
 }
 
 #[cfg(test)]
@@ -163,6 +172,26 @@ mod tests {
         assert!(ids[1..]
             .iter()
             .all(|id| sessions.resume(id.expose(), now).is_some()));
+    }
+
+    #[test]
+    fn one_user_signing_in_over_and_over_ends_only_their_own_sessions() {
+        let sessions = Sessions::new(TimeDelta::hours(12), MAX_SESSIONS);
+        let t0 = Utc::now();
+        let others: Vec<_> = (0..50)
+            .map(|i| sessions.start(&user(&format!("u{i}"), "h"), t0))
+            .collect();
+        let mallory = user("mallory", "h");
+        let mut last = None;
+        for i in 0..(MAX_SESSIONS as i64 + 500) {
+            last = Some(sessions.start(&mallory, t0 + TimeDelta::milliseconds(i)));
+        }
+        let now = t0 + TimeDelta::seconds(20);
+        assert_eq!(sessions.len(), 50 + MAX_PER_USER);
+        assert!(others
+            .iter()
+            .all(|id| sessions.resume(id.expose(), now).is_some()));
+        assert!(sessions.resume(last.unwrap().expose(), now).is_some());
     }
 
     #[test]

@@ -592,13 +592,49 @@ async fn a_bad_token_is_refused_even_with_a_good_session() {
     }
 }
 
+impl Site {
+    /// Posts a one-time link's token, as the link page's "Continue" button does.
+    async fn use_link(&self, token: &str, origin: Option<&str>, peer: [u8; 4]) -> Response {
+        let mut request = Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::HOST, "127.0.0.1:3000");
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        let body = format!("once={}&next=%2F", enc(token));
+        self.send(from_peer(request.body(Body::from(body)).unwrap(), peer))
+            .await
+    }
+}
+
 #[tokio::test]
 async fn a_one_time_link_works_once_and_only_for_fifteen_minutes() {
     let site = Site::new();
     let dir = site.data.path();
     let token = links::create(dir, "al", site.auth.now()).unwrap();
+
+    // Opening the link only asks: no session, and the link is still good.
     let url = format!("/login?once={}", token.expose());
-    let response = site.send(page(&url).body(Body::empty()).unwrap()).await;
+    let opened = site.send(page(&url).body(Body::empty()).unwrap()).await;
+    assert_eq!(opened.status(), StatusCode::OK);
+    assert!(
+        set_cookie(opened.headers()).is_none(),
+        "a GET never signs in"
+    );
+    let form = text_of(opened).await;
+    assert!(form.contains("login-continue"), "{form}");
+    assert!(form.contains(token.expose()), "the form posts the token");
+
+    // Another site cannot post it for the visitor (login CSRF): refused, link not used up.
+    let foreign = site
+        .use_link(token.expose(), Some("http://evil.example"), [10, 0, 0, 2])
+        .await;
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(foreign.headers()).is_none());
+
+    let response = site
+        .use_link(token.expose(), Some("http://127.0.0.1:3000"), [10, 0, 0, 2])
+        .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), "/");
     let cookie = session_cookie(response.headers()).unwrap();
@@ -607,20 +643,38 @@ async fn a_one_time_link_works_once_and_only_for_fifteen_minutes() {
         StatusCode::OK
     );
 
-    let used = site.send(page(&url).body(Body::empty()).unwrap()).await;
-    assert_eq!(location(&used), "/login?failed=link");
+    let used = site.use_link(token.expose(), None, [10, 0, 0, 2]).await;
+    assert_eq!(location(&used), "/login?next=/&failed=link");
     assert!(set_cookie(used.headers()).is_none());
 
     let late = links::create(dir, "al", site.auth.now()).unwrap();
     site.advance(TimeDelta::minutes(15));
-    let url = format!("/login?once={}", late.expose());
-    let expired = site.send(page(&url).body(Body::empty()).unwrap()).await;
-    assert_eq!(location(&expired), "/login?failed=link");
+    let expired = site.use_link(late.expose(), None, [10, 0, 0, 2]).await;
+    assert_eq!(location(&expired), "/login?next=/&failed=link");
     assert!(set_cookie(expired.headers()).is_none());
-    let guessed = site
-        .send(page("/login?once=00").body(Body::empty()).unwrap())
-        .await;
-    assert_eq!(location(&guessed), "/login?failed=link");
+    let guessed = site.use_link("00", None, [10, 0, 0, 2]).await;
+    assert_eq!(location(&guessed), "/login?next=/&failed=link");
+}
+
+#[tokio::test]
+async fn guessing_links_gets_429_per_address_without_touching_the_file_lock() {
+    let site = Site::new();
+    let good = links::create(site.data.path(), "al", site.auth.now()).unwrap();
+    let lock = links::path(site.data.path()).with_extension("json.lock");
+    let _ = std::fs::remove_file(&lock);
+    for i in 0..super::limits::MAX_FAILURES {
+        let guess = site
+            .use_link(&format!("{i:064x}"), None, [10, 6, 6, 6])
+            .await;
+        assert_eq!(guess.status(), StatusCode::SEE_OTHER);
+    }
+    assert!(!lock.exists(), "a guess takes no lock and writes nothing");
+    let blocked = site.use_link(good.expose(), None, [10, 6, 6, 6]).await;
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(blocked.headers().contains_key(header::RETRY_AFTER));
+    // The link was not used by the refused try: its owner, elsewhere, still gets in.
+    let owner = site.use_link(good.expose(), None, [10, 5, 5, 5]).await;
+    assert!(session_cookie(owner.headers()).is_some());
 }
 
 #[tokio::test]
@@ -700,7 +754,7 @@ async fn the_proxy_header_is_honoured_only_from_a_trusted_peer() {
 }
 
 #[tokio::test]
-async fn guessing_passwords_gets_429_per_address_and_per_name() {
+async fn guessing_passwords_gets_429_per_address_and_cannot_lock_an_account_out() {
     let site = Site::new();
     for _ in 0..super::limits::MAX_FAILURES {
         let response = site
@@ -720,9 +774,11 @@ async fn guessing_passwords_gets_429_per_address_and_per_name() {
         .parse()
         .unwrap();
     assert!((1..=15 * 60).contains(&wait), "{wait}");
-    // The same name from elsewhere, and another name from the same address: blocked too.
+    // Another name from the same address: blocked too. The same name from elsewhere is not: a
+    // guesser cannot lock the account's owner out.
     let elsewhere = site.sign_in_from("al", PASSWORD, "/", [10, 8, 8, 8]).await;
-    assert_eq!(elsewhere.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(elsewhere.status(), StatusCode::SEE_OTHER);
+    assert!(session_cookie(elsewhere.headers()).is_some());
     let other_name = site.sign_in_from("ann", PASSWORD, "/", [10, 9, 9, 9]).await;
     assert_eq!(other_name.status(), StatusCode::TOO_MANY_REQUESTS);
     // Others are not locked out, and after the window the user may try again.

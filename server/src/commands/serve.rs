@@ -246,7 +246,11 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     }
     super::users::announce_sign_in(
         &args.broker.data_dir,
-        &format!("http://{}", listener.local_addr()?),
+        &format!(
+            "{}://{}",
+            if web.tls.is_some() { "https" } else { "http" },
+            listener.local_addr()?
+        ),
         args.access.login_link,
     )?;
     tasks.spawn(

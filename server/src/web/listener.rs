@@ -1,6 +1,7 @@
 //! Where the web server meets the network: the socket, HTTPS (rustls) when given a certificate,
-//! and the limits on connections themselves — in all and per address, and how long a client may
-//! take to send its headers — so slow or numerous clients cannot hold the server's sockets.
+//! and the limits on connections themselves — in all and per address, how long a client may
+//! take to send its headers and how long a connection may stay quiet — so slow, idle or numerous
+//! clients cannot hold the server's sockets.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,6 +37,10 @@ pub struct ConnectionLimits {
     /// A client that has not sent a request's headers within this time is disconnected; this
     /// also ends idle keep-alive connections.
     pub header_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed, whatever it
+    /// speaks: HTTP/2 (hyper has no idle timeout for it) or a websocket whose browser is gone.
+    /// Open live feeds get a status message every 2 s, so only dead or hostile ones reach it.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -45,6 +50,7 @@ impl Default for ConnectionLimits {
             // A browser opens 6 connections per site, plus websockets for a few tabs.
             per_address: 256,
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -97,11 +103,12 @@ fn configure(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    // No HTTP/2 keep-alive pings: a client answering them would count as busy for ever; the
+    // idle timeout on the connection itself ends quiet HTTP/2 connections instead.
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(Some(limits.header_timeout))
-        .keep_alive_timeout(limits.header_timeout);
+        .keep_alive_interval(None);
 }
 
 /// Reads the certificate and key, failing with what to do about it.
@@ -179,6 +186,55 @@ impl Drop for Admitted {
 pub struct LimitedStream {
     inner: TcpStream,
     _admitted: Admitted,
+    idle: Duration,
+    /// When the connection counts as idle: moved on by every byte read or written.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl LimitedStream {
+    fn new(inner: TcpStream, admitted: Admitted, idle: Duration) -> LimitedStream {
+        LimitedStream {
+            inner,
+            _admitted: admitted,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    fn moved(&mut self) {
+        let next = tokio::time::Instant::now() + self.idle;
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// After a pending read or write: the error that closes a connection quiet for too long.
+    fn idle_expired(&mut self, cx: &mut TaskContext<'_>) -> Option<io::Error> {
+        self.deadline.as_mut().poll(cx).is_ready().then(|| {
+            tracing::debug!("closed a connection idle for {:?}", self.idle);
+            io::Error::new(io::ErrorKind::TimedOut, "connection idle")
+        })
+    }
+
+    /// `poll`'s answer, noting progress or closing an idle connection.
+    fn track<T>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        poll: Poll<io::Result<T>>,
+        progressed: impl FnOnce(&T) -> bool,
+    ) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Ready(Ok(value)) => {
+                if progressed(&value) {
+                    self.moved();
+                }
+                Poll::Ready(Ok(value))
+            }
+            Poll::Pending => match self.idle_expired(cx) {
+                Some(error) => Poll::Ready(Err(error)),
+                None => Poll::Pending,
+            },
+            other => other,
+        }
+    }
 }
 
 impl<S: Send + 'static> Accept<TcpStream, S> for Limited {
@@ -187,6 +243,7 @@ impl<S: Send + 'static> Accept<TcpStream, S> for Limited {
     type Future = Pin<Box<dyn Future<Output = io::Result<(LimitedStream, S)>> + Send>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let idle = self.limits.idle_timeout;
         let admitted = stream
             .peer_addr()
             .ok()
@@ -197,13 +254,7 @@ impl<S: Send + 'static> Accept<TcpStream, S> for Limited {
                 return Err(io::Error::other("too many connections"));
             };
             let (stream, service) = DefaultAcceptor.accept(stream, service).await?;
-            Ok((
-                LimitedStream {
-                    inner: stream,
-                    _admitted: admitted,
-                },
-                service,
-            ))
+            Ok((LimitedStream::new(stream, admitted, idle), service))
         })
     }
 }
@@ -214,7 +265,10 @@ impl AsyncRead for LimitedStream {
         cx: &mut TaskContext<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() > before;
+        self.track(cx, poll, |_| read)
     }
 }
 
@@ -224,7 +278,8 @@ impl AsyncWrite for LimitedStream {
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.track(cx, poll, |n| *n > 0)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
@@ -240,7 +295,8 @@ impl AsyncWrite for LimitedStream {
         cx: &mut TaskContext<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.track(cx, poll, |n| *n > 0)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -92,6 +92,42 @@ async fn a_client_that_never_finishes_its_headers_or_idles_is_disconnected() {
 }
 
 #[tokio::test]
+async fn a_quiet_http2_connection_is_closed_though_hyper_would_keep_it() {
+    let server = start(options(ConnectionLimits {
+        idle_timeout: Duration::from_secs(1),
+        ..ConnectionLimits::default()
+    }))
+    .await;
+    // HTTP/2 with prior knowledge: the preface and an empty SETTINGS frame, then silence. The
+    // header timeout is HTTP/1's only; without the idle timeout this would be held for ever.
+    let mut quiet = TcpStream::connect(server.addr).await.unwrap();
+    quiet
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let sent = read_until_closed(&mut quiet, Duration::from_secs(5)).await;
+    assert!(sent.is_some(), "a quiet HTTP/2 connection is closed");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(
+        !sent.unwrap().is_empty(),
+        "it was served (the server's SETTINGS) before going quiet"
+    );
+
+    // A connection that keeps talking stays open past the idle timeout.
+    let mut busy = TcpStream::connect(server.addr).await.unwrap();
+    for _ in 0..4 {
+        busy.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = busy.read(&mut buf).await.unwrap();
+        assert!(n > 0 && buf.starts_with(b"HTTP/1.1 200"), "still served");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
 async fn connections_over_the_limit_per_address_are_closed_and_freed_when_others_end() {
     let server = start(options(ConnectionLimits {
         per_address: 2,
