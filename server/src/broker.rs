@@ -44,17 +44,17 @@ pub struct BrokerOptions {
 
 /// How often the embedded broker should sweep for a topic retention of `retention`: a tenth
 /// of it, between a second and Nisshi's default of 10 minutes, so a topic holds at most ~10%
-/// more than its retention.
+/// more than its retention, and a long retention costs no more sweeps than Nisshi's default.
 ///
 /// Nisshi 0.8.1 on SQLite deletes expired records (`retention.ms`, by record timestamp; 7 days
 /// for a topic without one) and compacts only in a maintenance sweep, run at start and then every
-/// `maintenance_interval` (a storage-URL option, default 10 minutes); DeleteRecords works too,
-/// but the sweep is the broker's own mechanism, so we set its interval rather than delete
-/// records ourselves. Measured (`retention::the_data_dir_stops_growing_under_continuous_replay`):
-/// with a 3 s retention and a 1 s sweep under ~700 records/s, the data dir levels off within
-/// a few sweeps — SQLite reuses the freed pages (the file never shrinks). A sweep costs a scan
-/// of the topics' records: ~1 s per few million on this machine, so a frequent sweep is cheap
-/// only while retention keeps the topics small, hence the proportional interval.
+/// `maintenance_interval` (an option of the storage URL, default 10 minutes). DeleteRecords works
+/// too, but the sweep is the broker's own mechanism, so we set its interval rather than delete
+/// records ourselves (a real cluster deletes by itself). Measured on 2 cores
+/// (`inspect::retention` in the integration tests): a 3 s retention, a 1 s sweep, `churn replay`
+/// at 800 records/s for 36 s — 29,700 records written, 2,400–3,200 held at any time, the data
+/// dir level at 5.5–5.9 MB from the 8th second on: SQLite reuses the freed pages (its file
+/// never shrinks). At steady state a record costs ~330–430 bytes on input, ~660 as a prediction.
 pub fn sweep_interval(retention: Duration) -> Duration {
     (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600))
 }

@@ -108,3 +108,61 @@ async fn the_data_dir_stops_growing_under_continuous_replay() {
         written_now - written_then
     );
 }
+
+/// Bytes on disk per record at steady state, for the README's cost of a day: 40,000 records
+/// replayed and scored (input and prediction each), the SQLite file's growth divided by them.
+/// A measurement, not a check: `cargo test -p server --test it measure_disk -- --ignored
+/// --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for the README, run by hand"]
+async fn measure_disk_bytes_per_record() {
+    use server::replay::{replay, ReplayOptions};
+    use server::scorer::Scorer;
+    const N: u64 = 40_000;
+    let p = pipeline_with(|dir| BrokerOptions {
+        storage: Storage::Sqlite(dir.join("broker")),
+        ..BrokerOptions::for_tests()
+    })
+    .await;
+    let data_dir = p.dir.path().join("broker");
+    let db = || std::fs::metadata(data_dir.join("nisshi.db")).map_or(0, |m| m.len());
+    // Warm up past the WAL's own size (it is reused, never truncated) and the schema.
+    let warm = ReplayOptions {
+        file: p.csv(2_000, 5),
+        rate: 0.0,
+        repeat: false,
+        limit: None,
+        id_prefix: "warm".into(),
+        show_progress: false,
+    };
+    let (_never, no_stop) = stop_switch();
+    replay(&p.kafka, &warm, no_stop.clone()).await.unwrap();
+    let (before_all, before_db) = (dir_size(&data_dir), db());
+    let options = ReplayOptions {
+        limit: Some(N),
+        repeat: true,
+        id_prefix: "m".into(),
+        ..warm
+    };
+    replay(&p.kafka, &options, no_stop.clone()).await.unwrap();
+    let (after_input_all, after_input_db) = (dir_size(&data_dir), db());
+    let (_m, models) = tokio::sync::watch::channel(trained_model(3));
+    let scorer = Scorer::new(p.kafka.clone(), "measure", models);
+    let stats = scorer.stats.clone();
+    let (stop_tx, stop) = stop_switch();
+    let task = tokio::spawn(scorer.run(stop));
+    wait_until("all scored", Duration::from_secs(300), || {
+        stats.scored.get() >= N + 2_000
+    })
+    .await;
+    stop_tx.cancel();
+    let _ = task.await;
+    let (after_all, after_db) = (dir_size(&data_dir), db());
+    eprintln!(
+        "input: {} bytes per record (db file {}); prediction: {} (db file {}); dir {after_all}",
+        (after_input_all - before_all) / N,
+        (after_input_db - before_db) / N,
+        (after_all - after_input_all) / N,
+        (after_db - after_input_db) / N,
+    );
+}
