@@ -13,12 +13,15 @@ use server::kafka::KafkaArgs;
 use commands::analyze::AnalyzeArgs;
 use commands::broker::BrokerCommandArgs;
 use commands::generate::GenerateArgs;
+use commands::groups::GroupsArgs;
 use commands::model_info::ModelCommand;
 use commands::publish::PublishArgs;
 use commands::replay::ReplayArgs;
 use commands::score::ScoreArgs;
 use commands::score_file::ScoreFileArgs;
 use commands::serve::ServeArgs;
+use commands::tail::TailArgs;
+use commands::topics::TopicsArgs;
 use commands::train::TrainArgs;
 use commands::users::{TokensArgs, UsersArgs};
 
@@ -77,6 +80,14 @@ enum Command {
     Users(UsersArgs),
     /// Manage API tokens for programs (`Authorization: Bearer`) in --data-dir; no Kafka needed.
     Tokens(TokensArgs),
+    /// Every topic: partitions, low/high offsets, records, retention and cleanup policy
+    /// (--json for scripts); --apply-retention sets --retention on the pipeline's topics.
+    Topics(TopicsArgs),
+    /// A topic's records as JSON lines: key, partition, offset, timestamp, headers, value (dead
+    /// letters with their reason). The last 10 by default; --follow keeps reading.
+    Tail(TailArgs),
+    /// Consumer groups: state, members, and per partition the committed offset and the lag.
+    Groups(GroupsArgs),
 }
 
 fn main() -> Result<()> {
@@ -114,6 +125,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => commands::serve::run(*args, kafka).await,
         Command::Users(args) => commands::users::run_users(&args),
         Command::Tokens(args) => commands::users::run_tokens(&args),
+        Command::Topics(args) => commands::topics::run(&args, kafka).await,
+        Command::Tail(args) => commands::tail::run(&args, kafka).await,
+        Command::Groups(args) => commands::groups::run(&args, kafka).await,
     }
 }
 

@@ -11,6 +11,7 @@
 //! away). Their public items are re-exported here: `crate::kafka::X`.
 
 mod close;
+pub mod inspect;
 pub mod properties;
 mod reachable;
 mod skip_log;
