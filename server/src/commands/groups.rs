@@ -28,6 +28,14 @@ pub async fn run(args: &GroupsArgs, kafka_args: &KafkaArgs) -> Result<()> {
     Ok(())
 }
 
+/// `client@host`, or the member id where the broker reports neither (the embedded broker).
+fn member_label(m: &server::kafka::inspect::GroupMember) -> String {
+    match (m.client_id.as_str(), m.host.trim_start_matches('/')) {
+        ("", "") => m.member_id.clone(),
+        (client, host) => format!("{client}@{host}"),
+    }
+}
+
 /// One row per committed partition; a group's name, state and members on its first row only.
 fn table(groups: &[GroupInfo]) -> String {
     let mut rows = Vec::new();
@@ -37,7 +45,7 @@ fn table(groups: &[GroupInfo]) -> String {
             _ => group
                 .members
                 .iter()
-                .map(|m| format!("{}@{}", m.client_id, m.host.trim_start_matches('/')))
+                .map(member_label)
                 .collect::<Vec<_>>()
                 .join(", "),
         };
@@ -67,7 +75,7 @@ fn table(groups: &[GroupInfo]) -> String {
         &[
             "GROUP",
             "STATE",
-            "MEMBERS (client@host)",
+            "MEMBERS (client@host or id)",
             "TOPIC",
             "PARTITION",
             "COMMITTED",
