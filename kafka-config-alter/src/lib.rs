@@ -47,8 +47,12 @@ pub fn set_topic_configs<C: ClientContext>(
     for topic in topics {
         let name = CString::new(*topic).map_err(|_| AlterError::Nul)?;
         // SAFETY: `name` is a valid NUL-terminated string for the call; librdkafka copies it.
-        let resource =
-            unsafe { rd::rd_kafka_ConfigResource_new(rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC, name.as_ptr()) };
+        let resource = unsafe {
+            rd::rd_kafka_ConfigResource_new(
+                rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
+                name.as_ptr(),
+            )
+        };
         resources.0.push(resource);
         for (key, value) in settings {
             let key_c = CString::new(*key).map_err(|_| AlterError::Nul)?;
@@ -81,19 +85,33 @@ pub fn set_topic_configs<C: ClientContext>(
     // SAFETY: `rk` is the live handle of `admin`, which outlives this function; the options
     // and the queue are destroyed by their guards below, after the event they produce.
     let options = Options(unsafe {
-        rd::rd_kafka_AdminOptions_new(rk, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS)
+        rd::rd_kafka_AdminOptions_new(
+            rk,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS,
+        )
     });
     let mut errstr = [0 as c_char; 256];
     // SAFETY: `options` is valid; `errstr` is a writable buffer of the size given.
     unsafe {
-        rd::rd_kafka_AdminOptions_set_request_timeout(options.0, millis, errstr.as_mut_ptr(), errstr.len());
+        rd::rd_kafka_AdminOptions_set_request_timeout(
+            options.0,
+            millis,
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        );
     }
     // SAFETY: as above.
     let queue = Queue(unsafe { rd::rd_kafka_queue_new(rk) });
     // SAFETY: every pointer is valid; librdkafka copies the resources (ours are freed by
     // `resources`) and posts one result event on `queue`.
     unsafe {
-        rd::rd_kafka_IncrementalAlterConfigs(rk, resources.0.as_mut_ptr(), resources.0.len(), options.0, queue.0);
+        rd::rd_kafka_IncrementalAlterConfigs(
+            rk,
+            resources.0.as_mut_ptr(),
+            resources.0.len(),
+            options.0,
+            queue.0,
+        );
     }
     // A little longer than the request's own timeout, so librdkafka reports its timeout first.
     let wait = millis.saturating_add(1_000);
@@ -106,7 +124,9 @@ pub fn set_topic_configs<C: ClientContext>(
     let error = unsafe { rd::rd_kafka_event_error(event.0) };
     if error != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
         // SAFETY: as above; the string lives as long as the event.
-        return Err(AlterError::Request(unsafe { text(rd::rd_kafka_event_error_string(event.0)) }));
+        return Err(AlterError::Request(unsafe {
+            text(rd::rd_kafka_event_error_string(event.0))
+        }));
     }
     // SAFETY: the event is the IncrementalAlterConfigs result we asked for (null otherwise).
     let result = unsafe { rd::rd_kafka_event_IncrementalAlterConfigs_result(event.0) };
@@ -115,7 +135,8 @@ pub fn set_topic_configs<C: ClientContext>(
     }
     let mut count = 0usize;
     // SAFETY: `result` lives as long as `event`; `count` receives the array's length.
-    let answers = unsafe { rd::rd_kafka_IncrementalAlterConfigs_result_resources(result, &mut count) };
+    let answers =
+        unsafe { rd::rd_kafka_IncrementalAlterConfigs_result_resources(result, &mut count) };
     let mut outcomes = Vec::with_capacity(count);
     for i in 0..count {
         // SAFETY: `answers` has `count` valid entries, alive as long as `event`.
@@ -126,7 +147,11 @@ pub fn set_topic_configs<C: ClientContext>(
                 rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => (name, Ok(())),
                 code => {
                     let message = text(rd::rd_kafka_ConfigResource_error_string(answer));
-                    let message = if message.is_empty() { text(rd::rd_kafka_err2str(code)) } else { message };
+                    let message = if message.is_empty() {
+                        text(rd::rd_kafka_err2str(code))
+                    } else {
+                        message
+                    };
                     (name, Err(message))
                 }
             }
@@ -145,7 +170,9 @@ unsafe fn text(pointer: *const c_char) -> String {
         return String::new();
     }
     // SAFETY: the caller's promise.
-    unsafe { CStr::from_ptr(pointer) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(pointer) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 struct Resources(Vec<*mut rd::rd_kafka_ConfigResource_t>);

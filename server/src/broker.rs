@@ -172,9 +172,7 @@ impl EmbeddedBroker {
                     ),
                     None => "sqlite://nisshi.db".to_owned(),
                 };
-                command
-                    .current_dir(dir)
-                    .args(["--storage-engine", &url]);
+                command.current_dir(dir).args(["--storage-engine", &url]);
             }
         }
         match &options.log_file {
@@ -271,9 +269,17 @@ mod tests {
     fn the_sweep_runs_at_a_tenth_of_the_retention_within_bounds() {
         use std::time::Duration;
         let sweep = |secs| super::sweep_interval(Duration::from_secs(secs));
-        assert_eq!(sweep(1), Duration::from_secs(1), "never more than once a second");
+        assert_eq!(
+            sweep(1),
+            Duration::from_secs(1),
+            "never more than once a second"
+        );
         assert_eq!(sweep(30), Duration::from_secs(3));
         assert_eq!(sweep(3600), Duration::from_secs(360));
-        assert_eq!(sweep(7 * 24 * 3600), Duration::from_secs(600), "Nisshi's default at most");
+        assert_eq!(
+            sweep(7 * 24 * 3600),
+            Duration::from_secs(600),
+            "Nisshi's default at most"
+        );
     }
 }

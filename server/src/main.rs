@@ -309,4 +309,69 @@ mod tests {
             Command::Serve(_)
         ));
     }
+
+    /// The look-inside commands and --retention: what they accept, and nonsense refused before
+    /// anything connects.
+    #[test]
+    fn inspect_commands_and_retention_parse() {
+        let tail = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Command::Tail(t)) => Ok(t.options()),
+            Ok(_) => panic!("not tail"),
+            Err(e) => Err(e),
+        };
+        use server::kafka::inspect::Start;
+        let t = tail(&["tail", "test3"]).unwrap();
+        assert_eq!((t.start, t.follow, t.key), (Start::Last(10), false, None));
+        let t = tail(&["tail", "x", "--from-beginning", "--key", "id-1", "-f"]).unwrap();
+        assert_eq!(t.start, Start::Beginning);
+        assert_eq!(t.key.as_deref(), Some(&b"id-1"[..]));
+        assert!(t.follow);
+        assert_eq!(
+            tail(&["tail", "x", "--last", "3"]).unwrap().start,
+            Start::Last(3)
+        );
+        for bad in [
+            &["tail"][..],
+            &["tail", "x", "--last", "0"],
+            &["tail", "x", "--last", "-1"],
+            &["tail", "x", "--last", "100001"],
+            &["tail", "x", "--from-beginning", "--last", "2"],
+        ] {
+            assert!(tail(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(matches!(
+            parse(&[
+                "topics",
+                "--json",
+                "--apply-retention",
+                "--retention",
+                "12h"
+            ])
+            .unwrap()
+            .command,
+            Command::Topics(_)
+        ));
+        assert!(matches!(
+            parse(&["groups", "--json"]).unwrap().command,
+            Command::Groups(_)
+        ));
+        let retention = |args: &[&str]| parse(args).map(|c| c.kafka.topics.retention);
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(
+            retention(&["topics"]).unwrap(),
+            7 * day,
+            "a week by default"
+        );
+        assert_eq!(retention(&["serve", "--retention", "1d"]).unwrap(), day);
+        assert_eq!(
+            retention(&["replay", "x.csv", "--retention", "5s"]).unwrap(),
+            std::time::Duration::from_secs(5)
+        );
+        for bad in ["0s", "500ms", "-1d", "7", "forever", "11years", "", "1e9d"] {
+            assert!(
+                retention(&["topics", "--retention", bad]).is_err(),
+                "--retention {bad:?} accepted"
+            );
+        }
+    }
 }

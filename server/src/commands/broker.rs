@@ -71,9 +71,7 @@ pub fn start_embedded(
         initial_rebalance_delay: Duration::from_secs(3),
         log_file,
         authentication: false,
-        sweep_every: Some(server::broker::sweep_interval(
-            kafka_args.topics.retention,
-        )),
+        sweep_every: Some(server::broker::sweep_interval(kafka_args.topics.retention)),
     };
     let credentials = credentials_path(&args.data_dir);
     if secure {

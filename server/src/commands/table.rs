@@ -20,7 +20,10 @@ pub fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
             }
             out.push_str(cell);
             let pad = widths.get(i).copied().unwrap_or(0);
-            out.extend(std::iter::repeat_n(' ', pad.saturating_sub(cell.chars().count())));
+            out.extend(std::iter::repeat_n(
+                ' ',
+                pad.saturating_sub(cell.chars().count()),
+            ));
         }
         out.trim_end().to_owned() + "\n"
     };
@@ -43,9 +46,6 @@ mod tests {
                 vec!["".into(), "".into()],
             ],
         );
-        assert_eq!(
-            table,
-            "TOPIC        N\na            1\nlong-name-é  22\n\n"
-        );
+        assert_eq!(table, "TOPIC        N\na            1\nlong-name-é  22\n\n");
     }
 }

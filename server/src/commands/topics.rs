@@ -78,8 +78,11 @@ fn table(topics: &[TopicInfo]) -> String {
                 t.name.clone(),
                 t.partitions.len().to_string(),
                 t.records.to_string(),
-                t.retention_ms.map_or("-".to_owned(), retention),
-                t.cleanup_policy.clone().unwrap_or_else(|| "-".to_owned()),
+                // Not reported: the topic has none of its own, the broker's default applies.
+                t.retention_ms.map_or("default".to_owned(), retention),
+                t.cleanup_policy
+                    .clone()
+                    .unwrap_or_else(|| "default".to_owned()),
                 offsets.join(" "),
             ]
         })

@@ -75,7 +75,8 @@ pub fn dead_letter(headers: &Value) -> Option<Value> {
     if let Some(size) = text("dlq.original_size") {
         out.insert(
             "original_size".into(),
-            size.parse::<u64>().map_or_else(|_| size.into(), Value::from),
+            size.parse::<u64>()
+                .map_or_else(|_| size.into(), Value::from),
         );
     }
     Some(Value::Object(out))

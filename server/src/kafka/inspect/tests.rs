@@ -21,7 +21,11 @@ fn json_values_stay_json_and_anything_else_is_kept() {
     assert_eq!(value(br#"{"Age": 42}"#), json!({"Age": 42}));
     assert_eq!(value(b"42"), json!(42));
     assert_eq!(value(b"not json"), json!("not json"));
-    assert_eq!(value(b"{\"a\":"), json!("{\"a\":"), "a cut JSON value stays as text");
+    assert_eq!(
+        value(b"{\"a\":"),
+        json!("{\"a\":"),
+        "a cut JSON value stays as text"
+    );
     assert_eq!(value(&[0x80; 3]), json!({"base64": "gICA"}));
     // Nesting past serde_json's limit: a string, not a stack overflow.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
@@ -63,9 +67,15 @@ fn headers_keep_every_value_repeats_included() {
 #[test]
 fn dead_letters_show_their_reason_and_errors_readably() {
     let h = headers([
-        ("dlq.reason", Some(&b"Age: must be between 16 and 110 years, got -5"[..])),
+        (
+            "dlq.reason",
+            Some(&b"Age: must be between 16 and 110 years, got -5"[..]),
+        ),
         ("dlq.source", Some(&b"costumerchurn-0-12"[..])),
-        ("dlq.errors", Some(&br#"[{"field":"Age","message":"must be"}]"#[..])),
+        (
+            "dlq.errors",
+            Some(&br#"[{"field":"Age","message":"must be"}]"#[..]),
+        ),
         ("dlq.original_size", Some(&b"70000"[..])),
     ]);
     assert_eq!(
@@ -88,6 +98,12 @@ fn dead_letters_show_their_reason_and_errors_readably() {
         json!({"reason": "x", "errors": "[not json", "original_size": "-1e9"})
     );
     // A reason that is not text, or no reason: not a dead letter of ours.
-    assert_eq!(dead_letter(&headers([("dlq.reason", Some(&[0xff][..]))])), None);
-    assert_eq!(dead_letter(&headers([("dlq.source", Some(&b"s"[..]))])), None);
+    assert_eq!(
+        dead_letter(&headers([("dlq.reason", Some(&[0xff][..]))])),
+        None
+    );
+    assert_eq!(
+        dead_letter(&headers([("dlq.source", Some(&b"s"[..]))])),
+        None
+    );
 }

@@ -66,7 +66,11 @@ pub async fn describe_topics(kafka: &Kafka) -> Result<Vec<TopicInfo>> {
                 let (low, high) = consumer
                     .fetch_watermarks(topic.name(), partition.id(), LOOKUP_TIMEOUT)
                     .with_context(|| {
-                        format!("reading the offsets of {} [{}]", topic.name(), partition.id())
+                        format!(
+                            "reading the offsets of {} [{}]",
+                            topic.name(),
+                            partition.id()
+                        )
                     })?;
                 partitions.push(PartitionOffsets {
                     partition: partition.id(),

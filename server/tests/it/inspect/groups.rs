@@ -7,7 +7,11 @@ use serde_json::Value;
 use super::*;
 
 fn group<'a>(listing: &'a Value, name: &str) -> Option<&'a Value> {
-    listing.as_array().unwrap().iter().find(|g| g["name"] == name)
+    listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +20,15 @@ async fn groups_shows_committed_offsets_lag_and_members() {
     let producer = p.kafka.idempotent_producer().unwrap();
     let input = p.kafka.topics.input.clone();
     for i in 0..10 {
-        send(&producer, &input, 0, format!("k{i}").as_bytes(), b"{}", None).await;
+        send(
+            &producer,
+            &input,
+            0,
+            format!("k{i}").as_bytes(),
+            b"{}",
+            None,
+        )
+        .await;
     }
     // A group that has read 4 records of partition 0 and committed: 6 behind.
     let reader: BaseConsumer = p
@@ -50,8 +62,7 @@ async fn groups_shows_committed_offsets_lag_and_members() {
     let mut listing = Value::Null;
     wait_until("the member to join", Duration::from_secs(60), || {
         listing = serde_json::from_str(&stdout_of(&p, &["groups", "--json"])).unwrap();
-        group(&listing, "watching")
-            .is_some_and(|g| !g["members"].as_array().unwrap().is_empty())
+        group(&listing, "watching").is_some_and(|g| !g["members"].as_array().unwrap().is_empty())
     })
     .await;
     let lagging = group(&listing, "lagging").unwrap_or_else(|| panic!("{listing}"));
