@@ -59,7 +59,7 @@ pub async fn read_records(
     mut sink: impl FnMut(&Rendered) -> std::io::Result<()>,
 ) -> Result<Ended> {
     let names = topic_names(kafka).await?;
-    if !names.iter().any(|n| *n == options.topic) {
+    if !names.contains(&options.topic) {
         bail!(
             "topic {:?} does not exist on {}; the topics are: {}",
             options.topic,
