@@ -13,12 +13,15 @@ use server::kafka::KafkaArgs;
 use commands::analyze::AnalyzeArgs;
 use commands::broker::BrokerCommandArgs;
 use commands::generate::GenerateArgs;
+use commands::groups::GroupsArgs;
 use commands::model_info::ModelCommand;
 use commands::publish::PublishArgs;
 use commands::replay::ReplayArgs;
 use commands::score::ScoreArgs;
 use commands::score_file::ScoreFileArgs;
 use commands::serve::ServeArgs;
+use commands::tail::TailArgs;
+use commands::topics::TopicsArgs;
 use commands::train::TrainArgs;
 use commands::users::{TokensArgs, UsersArgs};
 
@@ -77,6 +80,14 @@ enum Command {
     Users(UsersArgs),
     /// Manage API tokens for programs (`Authorization: Bearer`) in --data-dir; no Kafka needed.
     Tokens(TokensArgs),
+    /// Every topic: partitions, low/high offsets, records, retention and cleanup policy
+    /// (--json for scripts); --apply-retention sets --retention on the pipeline's topics.
+    Topics(TopicsArgs),
+    /// A topic's records as JSON lines: key, partition, offset, timestamp, headers, value (dead
+    /// letters with their reason). The last 10 by default; --follow keeps reading.
+    Tail(TailArgs),
+    /// Consumer groups: state, members, and per partition the committed offset and the lag.
+    Groups(GroupsArgs),
 }
 
 fn main() -> Result<()> {
@@ -114,6 +125,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => commands::serve::run(*args, kafka).await,
         Command::Users(args) => commands::users::run_users(&args),
         Command::Tokens(args) => commands::users::run_tokens(&args),
+        Command::Topics(args) => commands::topics::run(&args, kafka).await,
+        Command::Tail(args) => commands::tail::run(&args, kafka).await,
+        Command::Groups(args) => commands::groups::run(&args, kafka).await,
     }
 }
 
@@ -294,5 +308,70 @@ mod tests {
                 .command,
             Command::Serve(_)
         ));
+    }
+
+    /// The look-inside commands and --retention: what they accept, and nonsense refused before
+    /// anything connects.
+    #[test]
+    fn inspect_commands_and_retention_parse() {
+        let tail = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Command::Tail(t)) => Ok(t.options()),
+            Ok(_) => panic!("not tail"),
+            Err(e) => Err(e),
+        };
+        use server::kafka::inspect::Start;
+        let t = tail(&["tail", "test3"]).unwrap();
+        assert_eq!((t.start, t.follow, t.key), (Start::Last(10), false, None));
+        let t = tail(&["tail", "x", "--from-beginning", "--key", "id-1", "-f"]).unwrap();
+        assert_eq!(t.start, Start::Beginning);
+        assert_eq!(t.key.as_deref(), Some(&b"id-1"[..]));
+        assert!(t.follow);
+        assert_eq!(
+            tail(&["tail", "x", "--last", "3"]).unwrap().start,
+            Start::Last(3)
+        );
+        for bad in [
+            &["tail"][..],
+            &["tail", "x", "--last", "0"],
+            &["tail", "x", "--last", "-1"],
+            &["tail", "x", "--last", "100001"],
+            &["tail", "x", "--from-beginning", "--last", "2"],
+        ] {
+            assert!(tail(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(matches!(
+            parse(&[
+                "topics",
+                "--json",
+                "--apply-retention",
+                "--retention",
+                "12h"
+            ])
+            .unwrap()
+            .command,
+            Command::Topics(_)
+        ));
+        assert!(matches!(
+            parse(&["groups", "--json"]).unwrap().command,
+            Command::Groups(_)
+        ));
+        let retention = |args: &[&str]| parse(args).map(|c| c.kafka.topics.retention);
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(
+            retention(&["topics"]).unwrap(),
+            7 * day,
+            "a week by default"
+        );
+        assert_eq!(retention(&["serve", "--retention", "1d"]).unwrap(), day);
+        assert_eq!(
+            retention(&["replay", "x.csv", "--retention", "5s"]).unwrap(),
+            std::time::Duration::from_secs(5)
+        );
+        for bad in ["0s", "500ms", "-1d", "7", "forever", "11years", "", "1e9d"] {
+            assert!(
+                retention(&["topics", "--retention", bad]).is_err(),
+                "--retention {bad:?} accepted"
+            );
+        }
     }
 }

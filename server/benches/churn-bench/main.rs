@@ -118,6 +118,7 @@ fn topics(run: &str) -> Topics {
         labels: format!("bench-labels-{run}"),
         partitions: 3,
         replication: 1,
+        ..Topics::default()
     }
 }
 

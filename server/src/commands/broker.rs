@@ -32,7 +32,7 @@ pub struct BrokerCommandArgs {
 }
 
 pub async fn run(args: &BrokerCommandArgs, kafka_args: &KafkaArgs) -> Result<()> {
-    let broker = start_embedded(&args.broker, args.secure)?;
+    let broker = start_embedded(&args.broker, args.secure, kafka_args)?;
     println!(
         "embedded broker listening on {} (Ctrl-C to stop)",
         broker.address()
@@ -55,8 +55,13 @@ pub async fn run(args: &BrokerCommandArgs, kafka_args: &KafkaArgs) -> Result<()>
 }
 
 /// Starts the embedded broker with durable SQLite storage under `--data-dir`; with `secure`, it
-/// requires the login in `<data-dir>/kafka.properties` (made on the first secured start).
-pub fn start_embedded(args: &BrokerArgs, secure: bool) -> Result<EmbeddedBroker> {
+/// requires the login in `<data-dir>/kafka.properties` (made on the first secured start). It
+/// deletes expired records often enough for `--retention` (`server::broker::sweep_interval`).
+pub fn start_embedded(
+    args: &BrokerArgs,
+    secure: bool,
+    kafka_args: &KafkaArgs,
+) -> Result<EmbeddedBroker> {
     let dir = args.data_dir.join("broker");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let log_file = Some(std::fs::canonicalize(&dir)?.join("nisshi.log"));
@@ -66,6 +71,7 @@ pub fn start_embedded(args: &BrokerArgs, secure: bool) -> Result<EmbeddedBroker>
         initial_rebalance_delay: Duration::from_secs(3),
         log_file,
         authentication: false,
+        sweep_every: Some(server::broker::sweep_interval(kafka_args.topics.retention)),
     };
     let credentials = credentials_path(&args.data_dir);
     if secure {
@@ -105,7 +111,7 @@ pub fn for_serve(
         );
         None
     } else {
-        Some(start_embedded(args, secure)?)
+        Some(start_embedded(args, secure, kafka_args)?)
     };
     let kafka = Kafka::new(format!("127.0.0.1:{}", args.broker_port), kafka_args)?;
     let kafka = match secure {

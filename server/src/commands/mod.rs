@@ -4,6 +4,7 @@
 pub mod analyze;
 pub mod broker;
 pub mod generate;
+pub mod groups;
 pub mod logging;
 pub mod model_info;
 pub mod publish;
@@ -12,6 +13,9 @@ pub mod score;
 pub mod score_file;
 pub mod serve;
 pub mod signing;
+pub mod table;
+pub mod tail;
+pub mod topics;
 pub mod train;
 pub mod users;
 pub mod web_security;
@@ -32,6 +36,18 @@ pub async fn connect(args: &KafkaArgs) -> Result<Kafka> {
     let kafka = Kafka::new(brokers, args)?;
     kafka.check_reachable(Duration::from_secs(10)).await?;
     kafka.ensure_pipeline_topics().await?;
+    Ok(kafka)
+}
+
+/// The cluster named by --brokers, or the local embedded broker, checked but left as it is (no
+/// topics created): for the commands that only look inside.
+pub async fn reach(args: &KafkaArgs) -> Result<Kafka> {
+    let brokers = args
+        .brokers
+        .clone()
+        .unwrap_or_else(|| format!("127.0.0.1:{DEFAULT_EMBEDDED_PORT}"));
+    let kafka = Kafka::new(brokers, args)?;
+    kafka.check_reachable(Duration::from_secs(10)).await?;
     Ok(kafka)
 }
 

@@ -24,6 +24,14 @@ pub const DEFAULT_STATS_TOPIC: &str = "churn-stats";
 /// Partitions and replication factor of the topics this program creates.
 pub const DEFAULT_PARTITIONS: i32 = 3;
 pub const DEFAULT_REPLICATION: i32 = 1;
+/// How long the pipeline's stream topics keep records by default: a week, Kafka's own default,
+/// written on each topic so a cluster with another default (or none) still bounds the disk.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The shortest `--retention`: below a second the broker would delete records before a
+/// consumer could read them.
+pub const MIN_RETENTION: Duration = Duration::from_secs(1);
+/// The longest: ten years, far below where `retention.ms` (an i64 of milliseconds) overflows.
+pub const MAX_RETENTION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Topic names: the original project's defaults, all configurable.
 #[derive(Debug, Clone, Args)]
@@ -55,6 +63,32 @@ pub struct Topics {
     #[arg(long, env = "CHURN_REPLICATION", default_value_t = DEFAULT_REPLICATION, global = true,
           value_parser = clap::value_parser!(i32).range(1..=100))]
     pub replication: i32,
+    /// How long the input, predictions, dead-letter and outcome topics keep records ("7d",
+    /// "12h", "90min", "5s"), set as `retention.ms` when this program creates them; models and
+    /// stats stay compacted. `churn topics --apply-retention` sets it on existing topics.
+    #[arg(long, env = "CHURN_RETENTION", default_value = "7d", global = true,
+          value_parser = parse_retention)]
+    pub retention: Duration,
+}
+
+/// A `--retention` value: a humantime duration between `MIN_RETENTION` and `MAX_RETENTION`.
+pub fn parse_retention(text: &str) -> Result<Duration, String> {
+    let shown = model::record::truncate_utf8(text, 40);
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("{shown:?} is not a duration ({e}): write it like 7d, 12h, 90min or 5s")
+    })?;
+    if !(MIN_RETENTION..=MAX_RETENTION).contains(&duration) {
+        return Err(format!(
+            "must be between 1s and 10 years, got {}",
+            humantime::format_duration(duration)
+        ));
+    }
+    Ok(duration)
+}
+
+/// `retention.ms` for a retention.
+pub fn retention_ms(retention: Duration) -> String {
+    retention.as_millis().to_string()
 }
 
 impl Default for Topics {
@@ -68,6 +102,7 @@ impl Default for Topics {
             labels: DEFAULT_LABELS_TOPIC.into(),
             partitions: DEFAULT_PARTITIONS,
             replication: DEFAULT_REPLICATION,
+            retention: DEFAULT_RETENTION,
         }
     }
 }
@@ -125,8 +160,10 @@ impl Topics {
 
 impl Kafka {
     /// Creates topics that are missing, with this many partitions each; existing ones are left
-    /// alone. Compacted topics keep only the newest message per key.
+    /// alone. Compacted topics keep only the newest message per key; the others keep records
+    /// for `--retention`.
     pub async fn ensure_topics(&self, specs: &[(&str, i32, bool)]) -> Result<()> {
+        let retention = retention_ms(self.topics.retention);
         let topics: Vec<NewTopic> = specs
             .iter()
             .map(|&(name, partitions, compacted)| {
@@ -138,7 +175,7 @@ impl Kafka {
                 if compacted {
                     topic.set("cleanup.policy", "compact")
                 } else {
-                    topic
+                    topic.set("retention.ms", &retention)
                 }
             })
             .collect();
@@ -174,6 +211,13 @@ impl Kafka {
             }
         }
         Ok(())
+    }
+
+    /// The pipeline's topics that keep records for `--retention` (the others are compacted):
+    /// input, predictions, dead letters and outcomes.
+    pub fn retained_topics(&self) -> [&str; 4] {
+        let t = &self.topics;
+        [&t.input, &t.predictions, &t.dead_letter, &t.labels]
     }
 
     /// The pipeline's own topics: input, predictions, dead letters, models and window stats.

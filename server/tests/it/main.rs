@@ -9,6 +9,7 @@
 
 mod analytics;
 mod hostile;
+mod inspect;
 mod model_store;
 mod pipeline;
 mod reliability;

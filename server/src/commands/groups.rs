@@ -1,0 +1,87 @@
+//! `churn groups`: consumer groups, their state and members, and per partition the committed
+//! offset and the lag.
+
+use anyhow::Result;
+use server::kafka::inspect::{self, GroupInfo};
+use server::kafka::KafkaArgs;
+
+use super::table::aligned;
+
+/// `churn groups`'s flags.
+#[derive(clap::Args)]
+pub struct GroupsArgs {
+    /// Print JSON (an array of groups with members and offsets) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: &GroupsArgs, kafka_args: &KafkaArgs) -> Result<()> {
+    let kafka = super::reach(kafka_args).await?;
+    let groups = inspect::list_groups(&kafka).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&groups)?);
+    } else if groups.is_empty() {
+        println!("no consumer groups on {}", kafka.brokers);
+    } else {
+        print!("{}", table(&groups));
+    }
+    Ok(())
+}
+
+/// `client@host`, or the member id where the broker reports neither (the embedded broker).
+fn member_label(m: &server::kafka::inspect::GroupMember) -> String {
+    match (m.client_id.as_str(), m.host.trim_start_matches('/')) {
+        ("", "") => m.member_id.clone(),
+        (client, host) => format!("{client}@{host}"),
+    }
+}
+
+/// One row per committed partition; a group's name, state and members on its first row only.
+fn table(groups: &[GroupInfo]) -> String {
+    let mut rows = Vec::new();
+    for group in groups {
+        let members = match group.members.len() {
+            0 => "-".to_owned(),
+            _ => group
+                .members
+                .iter()
+                .map(member_label)
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let mut first = vec![group.name.clone(), group.state.clone(), members];
+        if group.offsets.is_empty() {
+            first.extend(["-", "-", "-", "-", "-"].map(String::from));
+            rows.push(first);
+            continue;
+        }
+        for (i, offset) in group.offsets.iter().enumerate() {
+            let mut row = if i == 0 {
+                std::mem::take(&mut first)
+            } else {
+                vec![String::new(); 3]
+            };
+            row.extend([
+                offset.topic.clone(),
+                offset.partition.to_string(),
+                offset.committed.to_string(),
+                offset.end.to_string(),
+                offset.lag.to_string(),
+            ]);
+            rows.push(row);
+        }
+    }
+    aligned(
+        &[
+            "GROUP",
+            "STATE",
+            "MEMBERS (client@host or id)",
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED",
+            "END",
+            "LAG",
+        ],
+        &rows,
+    )
+}

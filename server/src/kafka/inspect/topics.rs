@@ -1,0 +1,166 @@
+//! Every topic with its partitions, offsets, record counts and the settings that bound it
+//! (`retention.ms`, `cleanup.policy`); and setting `--retention` on the pipeline's existing topics.
+
+use anyhow::{bail, Context, Result};
+use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+use rdkafka::consumer::Consumer;
+use serde::Serialize;
+
+use super::{admin, blocking, probe, LOOKUP_TIMEOUT};
+use crate::kafka::{retention_ms, Kafka};
+
+/// One partition's offsets: records `low..high` are on the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionOffsets {
+    pub partition: i32,
+    pub low: i64,
+    pub high: i64,
+}
+
+/// A topic as `churn topics` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: Vec<PartitionOffsets>,
+    /// high − low summed over partitions: the records on the broker (a compacted topic may hold
+    /// fewer, its offsets have gaps).
+    pub records: i64,
+    /// `retention.ms` as the broker reports it; `None` when it does not say.
+    pub retention_ms: Option<i64>,
+    /// `cleanup.policy`: `delete`, `compact` or both.
+    pub cleanup_policy: Option<String>,
+}
+
+/// The names of every topic on the cluster, sorted.
+pub async fn topic_names(kafka: &Kafka) -> Result<Vec<String>> {
+    let kafka = kafka.clone();
+    blocking(move || {
+        let consumer = probe(&kafka, "churn-inspect")?;
+        let metadata = consumer
+            .fetch_metadata(None, LOOKUP_TIMEOUT)
+            .with_context(|| format!("listing the topics on {}", kafka.brokers))?;
+        let mut names: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    })
+    .await
+}
+
+/// Every topic (internal ones such as `__consumer_offsets` too, when the broker lists them),
+/// sorted by name, with offsets and settings.
+pub async fn describe_topics(kafka: &Kafka) -> Result<Vec<TopicInfo>> {
+    let owned = kafka.clone();
+    let mut topics = blocking(move || {
+        let consumer = probe(&owned, "churn-inspect")?;
+        let metadata = consumer
+            .fetch_metadata(None, LOOKUP_TIMEOUT)
+            .with_context(|| format!("listing the topics on {}", owned.brokers))?;
+        let mut topics = Vec::new();
+        for topic in metadata.topics() {
+            let mut partitions = Vec::new();
+            for partition in topic.partitions() {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic.name(), partition.id(), LOOKUP_TIMEOUT)
+                    .with_context(|| {
+                        format!(
+                            "reading the offsets of {} [{}]",
+                            topic.name(),
+                            partition.id()
+                        )
+                    })?;
+                partitions.push(PartitionOffsets {
+                    partition: partition.id(),
+                    low,
+                    high,
+                });
+            }
+            partitions.sort_by_key(|p| p.partition);
+            topics.push(TopicInfo {
+                name: topic.name().to_owned(),
+                records: partitions.iter().map(|p| (p.high - p.low).max(0)).sum(),
+                partitions,
+                retention_ms: None,
+                cleanup_policy: None,
+            });
+        }
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    })
+    .await?;
+    let admin = admin(kafka)?;
+    let specifiers: Vec<ResourceSpecifier> = topics
+        .iter()
+        .map(|t| ResourceSpecifier::Topic(&t.name))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(LOOKUP_TIMEOUT));
+    let described = admin
+        .describe_configs(&specifiers, &options)
+        .await
+        .with_context(|| format!("reading the topics' settings on {}", kafka.brokers))?;
+    for (topic, config) in topics.iter_mut().zip(described) {
+        // A topic whose settings cannot be read is still listed, without them.
+        let Ok(config) = config else { continue };
+        let value = |name: &str| config.get(name).and_then(|e| e.value.clone());
+        topic.retention_ms = value("retention.ms").and_then(|v| v.trim().parse().ok());
+        topic.cleanup_policy = value("cleanup.policy");
+    }
+    Ok(topics)
+}
+
+/// What `apply_retention` did to one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetentionChange {
+    pub topic: String,
+    /// `retention.ms` before, as the broker reported it.
+    pub before_ms: Option<i64>,
+    pub after_ms: i64,
+}
+
+/// Sets `retention.ms` to `--retention` on the pipeline's existing stream topics (input,
+/// predictions, dead letters, outcomes), leaving every other setting as it is
+/// (IncrementalAlterConfigs); missing topics and compacted ones (models, stats) are left alone.
+pub async fn apply_retention(kafka: &Kafka) -> Result<Vec<RetentionChange>> {
+    let before = describe_topics(kafka).await?;
+    let wanted = kafka.topics.retention.as_millis() as i64;
+    let targets: Vec<&TopicInfo> = kafka
+        .retained_topics()
+        .iter()
+        .filter_map(|name| before.iter().find(|t| t.name == *name))
+        .filter(|t| t.cleanup_policy.as_deref() != Some("compact"))
+        .collect();
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let value = retention_ms(kafka.topics.retention);
+    let admin = admin(kafka)?;
+    let outcomes = blocking(move || {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        kafka_config_alter::set_topic_configs(
+            &admin,
+            &names,
+            &[("retention.ms", &value)],
+            LOOKUP_TIMEOUT,
+        )
+        .context("setting retention.ms")
+    })
+    .await?;
+    let mut failed = Vec::new();
+    for (topic, outcome) in &outcomes {
+        if let Err(reason) = outcome {
+            failed.push(format!("{topic}: {reason}"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("could not set retention.ms on {}", failed.join("; "));
+    }
+    Ok(targets
+        .into_iter()
+        .map(|t| RetentionChange {
+            topic: t.name.clone(),
+            before_ms: t.retention_ms,
+            after_ms: wanted,
+        })
+        .collect())
+}
