@@ -78,7 +78,7 @@ impl Kind {
 }
 
 fn is_bool(arg: &Arg) -> bool {
-    let bool_parser: clap::builder::ValueParser = clap::value_parser!(bool).into();
+    let bool_parser: clap::builder::ValueParser = clap::value_parser!(bool);
     arg.get_value_parser().type_id() == bool_parser.type_id()
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context, Result};
 use tracing_subscriber::fmt::MakeWriter;
 
-pub use redact::redact;
+pub use redact::{is_secret_key, redact};
 
 /// How log lines are written: for people, or one JSON object per line for log shippers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

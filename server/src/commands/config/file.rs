@@ -338,10 +338,7 @@ fn set_default(arg: Arg, setting: &Setting) -> Arg {
     match setting {
         Setting::Values(values) => arg.default_values(values).required(false),
         Setting::Switch(on) => {
-            let when_given = match arg.get_action() {
-                ArgAction::SetFalse => false,
-                _ => true,
-            };
+            let when_given = !matches!(arg.get_action(), ArgAction::SetFalse);
             if *on != when_given {
                 return arg;
             }

@@ -9,7 +9,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Command};
 
 use super::{is_number, key_of, table_name, walk, ConfigFile, Kind, Node};
-use crate::commands::logging::redact;
+use crate::commands::logging::{is_secret_key, redact};
 
 /// Width the trailing comments line up at, and the example's comments wrap at.
 const COLUMN: usize = 48;
@@ -158,7 +158,13 @@ fn setting_line(
         }
         None => return format!("# {key} is not set\n"),
     };
-    let setting = redact(&format!("{key} = {}", value_text(arg, &values))).into_owned();
+    // Masked value by value, so that the line stays TOML; a switch is never a secret.
+    let values: Vec<String> = match Kind::of(arg) {
+        Kind::Switch => values,
+        _ if is_secret_key(key) => values.iter().map(|_| "***".to_owned()).collect(),
+        _ => values.iter().map(|v| redact(v).into_owned()).collect(),
+    };
+    let setting = format!("{key} = {}", value_text(arg, &values));
     format!("{setting:<COLUMN$} # {source}\n")
 }
 

@@ -451,6 +451,12 @@ fn churn_config_shows_values_with_their_sources_and_masks_secrets() {
     assert_eq!(value(&matches, "brokers").0, ["cli:1"]);
     assert_eq!(value(&matches, "window_secs").0, ["30"]);
 
+    // A switch named like a secret is shown as it is, and the text stays TOML.
+    let add = show::effective(&command, None, &top, &strings(&["users", "add", "ann"])).unwrap();
+    assert!(add.contains("\npassword-stdin = false "), "{add}");
+    assert!(add.contains("\n# role is not set\n"), "{add}");
+    load(&add).unwrap_or_else(|e| panic!("{e}:\n{add}"));
+
     // A command whose required flags are missing still shows; a wrong one is refused.
     let text = show::effective(&command, Some(&file), &top, &strings(&["score-file"])).unwrap();
     assert!(text.contains("[score-file]"), "{text}");
