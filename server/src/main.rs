@@ -6,12 +6,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod commands;
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use server::kafka::KafkaArgs;
 
 use commands::analyze::AnalyzeArgs;
 use commands::broker::BrokerCommandArgs;
+use commands::config::{ConfigArgs, ConfigFile};
 use commands::generate::GenerateArgs;
 use commands::groups::GroupsArgs;
 use commands::model_info::ModelCommand;
@@ -47,6 +50,19 @@ struct Cli {
         global = true
     )]
     log: String,
+    /// Log lines as text, or as one JSON object per line for log shippers.
+    #[arg(
+        long,
+        env = "CHURN_LOG_FORMAT",
+        value_enum,
+        default_value_t = commands::logging::LogFormat::Text,
+        global = true
+    )]
+    log_format: commands::logging::LogFormat,
+    /// A TOML file of settings: any flag of any command, by its long name (`churn config
+    /// --example` prints one with every key). The command line and the environment win over it.
+    #[arg(long, value_name = "FILE", env = "CHURN_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,26 +104,48 @@ enum Command {
     Tail(TailArgs),
     /// Consumer groups: state, members, and per partition the committed offset and the lag.
     Groups(GroupsArgs),
+    /// Print the settings a command would run with, and where each came from (secrets masked).
+    Config(ConfigArgs),
 }
 
 fn main() -> Result<()> {
-    let matches = command_line().get_matches();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let file = match commands::config::locate(&args, std::env::var_os(commands::config::CONFIG_ENV))
+    {
+        Some(path) => Some(ConfigFile::load(&path, &Cli::command())?),
+        None => None,
+    };
+    let command = command_line(file.as_ref());
+    let matches = command.clone().get_matches_from(&args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    commands::logging::init(&cli.log)?;
+    let named = cli.config.clone().filter(|p| !p.as_os_str().is_empty());
+    if named != file.as_ref().map(|f| f.path.clone()) {
+        // Only a value of another flag that reads `--config` could make the two differ.
+        bail!("give the settings file as `--config FILE` or in CHURN_CONFIG");
+    }
     cli.kafka.refuse_secrets_on_command_line(&matches)?;
+    if let Command::Config(args) = &cli.command {
+        return commands::config::run(args, &command, file.as_ref(), &matches);
+    }
+    commands::logging::init(&cli.log, cli.log_format)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(cli))
 }
 
-/// The command line, with environment values hidden from every `--help`: CHURN_KAFKA_PROPERTIES
-/// may hold a password, and help text ends up in terminals, screenshots and bug reports.
-fn command_line() -> clap::Command {
+/// The command line, with the settings file's values as the flags' defaults, and environment
+/// values hidden from every `--help`: CHURN_KAFKA_PROPERTIES may hold a password, and help text
+/// ends up in terminals, screenshots and bug reports.
+fn command_line(file: Option<&ConfigFile>) -> clap::Command {
     fn hide_env_values(command: clap::Command) -> clap::Command {
         command
             .mut_args(|arg| arg.hide_env_values(true))
             .mut_subcommands(hide_env_values)
     }
-    hide_env_values(Cli::command())
+    let command = Cli::command();
+    hide_env_values(match file {
+        Some(file) => file.apply(command),
+        None => command,
+    })
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -128,6 +166,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Topics(args) => commands::topics::run(&args, kafka).await,
         Command::Tail(args) => commands::tail::run(&args, kafka).await,
         Command::Groups(args) => commands::groups::run(&args, kafka).await,
+        Command::Config(_) => unreachable!("`churn config` runs before logging starts"),
     }
 }
 
@@ -144,7 +183,7 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
-        super::command_line().debug_assert();
+        super::command_line(None).debug_assert();
     }
 
     /// Every argument read from the environment, in every command, as `churn` parses them.
@@ -162,7 +201,7 @@ mod tests {
 
     #[test]
     fn no_help_shows_an_environment_value() {
-        let mut command = super::command_line();
+        let mut command = super::command_line(None);
         command.build();
         let all = env_args(&command);
         let names: Vec<_> = all.iter().map(|(_, a)| a.get_env().unwrap()).collect();
@@ -187,7 +226,7 @@ mod tests {
     #[test]
     fn secrets_on_the_command_line_are_refused() {
         let check = |args: &[&str]| {
-            let matches = super::command_line()
+            let matches = super::command_line(None)
                 .try_get_matches_from(std::iter::once("churn").chain(args.iter().copied()))
                 .unwrap();
             let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap();

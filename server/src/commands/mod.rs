@@ -3,6 +3,7 @@
 
 pub mod analyze;
 pub mod broker;
+pub mod config;
 pub mod generate;
 pub mod groups;
 pub mod logging;

@@ -8,6 +8,7 @@
 //! failure ends the whole binary (see `support::fail_fast_on_panic`).
 
 mod analytics;
+mod config;
 mod hostile;
 mod inspect;
 mod model_store;

@@ -5,6 +5,7 @@
 //! `token=x`, `sasl.password=x`, `"password":"x"`, `("sasl.password", "x")`), the token after
 //! `Bearer`, the hex of a `churn_<hex>` API token, and the password in a URL's `user:pass@`.
 //! Only ASCII delimiters end a value, so cuts always fall on character boundaries.
+//! `redact_json_lines` does the same to JSON log lines value by value, so they stay JSON.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -39,6 +40,57 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     }
     out.push_str(&text[at..]);
     Cow::Owned(out)
+}
+
+/// Whether a key (a field name, a property name) names a secret.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| key.contains(w))
+}
+
+/// JSON lines with every secret masked: the value of a secret-looking key becomes `"***"` and
+/// every string is redacted as text. Masking in the text itself could leave `{"token":***}`,
+/// which a log shipper would reject. A line that is not JSON is redacted as text.
+pub fn redact_json_lines(text: &str) -> Cow<'_, str> {
+    if !text.contains('{') {
+        return redact(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        match serde_json::from_str::<serde_json::Value>(body) {
+            Ok(mut value) => {
+                redact_json_value(&mut value);
+                out.push_str(&value.to_string());
+                out.push_str(&line[body.len()..]);
+            }
+            Err(_) => out.push_str(&redact(line)),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn redact_json_value(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => {
+            if let Cow::Owned(redacted) = redact(text) {
+                *text = redacted;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_json_value),
+        Value::Object(fields) => {
+            for (key, field) in fields.iter_mut() {
+                let empty = matches!(field, Value::Null) || field.as_str() == Some("");
+                if is_secret_key(key) && !empty {
+                    *field = Value::String(MASK.to_owned());
+                } else {
+                    redact_json_value(field);
+                }
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 fn is_key_byte(b: u8) -> bool {
@@ -129,8 +181,7 @@ fn keyed_values(bytes: &[u8], spans: &mut Vec<Range<usize>>) {
         while i < bytes.len() && is_key_byte(bytes[i]) {
             i += 1;
         }
-        let key = String::from_utf8_lossy(&bytes[start..i]).to_ascii_lowercase();
-        if !SECRET_WORDS.iter().any(|w| key.contains(w)) {
+        if !is_secret_key(&String::from_utf8_lossy(&bytes[start..i])) {
             continue;
         }
         let quote = start
