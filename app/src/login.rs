@@ -123,7 +123,8 @@ pub fn LoginPage() -> impl IntoView {
     .into_any()
 }
 
-/// The one-time link's page: what the link does, and the button that uses it.
+/// The one-time link's page: what the link does, and the button that uses it. Not autofocused:
+/// a page that opens this one while its visitor types could otherwise press it for them.
 #[component]
 fn LinkConfirmation(once: String) -> impl IntoView {
     view! {
@@ -134,7 +135,7 @@ fn LinkConfirmation(once: String) -> impl IntoView {
             <form method="post" action="/login" class="login-form">
                 <input type="hidden" name="once" value=once/>
                 <input type="hidden" name="next" value="/"/>
-                <div class="form-actions"><button type="submit" id="login-continue" autofocus>"Continue to the app"</button></div>
+                <div class="form-actions"><button type="submit" id="login-continue">"Continue to the app"</button></div>
             </form>
         </section>
     }

@@ -28,7 +28,7 @@ const MAX_WAITING: usize = 32;
 /// unknown (a socket without one).
 pub fn keys(name: &str, peer: Option<IpAddr>) -> Vec<String> {
     match peer {
-        Some(ip) => vec![format!("ip:{}", ip.to_canonical())],
+        Some(ip) => vec![format!("ip:{}", crate::web::listener::client_network(ip))],
         None => {
             let name: String = name.chars().take(64).collect::<String>().to_lowercase();
             vec![format!("user:{name}")]
@@ -39,6 +39,9 @@ pub fn keys(name: &str, peer: Option<IpAddr>) -> Vec<String> {
 #[derive(Default)]
 pub struct LoginLimits {
     failures: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
+    /// When a full map was last swept of expired keys: at most once a minute, so a full map
+    /// does not cost a pass over 100,000 keys on every failure.
+    swept: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl LoginLimits {
@@ -66,7 +69,11 @@ impl LoginLimits {
     pub fn failed(&self, keys: &[String], now: DateTime<Utc>) {
         let mut failures = self.failures.lock().expect("limits lock");
         if failures.len() >= MAX_KEYS {
-            failures.retain(|_, times| times.back().is_some_and(|at| now - *at < WINDOW));
+            let mut swept = self.swept.lock().expect("limits lock");
+            if swept.is_none_or(|at| now - at >= TimeDelta::minutes(1)) {
+                failures.retain(|_, times| times.back().is_some_and(|at| now - *at < WINDOW));
+                *swept = Some(now);
+            }
         }
         for key in keys {
             if failures.len() >= MAX_KEYS && !failures.contains_key(key) {
@@ -146,6 +153,13 @@ mod tests {
         let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
         assert_eq!(keys("a", Some(mapped)), ["ip:10.0.0.9"]);
         assert_eq!(keys("Ann", None), ["user:ann"]);
+        // One IPv6 subscriber (a /64) is one client, however many addresses it uses.
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(keys("a", Some(a)), keys("b", Some(b)));
+        assert_eq!(keys("a", Some(a)), ["ip:2001:db8:1:2::"]);
+        assert_ne!(keys("a", Some(a)), keys("a", Some(other)));
     }
 
     #[tokio::test]

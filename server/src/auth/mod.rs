@@ -201,6 +201,8 @@ pub struct Auth {
     sessions: Sessions,
     limits: LoginLimits,
     gate: PasswordGate,
+    /// Link sign-ins in progress at most (each a blocking file read).
+    link_turns: tokio::sync::Semaphore,
     /// When a header from an untrusted peer was last warned about.
     proxy_warned: Mutex<Option<DateTime<Utc>>>,
 }
@@ -219,6 +221,7 @@ impl Auth {
             sessions: Sessions::new(lifetime, sessions::MAX_SESSIONS),
             limits: LoginLimits::default(),
             gate: PasswordGate::default(),
+            link_turns: tokio::sync::Semaphore::new(8),
             site_root: site_root.to_owned(),
             proxy_warned: Mutex::new(None),
             clock,
@@ -291,7 +294,12 @@ impl Auth {
         if let Some(wait) = self.limits.retry_after(&keys, now) {
             return Err(SignInError::TooMany(wait));
         }
-        // File reads (and a locked write for a real link) off the runtime's threads.
+        // File reads (and a locked write for a real link) off the runtime's threads, a few at a
+        // time: a burst of guesses cannot fill the blocking pool the password checks run on.
+        let _turn = self
+            .link_turns
+            .try_acquire()
+            .map_err(|_| SignInError::Busy)?;
         let (dir, token) = (self.options.data_dir.clone(), token.to_owned());
         let redeemed = tokio::task::spawn_blocking(move || links::redeem(&dir, &token, now))
             .await

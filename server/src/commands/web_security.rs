@@ -67,10 +67,15 @@ impl WebSecurityArgs {
             request_timeout: Duration::from_secs_f64(self.request_timeout),
             https: options.tls.is_some(),
         };
+        let defaults = ConnectionLimits::default();
         options.connections = ConnectionLimits {
             total: self.max_connections,
             per_address: self.max_connections_per_address,
-            ..ConnectionLimits::default()
+            // A quiet request must get its 408 before the connection counts as idle.
+            idle_timeout: defaults
+                .idle_timeout
+                .max(Duration::from_secs_f64(self.request_timeout) + Duration::from_secs(5)),
+            ..defaults
         };
     }
 }

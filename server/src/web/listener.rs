@@ -38,8 +38,10 @@ pub struct ConnectionLimits {
     /// also ends idle keep-alive connections.
     pub header_timeout: Duration,
     /// A connection on which no byte moves either way for this long is closed, whatever it
-    /// speaks: HTTP/2 (hyper has no idle timeout for it) or a websocket whose browser is gone.
-    /// Open live feeds get a status message every 2 s, so only dead or hostile ones reach it.
+    /// speaks: a quiet HTTP/2 connection (hyper has no idle timeout for it) or a stuck upgrade.
+    /// Live feeds get a message every second or two, so they never reach it. A client that
+    /// sends a byte now and then keeps its connection: the per-address caps bound those.
+    /// At least `--request-timeout` + 5 s, so a slow request gets its 408 first.
     pub idle_timeout: Duration,
 }
 
@@ -52,6 +54,19 @@ impl Default for ConnectionLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
         }
+    }
+}
+
+/// The address a client is counted by in every per-client limit (connections, sign-ins,
+/// submissions): an IPv4 address, or an IPv6 address's /64 — one subscriber usually holds a whole
+/// /64, so counting /128s would give one attacker 2^64 fresh budgets.
+pub fn client_network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -247,7 +262,7 @@ impl<S: Send + 'static> Accept<TcpStream, S> for Limited {
         let admitted = stream
             .peer_addr()
             .ok()
-            .and_then(|peer| self.admit(peer.ip()));
+            .and_then(|peer| self.admit(client_network(peer.ip())));
         Box::pin(async move {
             let Some(admitted) = admitted else {
                 tracing::debug!("refused a connection: too many open");

@@ -132,7 +132,10 @@ fn client_of(request: &Request) -> String {
         return format!("user:{}", user.name);
     }
     match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(peer)) => format!("address:{}", peer.ip()),
+        Some(ConnectInfo(peer)) => format!(
+            "address:{}",
+            crate::web::listener::client_network(peer.ip())
+        ),
         None => "address:unknown".to_owned(),
     }
 }

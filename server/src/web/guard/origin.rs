@@ -101,10 +101,12 @@ pub fn refusal(
             );
         }
     }
-    // Sec-Fetch-Site is set by the browser and cannot be forged by a page.
+    // Sec-Fetch-Site is set by the browser and cannot be forged by a page. An allowed origin
+    // has been let through above; anything else must be same-origin, so `same-site` (a
+    // sibling subdomain, or this host over the other scheme: http:// posting to https://) is
+    // refused too, though its Origin names this host.
     match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         Some("same-origin") | Some("none") | None => None,
-        Some(_) if origin.is_some() => None, // an allowed origin, checked above
         Some(_) => Some("cross-site request refused: this page may only be used from its own site"),
     }
 }

@@ -86,6 +86,18 @@ fn writes_and_websockets_from_another_site_are_refused() {
         headers(&[host, ("origin", "http://127.0.0.1:3000.evil.example")]),
         headers(&[host, ("sec-fetch-site", "cross-site")]),
         headers(&[host, ("sec-fetch-site", "same-site")]),
+        // This host over the other scheme (or a sibling subdomain) is same-site, not
+        // same-origin: a man in the middle on http:// must not post to the https:// app.
+        headers(&[
+            host,
+            ("origin", "http://127.0.0.1:3000"),
+            ("sec-fetch-site", "same-site"),
+        ]),
+        headers(&[
+            host,
+            ("origin", "http://127.0.0.1:3000"),
+            ("sec-fetch-site", "cross-site"),
+        ]),
     ] {
         for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
             assert!(
