@@ -22,6 +22,36 @@ pub struct PipelineStatus {
     pub consumed: u64,
     pub scored: u64,
     pub dead_lettered: u64,
+    /// What the broker holds (admins only): `None` until first measured.
+    #[serde(default)]
+    pub storage: Option<StorageStatus>,
+}
+
+/// Disk held by the pipeline, measured every 30 s.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StorageStatus {
+    /// The embedded broker's data directory in bytes; `None` on a cluster (`--brokers`).
+    pub data_dir_bytes: Option<u64>,
+    /// Records each topic holds now (high minus low watermark, all partitions), by name.
+    pub topic_records: Vec<(String, i64)>,
+}
+
+impl StorageStatus {
+    /// `1.2 GB`-style, for people.
+    pub fn human_bytes(bytes: u64) -> String {
+        let units = ["B", "KB", "MB", "GB", "TB"];
+        let mut value = bytes as f64;
+        let mut unit = 0;
+        while value >= 1000.0 && unit < units.len() - 1 {
+            value /= 1000.0;
+            unit += 1;
+        }
+        if unit == 0 {
+            format!("{bytes} B")
+        } else {
+            format!("{value:.1} {}", units[unit])
+        }
+    }
 }
 
 /// A prediction for a submitted customer, with the time the round trip took.
@@ -139,6 +169,7 @@ impl FeedEvent {
                     brokers: String::new(),
                     input_topic: String::new(),
                     predictions_topic: String::new(),
+                    storage: None,
                     ..status
                 }
             }
@@ -336,6 +367,10 @@ mod tests {
             predictions_topic: "out".into(),
             model_version: "m-1".into(),
             scored: 7,
+            storage: Some(StorageStatus {
+                data_dir_bytes: Some(123_456_789),
+                topic_records: vec![("secret-topic".into(), 5)],
+            }),
             ..Default::default()
         }
     }
@@ -369,7 +404,15 @@ mod tests {
     #[test]
     fn a_viewer_receives_no_customer_name_and_no_broker() {
         let text = sent(Role::Viewer);
-        for secret in ["Ann Secret", "c-1", "kafka1", "\"in\"", "\"out\""] {
+        for secret in [
+            "Ann Secret",
+            "c-1",
+            "kafka1",
+            "\"in\"",
+            "\"out\"",
+            "secret-topic",
+            "123456789",
+        ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         let events: Vec<_> = every_event()
@@ -386,7 +429,9 @@ mod tests {
         let analyst = sent(Role::Analyst);
         assert!(analyst.contains("Ann Secret"));
         assert!(
-            !analyst.contains("kafka1") && !analyst.contains("\"in\""),
+            !analyst.contains("kafka1")
+                && !analyst.contains("\"in\"")
+                && !analyst.contains("secret-topic"),
             "{analyst}"
         );
         let admin = sent(Role::Admin);

@@ -23,7 +23,8 @@ pub use access::{signed_in_user, CurrentUser, Role};
 #[cfg(feature = "ssr")]
 pub use api::{predict_record, Backend, BackendHandle};
 pub use api::{
-    Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats, WindowPoint,
+    Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats, StorageStatus,
+    WindowPoint,
 };
 use dashboard::DashboardPage;
 use form::{ChurnForm, FormState};
@@ -352,6 +353,19 @@ fn StatusCard() -> impl IntoView {
                         {admin.then(|| view! {
                             <dt>"Brokers"</dt><dd class="mono">{s.brokers.clone()}</dd>
                             <dt>"Topics"</dt><dd class="mono">{s.input_topic.clone()}" → "{s.predictions_topic.clone()}</dd>
+                            {s.storage.clone().map(|storage| view! {
+                                {storage.data_dir_bytes.map(|bytes| view! {
+                                    <dt>"Broker disk"</dt><dd class="num broker-disk">{StorageStatus::human_bytes(bytes)}</dd>
+                                })}
+                                <dt>"Records held"</dt>
+                                <dd class="topic-records">
+                                    <ul>
+                                        {storage.topic_records.into_iter().map(|(topic, records)| view! {
+                                            <li><span class="mono">{topic}</span>" "<span class="num">{records}</span></li>
+                                        }).collect_view()}
+                                    </ul>
+                                </dd>
+                            })}
                         })}
                         <dt>"Model"</dt><dd class="mono model-version">{s.model_version}</dd>
                         <dt>"Scored"</dt><dd class="scored num">{s.scored}</dd>

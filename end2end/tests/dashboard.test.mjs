@@ -44,6 +44,10 @@ test('operations endpoints: readiness and Prometheus metrics', async () => {
   assert.ok(scored > 0, metrics);
   assert.match(metrics, /^churn_model_info\{version="m-[0-9a-f]{12}"\} 1$/m);
   assert.match(metrics, /^churn_consumer_lag\{partition="0"\} \d+$/m);
+  // What the broker holds, per topic (the harness's broker is external: no data dir size).
+  const held = Number(metrics.match(/^churn_topic_records\{topic="costumerchurn"\} (\d+)$/m)?.[1]);
+  assert.ok(held > 0, metrics);
+  assert.match(metrics, /^churn_broker_data_bytes 0$/m);
 });
 
 test('the CSV download contains the predictions shown', async () => {

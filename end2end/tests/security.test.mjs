@@ -83,7 +83,14 @@ test('each role sees its share: a viewer no names and no form, an analyst no bro
   await analyst.locator('#field-age').waitFor();
   const card = await analyst.locator('.status-card').textContent();
   assert.ok(!card.includes(`127.0.0.1:${product.brokerPort}`), `an analyst sees no broker address: ${card}`);
+  assert.equal(await analyst.locator('.topic-records').count(), 0, 'nor the topics');
   await analyst.close();
+
+  // An admin sees the broker, and what each topic holds.
+  const { page: admin } = await openHydrated(product, null, '/', 'e2e-admin');
+  await admin.locator('.topic-records li').first().waitFor({ timeout: 30_000 });
+  assert.match(await admin.locator('.topic-records').textContent(), /costumerchurn\s*\d+/);
+  await admin.close();
 });
 
 test('pages carry a nonce-based CSP and the hydrated app runs under it', async () => {

@@ -22,5 +22,6 @@ pub mod scorer;
 pub mod shutdown;
 pub mod signing_key;
 pub mod stats_view;
+pub mod storage_monitor;
 pub mod supervisor;
 pub mod web;

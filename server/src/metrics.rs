@@ -47,6 +47,11 @@ struct PartitionLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabel {
+    topic: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: String,
 }
@@ -79,6 +84,11 @@ pub struct PipelineMetrics {
     /// `version` of the model in use = 1.
     model_info: Family<VersionLabel, Gauge>,
     model_version: Mutex<String>,
+    /// Records each topic holds (`storage_monitor`); one series per topic on the broker.
+    topic_records: Family<TopicLabel, Gauge>,
+    /// The embedded broker's data directory, in bytes.
+    broker_data_bytes: Gauge,
+    storage: Mutex<Option<app::StorageStatus>>,
 }
 
 impl Default for PipelineMetrics {
@@ -99,6 +109,9 @@ impl Default for PipelineMetrics {
             lag: Mutex::new(Vec::new()),
             model_info: Family::default(),
             model_version: Mutex::new(String::new()),
+            topic_records: Family::default(),
+            broker_data_bytes: Gauge::default(),
+            storage: Mutex::new(None),
         };
         // Before a model is loaded the info names the empty version, as it always has.
         metrics
@@ -172,6 +185,16 @@ impl PipelineMetrics {
             self.models_refused.clone(),
         );
         r.register(
+            "churn_topic_records",
+            "Records each topic holds now (high minus low watermark over its partitions)",
+            self.topic_records.clone(),
+        );
+        r.register(
+            "churn_broker_data_bytes",
+            "Bytes in the embedded broker's data directory (0 on a cluster)",
+            self.broker_data_bytes.clone(),
+        );
+        r.register(
             "churn_model_info",
             "The model in use",
             self.model_info.clone(),
@@ -225,6 +248,37 @@ impl PipelineMetrics {
                 version: std::mem::replace(&mut *current, version.to_owned()),
             });
         }
+    }
+
+    /// What the broker holds, as just measured.
+    pub fn set_storage(&self, storage: app::StorageStatus) {
+        let mut last = self.storage.lock().expect("storage");
+        for (topic, records) in &storage.topic_records {
+            self.topic_records
+                .get_or_create(&TopicLabel {
+                    topic: topic.clone(),
+                })
+                .set(*records);
+        }
+        // A deleted topic's series goes (set first, removed after, as for the lag).
+        if let Some(previous) = last.as_ref() {
+            for (topic, _) in &previous.topic_records {
+                if !storage.topic_records.iter().any(|(t, _)| t == topic) {
+                    self.topic_records.remove(&TopicLabel {
+                        topic: topic.clone(),
+                    });
+                }
+            }
+        }
+        let bytes = storage.data_dir_bytes.unwrap_or(0);
+        self.broker_data_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        *last = Some(storage);
+    }
+
+    /// What the broker holds, as last measured.
+    pub fn storage(&self) -> Option<app::StorageStatus> {
+        self.storage.lock().expect("storage").clone()
     }
 
     /// The model in use: empty before one is loaded.

@@ -197,8 +197,23 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
             consumed: stats.consumed.get(),
             scored: stats.scored.get(),
             dead_lettered: stats.dead_lettered.get(),
+            storage: stats.storage(),
         }
     };
+    // The embedded broker's files are under the data dir (also when `churn broker` runs it).
+    let broker_dir = kafka_args
+        .brokers
+        .is_none()
+        .then(|| args.broker.data_dir.join("broker"));
+    tasks.spawn(
+        "storage monitor",
+        server::storage_monitor::watch_storage(
+            kafka.clone(),
+            broker_dir,
+            metrics.clone(),
+            tasks.shutdown(),
+        ),
+    );
     if !args.no_analytics {
         let options = AnalyzeOptions {
             window: Duration::from_secs_f64(args.window_secs),

@@ -74,9 +74,17 @@ fn no_help_shows_an_environment_value() {
     ] {
         assert!(names.contains(known), "{known} not in {names:?}");
     }
+    // The settings file must exist (it is read before any help): an empty one, named with the
+    // marker so a help text showing its path fails too.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join(format!("{MARKER}-config.toml"));
+    std::fs::write(&config, "").unwrap();
     let env: Vec<(String, String)> = names
         .iter()
-        .map(|name| (name.clone(), format!("{MARKER}-{name}")))
+        .map(|name| match name.as_str() {
+            "CHURN_CONFIG" => (name.clone(), config.display().to_string()),
+            _ => (name.clone(), format!("{MARKER}-{name}")),
+        })
         .collect();
     for path in &paths {
         for flag in ["--help", "-h"] {
