@@ -27,7 +27,7 @@ pub struct PipelineStatus {
     pub storage: Option<StorageStatus>,
 }
 
-/// Disk held by the pipeline, measured every 30 s.
+/// Disk held by the pipeline, measured every 15 s.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StorageStatus {
     /// The embedded broker's data directory in bytes; `None` on a cluster (`--brokers`).

@@ -89,7 +89,8 @@ test('each role sees its share: a viewer no names and no form, an analyst no bro
   // An admin sees the broker, and what each topic holds.
   const { page: admin } = await openHydrated(product, null, '/', 'e2e-admin');
   await admin.locator('.topic-records li').first().waitFor({ timeout: 30_000 });
-  assert.match(await admin.locator('.topic-records').textContent(), /costumerchurn\s*\d+/);
+  await admin.waitForFunction(() => /costumerchurn\s*[1-9]/.test(document.querySelector('.topic-records')?.textContent),
+    null, { timeout: 45_000 });
   await admin.close();
 });
 
