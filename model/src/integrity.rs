@@ -274,8 +274,8 @@ mod tests {
             seed: 4,
             messy_fraction: 0.0,
         });
-        let model = crate::train::train(&customers, &Default::default(), "t".into(), |_| {})
-            .unwrap();
+        let model =
+            crate::train::train(&customers, &Default::default(), "t".into(), |_| {}).unwrap();
         assert!(!model.ablation.is_empty() && !model.metrics.fold_thresholds.is_empty());
         let value = serde_json::to_value(&model).unwrap();
         let mut paths = Vec::new();
@@ -284,7 +284,12 @@ mod tests {
             .into_iter()
             .filter(|p| !p.starts_with("/integrity"))
             .collect();
-        for needed in ["/threshold", "/features/0/min", "/features/0/max", "/reference_date"] {
+        for needed in [
+            "/threshold",
+            "/features/0/min",
+            "/features/0/max",
+            "/reference_date",
+        ] {
             assert!(paths.iter().any(|p| p == needed), "{needed} missing");
         }
         assert!(paths.len() > 60, "{}", paths.len());

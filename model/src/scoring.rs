@@ -193,14 +193,29 @@ mod tests {
     #[test]
     fn values_outside_the_training_range_are_named_and_the_edges_are_inside() {
         let model = tiny_model(); // Age 25..=60, Num_Sites 3..=14, Account_Manager 0..=1
-        assert!(model.score(&customer(45.0, 12, true), now()).extrapolated.is_empty());
-        assert!(model.score(&customer(25.0, 14, false), now()).extrapolated.is_empty());
-        assert!(model.score(&customer(60.0, 3, true), now()).extrapolated.is_empty());
+        assert!(model
+            .score(&customer(45.0, 12, true), now())
+            .extrapolated
+            .is_empty());
+        assert!(model
+            .score(&customer(25.0, 14, false), now())
+            .extrapolated
+            .is_empty());
+        assert!(model
+            .score(&customer(60.0, 3, true), now())
+            .extrapolated
+            .is_empty());
         let young = model.score(&customer(24.9, 12, true), now());
         assert_eq!(young.extrapolated, vec![Feature::Age]);
         let both = model.score(&customer(61.0, 15, true), now());
         assert_eq!(both.extrapolated, vec![Feature::Age, Feature::NumSites]);
-        assert_eq!(model.score(&customer(f64::NAN, 2, true), now()).extrapolated.len(), 2);
+        assert_eq!(
+            model
+                .score(&customer(f64::NAN, 2, true), now())
+                .extrapolated
+                .len(),
+            2
+        );
     }
 
     #[test]

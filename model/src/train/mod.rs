@@ -146,7 +146,10 @@ pub enum TrainError {
 /// Progress of a training run, for a progress bar.
 #[derive(Debug, Clone, Copy)]
 pub enum TrainProgress {
-    Fold { done: usize, of: usize },
+    Fold {
+        done: usize,
+        of: usize,
+    },
     /// Cross-validating without a derived feature, to see whether it earns its place.
     Ablation(Feature),
     Final,
@@ -229,7 +232,15 @@ fn train_with(
     }
     let folds = stratified_folds(&labels, k, options.seed);
     let x = feature_matrix(customers, &candidates, reference_date);
-    let mut cv = cross_validate(&x, &labels, &folds, k, options, Some(chooser), &mut progress)?;
+    let mut cv = cross_validate(
+        &x,
+        &labels,
+        &folds,
+        k,
+        options,
+        Some(chooser),
+        &mut progress,
+    )?;
 
     // Ablation: every derived feature must beat the noise of the folds, on the same folds.
     let mut ablation = Vec::new();

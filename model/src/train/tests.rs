@@ -86,7 +86,10 @@ fn unusable_training_data_is_refused_with_a_reason() {
 /// The five columns without tenure: no ablation runs, so every chooser call is a nested one.
 fn columns_only() -> TrainOptions {
     TrainOptions {
-        features: Feature::ALL.into_iter().filter(|f| f.column().is_some()).collect(),
+        features: Feature::ALL
+            .into_iter()
+            .filter(|f| f.column().is_some())
+            .collect(),
         ..Default::default()
     }
 }
@@ -122,7 +125,10 @@ fn the_threshold_is_never_chosen_on_the_fold_it_is_judged_on() {
     }
     assert_eq!(seen[5], (0..300).collect::<Vec<_>>());
     assert_eq!(model.metrics.fold_thresholds.len(), 5);
-    assert!(model.metrics.threshold_method.contains("inside each training fold"));
+    assert!(model
+        .metrics
+        .threshold_method
+        .contains("inside each training fold"));
     assert!(model.metrics.accuracy_at_half > 0.0);
 }
 
@@ -161,18 +167,28 @@ fn on_small_noisy_data_the_nested_estimate_is_no_better_than_a_holdout() {
     let gap = |estimate: &[f64]| {
         let d: Vec<f64> = estimate.iter().zip(&honest).map(|(e, h)| e - h).collect();
         let m = mean(&d);
-        let se = (d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (d.len() - 1) as f64
+        let se = (d.iter().map(|x| (x - m).powi(2)).sum::<f64>()
+            / (d.len() - 1) as f64
             / d.len() as f64)
             .sqrt();
         (m, se)
     };
     let (nested_gap, nested_se) = gap(&nested);
     let (naive_gap, _) = gap(&naive);
-    eprintln!("nested {nested_gap:.4} ± {nested_se:.4}, naive {naive_gap:.4}, holdout {:.4}", mean(&honest));
+    eprintln!(
+        "nested {nested_gap:.4} ± {nested_se:.4}, naive {naive_gap:.4}, holdout {:.4}",
+        mean(&honest)
+    );
     // Not better than the holdout by more than noise ...
-    assert!(nested_gap <= 2.0 * nested_se, "nested {nested_gap} ± {nested_se}");
+    assert!(
+        nested_gap <= 2.0 * nested_se,
+        "nested {nested_gap} ± {nested_se}"
+    );
     // ... while the threshold tuned on its own judges is optimistic (what this test guards).
-    assert!(naive_gap > nested_gap + 0.02, "naive {naive_gap}, nested {nested_gap}");
+    assert!(
+        naive_gap > nested_gap + 0.02,
+        "naive {naive_gap}, nested {nested_gap}"
+    );
 }
 
 #[test]
@@ -189,23 +205,39 @@ fn tenure_is_dropped_when_it_does_not_beat_the_noise_and_kept_when_it_does() {
     eprintln!("shuffled: {tenure:?}");
     assert_eq!(tenure.feature, Feature::TenureYears);
     assert!(!tenure.kept, "{tenure:?}");
-    assert!(model.features.iter().all(|w| w.feature != Feature::TenureYears));
+    assert!(model
+        .features
+        .iter()
+        .all(|w| w.feature != Feature::TenureYears));
     assert_eq!(model.features.len(), 5);
 
     // The generator's own data, where tenure does matter: the decision follows the numbers.
-    let model = train(&generated(3000, 11), &TrainOptions::default(), "t".into(), |_| {}).unwrap();
+    let model = train(
+        &generated(3000, 11),
+        &TrainOptions::default(),
+        "t".into(),
+        |_| {},
+    )
+    .unwrap();
     let tenure = &model.ablation[0];
     eprintln!("generated: {tenure:?}");
     assert!(tenure.kept, "{tenure:?}");
     assert!(tenure.auc_with - tenure.auc_without > 2.0 * tenure.standard_error);
-    assert!(model.features.iter().any(|w| w.feature == Feature::TenureYears));
+    assert!(model
+        .features
+        .iter()
+        .any(|w| w.feature == Feature::TenureYears));
 }
 
 #[test]
 fn a_fit_cut_short_is_reported_and_refused_when_strict() {
     let customers = generated(500, 2);
     let converged = train(&customers, &columns_only(), "t".into(), |_| {}).unwrap();
-    assert!(converged.convergence.converged(), "{:?}", converged.convergence);
+    assert!(
+        converged.convergence.converged(),
+        "{:?}",
+        converged.convergence
+    );
     let short = TrainOptions {
         max_iterations: 1,
         ..columns_only()

@@ -306,7 +306,11 @@ fn psi_false_alarms_stay_below_five_percent_from_the_minimum() {
     assert_eq!(smallest, Some(MIN_DRIFT_SAMPLE));
     // ... below it the summary never alarms; from it on, at most 5% of the time.
     assert_eq!(false_alarm_rate(MIN_DRIFT_SAMPLE - 1, 2_000, 1), 0.0);
-    for scored in [MIN_DRIFT_SAMPLE, MIN_DRIFT_SAMPLE + 20, 2 * MIN_DRIFT_SAMPLE] {
+    for scored in [
+        MIN_DRIFT_SAMPLE,
+        MIN_DRIFT_SAMPLE + 20,
+        2 * MIN_DRIFT_SAMPLE,
+    ] {
         let rate = false_alarm_rate(scored, 4_000, 2);
         assert!(rate <= 0.05, "{scored} scores: {rate}");
     }
@@ -321,7 +325,10 @@ fn real_drift_is_still_flagged_from_the_minimum_and_said_to_lack_scores_below() 
     };
     totals.drift_bins[9] = MIN_DRIFT_SAMPLE - 1;
     let few = totals.drift().unwrap();
-    assert!(!few.drifting && !few.enough_scores() && few.psi > 1.0, "{few:?}");
+    assert!(
+        !few.drifting && !few.enough_scores() && few.psi > 1.0,
+        "{few:?}"
+    );
     totals.drift_bins[9] += 1;
     let enough = totals.drift().unwrap();
     assert!(enough.drifting && enough.enough_scores(), "{enough:?}");
