@@ -72,6 +72,7 @@ fn DashboardBody(d: Dashboard, names: bool) -> impl IntoView {
         .find(|(k, _)| k == model::analytics::EXTRAPOLATED)
         .map(|(_, s)| s.clone())
         .unwrap_or_default();
+    let any_extrapolated = extrapolated.count > 0;
     view! {
         <div class="kpi-row">
             <div class="card kpi-card"><span class="kpi" id="dash-count">{all.count}</span>
@@ -82,7 +83,7 @@ fn DashboardBody(d: Dashboard, names: bool) -> impl IntoView {
                 <span class="kpi" id="dash-drift">{drift.as_ref().map(|x| format!("{:.3}", x.psi)).unwrap_or_else(|| "—".into())}</span>
                 {drift_words(drift.as_ref())}
             </div>
-            <div class="card kpi-card" class:alert=extrapolated.count > 0>
+            <div class="card kpi-card" class:alert=any_extrapolated>
                 <span class="kpi" id="dash-extrapolated">{extrapolated.count}</span>
                 " outside the training range"
             </div>
