@@ -1,7 +1,7 @@
 //! The dashboard: what the stream is doing, from the stats topic, pushed live.
 
 use leptos::prelude::*;
-use model::analytics::{SegmentSummary, PSI_DRIFT_THRESHOLD};
+use model::analytics::{SegmentSummary, MIN_DRIFT_SAMPLE, PSI_DRIFT_THRESHOLD};
 use model::format::percent;
 
 use crate::access::{signed_in_user, Role};
@@ -41,6 +41,19 @@ pub fn DashboardPage() -> impl IntoView {
     }
 }
 
+/// What the PSI card says: too few scores to judge, drifting, or stable.
+fn drift_words(drift: Option<&model::analytics::DriftSummary>) -> String {
+    match drift {
+        Some(x) if !x.enough_scores() => format!(
+            " PSI: not enough scores yet ({} of {MIN_DRIFT_SAMPLE})",
+            x.scored
+        ),
+        Some(x) if x.drifting => format!(" PSI: drifting (above {PSI_DRIFT_THRESHOLD})"),
+        Some(_) => format!(" PSI: stable (alert above {PSI_DRIFT_THRESHOLD})"),
+        None => " PSI: no reference yet".to_owned(),
+    }
+}
+
 #[component]
 fn DashboardBody(d: Dashboard, names: bool) -> impl IntoView {
     let all = d
@@ -53,6 +66,13 @@ fn DashboardBody(d: Dashboard, names: bool) -> impl IntoView {
     let window_s = d.window_ms as f64 / 1000.0;
     let last = d.windows.last().cloned().unwrap_or_default();
     let drift = d.drift.clone();
+    let extrapolated = d
+        .segments
+        .iter()
+        .find(|(k, _)| k == model::analytics::EXTRAPOLATED)
+        .map(|(_, s)| s.clone())
+        .unwrap_or_default();
+    let any_extrapolated = extrapolated.count > 0;
     view! {
         <div class="kpi-row">
             <div class="card kpi-card"><span class="kpi" id="dash-count">{all.count}</span>
@@ -61,11 +81,11 @@ fn DashboardBody(d: Dashboard, names: bool) -> impl IntoView {
             <div class="card kpi-card"><span class="kpi">{format!("{:.1}/s", last.count as f64 / window_s)}</span>" in the last window"</div>
             <div class="card kpi-card" class:alert=drift.as_ref().is_some_and(|x| x.drifting)>
                 <span class="kpi" id="dash-drift">{drift.as_ref().map(|x| format!("{:.3}", x.psi)).unwrap_or_else(|| "—".into())}</span>
-                {match &drift {
-                    Some(x) if x.drifting => format!(" PSI: drifting (above {PSI_DRIFT_THRESHOLD})"),
-                    Some(_) => format!(" PSI: stable (alert above {PSI_DRIFT_THRESHOLD})"),
-                    None => " PSI: no reference yet".to_owned(),
-                }}
+                {drift_words(drift.as_ref())}
+            </div>
+            <div class="card kpi-card" class:alert=any_extrapolated>
+                <span class="kpi" id="dash-extrapolated">{extrapolated.count}</span>
+                " outside the training range"
             </div>
             <div class="card kpi-card"><span class="kpi" id="dash-lag">{total_lag}</span>" records of consumer lag"</div>
         </div>
@@ -206,5 +226,26 @@ mod tests {
     fn window_start_reads_as_utc_time_of_day() {
         assert_eq!(super::utc_time_of_day(0), "00:00:00");
         assert_eq!(super::utc_time_of_day(1_764_117_296_789), "00:34:56");
+    }
+
+    #[test]
+    fn drift_is_not_judged_on_too_few_scores() {
+        use model::analytics::{DriftSummary, MIN_DRIFT_SAMPLE};
+        let summary = |psi: f64, scored: u64| DriftSummary {
+            version: "m-a".into(),
+            psi,
+            drifting: psi > 0.2 && scored >= MIN_DRIFT_SAMPLE,
+            scored,
+        };
+        let few = super::drift_words(Some(&summary(2.0, 50)));
+        assert_eq!(
+            few,
+            format!(" PSI: not enough scores yet (50 of {MIN_DRIFT_SAMPLE})")
+        );
+        let many = super::drift_words(Some(&summary(2.0, MIN_DRIFT_SAMPLE)));
+        assert!(many.contains("drifting"), "{many}");
+        let calm = super::drift_words(Some(&summary(0.01, 500)));
+        assert!(calm.contains("stable"), "{calm}");
+        assert_eq!(super::drift_words(None), " PSI: no reference yet");
     }
 }

@@ -255,6 +255,9 @@ fn ResultCard(outcome: Signal<Option<Outcome>>, pending: Signal<bool>) -> impl I
                             <span class="mono" id="model-version">{p.model_version.clone()}</span>
                             " · round trip " <span id="round-trip">{format!("{:.0} ms", reply.round_trip_ms)}</span>
                         </p>
+                        {extrapolation_note(&p.extrapolated).map(|note| view! {
+                            <p class="warning small" id="extrapolated" role="note">{note}</p>
+                        })}
                         <h3>"Why"</h3>
                         <ul class="factors">
                             {p.top_factors.iter().map(|f| view! {
@@ -267,6 +270,18 @@ fn ResultCard(outcome: Signal<Option<Outcome>>, pending: Signal<bool>) -> impl I
             }}
         </section>
     }
+}
+
+/// Words for a prediction whose inputs lie outside the model's training range, naming them.
+pub fn extrapolation_note(fields: &[model::Feature]) -> Option<String> {
+    if fields.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+    Some(format!(
+        "Outside the training range: {}. The model extrapolates here; trust this probability less.",
+        names.join(", ")
+    ))
 }
 
 /// The what-if sliders: field, min, max, step.
@@ -381,6 +396,17 @@ fn StatusCard() -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::Page;
+
+    #[test]
+    fn an_extrapolated_prediction_names_its_fields_and_a_normal_one_says_nothing() {
+        use model::Feature;
+        assert_eq!(super::extrapolation_note(&[]), None);
+        let note = super::extrapolation_note(&[Feature::Age, Feature::TenureYears]).unwrap();
+        assert!(
+            note.starts_with("Outside the training range: Age, Tenure_Years."),
+            "{note}"
+        );
+    }
 
     #[test]
     fn pages_are_found_by_path() {

@@ -20,8 +20,10 @@ pub enum Feature {
     AccountManager,
     Years,
     NumSites,
-    /// Years from the onboard date to the model's reference date: how long the account has
-    /// been with us, measured against a fixed date so that scoring is reproducible.
+    /// Years from the onboard date to the as-of time: how long the account has been with us.
+    /// A live record is measured at its scoring time; a training row at the training data's
+    /// as-of date (`ChurnModel::reference_date`). Derived, so `churn train` keeps it only when
+    /// its ablation shows it helps.
     TenureYears,
 }
 
@@ -75,15 +77,15 @@ impl Feature {
             .find(|f| f.name().eq_ignore_ascii_case(name.trim()))
     }
 
-    /// The feature's raw value for one customer.
-    pub fn value(self, customer: &Customer, reference_date: NaiveDateTime) -> f64 {
+    /// The feature's raw value for one customer, as of `as_of` (what tenure is measured to).
+    pub fn value(self, customer: &Customer, as_of: NaiveDateTime) -> f64 {
         match self {
             Feature::Age => customer.age,
             Feature::TotalPurchase => customer.total_purchase,
             Feature::AccountManager => f64::from(u8::from(customer.account_manager)),
             Feature::Years => customer.years,
             Feature::NumSites => f64::from(customer.num_sites),
-            Feature::TenureYears => tenure_years(customer.onboard_date, reference_date),
+            Feature::TenureYears => tenure_years(customer.onboard_date, as_of),
         }
     }
 }

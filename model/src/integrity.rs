@@ -187,14 +187,14 @@ mod tests {
         // A change here invalidates every sealed model file: bump MODEL_SCHEMA_VERSION with it.
         assert_eq!(
             sealed().integrity.sha256,
-            "15d18704ec054dd4118176d8515e8122a61279f101d4956481bc8b0d0ccba81f"
+            "6de968ab435e83a5bf549136f3fd9f5870c2901ca879e1ea9bdb82de0ba57e2e"
         );
         let text = String::from_utf8(sealed().canonical_bytes()).unwrap();
         assert!(
             !text.contains("integrity"),
             "the seal is not sealed: {text}"
         );
-        assert!(text.starts_with(r#"{"created_at":"2026-01-01T00:00:00Z","features":[{"#));
+        assert!(text.starts_with(r#"{"ablation":[],"convergence":{"gradient_norm":0.0,"#));
     }
 
     #[test]
@@ -243,6 +243,80 @@ mod tests {
             ChurnModel::from_json(&nudged.to_json()),
             Err(ModelFileError::Tampered)
         ));
+    }
+
+    /// Every leaf of the JSON value, as a JSON pointer.
+    fn leaves(value: &serde_json::Value, at: String, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    leaves(v, format!("{at}/{key}"), out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    leaves(v, format!("{at}/{i}"), out);
+                }
+            }
+            _ => out.push(at),
+        }
+    }
+
+    /// Every field of a trained model (every list filled: ranges, ablation, calibration, fold
+    /// figures, convergence, deciles) is covered by the hash: changing any one leaf, however
+    /// it is named, is refused. A field added later and left out of the canonical form fails
+    /// here without anyone having to list it.
+    #[cfg(feature = "train")]
+    #[test]
+    fn every_leaf_of_a_trained_model_is_in_the_content_hash() {
+        let customers = crate::synth::generate_customers(&crate::synth::GenerateOptions {
+            rows: 300,
+            seed: 4,
+            messy_fraction: 0.0,
+        });
+        let model =
+            crate::train::train(&customers, &Default::default(), "t".into(), |_| {}).unwrap();
+        assert!(!model.ablation.is_empty() && !model.metrics.fold_thresholds.is_empty());
+        let value = serde_json::to_value(&model).unwrap();
+        let mut paths = Vec::new();
+        leaves(&value, String::new(), &mut paths);
+        let paths: Vec<String> = paths
+            .into_iter()
+            .filter(|p| !p.starts_with("/integrity"))
+            .collect();
+        for needed in [
+            "/threshold",
+            "/features/0/min",
+            "/features/0/max",
+            "/reference_date",
+        ] {
+            assert!(paths.iter().any(|p| p == needed), "{needed} missing");
+        }
+        assert!(paths.len() > 60, "{}", paths.len());
+        for path in &paths {
+            let text = edited(&model, |v| {
+                let leaf = v.pointer_mut(path).unwrap();
+                *leaf = match leaf.take() {
+                    serde_json::Value::Bool(b) => (!b).into(),
+                    serde_json::Value::Number(n) if n.is_u64() => (n.as_u64().unwrap() + 1).into(),
+                    serde_json::Value::Number(n) => (n.as_f64().unwrap() + 0.125).into(),
+                    serde_json::Value::String(s) if path.ends_with("/feature") => {
+                        (if s == "Age" { "Years" } else { "Age" }).into()
+                    }
+                    serde_json::Value::String(s) if path == "/reference_date" => {
+                        s.replace("20", "19").into()
+                    }
+                    serde_json::Value::String(s) => format!("{s}x").into(),
+                    other => other,
+                };
+            });
+            match ChurnModel::from_json(&text) {
+                Err(ModelFileError::Tampered) => {}
+                // The schema version is checked before the hash.
+                Err(ModelFileError::SchemaVersion { .. }) if path == "/schema_version" => {}
+                other => panic!("editing {path} gave {other:?}"),
+            }
+        }
     }
 
     #[test]

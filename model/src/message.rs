@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::features::Feature;
 use crate::model_file::ChurnModel;
 use crate::schema::Customer;
 use crate::scoring::{Contribution, Score};
@@ -31,6 +32,10 @@ pub struct Prediction {
     /// The customer's segments, for stream analytics downstream.
     #[serde(default)]
     pub segments: Segments,
+    /// Inputs outside the model's training range (`Score::extrapolated`); absent when none,
+    /// and in messages written before ranges existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extrapolated: Vec<Feature>,
 }
 
 impl Prediction {
@@ -40,6 +45,7 @@ impl Prediction {
         model: &ChurnModel,
         score: &Score,
         scored_at: String,
+        as_of: chrono::NaiveDateTime,
     ) -> Self {
         Prediction {
             id,
@@ -60,7 +66,8 @@ impl Prediction {
                 })
                 .collect(),
             actual_churn: customer.churn,
-            segments: Segments::of(customer, model.reference_date),
+            segments: Segments::of(customer, as_of),
+            extrapolated: score.extrapolated.clone(),
         }
     }
 }

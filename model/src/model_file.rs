@@ -9,10 +9,14 @@ use crate::features::Feature;
 use crate::integrity::Seal;
 use crate::quality::QualityReport;
 
-/// Bumped whenever the model file's layout changes incompatibly (2: the seal, `integrity`).
-pub const MODEL_SCHEMA_VERSION: u32 = 2;
+/// Bumped whenever the model file's layout changes incompatibly (2: the seal, `integrity`;
+/// 3: training ranges, tenure measured at scoring time, nested-threshold report, ablation,
+/// convergence). Older files are refused with "retrain": a version 2 model measured tenure to
+/// its reference date and has no ranges, so reading it as version 3 would score it differently.
+pub const MODEL_SCHEMA_VERSION: u32 = 3;
 
-/// One input of the model: how to standardize it and how much it weighs.
+/// One input of the model: how to standardize it, how much it weighs, and the range of raw
+/// values it was trained on (a value outside is an extrapolation, flagged on the prediction).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureWeight {
     pub feature: Feature,
@@ -21,6 +25,46 @@ pub struct FeatureWeight {
     pub std_dev: f64,
     /// Weight of the standardized value in the log-odds of churn.
     pub coefficient: f64,
+    /// Smallest and largest raw value in the training data.
+    pub min: f64,
+    pub max: f64,
+}
+
+impl FeatureWeight {
+    /// Whether a raw value lies outside the training range (NaN counts as outside).
+    pub fn extrapolates(&self, value: f64) -> bool {
+        !(self.min..=self.max).contains(&value)
+    }
+}
+
+/// Whether the final fit reached the solver's optimum: the norm of the objective's gradient
+/// (linfa's: summed log loss plus l2/2 times the squared weights) at the fitted weights.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Convergence {
+    pub gradient_norm: f64,
+    /// Above this the fit did not converge: training warns, or fails with `--strict`.
+    pub tolerance: f64,
+    /// The largest gradient norm of the cross-validation fits (each held to the same tolerance).
+    pub worst_fold_gradient_norm: f64,
+}
+
+impl Convergence {
+    pub fn converged(&self) -> bool {
+        self.gradient_norm <= self.tolerance && self.worst_fold_gradient_norm <= self.tolerance
+    }
+}
+
+/// Whether a derived feature earns its place: cross-validated ROC-AUC with and without it, on
+/// the same folds. Derived features (tenure) are kept only when they beat the noise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ablation {
+    pub feature: Feature,
+    /// Mean ROC-AUC over the folds, with every candidate feature and without this one.
+    pub auc_with: f64,
+    pub auc_without: f64,
+    /// Standard error of the per-fold differences (with minus without).
+    pub standard_error: f64,
+    pub kept: bool,
 }
 
 /// What the model was trained on, to tell two models apart and to audit them.
@@ -41,6 +85,8 @@ pub struct Hyperparameters {
     pub seed: u64,
     /// How the decision threshold was chosen.
     pub threshold_rule: String,
+    /// Solver iterations allowed per fit.
+    pub max_iterations: u64,
 }
 
 /// A trained, versioned churn model: everything needed to score, explain and audit.
@@ -51,7 +97,8 @@ pub struct ChurnModel {
     pub version: String,
     /// RFC 3339 time of training.
     pub created_at: String,
-    /// The date tenure is measured to: the newest onboard date seen in training.
+    /// The as-of date of the training data (its newest onboard date): training rows' tenure is
+    /// measured to it. Live records measure tenure to their scoring time (`score_at`).
     #[serde(with = "crate::schema::date_format")]
     pub reference_date: NaiveDateTime,
     pub features: Vec<FeatureWeight>,
@@ -62,6 +109,9 @@ pub struct ChurnModel {
     /// The cross-validated quality report (named `metrics` in the file format since version 1).
     pub metrics: QualityReport,
     pub training_data: DataFingerprint,
+    /// Derived features tried, and whether the cross-validated ROC-AUC kept them.
+    pub ablation: Vec<Ablation>,
+    pub convergence: Convergence,
     /// Inner decile edges of the model's scores on its training data: the reference live scores
     /// are compared with to detect drift.
     #[serde(default)]
@@ -137,6 +187,12 @@ impl ChurnModel {
                     w.feature.name()
                 ));
             }
+            if !(w.min.is_finite() && w.max.is_finite() && w.min <= w.max) {
+                return bad(format!(
+                    "feature {} has an unusable training range",
+                    w.feature.name()
+                ));
+            }
             if !w.coefficient.is_finite() {
                 return bad(format!(
                     "feature {} has a non-finite weight",
@@ -169,18 +225,24 @@ pub(crate) mod tests {
                     mean: 40.0,
                     std_dev: 5.0,
                     coefficient: 0.5,
+                    min: 25.0,
+                    max: 60.0,
                 },
                 FeatureWeight {
                     feature: Feature::NumSites,
                     mean: 8.0,
                     std_dev: 2.0,
                     coefficient: 1.5,
+                    min: 3.0,
+                    max: 14.0,
                 },
                 FeatureWeight {
                     feature: Feature::AccountManager,
                     mean: 0.5,
                     std_dev: 0.5,
                     coefficient: -0.2,
+                    min: 0.0,
+                    max: 1.0,
                 },
             ],
             intercept: -1.0,
@@ -190,6 +252,7 @@ pub(crate) mod tests {
                 folds: 5,
                 seed: 7,
                 threshold_rule: "fixed".into(),
+                max_iterations: 200,
             },
             metrics: QualityReport::default(),
             training_data: DataFingerprint {
@@ -197,6 +260,8 @@ pub(crate) mod tests {
                 churners: 0,
                 hash: "0".into(),
             },
+            ablation: vec![],
+            convergence: Convergence::default(),
             score_deciles: vec![],
             integrity: Seal::default(),
         }
@@ -208,7 +273,7 @@ pub(crate) mod tests {
         model.seal();
         assert_eq!(ChurnModel::from_json(&model.to_json()).unwrap(), model);
         let current = format!("\"schema_version\": {MODEL_SCHEMA_VERSION}");
-        for (found, version) in [("99", 99), ("1", 1)] {
+        for (found, version) in [("99", 99), ("2", 2), ("1", 1)] {
             let other = model
                 .to_json()
                 .replace(&current, &format!("\"schema_version\": {found}"));

@@ -200,15 +200,29 @@ pub fn min_cost_threshold(probabilities: &[f64], labels: &[bool], missed_churner
     best_threshold.min(1.0)
 }
 
-/// The quality report stored in a model file and shown by `train` and `model info`.
+/// The quality report stored in a model file and shown by `train` and `model info`. Every
+/// figure says how it was obtained: `method` for the threshold-free ones (ROC-AUC, log loss,
+/// Brier, calibration), `threshold_method` for those at a threshold (accuracy, precision,
+/// recall, F1, confusion), and `accuracy_at_half` is at 0.5 by definition.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QualityReport {
     /// How these figures were obtained, e.g. "stratified 5-fold cross-validation".
     pub method: String,
+    /// How the threshold behind accuracy, precision, recall, F1 and the confusion matrix was
+    /// chosen, e.g. "threshold chosen inside each training fold, applied to its held-out fold".
+    #[serde(default)]
+    pub threshold_method: String,
     pub rows: usize,
     pub roc_auc: f64,
     /// ROC-AUC of each fold, to show the spread.
     pub fold_roc_auc: Vec<f64>,
+    /// The threshold each fold's held-out predictions were judged at (nested evaluation).
+    #[serde(default)]
+    pub fold_thresholds: Vec<f64>,
+    /// Accuracy of the same predictions at the conventional 0.5 (what scikit-learn's
+    /// `accuracy_score` of `predict` reports), for comparison.
+    #[serde(default)]
+    pub accuracy_at_half: f64,
     pub accuracy: f64,
     pub precision: f64,
     pub recall: f64,
@@ -230,9 +244,12 @@ impl QualityReport {
         let confusion = Confusion::at(probabilities, labels, threshold);
         QualityReport {
             method: method.into(),
+            threshold_method: String::new(),
             rows: labels.len(),
             roc_auc: roc_auc(probabilities, labels),
             fold_roc_auc: Vec::new(),
+            fold_thresholds: Vec::new(),
+            accuracy_at_half: Confusion::at(probabilities, labels, 0.5).accuracy(),
             accuracy: confusion.accuracy(),
             precision: confusion.precision(),
             recall: confusion.recall(),

@@ -69,7 +69,12 @@ pub fn score_record(
         reason: format!("invalid customer record: {errors}"),
         field_errors: serde_json::to_string(&errors.0).ok(),
     })?;
-    let score = model.score(&customer);
+    // Tenure is measured to the moment of scoring; a scoring time that is not RFC 3339 (only
+    // hand-written callers) falls back to the training data's as-of date.
+    let as_of = chrono::DateTime::parse_from_rfc3339(scored_at)
+        .map(|t| t.naive_utc())
+        .unwrap_or(model.reference_date);
+    let score = model.score(&customer, as_of);
     // JSON has no infinity: a non-finite number would be written as `null`, which no reader of
     // the prediction could parse. Only an absurd model file (a standard deviation of 1e-300)
     // gets here; the record is dead-lettered rather than published unreadable.
@@ -86,6 +91,7 @@ pub fn score_record(
         model,
         &score,
         scored_at.to_owned(),
+        as_of,
     ))
 }
 

@@ -1,5 +1,6 @@
 //! Scoring with a model file's model: standardize, weigh, squash, explain.
 
+use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 use crate::features::Feature;
@@ -79,6 +80,10 @@ pub struct Score {
     pub log_odds: f64,
     /// Every feature's contribution, largest effect first.
     pub contributions: Vec<Contribution>,
+    /// Features whose value lies outside the range the model was trained on, in the model's
+    /// order: the model extrapolates there, and its probability deserves less trust.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extrapolated: Vec<Feature>,
 }
 
 pub fn sigmoid(z: f64) -> f64 {
@@ -92,13 +97,18 @@ pub fn sigmoid(z: f64) -> f64 {
 }
 
 impl ChurnModel {
-    /// Scores a validated customer, with every feature's contribution.
-    pub fn score(&self, customer: &Customer) -> Score {
+    /// Scores a validated customer as of `as_of` (the record's scoring time: tenure is measured
+    /// to it), with every feature's contribution and the features outside the training range.
+    pub fn score(&self, customer: &Customer, as_of: NaiveDateTime) -> Score {
+        let mut extrapolated = Vec::new();
         let mut contributions: Vec<Contribution> = self
             .features
             .iter()
             .map(|w| {
-                let value = w.feature.value(customer, self.reference_date);
+                let value = w.feature.value(customer, as_of);
+                if w.extrapolates(value) {
+                    extrapolated.push(w.feature);
+                }
                 Contribution {
                     feature: w.feature,
                     value,
@@ -114,14 +124,14 @@ impl ChurnModel {
             churn: probability >= self.threshold,
             log_odds,
             contributions,
+            extrapolated,
         }
     }
 
-    /// Churn probability only: the hot path of batch scoring, no allocation.
-    pub fn probability(&self, customer: &Customer) -> f64 {
+    /// Churn probability only, as of `as_of`: the hot path of batch scoring, no allocation.
+    pub fn probability(&self, customer: &Customer, as_of: NaiveDateTime) -> f64 {
         let z = self.features.iter().fold(self.intercept, |z, w| {
-            z + w.coefficient * (w.feature.value(customer, self.reference_date) - w.mean)
-                / w.std_dev
+            z + w.coefficient * (w.feature.value(customer, as_of) - w.mean) / w.std_dev
         });
         sigmoid(z)
     }
@@ -148,17 +158,21 @@ mod tests {
         }
     }
 
+    fn now() -> NaiveDateTime {
+        parse_onboard_date("2026-01-01 00:00:00").unwrap()
+    }
+
     #[test]
     fn scoring_matches_a_hand_computed_logistic_value() {
         // z = -1 + 0.5*(45-40)/5 + 1.5*(12-8)/2 - 0.2*(1-0.5)/0.5 = -1 + 0.5 + 3 - 0.2 = 2.3
-        let score = tiny_model().score(&customer(45.0, 12, true));
+        let score = tiny_model().score(&customer(45.0, 12, true), now());
         assert!((score.log_odds - 2.3).abs() < 1e-12, "{}", score.log_odds);
         let expected = 1.0 / (1.0 + (-2.3f64).exp());
         assert!((score.probability - expected).abs() < 1e-12);
         assert!((score.probability - 0.908877).abs() < 1e-6);
         assert!(score.churn);
         assert_eq!(
-            tiny_model().probability(&customer(45.0, 12, true)),
+            tiny_model().probability(&customer(45.0, 12, true), now()),
             score.probability
         );
     }
@@ -166,7 +180,7 @@ mod tests {
     #[test]
     fn contributions_sum_to_the_log_odds_minus_the_intercept_and_come_largest_first() {
         let model = tiny_model();
-        let score = model.score(&customer(31.0, 3, false));
+        let score = model.score(&customer(31.0, 3, false), now());
         let sum: f64 = score.contributions.iter().map(|c| c.log_odds).sum();
         assert!((sum - (score.log_odds - model.intercept)).abs() < 1e-12);
         assert_eq!(score.contributions[0].feature, Feature::NumSites);
@@ -174,6 +188,63 @@ mod tests {
             score.contributions[0].describe(),
             "Num_Sites = 3 lowers churn risk"
         );
+    }
+
+    #[test]
+    fn values_outside_the_training_range_are_named_and_the_edges_are_inside() {
+        let model = tiny_model(); // Age 25..=60, Num_Sites 3..=14, Account_Manager 0..=1
+        assert!(model
+            .score(&customer(45.0, 12, true), now())
+            .extrapolated
+            .is_empty());
+        assert!(model
+            .score(&customer(25.0, 14, false), now())
+            .extrapolated
+            .is_empty());
+        assert!(model
+            .score(&customer(60.0, 3, true), now())
+            .extrapolated
+            .is_empty());
+        let young = model.score(&customer(24.9, 12, true), now());
+        assert_eq!(young.extrapolated, vec![Feature::Age]);
+        let both = model.score(&customer(61.0, 15, true), now());
+        assert_eq!(both.extrapolated, vec![Feature::Age, Feature::NumSites]);
+        assert_eq!(
+            model
+                .score(&customer(f64::NAN, 2, true), now())
+                .extrapolated
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn tenure_grows_with_the_scoring_time_not_the_model_age() {
+        let mut model = tiny_model();
+        model.features.push(crate::model_file::FeatureWeight {
+            feature: Feature::TenureYears,
+            mean: 3.0,
+            std_dev: 1.0,
+            coefficient: -1.0,
+            min: 0.0,
+            max: 6.0,
+        });
+        let c = customer(45.0, 12, true); // onboarded 2010-01-01
+        let at = |date: &str| parse_onboard_date(date).unwrap();
+        let tenure = |s: &Score| {
+            s.contributions
+                .iter()
+                .find(|x| x.feature == Feature::TenureYears)
+                .unwrap()
+                .value
+        };
+        let early = model.score(&c, at("2015-01-01 00:00:00"));
+        let late = model.score(&c, at("2020-01-01 00:00:00"));
+        assert!((tenure(&early) - 5.0).abs() < 0.01, "{}", tenure(&early));
+        assert!((tenure(&late) - 10.0).abs() < 0.01, "{}", tenure(&late));
+        assert!(late.probability < early.probability);
+        assert!(early.extrapolated.is_empty());
+        assert_eq!(late.extrapolated, vec![Feature::TenureYears]);
     }
 
     #[test]

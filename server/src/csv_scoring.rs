@@ -54,6 +54,8 @@ pub fn score_file(
         ProgressBar::hidden()
     };
     let mut summary = BatchSummary::default();
+    // Tenure is measured to the time of scoring, one moment for the whole file.
+    let as_of = chrono::Utc::now().naive_utc();
     for row in csv.rows() {
         let row = match row {
             Ok(row) => row,
@@ -73,7 +75,7 @@ pub fn score_file(
                 continue;
             }
         };
-        let score = model.score(&customer);
+        let score = model.score(&customer, as_of);
         let top =
             &score.contributions[..score.contributions.len().min(model::message::TOP_FACTORS)];
         let mut record: Vec<String> = Field::ALL

@@ -26,8 +26,9 @@ pub use aggregator::{
     Source, WindowAggregator, FUTURE_TOLERANCE_MS, REMEMBERED, REMEMBER_FOR_MS,
     WAIT_FOR_PREDICTION_MS,
 };
-pub use drift::{psi, DriftReference, PSI_DRIFT_THRESHOLD};
+pub use drift::{psi, DriftReference, MIN_DRIFT_SAMPLE, PSI_DRIFT_THRESHOLD};
 pub use partial::{
-    MalformedPartial, QualityCounts, Scored, SegmentCounts, WindowPartial, QUALITY_BINS,
+    MalformedPartial, QualityCounts, Scored, SegmentCounts, WindowPartial, EXTRAPOLATED,
+    QUALITY_BINS,
 };
 pub use summary::{binned_auc, DriftSummary, QualitySummary, SegmentSummary, Totals};

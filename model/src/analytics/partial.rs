@@ -25,6 +25,11 @@ const MAX_DRIFT_BINS: usize = 1_000;
 /// sums over the windows a reader keeps cannot overflow.
 const MAX_WINDOW_COUNT: u64 = 1 << 40;
 
+/// The segment of predictions with an input outside their model's training range
+/// (`Prediction::extrapolated`): counted like any segment, so it adds up across partitions and
+/// shows its own churn rate.
+pub const EXTRAPOLATED: &str = "extrapolated";
+
 /// Most model versions whose live quality one window counts.
 const MAX_VERSIONS_PER_WINDOW: usize = 32;
 
@@ -239,7 +244,11 @@ impl WindowPartial {
     }
 
     pub(super) fn add(&mut self, prediction: &Prediction, drift: &Option<DriftReference>) {
-        for key in prediction.segments.keys() {
+        let mut keys = prediction.segments.keys();
+        if !prediction.extrapolated.is_empty() {
+            keys.push(EXTRAPOLATED.to_owned());
+        }
+        for key in keys {
             let counts = self.segments.entry(key).or_default();
             counts.count += 1;
             counts.churn_predicted += u64::from(prediction.churn);

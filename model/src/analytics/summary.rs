@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::counts::{add_bins, saturating_total};
-use super::drift::{psi, PSI_DRIFT_THRESHOLD};
-use super::partial::{QualityCounts, SegmentCounts, WindowPartial};
+use super::drift::{psi, MIN_DRIFT_SAMPLE, PSI_DRIFT_THRESHOLD};
+use super::partial::{QualityCounts, SegmentCounts, WindowPartial, EXTRAPOLATED};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SegmentSummary {
@@ -21,8 +21,16 @@ pub struct SegmentSummary {
 pub struct DriftSummary {
     pub version: String,
     pub psi: f64,
+    /// PSI above the threshold over at least MIN_DRIFT_SAMPLE scores.
     pub drifting: bool,
     pub scored: u64,
+}
+
+impl DriftSummary {
+    /// Whether there are enough scores to judge drift at all (`MIN_DRIFT_SAMPLE`).
+    pub fn enough_scores(&self) -> bool {
+        self.scored >= MIN_DRIFT_SAMPLE
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +76,11 @@ impl Totals {
         }
     }
 
+    /// Predictions with an input outside their model's training range.
+    pub fn extrapolated(&self) -> SegmentSummary {
+        self.segment(EXTRAPOLATED)
+    }
+
     pub fn segment(&self, key: &str) -> SegmentSummary {
         let c = self.segments.get(key).cloned().unwrap_or_default();
         let n = c.count.max(1) as f64;
@@ -87,7 +100,7 @@ impl Totals {
             DriftSummary {
                 version,
                 psi,
-                drifting: psi > PSI_DRIFT_THRESHOLD,
+                drifting: psi > PSI_DRIFT_THRESHOLD && scored >= MIN_DRIFT_SAMPLE,
                 scored,
             }
         })

@@ -6,7 +6,8 @@
 pub fn every_feature_model(version: &str) -> model::ChurnModel {
     use model::features::Feature;
     use model::model_file::{DataFingerprint, FeatureWeight, Hyperparameters, MODEL_SCHEMA_VERSION};
-    let weight = |feature, mean, std_dev, coefficient| FeatureWeight { feature, mean, std_dev, coefficient };
+    // Ranges as wide as validation allows: this model never flags an extrapolation.
+    let weight = |feature, mean, std_dev, coefficient| FeatureWeight { feature, mean, std_dev, coefficient, min: -1e12, max: 1e12 };
     let mut model = model::ChurnModel {
         schema_version: MODEL_SCHEMA_VERSION,
         version: version.into(),
@@ -22,9 +23,11 @@ pub fn every_feature_model(version: &str) -> model::ChurnModel {
         ],
         intercept: -2.0,
         threshold: 0.45,
-        hyperparameters: Hyperparameters { l2: 1.0, folds: 5, seed: 7, threshold_rule: "f1".into() },
+        hyperparameters: Hyperparameters { l2: 1.0, folds: 5, seed: 7, threshold_rule: "f1".into(), max_iterations: 200 },
         metrics: Default::default(),
         training_data: DataFingerprint { rows: 0, churners: 0, hash: "0".into() },
+        ablation: vec![],
+        convergence: Default::default(),
         score_deciles: vec![],
         integrity: Default::default(),
     };

@@ -14,12 +14,14 @@ pub fn scoring(model: &model::ChurnModel, customers: &[Customer], repeat: usize)
         let started = Instant::now();
         let mut sink = 0.0;
         for i in 0..n {
-            sink += model.score(&customers[i % customers.len()]).probability;
+            sink += model
+                .score(&customers[i % customers.len()], model.reference_date)
+                .probability;
         }
         single.push(n as f64 / started.elapsed().as_secs_f64());
         let started = Instant::now();
         let batch: Vec<f64> = (0..n)
-            .map(|i| model.probability(&customers[i % customers.len()]))
+            .map(|i| model.probability(&customers[i % customers.len()], model.reference_date))
             .collect();
         batched.push(n as f64 / started.elapsed().as_secs_f64());
         std::hint::black_box((sink, batch));

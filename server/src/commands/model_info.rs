@@ -108,25 +108,80 @@ pub fn print_model(model: &ChurnModel) {
         "  {:<16} {:>10} {:>10} {:>+12.4}",
         "(intercept)", "", "", model.intercept
     );
-    println!("\n  {} on {} rows", m.method, m.rows);
+    println!(
+        "  {:<16} {:>10} {:>10} {:>12}",
+        "(tenure as of)",
+        "",
+        "",
+        format!("{}", model.reference_date.date())
+    );
+    println!(
+        "  training ranges: {}",
+        model
+            .features
+            .iter()
+            .map(|w| format!("{} {}..{}", w.feature.name(), w.min, w.max))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let folds: Vec<String> = m.fold_roc_auc.iter().map(|a| format!("{a:.3}")).collect();
     let fold_mean = m.fold_roc_auc.iter().sum::<f64>() / m.fold_roc_auc.len().max(1) as f64;
+    println!("\n  on {} rows; {}:", m.rows, m.method);
     println!(
         "  ROC-AUC   {:.4}   pooled; mean of folds {:.4} (folds: {})",
         m.roc_auc,
         fold_mean,
         folds.join(" ")
     );
+    println!("  log loss  {:.4}   Brier {:.4}", m.log_loss, m.brier);
+    println!(
+        "  at 0.5 (scikit-learn's predict): accuracy {:.4}",
+        m.accuracy_at_half
+    );
+    let fold_thresholds: Vec<String> = m
+        .fold_thresholds
+        .iter()
+        .map(|t| format!("{t:.3}"))
+        .collect();
+    println!(
+        "  {} (fold thresholds: {}):",
+        m.threshold_method,
+        fold_thresholds.join(" ")
+    );
     println!(
         "  accuracy  {:.4}   precision {:.4}   recall {:.4}   F1 {:.4}",
         m.accuracy, m.precision, m.recall, m.f1
     );
     println!(
-        "  log loss  {:.4}   Brier {:.4}   threshold {:.3} ({})",
-        m.log_loss, m.brier, model.threshold, model.hyperparameters.threshold_rule
+        "  shipped threshold {:.3} ({})",
+        model.threshold, model.hyperparameters.threshold_rule
+    );
+    for a in &model.ablation {
+        println!(
+            "  ablation: {} {} — mean fold ROC-AUC {:.4} with, {:.4} without (difference {:+.4}, standard error {:.4})",
+            a.feature.name(),
+            if a.kept { "kept" } else { "dropped, within the noise" },
+            a.auc_with,
+            a.auc_without,
+            a.auc_with - a.auc_without,
+            a.standard_error
+        );
+    }
+    let c = &model.convergence;
+    println!(
+        "  convergence: gradient norm {:.2e} (worst fold {:.2e}, tolerance {:.2e}): {}",
+        c.gradient_norm,
+        c.worst_fold_gradient_norm,
+        c.tolerance,
+        if c.converged() {
+            "converged"
+        } else {
+            "NOT converged"
+        }
     );
     let c = &m.confusion;
-    println!("\n  confusion      predicted churn   predicted stay");
+    println!("\n  confusion (each fold at its own threshold)");
+    println!("                 predicted churn   predicted stay");
     println!(
         "  churned        {:>15} {:>16}",
         c.true_positive, c.false_negative

@@ -69,9 +69,11 @@ async fn window_stats_match_the_replayed_file_with_two_scorers_and_metrics_count
     let (customers, bad) = CustomerCsv::open(&csv).unwrap().customers();
     assert!(bad.is_empty());
     let mut expected: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    // Tenure is measured at scoring time: the scorers score within seconds of now.
+    let now = chrono::Utc::now().naive_utc();
     for customer in &customers {
-        let churn = model.score(customer).churn;
-        for key in Segments::of(customer, model.reference_date).keys() {
+        let churn = model.score(customer, now).churn;
+        for key in Segments::of(customer, now).keys() {
             let e = expected.entry(key).or_default();
             e.0 += 1;
             e.1 += u64::from(churn);
@@ -255,7 +257,10 @@ async fn outcomes_arriving_later_on_the_labels_topic_join_their_predictions_acro
     let mut expected = model::quality::Confusion::default();
     for (i, customer) in customers.iter().enumerate() {
         let actual = customer.churn.unwrap();
-        expected.count(model.score(customer).churn, actual);
+        expected.count(
+            model.score(customer, chrono::Utc::now().naive_utc()).churn,
+            actual,
+        );
         let (key, payload) = (
             format!("lab-0-{}", i + 2),
             format!(r#"{{"Churn": {}}}"#, u8::from(actual)),

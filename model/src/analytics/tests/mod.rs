@@ -31,6 +31,7 @@ fn prediction(id: &str, p: f64, churn: bool, actual: Option<bool>, manager: bool
             sites: "7-9".into(),
             state: Some("AK".into()),
         },
+        extrapolated: vec![],
     }
 }
 

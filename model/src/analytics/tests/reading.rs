@@ -244,3 +244,118 @@ fn binned_auc_matches_the_exact_auc_when_bins_separate_the_scores() {
     let exact = crate::quality::roc_auc(&probabilities, &labels);
     assert!((binned_auc(&churners, &stayers) - exact).abs() < 1e-12);
 }
+
+/// A tiny seeded generator (SplitMix64), so the simulation needs no dependency.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// How often `scored` live scores drawn from the training distribution itself (no drift: each
+/// decile equally likely) are flagged as drifting.
+fn false_alarm_rate(scored: u64, runs: u32, seed: u64) -> f64 {
+    let mut rng = SplitMix(seed);
+    let edges: Vec<f64> = (1..10).map(|i| i as f64 / 10.0).collect();
+    let mut alarms = 0;
+    for _ in 0..runs {
+        let mut totals = Totals {
+            drift_version: Some("m-a".into()),
+            drift_bins: vec![0; edges.len() + 1],
+            ..Default::default()
+        };
+        for _ in 0..scored {
+            totals.drift_bins[rng.below(10) as usize] += 1;
+        }
+        alarms += u32::from(totals.drift().unwrap().drifting);
+    }
+    f64::from(alarms) / f64::from(runs)
+}
+
+/// The same without the minimum: how often the PSI alone exceeds the threshold.
+fn raw_psi_alarm_rate(scored: u64, runs: u32, seed: u64) -> f64 {
+    let mut rng = SplitMix(seed);
+    let alarms = (0..runs)
+        .filter(|_| {
+            let mut bins = [0u64; 10];
+            for _ in 0..scored {
+                bins[rng.below(10) as usize] += 1;
+            }
+            psi(&bins) > PSI_DRIFT_THRESHOLD
+        })
+        .count();
+    alarms as f64 / f64::from(runs)
+}
+
+#[test]
+fn psi_false_alarms_stay_below_five_percent_from_the_minimum() {
+    // The problem: 50 scores with no drift raise the alarm about 40% of the time.
+    let at_50 = raw_psi_alarm_rate(50, 2_000, 7);
+    assert!(at_50 > 0.3, "{at_50}");
+    // The minimum is the smallest multiple of ten at which the PSI alone stays within 5%, so
+    // drift is not reported later than it must be ...
+    let smallest = (1..=30)
+        .map(|tens| tens * 10)
+        .find(|&n| raw_psi_alarm_rate(n, 4_000, 3) <= 0.05);
+    assert_eq!(smallest, Some(MIN_DRIFT_SAMPLE));
+    // ... below it the summary never alarms; from it on, at most 5% of the time.
+    assert_eq!(false_alarm_rate(MIN_DRIFT_SAMPLE - 1, 2_000, 1), 0.0);
+    for scored in [
+        MIN_DRIFT_SAMPLE,
+        MIN_DRIFT_SAMPLE + 20,
+        2 * MIN_DRIFT_SAMPLE,
+    ] {
+        let rate = false_alarm_rate(scored, 4_000, 2);
+        assert!(rate <= 0.05, "{scored} scores: {rate}");
+    }
+}
+
+#[test]
+fn real_drift_is_still_flagged_from_the_minimum_and_said_to_lack_scores_below() {
+    let mut totals = Totals {
+        drift_version: Some("m-a".into()),
+        drift_bins: vec![0; 10],
+        ..Default::default()
+    };
+    totals.drift_bins[9] = MIN_DRIFT_SAMPLE - 1;
+    let few = totals.drift().unwrap();
+    assert!(
+        !few.drifting && !few.enough_scores() && few.psi > 1.0,
+        "{few:?}"
+    );
+    totals.drift_bins[9] += 1;
+    let enough = totals.drift().unwrap();
+    assert!(enough.drifting && enough.enough_scores(), "{enough:?}");
+}
+
+#[test]
+fn extrapolated_predictions_are_counted_as_their_own_segment_and_add_up() {
+    let mut agg = WindowAggregator::new(10_000, 0, 0);
+    for i in 0..10 {
+        let mut p = prediction(&format!("x{i}"), 0.9, i % 2 == 0, None, true);
+        if i < 3 {
+            p.extrapolated = vec![crate::Feature::Age];
+        }
+        agg.observe(i, 1_000, CLOCK, &p);
+    }
+    let partial = agg.close_due(10_000).remove(0);
+    partial.validate().unwrap();
+    let mut totals = Totals::default();
+    totals.add(&partial);
+    totals.add(&partial);
+    let extrapolated = totals.extrapolated();
+    assert_eq!((extrapolated.count, extrapolated.churn_predicted), (6, 4));
+    assert_eq!(totals.segment("all").count, 20);
+    // An old message without the field parses as not extrapolated.
+    let mut value = serde_json::to_value(prediction("old", 0.5, false, None, true)).unwrap();
+    assert!(value.get("extrapolated").is_none());
+    value.as_object_mut().unwrap().remove("extrapolated");
+    let old: Prediction = serde_json::from_value(value).unwrap();
+    assert!(old.extrapolated.is_empty());
+}
