@@ -189,7 +189,15 @@ pub async fn run(
             }
         }
     }
-    finish(consumer, producer, topics, &partitions, &mut outbox, &mut counts).await;
+    finish(
+        consumer,
+        producer,
+        topics,
+        &partitions,
+        &mut outbox,
+        &mut counts,
+    )
+    .await;
     tracing::info!(
         read = counts.read,
         published = counts.published,
@@ -228,9 +236,12 @@ async fn finish(
         if outbox.is_empty() {
             return Ok(());
         }
-        tokio::time::timeout(FINAL_PUBLISH_WAIT, publish(&producer, &topics.stats, outbox))
-            .await
-            .map_err(|_| anyhow::anyhow!("no answer within {FINAL_PUBLISH_WAIT:?}"))?
+        tokio::time::timeout(
+            FINAL_PUBLISH_WAIT,
+            publish(&producer, &topics.stats, outbox),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {FINAL_PUBLISH_WAIT:?}"))?
     };
     match publish_last.await {
         Ok(()) => {
@@ -239,7 +250,9 @@ async fn finish(
             let offsets = offsets_to_commit(topics, partitions);
             let committing = consumer.clone();
             let committed = crate::kafka::on_own_thread(
-                move || offsets.count() == 0 || committing.commit(&offsets, CommitMode::Sync).is_ok(),
+                move || {
+                    offsets.count() == 0 || committing.commit(&offsets, CommitMode::Sync).is_ok()
+                },
                 FINAL_COMMIT_WAIT,
             )
             .await;

@@ -46,7 +46,11 @@ impl Child {
     }
 
     /// Waits for the exit after a signal sent at `sent`: the status and how long it took.
-    fn exit_within(&mut self, sent: Instant, bound: Duration) -> (std::process::ExitStatus, Duration) {
+    fn exit_within(
+        &mut self,
+        sent: Instant,
+        bound: Duration,
+    ) -> (std::process::ExitStatus, Duration) {
         let left = bound.saturating_sub(sent.elapsed());
         let status = wait_exit(&mut self.process.0, left).unwrap_or_else(|| {
             panic!(
@@ -105,12 +109,28 @@ async fn replay_score_and_analyze_stop_within_10_s_of_sigterm_with_the_broker_ki
     let mut replay = Child::start(
         &p,
         "replay",
-        &["replay", &csv, "--brokers", &brokers, "--rate", "1000", "--loop"],
+        &[
+            "replay",
+            &csv,
+            "--brokers",
+            &brokers,
+            "--rate",
+            "1000",
+            "--loop",
+        ],
     );
     let mut score = Child::start(
         &p,
         "score",
-        &["score", "--brokers", &brokers, "--model", &model, "--group", "stops-scorer"],
+        &[
+            "score",
+            "--brokers",
+            &brokers,
+            "--model",
+            &model,
+            "--group",
+            "stops-scorer",
+        ],
     );
     let mut analyze = Child::start(
         &p,
@@ -147,7 +167,10 @@ async fn replay_score_and_analyze_stop_within_10_s_of_sigterm_with_the_broker_ki
     }
     for child in [&mut replay, &mut score, &mut analyze] {
         let (status, took) = child.exit_within(sent, STOP_BOUND);
-        eprintln!("{} with the broker killed: {status} after {took:.1?}", child.name);
+        eprintln!(
+            "{} with the broker killed: {status} after {took:.1?}",
+            child.name
+        );
         assert!(
             status.success(),
             "{}: exit 0 on SIGTERM, got {status}\n{}",
@@ -170,7 +193,10 @@ async fn replay_score_and_analyze_stop_within_10_s_of_sigterm_with_the_broker_ki
         &["read", "scored", "dead_lettered", "produced"],
     );
     assert!(count_of(&scored, "scored") >= 1_000, "{scored}");
-    assert!(count_of(&scored, "read") >= count_of(&scored, "scored"), "{scored}");
+    assert!(
+        count_of(&scored, "read") >= count_of(&scored, "scored"),
+        "{scored}"
+    );
     let analyzed = analyze.final_counts("stream analytics stopped", &["read", "published"]);
     assert!(
         count_of(&analyzed, "read") > 0,
@@ -194,15 +220,34 @@ async fn serve_stops_within_10_s_of_sigterm_with_the_broker_killed_first() {
     let csv = path(&p.csv(2_000, 42));
     let port = server::broker::free_port().to_string();
     let addr = format!("127.0.0.1:{port}");
-    let (site, data) = (path(&p.dir.path().join("site")), path(&p.dir.path().join("data")));
+    let (site, data) = (
+        path(&p.dir.path().join("site")),
+        path(&p.dir.path().join("data")),
+    );
     let brokers = p.kafka.brokers.clone();
     let mut serve = Child::start(
         &p,
         "serve",
         &[
-            "serve", "--brokers", &brokers, "--addr", &addr, "--site-root", &site, "--data-dir",
-            &data, "--model", &model, "--replay", &csv, "--replay-rate", "1000", "--window-secs",
-            "1", "--instance-id", "stops-web",
+            "serve",
+            "--brokers",
+            &brokers,
+            "--addr",
+            &addr,
+            "--site-root",
+            &site,
+            "--data-dir",
+            &data,
+            "--model",
+            &model,
+            "--replay",
+            &csv,
+            "--replay-rate",
+            "1000",
+            "--window-secs",
+            "1",
+            "--instance-id",
+            "stops-web",
         ],
     );
     let (predictions, stats) = (
@@ -225,7 +270,10 @@ async fn serve_stops_within_10_s_of_sigterm_with_the_broker_killed_first() {
         "serve: exit 0 on SIGTERM, got {status}\n{}",
         serve.log_text()
     );
-    serve.final_counts("scorer stopped", &["read", "scored", "dead_lettered", "produced"]);
+    serve.final_counts(
+        "scorer stopped",
+        &["read", "scored", "dead_lettered", "produced"],
+    );
     serve.final_counts("stream analytics stopped", &["read", "published"]);
     serve.final_counts("replay stopped", &["sent", "unconfirmed"]);
 }
@@ -246,7 +294,10 @@ async fn sigterm_during_start_up_with_no_broker_stops_every_command_at_once() {
         }),
     )
     .unwrap();
-    let (site, data) = (path(&dir.path().join("site")), path(&dir.path().join("data")));
+    let (site, data) = (
+        path(&dir.path().join("site")),
+        path(&dir.path().join("data")),
+    );
     let addr = format!("127.0.0.1:{}", server::broker::free_port());
     let commands: [(&str, Vec<&str>); 4] = [
         ("score", vec!["score", "--group", "g"]),
@@ -254,7 +305,15 @@ async fn sigterm_during_start_up_with_no_broker_stops_every_command_at_once() {
         ("replay", vec!["replay", csv.to_str().unwrap()]),
         (
             "serve",
-            vec!["serve", "--addr", &addr, "--site-root", &site, "--data-dir", &data],
+            vec![
+                "serve",
+                "--addr",
+                &addr,
+                "--site-root",
+                &site,
+                "--data-dir",
+                &data,
+            ],
         ),
     ];
     let mut children: Vec<(&str, Running, PathBuf)> = commands
@@ -293,7 +352,10 @@ async fn sigterm_during_start_up_with_no_broker_stops_every_command_at_once() {
             )
         });
         let text = std::fs::read_to_string(&*log).unwrap_or_default();
-        eprintln!("{name} during start-up: {status} after {:.1?}", sent.elapsed());
+        eprintln!(
+            "{name} during start-up: {status} after {:.1?}",
+            sent.elapsed()
+        );
         assert!(status.success(), "{name}: exit 0, got {status}\n{text}");
         assert!(
             text.contains("stopped during start-up"),
@@ -313,15 +375,34 @@ async fn a_second_sigterm_exits_at_once_with_a_non_zero_code() {
     let mut replay = Child::start(
         &p,
         "replay",
-        &["replay", &csv, "--brokers", &brokers, "--rate", "500", "--loop"],
+        &[
+            "replay",
+            &csv,
+            "--brokers",
+            &brokers,
+            "--rate",
+            "500",
+            "--loop",
+        ],
     );
     let predictions = p.kafka.topics.predictions.clone();
     let input = p.kafka.topics.input.clone();
-    wait_until("records to arrive", TIMEOUT, || topic_size(&p.kafka, &input) >= 200).await;
+    wait_until("records to arrive", TIMEOUT, || {
+        topic_size(&p.kafka, &input) >= 200
+    })
+    .await;
     let mut score = Child::start(
         &p,
         "score",
-        &["score", "--brokers", &brokers, "--model", &model, "--group", "twice"],
+        &[
+            "score",
+            "--brokers",
+            &brokers,
+            "--model",
+            &model,
+            "--group",
+            "twice",
+        ],
     );
     wait_until("records to be scored", TIMEOUT, || {
         topic_size(&p.kafka, &predictions) >= 200
@@ -340,8 +421,17 @@ async fn a_second_sigterm_exits_at_once_with_a_non_zero_code() {
     }
     for child in [&mut replay, &mut score] {
         let (status, took) = child.exit_within(second, Duration::from_secs(1));
-        eprintln!("{} after a second SIGTERM: {status} after {took:.2?}", child.name);
-        assert_eq!(status.code(), Some(130), "{}: {status}\n{}", child.name, child.log_text());
+        eprintln!(
+            "{} after a second SIGTERM: {status} after {took:.2?}",
+            child.name
+        );
+        assert_eq!(
+            status.code(),
+            Some(130),
+            "{}: {status}\n{}",
+            child.name,
+            child.log_text()
+        );
         assert!(
             child.log_text().contains("stopped at once"),
             "{} says so\n{}",
@@ -361,11 +451,22 @@ async fn a_failing_task_makes_the_command_exit_non_zero() {
     let mut analyze = Child::start(
         &p,
         "analyze",
-        &["analyze", "--brokers", &brokers, "--model", &model, "--group", ""],
+        &[
+            "analyze",
+            "--brokers",
+            &brokers,
+            "--model",
+            &model,
+            "--group",
+            "",
+        ],
     );
     let started = Instant::now();
     let (status, _) = analyze.exit_within(started, Duration::from_secs(30));
     let text = analyze.log_text();
-    assert!(!status.success(), "non-zero when a task failed: {status}\n{text}");
+    assert!(
+        !status.success(),
+        "non-zero when a task failed: {status}\n{text}"
+    );
     assert!(text.contains("analytics failed"), "names the task\n{text}");
 }

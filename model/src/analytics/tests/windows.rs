@@ -289,3 +289,62 @@ fn a_prediction_with_an_impossible_probability_is_counted_as_malformed_not_in_a_
         "the outcome waits; no window was opened"
     );
 }
+
+#[test]
+fn remembered_predictions_stop_at_their_bound_the_oldest_forgotten_whatever_the_ids_length() {
+    let mut short = WindowAggregator::new(10_000, 0, 0);
+    let mut long = WindowAggregator::new(10_000, 0, 0);
+    let long_id = |i: usize| format!("{i:0>256}");
+    for i in 0..=REMEMBERED {
+        short.remember(i as i64, &prediction(&i.to_string(), 0.9, true, None, true));
+        long.remember(i as i64, &prediction(&long_id(i), 0.9, true, None, true));
+    }
+    assert_eq!(
+        short.held(),
+        (REMEMBERED, 0),
+        "one past the bound: the oldest goes"
+    );
+    let bytes = short.held_bytes();
+    assert!(
+        bytes <= 16 << 20,
+        "{bytes} bytes for {REMEMBERED} predictions"
+    );
+    assert_eq!(
+        long.held_bytes(),
+        bytes,
+        "256-byte ids cost what short ones do"
+    );
+    // The first is forgotten (its outcome waits), the second still joins.
+    let now = REMEMBERED as i64;
+    assert!(short.observe_outcome(1, now, now, "0", true).is_none());
+    assert_eq!(short.held(), (REMEMBERED, 1));
+    short.observe_outcome(2, now, now, "1", true);
+    assert_eq!(short.held(), (REMEMBERED, 1), "joined: nothing more waits");
+    let mut totals = Totals::default();
+    short.close_due(i64::MAX).iter().for_each(|w| totals.add(w));
+    assert_eq!(totals.quality()["m-a"].labelled, 1);
+}
+
+#[test]
+fn outcomes_waiting_for_their_prediction_stop_at_their_bound() {
+    let mut agg = WindowAggregator::new(10_000, 0, 0);
+    for i in 0..WAITING {
+        agg.observe_outcome(i as i64, 1_000, CLOCK, &format!("early-{i}"), true);
+    }
+    assert_eq!((agg.held(), agg.expired_outcomes), ((0, WAITING), 0));
+    agg.observe_outcome(WAITING as i64, 1_000, CLOCK, "one-too-many", true);
+    assert_eq!(
+        (agg.held(), agg.expired_outcomes),
+        ((0, WAITING), 1),
+        "one past the bound is given up and counted"
+    );
+    assert!(agg.held_bytes() <= 8 << 20, "{} bytes", agg.held_bytes());
+    // A waiting one still joins its prediction when it comes.
+    agg.observe(
+        1,
+        1_000,
+        CLOCK,
+        &prediction("early-7", 0.9, true, None, true),
+    );
+    assert_eq!(agg.held(), (1, WAITING - 1));
+}
