@@ -10,7 +10,7 @@ use super::drift::DriftReference;
 use super::partial::{Scored, WindowPartial};
 
 /// Closed windows kept to absorb late records.
-const KEEP_CLOSED: usize = 64;
+pub(super) const KEEP_CLOSED: usize = 64;
 
 /// How far ahead of the wall clock a record's timestamp may be and still count at its own time.
 /// Further ahead is a wrong clock (a producer's, or a hand-set CreateTime): taken at face value

@@ -348,3 +348,25 @@ fn outcomes_waiting_for_their_prediction_stop_at_their_bound() {
     );
     assert_eq!(agg.held(), (1, WAITING - 1));
 }
+
+#[test]
+fn closed_windows_are_kept_for_late_records_up_to_their_bound_then_late_records_are_dropped() {
+    let mut agg = WindowAggregator::new(1_000, 0, 0);
+    let windows = KEEP_CLOSED as i64 + 2;
+    for w in 0..windows {
+        agg.observe(
+            w,
+            w * 1_000,
+            i64::MAX / 2,
+            &prediction(&format!("w{w}"), 0.5, false, None, true),
+        );
+    }
+    assert_eq!(agg.close_due(windows * 1_000).len(), windows as usize);
+    // The two oldest are forgotten with their ids; the third oldest still takes a late record.
+    for (w, revised) in [(0, false), (1, false), (2, true)] {
+        let late = prediction(&format!("late{w}"), 0.5, false, None, true);
+        let revision = agg.observe(100 + w, w * 1_000 + 500, i64::MAX / 2, &late);
+        assert_eq!(revision.is_some(), revised, "window {w}");
+    }
+    assert_eq!(agg.dropped_late, 2);
+}
