@@ -97,11 +97,44 @@ fn path(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// What happens to the broker before the stop.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// SIGKILL: connections refused from then on.
+    Killed,
+    /// SIGSTOP: connections stay open and nothing answers (a hung broker).
+    Frozen,
+}
+
+fn break_broker(p: &mut Pipeline, fault: Fault) {
+    match fault {
+        Fault::Killed => tokio::task::block_in_place(|| p.broker.stop()),
+        Fault::Frozen => {
+            let status = std::process::Command::new("kill")
+                .args(["-STOP", &p.broker.pid().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+}
+
 /// `churn replay`, `churn score` and `churn analyze` at work on one broker; the broker is killed
 /// (SIGKILL, mid-stream: the replay still sends, the scorer still scores), then each process gets
 /// SIGTERM: each exits 0 within the bound, logging its final counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replay_score_and_analyze_stop_within_10_s_of_sigterm_with_the_broker_killed_first() {
+    replay_score_and_analyze_stop_within_the_bound(Fault::Killed).await;
+}
+
+/// The same with the broker frozen (SIGSTOP) rather than gone: every request waits for an answer
+/// that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_score_and_analyze_stop_within_10_s_of_sigterm_with_the_broker_frozen() {
+    replay_score_and_analyze_stop_within_the_bound(Fault::Frozen).await;
+}
+
+async fn replay_score_and_analyze_stop_within_the_bound(fault: Fault) {
     let mut p = pipeline().await;
     let model = model_path(&p, 41);
     let csv = path(&p.csv(2_000, 41));
@@ -155,7 +188,7 @@ async fn replay_score_and_analyze_stop_within_10_s_of_sigterm_with_the_broker_ki
         topic_size(&p.kafka, &predictions) >= 1_000 && topic_size(&p.kafka, &stats) >= 15
     })
     .await;
-    tokio::task::block_in_place(|| p.broker.stop());
+    break_broker(&mut p, fault);
     // Long enough for every client to notice; the replay keeps queueing meanwhile.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for child in [&mut replay, &mut score, &mut analyze] {
@@ -168,7 +201,7 @@ async fn replay_score_and_analyze_stop_within_10_s_of_sigterm_with_the_broker_ki
     for child in [&mut replay, &mut score, &mut analyze] {
         let (status, took) = child.exit_within(sent, STOP_BOUND);
         eprintln!(
-            "{} with the broker killed: {status} after {took:.1?}",
+            "{} with the broker {fault:?}: {status} after {took:.1?}",
             child.name
         );
         assert!(
@@ -215,6 +248,15 @@ async fn replay_score_and_analyze_stop_within_10_s_of_sigterm_with_the_broker_ki
 /// SIGTERM: exit 0 within the bound, with each part's final counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serve_stops_within_10_s_of_sigterm_with_the_broker_killed_first() {
+    serve_stops_within_the_bound(Fault::Killed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_stops_within_10_s_of_sigterm_with_the_broker_frozen() {
+    serve_stops_within_the_bound(Fault::Frozen).await;
+}
+
+async fn serve_stops_within_the_bound(fault: Fault) {
     let mut p = pipeline().await;
     let model = model_path(&p, 42);
     let csv = path(&p.csv(2_000, 42));
@@ -258,13 +300,13 @@ async fn serve_stops_within_10_s_of_sigterm_with_the_broker_killed_first() {
         topic_size(&p.kafka, &predictions) >= 1_000 && topic_size(&p.kafka, &stats) >= 15
     })
     .await;
-    tokio::task::block_in_place(|| p.broker.stop());
+    break_broker(&mut p, fault);
     tokio::time::sleep(Duration::from_secs(2)).await;
     serve.assert_running();
     let sent = Instant::now();
     signal(&serve.process.0, "TERM");
     let (status, took) = serve.exit_within(sent, STOP_BOUND);
-    eprintln!("serve with the broker killed: {status} after {took:.1?}");
+    eprintln!("serve with the broker {fault:?}: {status} after {took:.1?}");
     assert!(
         status.success(),
         "serve: exit 0 on SIGTERM, got {status}\n{}",
@@ -282,8 +324,30 @@ async fn serve_stops_within_10_s_of_sigterm_with_the_broker_killed_first() {
 /// ends it at once, cleanly (exit 0: the stop was asked for, nothing failed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_start_up_with_no_broker_stops_every_command_at_once() {
-    let dir = tempfile::tempdir().unwrap();
     let nowhere = format!("127.0.0.1:{}", server::broker::free_port());
+    stop_every_command_during_start_up(&nowhere).await;
+}
+
+/// The same with a broker that accepts connections and never answers (a hung broker, a
+/// black-holing proxy): nothing waits for it past the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_start_up_with_a_broker_that_never_answers_stops_every_command_at_once() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        // Held open, never read from or written to.
+        let mut held = Vec::new();
+        for connection in silent.incoming() {
+            held.push(connection);
+        }
+    });
+    stop_every_command_during_start_up(&address).await;
+}
+
+/// Starts `score`, `analyze`, `replay` and `serve` against `brokers`, lets them wait 1.5 s for it,
+/// then SIGTERM: each exits 0 within 3 s, saying it stopped during start-up.
+async fn stop_every_command_during_start_up(nowhere: &str) {
+    let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("customers.csv");
     std::fs::write(
         &csv,
@@ -322,7 +386,7 @@ async fn sigterm_during_start_up_with_no_broker_stops_every_command_at_once() {
             let log = dir.path().join(format!("{name}.log"));
             let file = std::fs::File::create(&log).unwrap();
             let mut args = args.clone();
-            args.extend(["--brokers", &nowhere]);
+            args.extend(["--brokers", nowhere]);
             let process = churn(&args)
                 .stdout(file.try_clone().unwrap())
                 .stderr(file)
