@@ -263,6 +263,44 @@ fn progress_bar(options: &ReplayOptions) -> Result<ProgressBar> {
 mod tests {
     use super::*;
 
+    /// With nobody at the broker address, every record stays unconfirmed: the stop still ends the
+    /// replay within its wait, cleanly, counting what it abandoned, and nothing as sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_with_the_broker_away_abandons_the_unconfirmed_within_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("customers.csv");
+        let csv = model::synth::generate_csv(&model::synth::GenerateOptions {
+            rows: 50,
+            seed: 3,
+            messy_fraction: 0.0,
+        });
+        std::fs::write(&file, csv).unwrap();
+        let options = ReplayOptions {
+            file,
+            rate: 1_000.0,
+            repeat: true,
+            limit: None,
+            id_prefix: "away".into(),
+            show_progress: false,
+        };
+        let nowhere = Kafka::at(format!("127.0.0.1:{}", crate::broker::free_port()));
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stopper.cancel();
+        });
+        let started = std::time::Instant::now();
+        let summary = replay(&nowhere, &options, stop).await.expect("a clean stop");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(300) + STOP_DELIVERY_WAIT + Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert_eq!(summary.sent, 0, "{summary:?}");
+        assert!(summary.unconfirmed >= 100, "{summary:?}");
+    }
+
     #[test]
     fn numeric_cells_travel_as_numbers_text_stays_text() {
         let raw = RawCustomer::from_text_cells([
