@@ -222,6 +222,8 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
     println!("|-------:|---------:|----------:|----------:|--------------:|");
     let started = Instant::now();
     let mut last = (started, predictions(&probe, &kafka));
+    // (minute, predictions so far), for the rate over the second half.
+    let mut made: Vec<(f64, i64)> = Vec::new();
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     while started.elapsed() < options.duration {
@@ -245,6 +247,7 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
             row.push_str(&format!(" {mb:>8.1} |"));
         }
         let now = (Instant::now(), predictions(&probe, &kafka));
+        made.push((minute, now.1));
         let per_second = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64();
         last = now;
         println!("{row} {per_second:>13.0} |");
@@ -263,6 +266,21 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
         let unbounded_broker = options.memory_broker && i == watched.len() - 1;
         if slope > options.max_slope_mb_per_min && !unbounded_broker {
             growing.push(format!("{} grows {slope:.2} MB/min", w.name));
+        }
+    }
+    // Memory that stays flat because the pipeline stopped says nothing: it must have kept up.
+    let kept_up = made
+        .iter()
+        .find(|m| m.0 >= half)
+        .zip(made.last())
+        .map(|(from, to)| (to.1 - from.1) as f64 / ((to.0 - from.0) * 60.0).max(1e-9));
+    if let (Some(rate), true) = (kept_up, options.rate > 0.0) {
+        println!("predictions over the second half: {rate:.0}/s");
+        if rate < options.rate * 0.9 {
+            growing.push(format!(
+                "the pipeline fell behind: {rate:.0} predictions/s for {} records/s replayed",
+                options.rate
+            ));
         }
     }
     // The stop, timed: SIGTERM to the commands, as an operator would.
@@ -284,7 +302,7 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
     drop(broker);
     if !growing.is_empty() {
         bail!(
-            "memory keeps growing (bound {} MB/min): {}",
+            "soak failed (memory bound {} MB/min): {}",
             options.max_slope_mb_per_min,
             growing.join("; ")
         );

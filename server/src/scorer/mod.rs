@@ -75,6 +75,8 @@ pub const DEAD_LETTER_COPY_BYTES: usize = 16 * 1024;
 /// closing the clients they fit the supervisor's stop grace of 10 s.
 const STOP_DELIVERY_WAIT: Duration = Duration::from_secs(3);
 const FINAL_COMMIT_WAIT: Duration = Duration::from_millis(1500);
+/// How often the consumer is polled even without a wake-up (see `Scorer::run`).
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
 /// Ids and reasons in log lines are cut to this many bytes: a log line never carries unbounded
 /// input (a 900 KB key used to be logged whole on every retry).
 pub const LOG_TEXT_BYTES: usize = 96;
@@ -184,6 +186,13 @@ impl Scorer {
         let mut reply_topics = ReplyTopics::default();
         let mut failure = None;
         let unconfirmed = Arc::new(AtomicU64::new(0));
+        // rdkafka's StreamConsumer can miss a wake-up (fede1024/rust-rdkafka#665: an event it
+        // handles itself empties its poll while messages are queued, and librdkafka signals only
+        // an empty queue becoming non-empty): at 3,000 records/s the scorer stopped for good
+        // after 171,221 records (soak, BENCHMARKS.md). Looking again every 100 ms bounds a missed
+        // wake-up to that.
+        let mut look_again = tokio::time::interval(LOOK_AGAIN);
+        look_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 biased;
@@ -197,6 +206,7 @@ impl Scorer {
                     continue;
                 }
                 message = consumer.recv() => message,
+                _ = look_again.tick() => continue,
             };
             let mut batch = Incoming::default();
             match first {
