@@ -291,7 +291,9 @@ mod tests {
             stopper.cancel();
         });
         let started = std::time::Instant::now();
-        let summary = replay(&nowhere, &options, stop).await.expect("a clean stop");
+        let summary = replay(&nowhere, &options, stop)
+            .await
+            .expect("a clean stop");
         let took = started.elapsed();
         assert!(
             took < Duration::from_millis(300) + STOP_DELIVERY_WAIT + Duration::from_secs(2),
