@@ -370,3 +370,32 @@ fn closed_windows_are_kept_for_late_records_up_to_their_bound_then_late_records_
     }
     assert_eq!(agg.dropped_late, 2);
 }
+
+/// The memory a full partition's remembered predictions take, measured (run by hand:
+/// `cargo test -p model --release --lib remembered_memory -- --ignored --nocapture`; Linux).
+#[test]
+#[ignore = "measures this process's RSS: run alone, by hand"]
+fn remembered_memory_measured() {
+    let rss_kb = || -> i64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let before = rss_kb();
+    let mut agg = WindowAggregator::new(10_000, 0, 0);
+    for i in 0..REMEMBERED {
+        let id = format!("r1a2b3c-0-{i}-with-a-web-length-id-0000000");
+        agg.remember(i as i64, &prediction(&id, 0.5, false, None, true));
+    }
+    let grown = rss_kb() - before;
+    println!(
+        "{REMEMBERED} remembered predictions: {:.1} MB measured, {:.1} MB by capacity ({} B each)",
+        grown as f64 / 1024.0,
+        agg.held_bytes() as f64 / (1024.0 * 1024.0),
+        grown * 1024 / REMEMBERED as i64
+    );
+    assert!(grown < 20 * 1024, "{grown} kB");
+}
