@@ -188,9 +188,10 @@ impl Scorer {
         let unconfirmed = Arc::new(AtomicU64::new(0));
         // rdkafka's StreamConsumer can miss a wake-up (fede1024/rust-rdkafka#665: an event it
         // handles itself empties its poll while messages are queued, and librdkafka signals only
-        // an empty queue becoming non-empty): at 3,000 records/s the scorer stopped for good
-        // after 171,221 records (soak, BENCHMARKS.md). Looking again every 100 ms bounds a missed
-        // wake-up to that.
+        // an empty queue becoming non-empty), and the loop would then wait for good. Looking
+        // again every 100 ms bounds a missed wake-up to that. (Suspected when a soak's scorer
+        // stopped reading; that turned out to be the broker, see BENCHMARKS.md, but the race is
+        // real and the guard cheap.)
         let mut look_again = tokio::time::interval(LOOK_AGAIN);
         look_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
