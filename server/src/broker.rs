@@ -228,6 +228,11 @@ impl EmbeddedBroker {
         format!("127.0.0.1:{}", self.options.port)
     }
 
+    /// The broker process's id (for watching its memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn options(&self) -> &BrokerOptions {
         &self.options
     }

@@ -202,16 +202,27 @@ async fn feed_consumer(kafka: &Kafka) -> Result<StreamConsumer> {
         .create()
         .context("creating the live feed consumer")?;
     let topic = kafka.topics.predictions.clone();
+    // On a thread of its own, not blocking this future: a stop meanwhile abandons the wait.
+    let asked = {
+        let topic = topic.clone();
+        crate::kafka::on_own_thread(
+            move || {
+                let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10));
+                (consumer, metadata)
+            },
+            Duration::from_secs(11),
+        )
+    };
+    let (consumer, metadata) = asked
+        .await
+        .with_context(|| format!("no answer reading the partitions of {topic}"))?;
     let partitions = {
-        let consumer = &consumer;
-        tokio::task::block_in_place(|| {
-            consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))
-        })
-        .with_context(|| format!("reading the partitions of {topic}"))?
-        .topics()
-        .first()
-        .map(|t| t.partitions().len() as i32)
-        .unwrap_or(0)
+        metadata
+            .with_context(|| format!("reading the partitions of {topic}"))?
+            .topics()
+            .first()
+            .map(|t| t.partitions().len() as i32)
+            .unwrap_or(0)
     };
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions.max(1) {

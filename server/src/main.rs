@@ -129,7 +129,11 @@ fn main() -> Result<()> {
     }
     commands::logging::init(&cli.log, cli.log_format)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(run(cli))
+    let outcome = runtime.block_on(run(cli));
+    // A thread still blocked in a Kafka client (its close waiting for a broker that is away) must
+    // not hold the exit up: the stop promises to end within `shutdown::STOP_DEADLINE`.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    server::shutdown::clean_stop_is_ok(outcome)
 }
 
 /// The command line, with the settings file's values as the flags' defaults, and environment

@@ -191,14 +191,21 @@ pub async fn follow(
 )> {
     let consumer = models_consumer(kafka)?;
     let topic = kafka.topics.models.clone();
-    let (_, high) = {
-        let consumer_ref = &consumer;
+    // On a thread of its own, not blocking this future: a stop meanwhile abandons the wait.
+    let asked = {
         let topic = topic.clone();
-        tokio::task::block_in_place(|| {
-            consumer_ref.fetch_watermarks(&topic, 0, Duration::from_secs(10))
-        })
-        .with_context(|| format!("reading the end of {topic}"))?
+        crate::kafka::on_own_thread(
+            move || {
+                let end = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10));
+                (consumer, end)
+            },
+            Duration::from_secs(11),
+        )
     };
+    let (consumer, end) = asked
+        .await
+        .with_context(|| format!("no answer reading the end of {topic}"))?;
+    let (_, high) = end.with_context(|| format!("reading the end of {topic}"))?;
     // Catch up: the newest valid model published so far.
     let mut newest = None;
     if high > 0 {

@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::{Field, RawCustomer, Scalar};
-use rdkafka::producer::FutureRecord;
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::time::Instant;
 
 use crate::csv_io::CustomerCsv;
@@ -31,10 +32,24 @@ pub struct ReplayOptions {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplaySummary {
+    /// Records the broker confirmed.
     pub sent: u64,
+    /// Records handed to the producer whose delivery the broker had not confirmed when the stop
+    /// gave up waiting (`STOP_DELIVERY_WAIT`): the topic may or may not have them.
+    pub unconfirmed: u64,
     /// Rows the CSV parser could not read (reported with their line numbers).
     pub unreadable: u64,
     pub passes: u64,
+}
+
+impl ReplaySummary {
+    /// Adds another run's counts (a replay started over after an error).
+    pub fn add(&mut self, other: &ReplaySummary) {
+        self.sent += other.sent;
+        self.unconfirmed += other.unconfirmed;
+        self.unreadable += other.unreadable;
+        self.passes += other.passes;
+    }
 }
 
 /// The record in the original producer's JSON shape: numbers where the cell is numeric.
@@ -61,6 +76,15 @@ pub fn random_prefix() -> String {
     format!("r{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
+/// After the stop, how long the records already handed to the producer may still be awaited: with
+/// the broker away librdkafka would wait its delivery timeout (5 minutes) for each.
+pub const STOP_DELIVERY_WAIT: Duration = Duration::from_secs(4);
+/// Most records handed to the producer and not yet confirmed; bounds memory (a record is about
+/// 300 bytes in librdkafka's queue, so about 15 MB) when the broker is slow or away.
+const MAX_IN_FLIGHT: usize = 50_000;
+
+/// Streams the file into the input topic until it ends (or `limit`, or forever with `repeat`) or
+/// `stop`. Returns what the broker confirmed; an error when a delivery failed before the stop.
 pub async fn replay(
     kafka: &Kafka,
     options: &ReplayOptions,
@@ -70,20 +94,72 @@ pub async fn replay(
         bail!("--rate must be 0 (unlimited) or a positive number of records per second");
     }
     let producer = kafka.idempotent_producer()?;
-    let topic = kafka.topics.input.as_str();
     let bar = progress_bar(options)?;
-    let interval = (options.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / options.rate));
-    let mut next_send = Instant::now();
     let mut summary = ReplaySummary::default();
     let mut in_flight = FuturesUnordered::new();
-    const MAX_IN_FLIGHT: usize = 50_000;
+    let streamed = stream(
+        &producer,
+        &kafka.topics.input,
+        options,
+        &stop,
+        &bar,
+        &mut summary,
+        &mut in_flight,
+    )
+    .await;
+    if let Err(e) = streamed {
+        drop(in_flight);
+        crate::kafka::close_within(producer, "replay producer").await;
+        return Err(e);
+    }
+    // Every queued record is delivered (or reported) before we return; after the stop, only for
+    // `STOP_DELIVERY_WAIT`.
+    bar.set_message("flushing");
+    let flushed = async {
+        while let Some(result) = in_flight.next().await {
+            confirm(result, &mut summary, stop.is_cancelled())?;
+        }
+        anyhow::Ok(())
+    };
+    let flushed = tokio::select! {
+        flushed = flushed => flushed,
+        _ = stopped_for(&stop, STOP_DELIVERY_WAIT) => Ok(()),
+    };
+    summary.unconfirmed += in_flight.len() as u64;
+    drop(in_flight);
+    bar.finish_and_clear();
+    if summary.unconfirmed > 0 {
+        tracing::warn!(
+            "{} records not confirmed by the broker after {} s: the input topic may or may not \
+             have them",
+            summary.unconfirmed,
+            STOP_DELIVERY_WAIT.as_secs()
+        );
+    }
+    // Dropping a producer purges and flushes it: not on a runtime thread, and not for long.
+    crate::kafka::close_within(producer, "replay producer").await;
+    flushed.map(|()| summary)
+}
 
-    'passes: loop {
+/// Hands the file's rows to the producer, paced, until the file (or the limit) ends or `stop`.
+async fn stream<'a>(
+    producer: &FutureProducer,
+    topic: &'a str,
+    options: &ReplayOptions,
+    stop: &CancellationToken,
+    bar: &ProgressBar,
+    summary: &mut ReplaySummary,
+    in_flight: &mut FuturesUnordered<Delivery<'a>>,
+) -> Result<()> {
+    let interval = (options.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / options.rate));
+    let mut next_send = Instant::now();
+    let mut handed = 0u64;
+    loop {
         let mut csv = CustomerCsv::open(&options.file)?;
         let mut rows_this_pass = 0u64;
         for row in csv.rows() {
-            if stop.is_cancelled() || options.limit.is_some_and(|l| summary.sent >= l) {
-                break 'passes;
+            if stop.is_cancelled() || options.limit.is_some_and(|l| handed >= l) {
+                return Ok(());
             }
             let row = match row {
                 Ok(row) => row,
@@ -97,45 +173,65 @@ pub async fn replay(
                 next_send += interval;
                 tokio::select! {
                     _ = tokio::time::sleep_until(next_send) => {}
-                    _ = stop.cancelled() => break 'passes,
+                    _ = stop.cancelled() => return Ok(()),
                 }
             }
             let id = format!("{}-{}-{}", options.id_prefix, summary.passes, row.line);
             let payload = serde_json::to_vec(&to_wire(&row.raw)).expect("records serialize");
             let producer = producer.clone();
-            in_flight.push(async move {
+            in_flight.push(Box::pin(async move {
                 let record = FutureRecord::to(topic).key(&id).payload(&payload);
                 producer
                     .send(record, Duration::from_secs(60))
                     .await
+                    .map(|_| ())
                     .map_err(|(e, _)| e)
-            });
-            summary.sent += 1;
+            }));
+            handed += 1;
             rows_this_pass += 1;
             bar.inc(1);
-            // Bound memory: wait for deliveries when too many are queued.
+            // Bound memory: wait for deliveries when too many are queued (a broker away), but
+            // not past the stop.
             while in_flight.len() >= MAX_IN_FLIGHT {
-                if let Some(result) = in_flight.next().await {
-                    result.context("delivery to Kafka failed")?;
+                tokio::select! {
+                    Some(result) = in_flight.next() => confirm(result, summary, false)?,
+                    _ = stop.cancelled() => return Ok(()),
                 }
             }
             while let Some(Some(result)) = futures::FutureExt::now_or_never(in_flight.next()) {
-                result.context("delivery to Kafka failed")?;
+                confirm(result, summary, false)?;
             }
         }
         summary.passes += 1;
         if !options.repeat || rows_this_pass == 0 {
-            break;
+            return Ok(());
         }
     }
+}
 
-    // Flush: every queued record is delivered (or reported) before we return.
-    bar.set_message("flushing");
-    while let Some(result) = in_flight.next().await {
-        result.context("delivery to Kafka failed")?;
+/// One record's delivery, as the producer reports it.
+type Delivery<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = KafkaResult<()>> + Send + 'a>>;
+
+/// Counts a confirmed delivery; a failed one is an error, unless the stop purged it.
+fn confirm(result: KafkaResult<()>, summary: &mut ReplaySummary, stopping: bool) -> Result<()> {
+    match result {
+        Ok(()) => {
+            summary.sent += 1;
+            Ok(())
+        }
+        Err(_) if stopping => {
+            summary.unconfirmed += 1;
+            Ok(())
+        }
+        Err(e) => Err(e).context("delivery to Kafka failed"),
     }
-    bar.finish_and_clear();
-    Ok(summary)
+}
+
+/// Resolves `grace` after the stop was asked for.
+async fn stopped_for(stop: &CancellationToken, grace: Duration) {
+    stop.cancelled().await;
+    tokio::time::sleep(grace).await;
 }
 
 fn progress_bar(options: &ReplayOptions) -> Result<ProgressBar> {
@@ -166,6 +262,46 @@ fn progress_bar(options: &ReplayOptions) -> Result<ProgressBar> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With nobody at the broker address, every record stays unconfirmed: the stop still ends the
+    /// replay within its wait, cleanly, counting what it abandoned, and nothing as sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_with_the_broker_away_abandons_the_unconfirmed_within_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("customers.csv");
+        let csv = model::synth::generate_csv(&model::synth::GenerateOptions {
+            rows: 50,
+            seed: 3,
+            messy_fraction: 0.0,
+        });
+        std::fs::write(&file, csv).unwrap();
+        let options = ReplayOptions {
+            file,
+            rate: 1_000.0,
+            repeat: true,
+            limit: None,
+            id_prefix: "away".into(),
+            show_progress: false,
+        };
+        let nowhere = Kafka::at(format!("127.0.0.1:{}", crate::broker::free_port()));
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stopper.cancel();
+        });
+        let started = std::time::Instant::now();
+        let summary = replay(&nowhere, &options, stop)
+            .await
+            .expect("a clean stop");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(300) + STOP_DELIVERY_WAIT + Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert_eq!(summary.sent, 0, "{summary:?}");
+        assert!(summary.unconfirmed >= 100, "{summary:?}");
+    }
 
     #[test]
     fn numeric_cells_travel_as_numbers_text_stays_text() {

@@ -18,8 +18,9 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long the tasks get to finish after the stop (in-flight batches, final commits).
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the tasks get to finish after the stop (in-flight batches, final commits, closing
+/// their Kafka clients): less than `shutdown::STOP_DEADLINE`, which the process as a whole keeps.
+pub const STOP_GRACE: Duration = Duration::from_secs(7);
 
 use crate::health::Health;
 

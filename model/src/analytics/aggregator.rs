@@ -2,6 +2,7 @@
 //! revisions, duplicates, outcomes joined to their predictions, and the offsets safe to commit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use crate::message::Prediction;
 
@@ -9,7 +10,7 @@ use super::drift::DriftReference;
 use super::partial::{Scored, WindowPartial};
 
 /// Closed windows kept to absorb late records.
-const KEEP_CLOSED: usize = 64;
+pub(super) const KEEP_CLOSED: usize = 64;
 
 /// How far ahead of the wall clock a record's timestamp may be and still count at its own time.
 /// Further ahead is a wrong clock (a producer's, or a hand-set CreateTime): taken at face value
@@ -19,17 +20,18 @@ const KEEP_CLOSED: usize = 64;
 pub const FUTURE_TOLERANCE_MS: i64 = 60_000;
 
 /// Predictions remembered per partition for joining outcomes that arrive later. Memory bound:
-/// an entry (the record id, kept in the map and again in the eviction queue; the model version,
-/// probability and flag; table slack) measured 160 bytes allocated with 10-byte ids and the
-/// 14-byte model versions, 220 with the web's 40-byte ids: 32–44 MB per partition when full,
-/// plus 2 bytes per further id byte.
+/// an entry is a keyed 64-bit hash of the record id (not the id: the ids took most of the 160–220
+/// bytes an entry used to cost), the shared model version, probability and flag, and the hash
+/// again in the eviction queue: about 56 bytes with the tables' slack, whatever the id's length,
+/// so at most about 15 MB per partition when full (`held_bytes`, tested at the bound).
 pub const REMEMBERED: usize = 200_000;
 /// How long a prediction is remembered, by its timestamp against stream time: outcomes that
 /// come later than a day are not joined (a restart recalls a day of predictions, the same span).
 pub const REMEMBER_FOR_MS: i64 = 24 * 3_600_000;
-/// Outcomes kept while their prediction has not been seen yet: measured 150–210 bytes each
-/// (10–40-byte ids, kept twice), so at most 15–21 MB per partition.
-const WAITING: usize = 100_000;
+/// Outcomes kept while their prediction has not been seen yet: by the keyed hash of the record
+/// id, like the remembered predictions; about 70 bytes each with the tables' slack, so at most
+/// about 7 MB per partition.
+pub const WAITING: usize = 100_000;
 /// How long (in stream time after its arrival) an outcome waits for its prediction. A record
 /// is scored within seconds, so an outcome still unmatched after an hour is for a record that
 /// was dead-lettered, scored before the predictions the processor remembers, or lost; waiting
@@ -85,12 +87,15 @@ pub struct WindowAggregator {
     /// The newest event time seen (future-dated records count at the wall clock).
     watermark: i64,
     drift: Option<DriftReference>,
-    /// Predictions by record id, and (timestamp, id) oldest first for eviction.
-    remembered: HashMap<String, Scored>,
-    remembered_order: VecDeque<(i64, String)>,
-    /// Outcomes whose prediction has not arrived yet, and (arrival, id) for their expiry.
-    waiting: HashMap<String, Waiting>,
-    waiting_since: BTreeSet<(i64, String)>,
+    /// Predictions by record id (`id_key`), and (timestamp, id) oldest first for eviction.
+    remembered: HashMap<u64, Scored>,
+    remembered_order: VecDeque<(i64, u64)>,
+    /// The model version of the newest remembered prediction, shared by the entries that name it.
+    version: Option<Arc<str>>,
+    /// Outcomes whose prediction has not arrived yet, and (arrival, id) for their expiry; by
+    /// `id_key`.
+    waiting: HashMap<u64, Waiting>,
+    waiting_since: BTreeSet<(i64, u64)>,
     /// Records too late even for the kept closed windows.
     pub dropped_late: u64,
     pub duplicates: u64,
@@ -116,6 +121,7 @@ impl WindowAggregator {
             drift: None,
             remembered: Default::default(),
             remembered_order: Default::default(),
+            version: None,
             waiting: Default::default(),
             waiting_since: Default::default(),
             dropped_late: 0,
@@ -153,6 +159,46 @@ impl WindowAggregator {
     fn counted_key(&self, source: Source, id: &str) -> u64 {
         use std::hash::BuildHasher;
         self.id_hasher.hash_one((source as u8, id))
+    }
+
+    /// What the remembered predictions and the waiting outcomes are found by: a keyed 64-bit hash
+    /// of the record id (8 bytes, however long the id), apart from the windows' `counted_key`s.
+    /// Two ids among a partition's 300,000 remembered and waiting collide by chance with a
+    /// probability of about 2e-9; nobody can make them collide on purpose (random keys).
+    fn id_key(&self, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.id_hasher.hash_one((u8::MAX, id))
+    }
+
+    /// What an outcome will be judged against, with the model version shared.
+    fn scored(&mut self, prediction: &Prediction) -> Scored {
+        let version = match &self.version {
+            Some(v) if **v == *prediction.model_version => v.clone(),
+            _ => {
+                let v: Arc<str> = prediction.model_version.as_str().into();
+                self.version = Some(v.clone());
+                v
+            }
+        };
+        Scored::with_version(prediction, version)
+    }
+
+    /// How many predictions are remembered and outcomes waiting (for the bounds' tests).
+    pub fn held(&self) -> (usize, usize) {
+        (self.remembered.len(), self.waiting.len())
+    }
+
+    /// The bytes the remembered predictions and waiting outcomes take, from their tables'
+    /// capacities: nothing else of theirs is on the heap (the model versions are shared).
+    pub fn held_bytes(&self) -> usize {
+        use std::mem::size_of;
+        // hashbrown: one control byte per bucket; buckets are the capacity over 7/8, a power of 2.
+        let buckets = |capacity: usize| (capacity * 8 / 7).next_power_of_two();
+        buckets(self.remembered.capacity()) * (size_of::<(u64, Scored)>() + 1)
+            + self.remembered_order.capacity() * size_of::<(i64, u64)>()
+            + buckets(self.waiting.capacity()) * (size_of::<(u64, Waiting)>() + 1)
+            // A B-tree node holds up to 11 entries; count them two-thirds full.
+            + self.waiting_since.len() * size_of::<(i64, u64)>() * 3 / 2
     }
 
     /// Counts one record into the window of event time `at`. Returns the revised window when a
@@ -209,13 +255,9 @@ impl WindowAggregator {
         if !countable(prediction) {
             return;
         }
-        if self
-            .remembered
-            .insert(prediction.id.clone(), Scored::of(prediction))
-            .is_none()
-        {
-            self.remembered_order
-                .push_back((timestamp_ms, prediction.id.clone()));
+        let (key, scored) = (self.id_key(&prediction.id), self.scored(prediction));
+        if self.remembered.insert(key, scored).is_none() {
+            self.remembered_order.push_back((timestamp_ms, key));
         }
         self.forget_old();
     }
@@ -280,7 +322,7 @@ impl WindowAggregator {
         actual: bool,
     ) -> Option<WindowPartial> {
         let at = self.event_time(timestamp_ms, now_ms);
-        let Some(scored) = self.remembered.get(id).cloned() else {
+        let Some(scored) = self.remembered.get(&self.id_key(id)).cloned() else {
             self.wait(id, Waiting { offset, at, actual });
             return None;
         };
@@ -299,14 +341,16 @@ impl WindowAggregator {
             return;
         }
         self.watermark = self.watermark.max(outcome.at);
-        self.waiting_since.insert((outcome.at, id.to_owned()));
-        self.waiting.insert(id.to_owned(), outcome);
+        let key = self.id_key(id);
+        self.waiting_since.insert((outcome.at, key));
+        self.waiting.insert(key, outcome);
     }
 
     /// The outcome waiting for this prediction, if one is.
     fn take_waiting(&mut self, id: &str) -> Option<bool> {
-        let outcome = self.waiting.remove(id)?;
-        self.waiting_since.remove(&(outcome.at, id.to_owned()));
+        let key = self.id_key(id);
+        let outcome = self.waiting.remove(&key)?;
+        self.waiting_since.remove(&(outcome.at, key));
         Some(outcome.actual)
     }
 

@@ -23,7 +23,7 @@ mod summary;
 mod tests;
 
 pub use aggregator::{
-    Source, WindowAggregator, FUTURE_TOLERANCE_MS, REMEMBERED, REMEMBER_FOR_MS,
+    Source, WindowAggregator, FUTURE_TOLERANCE_MS, REMEMBERED, REMEMBER_FOR_MS, WAITING,
     WAIT_FOR_PREDICTION_MS,
 };
 pub use drift::{psi, DriftReference, MIN_DRIFT_SAMPLE, PSI_DRIFT_THRESHOLD};

@@ -3,6 +3,7 @@
 //! reader runs before trusting one read from the topic.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -278,13 +279,13 @@ impl WindowPartial {
         // predecessors in practice); forged versions beyond the bound are not counted, so that a
         // window always stays small enough to publish (~1 KB per version).
         if self.quality.len() >= MAX_VERSIONS_PER_WINDOW
-            && !self.quality.contains_key(&scored.model_version)
+            && !self.quality.contains_key(&*scored.model_version)
         {
             return;
         }
         let q = self
             .quality
-            .entry(scored.model_version.clone())
+            .entry(scored.model_version.to_string())
             .or_default();
         let bin = quality_bin(scored.probability);
         q.confusion.count(scored.churn, actual);
@@ -302,18 +303,25 @@ impl WindowPartial {
     }
 }
 
-/// What an outcome is judged against: the prediction made for the same record.
+/// What an outcome is judged against: the prediction made for the same record. Kept for
+/// hundreds of thousands of predictions (`aggregator::REMEMBERED`), so small: the version is
+/// shared with every other prediction of that model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
-    pub model_version: String,
+    pub model_version: Arc<str>,
     pub probability: f64,
     pub churn: bool,
 }
 
 impl Scored {
     pub fn of(prediction: &Prediction) -> Self {
+        Self::with_version(prediction, prediction.model_version.as_str().into())
+    }
+
+    /// With the model version given (shared), rather than copied from the prediction.
+    pub fn with_version(prediction: &Prediction, model_version: Arc<str>) -> Self {
         Scored {
-            model_version: prediction.model_version.clone(),
+            model_version,
             probability: prediction.churn_probability,
             churn: prediction.churn,
         }

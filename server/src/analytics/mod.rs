@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use model::analytics::Source;
 use model::ChurnModel;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 use tokio::sync::watch;
@@ -37,7 +37,7 @@ use crate::kafka::{Kafka, Topics};
 use anomalies::{log_anomalies, Anomalies, ANOMALIES_EVERY};
 use counting::{count, isolated, Input, Skipped};
 use outbox::{publish, Outbox};
-use partitions::{commit, forget_unowned, PartitionState};
+use partitions::{commit, forget_unowned, offsets_to_commit, PartitionState};
 
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {
@@ -64,7 +64,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let topics = &kafka.topics;
-    let consumer: StreamConsumer = kafka
+    let consumer: Arc<StreamConsumer> = kafka
         .consumer_config(
             &options.group,
             &[
@@ -74,6 +74,7 @@ pub async fn run(
             ],
         )
         .create()
+        .map(Arc::new)
         .context("creating the analytics consumer")?;
     // Predictions and outcomes are co-partitioned (both keyed by record id, same partition count),
     // so the range assignor gives one instance the matching partitions of both.
@@ -93,6 +94,7 @@ pub async fn run(
     let mut skipped = Skipped::default();
     let (mut anomalies, mut anomalies_logged) = (Anomalies::default(), Instant::now());
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut counts = Counts::default();
     // The current model's score distribution, refreshed only when a new model arrives.
     let mut drift = models.borrow_and_update().drift_reference();
     tracing::info!(input = %topics.predictions, stats = %topics.stats, window_s = options.window.as_secs_f64(), "stream analytics started");
@@ -121,6 +123,7 @@ pub async fn run(
                     continue;
                 }
             };
+            counts.read += 1;
             let partition = m.partition();
             let state = match partitions.entry(partition) {
                 Entry::Occupied(e) => e.into_mut(),
@@ -131,6 +134,7 @@ pub async fn run(
                     window_ms,
                     lateness_ms,
                     drift.clone(),
+                    &shutdown,
                 )),
             };
             let source = if m.topic() == topics.predictions {
@@ -171,6 +175,7 @@ pub async fn run(
         };
         match delivered {
             Ok(()) => {
+                counts.published += outbox.windows.len() as u64;
                 outbox.published();
                 commit(&consumer, topics, &partitions);
             }
@@ -184,26 +189,80 @@ pub async fn run(
             }
         }
     }
-    finish(&consumer, &producer, topics, &partitions, &mut outbox).await;
+    finish(
+        consumer,
+        producer,
+        topics,
+        &partitions,
+        &mut outbox,
+        &mut counts,
+    )
+    .await;
+    tracing::info!(
+        read = counts.read,
+        published = counts.published,
+        unpublished = outbox.windows.len(),
+        "stream analytics stopped"
+    );
     Ok(())
 }
 
-/// On shutdown: one last attempt at the windows still waiting, and the commit if they are out.
+/// What the processor did, for its last log line.
+#[derive(Default)]
+struct Counts {
+    /// Messages read (predictions and outcomes).
+    read: u64,
+    /// Window partials the stats topic acknowledged.
+    published: u64,
+}
+
+/// At the stop, how long the last publish of the windows waiting, and then the commit, may take:
+/// with the broker away each would wait far longer (`outbox::PUBLISH_TIMEOUT`, librdkafka's own
+/// timeouts), and the command must be gone within `shutdown::STOP_DEADLINE`.
+const FINAL_PUBLISH_WAIT: Duration = Duration::from_millis(1500);
+const FINAL_COMMIT_WAIT: Duration = Duration::from_millis(1500);
+
+/// On shutdown: one last, short attempt at the windows still waiting, the commit if they are out,
+/// and the clients closed (neither waiting long for a broker that is away).
 async fn finish(
-    consumer: &StreamConsumer,
-    producer: &FutureProducer,
+    consumer: Arc<StreamConsumer>,
+    producer: FutureProducer,
     topics: &Topics,
     partitions: &HashMap<i32, PartitionState>,
     outbox: &mut Outbox,
+    counts: &mut Counts,
 ) {
-    if !outbox.is_empty() {
-        match publish(producer, &topics.stats, outbox).await {
-            Ok(()) => outbox.published(),
-            Err(e) => {
-                tracing::warn!(kept = outbox.windows.len(), "window stats unpublished at shutdown: rebuilt from the topic at the next start: {e:#}");
-                return;
+    let publish_last = async {
+        if outbox.is_empty() {
+            return Ok(());
+        }
+        tokio::time::timeout(
+            FINAL_PUBLISH_WAIT,
+            publish(&producer, &topics.stats, outbox),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {FINAL_PUBLISH_WAIT:?}"))?
+    };
+    match publish_last.await {
+        Ok(()) => {
+            counts.published += outbox.windows.len() as u64;
+            outbox.published();
+            let offsets = offsets_to_commit(topics, partitions);
+            let committing = consumer.clone();
+            let committed = crate::kafka::on_own_thread(
+                move || {
+                    offsets.count() == 0 || committing.commit(&offsets, CommitMode::Sync).is_ok()
+                },
+                FINAL_COMMIT_WAIT,
+            )
+            .await;
+            if committed != Some(true) {
+                tracing::warn!("analytics: final commit unanswered (broker away?): the open windows are rebuilt from the last commit at the next start");
             }
         }
+        Err(e) => {
+            tracing::warn!(kept = outbox.windows.len(), "window stats unpublished at shutdown: rebuilt from the topic at the next start: {e:#}");
+        }
     }
-    commit(consumer, topics, partitions);
+    crate::kafka::close_within((consumer, producer), "analytics").await;
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use model::analytics::{DriftReference, Source, WindowAggregator};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
 
 use super::recall::remember_earlier;
 use crate::kafka::{Kafka, Topics};
@@ -27,11 +28,12 @@ impl PartitionState {
         window_ms: i64,
         lateness_ms: i64,
         drift: Option<DriftReference>,
+        stop: &CancellationToken,
     ) -> Self {
         let mut aggregator = WindowAggregator::new(window_ms, lateness_ms, partition);
         aggregator.set_drift_reference(drift);
         match tokio::task::block_in_place(|| {
-            remember_earlier(kafka, consumer, partition, &mut aggregator)
+            remember_earlier(kafka, consumer, partition, &mut aggregator, stop)
         }) {
             Ok(n) => tracing::debug!(
                 partition,
@@ -69,6 +71,19 @@ pub(super) fn commit(
     topics: &Topics,
     partitions: &HashMap<i32, PartitionState>,
 ) {
+    let offsets = offsets_to_commit(topics, partitions);
+    if offsets.count() > 0 {
+        if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
+            tracing::debug!("analytics commit: {e}");
+        }
+    }
+}
+
+/// Per partition and source, the first offset not yet covered by a published window.
+pub(super) fn offsets_to_commit(
+    topics: &Topics,
+    partitions: &HashMap<i32, PartitionState>,
+) -> TopicPartitionList {
     let mut offsets = TopicPartitionList::new();
     for (&partition, state) in partitions {
         for (source, topic) in [
@@ -81,9 +96,5 @@ pub(super) fn commit(
             }
         }
     }
-    if offsets.count() > 0 {
-        if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
-            tracing::debug!("analytics commit: {e}");
-        }
-    }
+    offsets
 }

@@ -7,6 +7,7 @@ use anyhow::Result;
 use server::analytics::{self, AnalyzeOptions};
 use server::args;
 use server::kafka::KafkaArgs;
+use server::shutdown::during_start_up;
 use server::supervisor::Supervisor;
 
 #[derive(clap::Args)]
@@ -28,10 +29,15 @@ pub struct AnalyzeArgs {
 }
 
 pub async fn run(args: AnalyzeArgs, kafka_args: &KafkaArgs) -> Result<()> {
+    let stop = server::shutdown::on_signals();
     let trust = args.signing.trust()?;
-    let kafka = super::connect(kafka_args).await?;
-    let mut tasks = Supervisor::new(server::shutdown::on_signals());
-    let model_rx = super::follow_models(&kafka, &args.model, trust, &mut tasks).await?;
+    let kafka = during_start_up(&stop, super::connect(kafka_args)).await?;
+    let mut tasks = Supervisor::new(stop.clone());
+    let model_rx = during_start_up(
+        &stop,
+        super::follow_models(&kafka, &args.model, trust, &mut tasks),
+    )
+    .await?;
     let options = AnalyzeOptions {
         group: args.group,
         window: Duration::from_secs_f64(args.window_secs),

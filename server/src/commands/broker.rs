@@ -32,6 +32,7 @@ pub struct BrokerCommandArgs {
 }
 
 pub async fn run(args: &BrokerCommandArgs, kafka_args: &KafkaArgs) -> Result<()> {
+    let stop = server::shutdown::on_signals();
     let broker = start_embedded(&args.broker, args.secure, kafka_args)?;
     println!(
         "embedded broker listening on {} (Ctrl-C to stop)",
@@ -49,8 +50,11 @@ pub async fn run(args: &BrokerCommandArgs, kafka_args: &KafkaArgs) -> Result<()>
         );
         kafka = kafka.with_properties_file(&file)?;
     }
-    kafka.ensure_pipeline_topics().await?;
-    server::shutdown::on_signals().cancelled().await;
+    server::shutdown::during_start_up(&stop, kafka.ensure_pipeline_topics()).await?;
+    stop.cancelled().await;
+    // Dropping the handle stops the broker (its storage is transactional).
+    drop(broker);
+    tracing::info!("embedded broker stopped");
     Ok(())
 }
 

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use server::args;
 use server::kafka::KafkaArgs;
-use server::replay::{random_prefix, replay, ReplayOptions};
+use server::replay::{random_prefix, replay, ReplayOptions, ReplaySummary};
+use server::shutdown::during_start_up;
 
 #[derive(clap::Args, Clone)]
 pub struct ReplayArgs {
@@ -27,9 +28,11 @@ pub struct ReplayArgs {
 }
 
 pub async fn run(args: &ReplayArgs, kafka_args: &KafkaArgs) -> Result<()> {
-    let kafka = super::connect(kafka_args).await?;
+    let stop = server::shutdown::on_signals();
+    let kafka = during_start_up(&stop, super::connect(kafka_args)).await?;
     let options = options(args, super::stderr_is_terminal());
-    let summary = replay(&kafka, &options, server::shutdown::on_signals()).await?;
+    let summary = replay(&kafka, &options, stop).await?;
+    log_stopped(&summary);
     println!(
         "replayed {} records to {} ({} unreadable rows skipped, {} passes)",
         summary.sent, kafka.topics.input, summary.unreadable, summary.passes
@@ -46,4 +49,15 @@ pub fn options(args: &ReplayArgs, show_progress: bool) -> ReplayOptions {
         id_prefix: args.id_prefix.clone().unwrap_or_else(random_prefix),
         show_progress,
     }
+}
+
+/// The replay's final counts, in the log (also for `churn serve`'s replay).
+pub fn log_stopped(summary: &ReplaySummary) {
+    tracing::info!(
+        sent = summary.sent,
+        unconfirmed = summary.unconfirmed,
+        unreadable = summary.unreadable,
+        passes = summary.passes,
+        "replay stopped"
+    );
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use server::kafka::KafkaArgs;
 use server::scorer::Scorer;
+use server::shutdown::during_start_up;
 use server::supervisor::Supervisor;
 
 /// The stream scorer's flags, shared by `churn score` and `churn serve` (which runs one in-process).
@@ -21,10 +22,15 @@ pub struct ScoreArgs {
 }
 
 pub async fn run(args: ScoreArgs, kafka_args: &KafkaArgs) -> Result<()> {
+    let stop = server::shutdown::on_signals();
     let trust = args.signing.trust()?;
-    let kafka = super::connect(kafka_args).await?;
-    let mut tasks = Supervisor::new(server::shutdown::on_signals());
-    let model_rx = super::follow_models(&kafka, &args.model, trust, &mut tasks).await?;
+    let kafka = during_start_up(&stop, super::connect(kafka_args)).await?;
+    let mut tasks = Supervisor::new(stop.clone());
+    let model_rx = during_start_up(
+        &stop,
+        super::follow_models(&kafka, &args.model, trust, &mut tasks),
+    )
+    .await?;
     tasks.spawn(
         "scorer",
         Scorer::new(kafka, args.group, model_rx).run(tasks.shutdown()),

@@ -15,8 +15,9 @@ use server::auth::{AuthOptions, ProxyOptions};
 use server::backend::{BackendOptions, PipelineBackend};
 use server::kafka::KafkaArgs;
 use server::metrics::PipelineMetrics;
-use server::replay::replay;
+use server::replay::{replay, ReplaySummary};
 use server::scorer::Scorer;
+use server::shutdown::during_start_up;
 use server::supervisor::Supervisor;
 use server::web::WebOptions;
 
@@ -131,17 +132,25 @@ impl AccessArgs {
 }
 
 pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
+    // Every phase from here on ends at the stop, start-up included.
+    let stop = server::shutdown::on_signals();
     // A bad key file stops the command before anything starts.
     let model_trust = args.score.signing.trust()?;
     // Embedded broker unless the user named a cluster; reuse one already on the port.
     let (_broker, kafka) = super::broker::for_serve(&args.broker, args.secure_broker, kafka_args)?;
-    kafka.check_reachable(Duration::from_secs(15)).await?;
-    kafka.ensure_pipeline_topics().await?;
-    let mut tasks = Supervisor::new(server::shutdown::on_signals());
+    during_start_up(&stop, async {
+        kafka.check_reachable(Duration::from_secs(15)).await?;
+        kafka.ensure_pipeline_topics().await
+    })
+    .await?;
+    let mut tasks = Supervisor::new(stop.clone());
     let metrics = Arc::new(PipelineMetrics::default());
     let model_trust = model_trust.counting_into(metrics.models_refused.clone());
-    let model_rx =
-        super::follow_models(&kafka, &args.score.model, model_trust.clone(), &mut tasks).await?;
+    let model_rx = during_start_up(
+        &stop,
+        super::follow_models(&kafka, &args.score.model, model_trust.clone(), &mut tasks),
+    )
+    .await?;
     let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone())
         .with_metrics(metrics.clone())
         .with_health(tasks.health.clone());
@@ -165,14 +174,16 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
         // The demo stream outlives a broker away for longer than a delivery timeout (60 s):
         // it starts over rather than ending the server.
         tasks.spawn("replay", async move {
+            let mut total = ReplaySummary::default();
             while !stop.is_cancelled() {
                 match replay(&kafka, &options, stop.clone()).await {
                     // A looping replay returns before the stop only for a file without usable rows.
-                    Ok(_) if !stop.is_cancelled() => {
+                    Ok(summary) if !stop.is_cancelled() => {
+                        total.add(&summary);
                         tracing::warn!(file = %options.file.display(), "nothing to replay: the file has no usable rows");
                         stop.cancelled().await;
                     }
-                    Ok(_) => {}
+                    Ok(summary) => total.add(&summary),
                     Err(e) => {
                         tracing::warn!("replay stopped, starting over in 5 s: {e:#}");
                         tokio::select! {
@@ -182,6 +193,7 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
                     }
                 }
             }
+            super::replay::log_stopped(&total);
             Ok(())
         });
     }
@@ -234,8 +246,11 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
             .unwrap_or_else(|| server::replies::default_instance_id(args.addr.port())),
         model_trust,
     };
-    let backend =
-        PipelineBackend::start(kafka.clone(), backend_options, metrics, status, &mut tasks).await?;
+    let backend = during_start_up(
+        &stop,
+        PipelineBackend::start(kafka.clone(), backend_options, metrics, status, &mut tasks),
+    )
+    .await?;
     let mut web = WebOptions::new(
         args.addr,
         args.site_root.clone(),

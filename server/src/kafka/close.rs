@@ -6,7 +6,7 @@ use std::time::Duration;
 /// round trip to the broker (leaving the group hands its partitions to the others at once); with
 /// the broker away librdkafka waits up to the session timeout, which would hold the stop up past
 /// `STOP_GRACE` for nothing: there is nothing left to deliver or commit.
-pub const CLOSE_WAIT: Duration = Duration::from_secs(3);
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Drops a Kafka client (closing it) on a thread of its own and waits at most `CLOSE_WAIT` for
 /// that, so that a stop is never held up by a broker that does not answer.

@@ -3,6 +3,7 @@
 //! the previous batch has stored its own, though batches are scored in parallel.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -70,6 +71,8 @@ pub(super) struct Batch {
     pub(super) shutdown: CancellationToken,
     pub(super) turns: Turns,
     pub(super) _in_flight: InFlightGuard,
+    /// Records whose predictions the broker had not acknowledged when the stop gave up on them.
+    pub(super) unconfirmed: Arc<AtomicU64>,
 }
 
 impl Batch {
@@ -84,6 +87,7 @@ impl Batch {
             shutdown,
             turns,
             _in_flight,
+            unconfirmed,
         } = self;
         // As many batches scored at once as there are cores: more threads would only take
         // turns, each with its own allocator heap.
@@ -110,6 +114,7 @@ impl Batch {
             turns.enqueued,
         )
         .await;
+        unconfirmed.fetch_add(delivered.unconfirmed() as u64, Ordering::Relaxed);
         if let Some(fatal) = delivered.fatal {
             anyhow::bail!(fatal);
         }

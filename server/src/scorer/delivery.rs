@@ -45,6 +45,11 @@ pub(super) struct Delivered {
 }
 
 impl Delivered {
+    /// How many of the batch's records the broker did not acknowledge (at the stop).
+    pub(super) fn unconfirmed(&self) -> usize {
+        self.undelivered.len()
+    }
+
     /// Per partition, the last offset before its first undelivered record. A partition with an
     /// undelivered record joins `blocked`, and a blocked partition (an earlier batch left a record
     /// undelivered) stores nothing more: that record is re-read after a restart.
@@ -115,7 +120,8 @@ pub(super) async fn deliver(
         };
         let Some(refused) = acknowledged else {
             // Which of them arrived is unknown: none counts, and all are re-read (never lost).
-            tracing::warn!(
+            // The scorer reports the total as it stops.
+            tracing::debug!(
                 records = pending.len(),
                 "stopping with unacknowledged records; they will be re-read"
             );
@@ -180,7 +186,7 @@ pub(super) async fn deliver(
         if transient > 0 {
             if shutdown.is_cancelled() {
                 // Leave these offsets uncommitted: the next scorer re-reads them.
-                tracing::warn!(
+                tracing::debug!(
                     records = pending.len(),
                     "stopping with undelivered records; they will be re-read"
                 );

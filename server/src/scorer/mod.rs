@@ -37,6 +37,7 @@ mod rebalance;
 mod reply_copies;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,8 +73,10 @@ pub const DEAD_LETTER_COPY_BYTES: usize = 16 * 1024;
 /// After the stop, how long deliveries may still be awaited (a broker away would otherwise hold
 /// the stop for librdkafka's 5-minute delivery timeout), and the final commit. Together with
 /// closing the clients they fit the supervisor's stop grace of 10 s.
-const STOP_DELIVERY_WAIT: Duration = Duration::from_secs(4);
-const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(2);
+const STOP_DELIVERY_WAIT: Duration = Duration::from_secs(3);
+const FINAL_COMMIT_WAIT: Duration = Duration::from_millis(1500);
+/// How often the consumer is polled even without a wake-up (see `Scorer::run`).
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
 /// Ids and reasons in log lines are cut to this many bytes: a log line never carries unbounded
 /// input (a 900 KB key used to be logged whole on every retry).
 pub const LOG_TEXT_BYTES: usize = 96;
@@ -156,9 +159,10 @@ impl Scorer {
         let replies = reply_copies::reply_producer(&self.kafka)?;
         let mut producer_config = self.kafka.idempotent_producer_config();
         if producer_config.get("batch.size").is_none() {
-            if let Some(limit) =
-                topic_message_limit(&self.kafka, &[&topics.predictions, &topics.dead_letter]).await
-            {
+            // Asked at start-up; a stop meanwhile goes on without the answer.
+            let limited = [topics.predictions.as_str(), topics.dead_letter.as_str()];
+            let asked = topic_message_limit(&self.kafka, &limited);
+            if let Some(limit) = shutdown.run_until_cancelled(asked).await.flatten() {
                 producer_config.set("batch.size", limit.min(DEFAULT_BATCH_BYTES).to_string());
             }
         }
@@ -181,6 +185,15 @@ impl Scorer {
         let mut previous = Turns::first();
         let mut reply_topics = ReplyTopics::default();
         let mut failure = None;
+        let unconfirmed = Arc::new(AtomicU64::new(0));
+        // rdkafka's StreamConsumer can miss a wake-up (fede1024/rust-rdkafka#665: an event it
+        // handles itself empties its poll while messages are queued, and librdkafka signals only
+        // an empty queue becoming non-empty), and the loop would then wait for good. Looking
+        // again every 100 ms bounds a missed wake-up to that. (Suspected when a soak's scorer
+        // stopped reading; that turned out to be the broker, see BENCHMARKS.md, but the race is
+        // real and the guard cheap.)
+        let mut look_again = tokio::time::interval(LOOK_AGAIN);
+        look_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 biased;
@@ -194,6 +207,7 @@ impl Scorer {
                     continue;
                 }
                 message = consumer.recv() => message,
+                _ = look_again.tick() => continue,
             };
             let mut batch = Incoming::default();
             match first {
@@ -226,6 +240,7 @@ impl Scorer {
                 shutdown: shutdown.clone(),
                 turns,
                 _in_flight: in_flight.start(),
+                unconfirmed: unconfirmed.clone(),
             };
             let slots = scoring_slots.clone();
             tasks.push_back(tokio::spawn(job.run(slots)));
@@ -254,12 +269,23 @@ impl Scorer {
             Some(Err(e)) => tracing::warn!("final commit failed, the next scorer re-reads from the last commit: {e}"),
             None => tracing::warn!(wait_s = FINAL_COMMIT_WAIT.as_secs(), "final commit unanswered (broker away?): the next scorer re-reads from the last commit"),
         }
+        let unconfirmed = unconfirmed.load(Ordering::Relaxed);
+        if unconfirmed > 0 {
+            tracing::warn!(
+                "{unconfirmed} predictions or dead letters not confirmed by the broker; their \
+                 records are re-read on the next start"
+            );
+        }
+        crate::kafka::close_within((consumer, producer), "scorer").await;
+        let (scored, dead_lettered) = (self.stats.scored.get(), self.stats.dead_lettered.get());
         tracing::info!(
-            scored = self.stats.scored.get(),
-            dead_lettered = self.stats.dead_lettered.get(),
+            read = self.stats.consumed.get(),
+            scored,
+            dead_lettered,
+            produced = scored + dead_lettered,
+            unconfirmed,
             "scorer stopped"
         );
-        crate::kafka::close_within((consumer, producer), "scorer").await;
         match failure {
             Some(e) => Err(e),
             None => Ok(()),

@@ -15,5 +15,6 @@ mod model_store;
 mod pipeline;
 mod reliability;
 mod secured;
+mod stops;
 mod support;
 mod web_tier;

@@ -4,7 +4,7 @@
 mod reading;
 mod windows;
 
-use super::aggregator::MAX_VERSION_BYTES;
+use super::aggregator::{KEEP_CLOSED, MAX_VERSION_BYTES};
 use super::partial::quality_bin;
 use super::*;
 

@@ -289,3 +289,113 @@ fn a_prediction_with_an_impossible_probability_is_counted_as_malformed_not_in_a_
         "the outcome waits; no window was opened"
     );
 }
+
+#[test]
+fn remembered_predictions_stop_at_their_bound_the_oldest_forgotten_whatever_the_ids_length() {
+    let mut short = WindowAggregator::new(10_000, 0, 0);
+    let mut long = WindowAggregator::new(10_000, 0, 0);
+    let long_id = |i: usize| format!("{i:0>256}");
+    for i in 0..=REMEMBERED {
+        short.remember(i as i64, &prediction(&i.to_string(), 0.9, true, None, true));
+        long.remember(i as i64, &prediction(&long_id(i), 0.9, true, None, true));
+    }
+    assert_eq!(
+        short.held(),
+        (REMEMBERED, 0),
+        "one past the bound: the oldest goes"
+    );
+    let bytes = short.held_bytes();
+    assert!(
+        bytes <= 16 << 20,
+        "{bytes} bytes for {REMEMBERED} predictions"
+    );
+    assert_eq!(
+        long.held_bytes(),
+        bytes,
+        "256-byte ids cost what short ones do"
+    );
+    // The first is forgotten (its outcome waits), the second still joins.
+    let now = REMEMBERED as i64;
+    assert!(short.observe_outcome(1, now, now, "0", true).is_none());
+    assert_eq!(short.held(), (REMEMBERED, 1));
+    short.observe_outcome(2, now, now, "1", true);
+    assert_eq!(short.held(), (REMEMBERED, 1), "joined: nothing more waits");
+    let mut totals = Totals::default();
+    short.close_due(i64::MAX).iter().for_each(|w| totals.add(w));
+    assert_eq!(totals.quality()["m-a"].labelled, 1);
+}
+
+#[test]
+fn outcomes_waiting_for_their_prediction_stop_at_their_bound() {
+    let mut agg = WindowAggregator::new(10_000, 0, 0);
+    for i in 0..WAITING {
+        agg.observe_outcome(i as i64, 1_000, CLOCK, &format!("early-{i}"), true);
+    }
+    assert_eq!((agg.held(), agg.expired_outcomes), ((0, WAITING), 0));
+    agg.observe_outcome(WAITING as i64, 1_000, CLOCK, "one-too-many", true);
+    assert_eq!(
+        (agg.held(), agg.expired_outcomes),
+        ((0, WAITING), 1),
+        "one past the bound is given up and counted"
+    );
+    assert!(agg.held_bytes() <= 8 << 20, "{} bytes", agg.held_bytes());
+    // A waiting one still joins its prediction when it comes.
+    agg.observe(
+        1,
+        1_000,
+        CLOCK,
+        &prediction("early-7", 0.9, true, None, true),
+    );
+    assert_eq!(agg.held(), (1, WAITING - 1));
+}
+
+#[test]
+fn closed_windows_are_kept_for_late_records_up_to_their_bound_then_late_records_are_dropped() {
+    let mut agg = WindowAggregator::new(1_000, 0, 0);
+    let windows = KEEP_CLOSED as i64 + 2;
+    for w in 0..windows {
+        agg.observe(
+            w,
+            w * 1_000,
+            i64::MAX / 2,
+            &prediction(&format!("w{w}"), 0.5, false, None, true),
+        );
+    }
+    assert_eq!(agg.close_due(windows * 1_000).len(), windows as usize);
+    // The two oldest are forgotten with their ids; the third oldest still takes a late record.
+    for (w, revised) in [(0, false), (1, false), (2, true)] {
+        let late = prediction(&format!("late{w}"), 0.5, false, None, true);
+        let revision = agg.observe(100 + w, w * 1_000 + 500, i64::MAX / 2, &late);
+        assert_eq!(revision.is_some(), revised, "window {w}");
+    }
+    assert_eq!(agg.dropped_late, 2);
+}
+
+/// The memory a full partition's remembered predictions take, measured (run by hand:
+/// `cargo test -p model --release --lib remembered_memory -- --ignored --nocapture`; Linux).
+#[test]
+#[ignore = "measures this process's RSS: run alone, by hand"]
+fn remembered_memory_measured() {
+    let rss_kb = || -> i64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let before = rss_kb();
+    let mut agg = WindowAggregator::new(10_000, 0, 0);
+    for i in 0..REMEMBERED {
+        let id = format!("r1a2b3c-0-{i}-with-a-web-length-id-0000000");
+        agg.remember(i as i64, &prediction(&id, 0.5, false, None, true));
+    }
+    let grown = rss_kb() - before;
+    println!(
+        "{REMEMBERED} remembered predictions: {:.1} MB measured, {:.1} MB by capacity ({} B each)",
+        grown as f64 / 1024.0,
+        agg.held_bytes() as f64 / (1024.0 * 1024.0),
+        grown * 1024 / REMEMBERED as i64
+    );
+    assert!(grown < 20 * 1024, "{grown} kB");
+}
