@@ -53,6 +53,10 @@ pub fn set_topic_configs<C: ClientContext>(
                 name.as_ptr(),
             )
         };
+        if resource.is_null() {
+            // librdkafka refuses an empty or invalid name this way; never pass null on.
+            return Err(AlterError::Request(format!("invalid topic name {topic:?}")));
+        }
         resources.0.push(resource);
         for (key, value) in settings {
             let key_c = CString::new(*key).map_err(|_| AlterError::Nul)?;

@@ -13,6 +13,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -75,7 +76,8 @@ impl BrokerOptions {
 
 /// A running broker; stopped when dropped.
 pub struct EmbeddedBroker {
-    child: Child,
+    /// Shared with `shutdown`, which kills it when the process exits without destructors.
+    child: Arc<Mutex<Child>>,
     options: BrokerOptions,
 }
 
@@ -153,6 +155,11 @@ impl EmbeddedBroker {
             .arg("--group-initial-rebalance-delay")
             .arg(format!("{}ms", options.initial_rebalance_delay.as_millis()))
             .stdin(Stdio::null());
+        // Its own process group: Ctrl-C in a terminal (or systemd's SIGTERM to the group) goes to
+        // churn alone, which finishes its commits and publishes *before* it stops the broker;
+        // otherwise both stop at once and the last commits are lost. `shutdown` kills it on
+        // every other way churn exits.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         if options.authentication {
             command.arg("--authentication");
         }
@@ -191,6 +198,8 @@ impl EmbeddedBroker {
         let child = command
             .spawn()
             .with_context(|| format!("starting the embedded broker {}", binary.display()))?;
+        let child = Arc::new(Mutex::new(child));
+        crate::shutdown::end_with_process(&child);
         let mut broker = EmbeddedBroker { child, options };
         broker.wait_ready(Duration::from_secs(30))?;
         tracing::info!(address = %broker.address(), storage = ?broker.options.storage,
@@ -201,7 +210,12 @@ impl EmbeddedBroker {
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            // Ctrl-C while the broker starts: stop waiting (dropping `self` kills it).
+            if crate::shutdown::stop_requested() {
+                return Err(crate::shutdown::StoppedDuringStartUp.into());
+            }
+            let exited = self.child().try_wait()?;
+            if let Some(status) = exited {
                 let hint = self
                     .options
                     .log_file
@@ -223,6 +237,10 @@ impl EmbeddedBroker {
         }
     }
 
+    fn child(&self) -> std::sync::MutexGuard<'_, Child> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Bootstrap address for clients.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.options.port)
@@ -230,7 +248,7 @@ impl EmbeddedBroker {
 
     /// The broker process's id (for watching its memory).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child().id()
     }
 
     pub fn options(&self) -> &BrokerOptions {
@@ -239,8 +257,9 @@ impl EmbeddedBroker {
 
     /// Stops the broker (SIGKILL: its storage is transactional) and waits for it to exit.
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut child = self.child();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Stops and starts again on the same port and storage: a broker restart.

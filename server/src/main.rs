@@ -128,12 +128,22 @@ fn main() -> Result<()> {
         return commands::config::run(args, &command, file.as_ref(), &matches);
     }
     commands::logging::init(&cli.log, cli.log_format)?;
+    let log_format = cli.log_format;
     let runtime = tokio::runtime::Runtime::new()?;
     let outcome = runtime.block_on(run(cli));
     // A thread still blocked in a Kafka client (its close waiting for a broker that is away) must
     // not hold the exit up: the stop promises to end within `shutdown::STOP_DEADLINE`.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
-    server::shutdown::clean_stop_is_ok(outcome)
+    // An embedded broker held by an abandoned thread must not outlive us.
+    server::shutdown::kill_children();
+    match server::shutdown::clean_stop_is_ok(outcome) {
+        // A log shipper reads JSON lines: the reason a service died must be one, redacted too.
+        Err(e) if log_format == commands::logging::LogFormat::Json => {
+            tracing::error!("{e:#}");
+            std::process::exit(1)
+        }
+        outcome => outcome,
+    }
 }
 
 /// The command line, with the settings file's values as the flags' defaults, and environment

@@ -6,7 +6,8 @@
 //! already shutting down, and a second Ctrl-C must still end the process at once.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::process::Child;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -25,13 +26,48 @@ pub const EXIT_STOP_OVERRAN: i32 = 124;
 #[error("stopped during start-up")]
 pub struct StoppedDuringStartUp;
 
+static STOP: OnceLock<CancellationToken> = OnceLock::new();
+
+/// Child processes to end with this one (the embedded broker): an exit at once, or past the
+/// deadline, skips destructors, and an orphaned broker would keep its port and data dir.
+static CHILDREN: Mutex<Vec<Weak<Mutex<Child>>>> = Mutex::new(Vec::new());
+
+/// Whether the process has been asked to stop; false in a program that never called
+/// `on_signals` (a test, a benchmark). For blocking waits that cannot select on the token.
+pub fn stop_requested() -> bool {
+    STOP.get().is_some_and(CancellationToken::is_cancelled)
+}
+
+/// Ends `child` when this process exits at once or overruns its stop (a dropped child is
+/// not kept alive by this).
+pub fn end_with_process(child: &Arc<Mutex<Child>>) {
+    let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    children.retain(|c| c.strong_count() > 0);
+    children.push(Arc::downgrade(child));
+}
+
+/// Kills every child registered with `end_with_process` that is still alive.
+pub fn kill_children() {
+    let children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    for child in children.iter().filter_map(Weak::upgrade) {
+        // A child busy elsewhere (being stopped right now) is left to that.
+        if let Ok(mut child) = child.try_lock() {
+            let _ = child.kill();
+        }
+    }
+}
+
+fn exit_now(code: i32) -> ! {
+    kill_children();
+    std::process::exit(code)
+}
+
 /// The process's stop token, cancelled on Ctrl-C or SIGTERM (or by whoever else holds it, e.g.
 /// the supervisor when a task fails). The first call starts watching the signals; later calls
 /// return the same token, so a command asks for it first thing and its start-up is covered too.
 /// After the first signal, a second one exits at once (code 130), and so does the process still
 /// running `STOP_DEADLINE` later (code 124).
 pub fn on_signals() -> CancellationToken {
-    static STOP: OnceLock<CancellationToken> = OnceLock::new();
     STOP.get_or_init(|| {
         let stop = CancellationToken::new();
         let token = stop.clone();
@@ -99,7 +135,7 @@ fn watch_signals(stop: CancellationToken) {
         tokio::select! {
             _ = signals.next() => {
                 eprintln!("stopped at once: work in flight is re-read on the next start");
-                std::process::exit(EXIT_AT_ONCE);
+                exit_now(EXIT_AT_ONCE);
             }
             _ = tokio::time::sleep(STOP_DEADLINE) => {
                 eprintln!(
@@ -107,7 +143,7 @@ fn watch_signals(stop: CancellationToken) {
                      the next start",
                     STOP_DEADLINE.as_secs()
                 );
-                std::process::exit(EXIT_STOP_OVERRAN);
+                exit_now(EXIT_STOP_OVERRAN);
             }
         }
     });

@@ -9,7 +9,7 @@ use std::time::Duration;
 use app::StorageStatus;
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::inspect::describe_topics;
+use crate::kafka::inspect::describe_matching;
 use crate::kafka::Kafka;
 use crate::metrics::PipelineMetrics;
 
@@ -28,7 +28,10 @@ pub async fn watch_storage(
 ) -> anyhow::Result<()> {
     loop {
         let probe = async {
-            let topics = describe_topics(&kafka).await?;
+            // Ours only: on a shared cluster, other teams' topics are not ours to count.
+            let topics = kafka.topics.clone();
+            let topics =
+                describe_matching(&kafka, move |name| topics.is_pipeline_topic(name)).await?;
             let bytes = match data_dir.clone() {
                 Some(dir) => Some(tokio::task::spawn_blocking(move || dir_bytes(&dir)).await?),
                 None => None,

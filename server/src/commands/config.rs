@@ -47,7 +47,7 @@ pub fn run(
     } else {
         show::effective(command, file, matches, &args.command).unwrap_or_else(|e| e.exit())
     };
-    print!("{text}");
+    super::print_stdout(&text)?;
     Ok(())
 }
 

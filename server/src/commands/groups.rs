@@ -19,11 +19,11 @@ pub async fn run(args: &GroupsArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let kafka = super::reach(kafka_args).await?;
     let groups = inspect::list_groups(&kafka).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&groups)?);
+        super::print_stdout(&(serde_json::to_string_pretty(&groups)? + "\n"))?;
     } else if groups.is_empty() {
-        println!("no consumer groups on {}", kafka.brokers);
+        super::print_stdout(&format!("no consumer groups on {}\n", kafka.brokers))?;
     } else {
-        print!("{}", table(&groups));
+        super::print_stdout(&table(&groups))?;
     }
     Ok(())
 }

@@ -76,6 +76,17 @@ pub fn report_skipped(bad: &[impl std::fmt::Display]) {
     }
 }
 
+/// Writes `text` to stdout; a reader that has gone (`churn topics | head`) is not an error.
+/// (`print!` would panic on the broken pipe.)
+pub fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// Whether to draw progress bars: only for a person watching stderr.
 pub fn stderr_is_terminal() -> bool {
     std::io::IsTerminal::is_terminal(&std::io::stderr())

@@ -4,6 +4,13 @@
 /// spaces. Widths count characters, so a topic name in any script stays aligned as well as a
 /// terminal allows.
 pub fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
+    // Group ids, client ids and hosts come from whoever connects: their control characters are
+    // shown escaped (`\u{1b}`), never sent to the operator's terminal.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| visible(cell)).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -34,8 +41,31 @@ pub fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `cell` with control characters escaped.
+fn visible(cell: &str) -> String {
+    cell.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = match c.is_control() {
+                true => c.escape_default().collect(),
+                false => vec![c],
+            };
+            escaped
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_in_cells_are_escaped() {
+        let table = super::aligned(&["GROUP"], &[vec!["evil\u{1b}[2Jgroup\r\n".to_owned()]]);
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\r'),
+            "{table:?}"
+        );
+        assert!(table.contains("evil\\u{1b}[2Jgroup\\r\\n"), "{table:?}");
+    }
+
     #[test]
     fn columns_line_up_whatever_the_cells() {
         let table = super::aligned(

@@ -17,7 +17,8 @@ pub struct TopicsArgs {
     pub json: bool,
     /// Set retention.ms to --retention (default 7d) on the pipeline's existing input,
     /// predictions, dead-letter and outcome topics — nothing else of theirs changes — and say
-    /// what changed. Models and stats stay compacted.
+    /// what changed. Window stats get their expiry (compact,delete, at most a day); models stay
+    /// compacted.
     #[arg(long)]
     pub apply_retention: bool,
 }
@@ -29,9 +30,9 @@ pub async fn run(args: &TopicsArgs, kafka_args: &KafkaArgs) -> Result<()> {
     }
     let topics = inspect::describe_topics(&kafka).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&topics)?);
+        super::print_stdout(&(serde_json::to_string_pretty(&topics)? + "\n"))?;
     } else {
-        print!("{}", table(&topics));
+        super::print_stdout(&table(&topics))?;
     }
     Ok(())
 }
@@ -39,19 +40,27 @@ pub async fn run(args: &TopicsArgs, kafka_args: &KafkaArgs) -> Result<()> {
 async fn apply_retention(kafka: &Kafka, json: bool) -> Result<()> {
     let changes = inspect::apply_retention(kafka).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&changes)?);
+        super::print_stdout(&(serde_json::to_string_pretty(&changes)? + "\n"))?;
         return Ok(());
     }
     if changes.is_empty() {
-        println!("none of the pipeline's stream topics exists yet: nothing to change");
+        super::print_stdout(
+            "none of the pipeline's stream topics exists yet: nothing to change\n",
+        )?;
     }
     for change in &changes {
         let before = change.before_ms.map_or("not set".to_owned(), retention);
         let after = retention(change.after_ms);
         if before == after {
-            println!("{}: retention {after} (unchanged)", change.topic);
+            super::print_stdout(&format!(
+                "{}: retention {after} (unchanged)\n",
+                change.topic
+            ))?;
         } else {
-            println!("{}: retention {before} -> {after}", change.topic);
+            super::print_stdout(&format!(
+                "{}: retention {before} -> {after}\n",
+                change.topic
+            ))?;
         }
     }
     Ok(())

@@ -36,7 +36,9 @@ pub use topics::{
     DEFAULT_LABELS_TOPIC, DEFAULT_MODELS_TOPIC, DEFAULT_PARTITIONS, DEFAULT_PREDICTIONS_TOPIC,
     DEFAULT_REPLICATION, DEFAULT_STATS_TOPIC, MAX_TOPIC_BYTES, REPLY_RETENTION, REPLY_TO_HEADER,
 };
-pub use topics::{parse_retention, retention_ms, DEFAULT_RETENTION};
+pub use topics::{
+    parse_retention, retention_ms, DEFAULT_RETENTION, STATS_CLEANUP_POLICY, STATS_RETENTION,
+};
 
 /// The embedded broker's default address.
 pub const DEFAULT_EMBEDDED_PORT: u16 = 9092;

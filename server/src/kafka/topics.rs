@@ -27,6 +27,14 @@ pub const DEFAULT_REPLICATION: i32 = 1;
 /// How long the pipeline's stream topics keep records by default: a week, Kafka's own default,
 /// written on each topic so a cluster with another default (or none) still bounds the disk.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long window stats are kept at most. Their keys are per window (`<start>/p<partition>`),
+/// so compaction alone only folds re-published windows and the topic would grow for ever
+/// (~40–150 MB a day at 3 partitions); the dashboard reads back only recent windows.
+pub const STATS_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// The stats topic's policy: compacted (a re-published window replaces the old one) and
+/// expiring after `Topics::stats_retention`.
+pub const STATS_CLEANUP_POLICY: &str = "compact,delete";
+
 /// The shortest `--retention`: below a second the broker would delete records before a
 /// consumer could read them.
 pub const MIN_RETENTION: Duration = Duration::from_secs(1);
@@ -64,8 +72,8 @@ pub struct Topics {
           value_parser = clap::value_parser!(i32).range(1..=100))]
     pub replication: i32,
     /// How long the input, predictions, dead-letter and outcome topics keep records ("7d",
-    /// "12h", "90min", "5s"), set as `retention.ms` when this program creates them; models and
-    /// stats stay compacted. `churn topics --apply-retention` sets it on existing topics.
+    /// "12h", "90min", "5s"), set as `retention.ms` when this program creates them; models stay
+    /// compacted, window stats are compacted and kept for at most a day. `churn topics --apply-retention` sets it on existing topics.
     #[arg(long, env = "CHURN_RETENTION", default_value = "7d", global = true,
           value_parser = parse_retention)]
     pub retention: Duration,
@@ -128,6 +136,11 @@ pub fn is_legal_topic(name: &str) -> bool {
 }
 
 impl Topics {
+    /// How long window stats are kept: `--retention`, at most `STATS_RETENTION`.
+    pub fn stats_retention(&self) -> Duration {
+        self.retention.min(STATS_RETENTION)
+    }
+
     /// What every reply topic's name starts with: `<predictions>-replies-`.
     pub fn reply_prefix(&self) -> String {
         format!("{}-replies-", self.predictions)
@@ -138,23 +151,32 @@ impl Topics {
         format!("{}{instance_id}", self.reply_prefix())
     }
 
-    /// Whether the scorer may send a copy of a prediction to `name`, as a record's reply-to header
-    /// asks. Anyone who can write to the input topic can set the header, so only reply topics
-    /// qualify: a legal name under the reply prefix, never one of the pipeline's own topics.
-    pub fn accepts_reply_topic(&self, name: &str) -> bool {
-        let own = [
+    /// The pipeline's own topics, by name.
+    pub fn own(&self) -> [&str; 6] {
+        [
             &self.input,
             &self.predictions,
             &self.dead_letter,
             &self.models,
             &self.labels,
             &self.stats,
-        ];
+        ]
+    }
+
+    /// Whether `name` is the pipeline's: one of its own topics or a web server's reply topic.
+    pub fn is_pipeline_topic(&self, name: &str) -> bool {
+        self.own().contains(&name) || name.starts_with(&self.reply_prefix())
+    }
+
+    /// Whether the scorer may send a copy of a prediction to `name`, as a record's reply-to header
+    /// asks. Anyone who can write to the input topic can set the header, so only reply topics
+    /// qualify: a legal name under the reply prefix, never one of the pipeline's own topics.
+    pub fn accepts_reply_topic(&self, name: &str) -> bool {
         let prefix = self.reply_prefix();
         name.len() > prefix.len()
             && name.starts_with(&prefix)
             && is_legal_topic(name)
-            && !own.iter().any(|t| t.as_str() == name)
+            && !self.own().contains(&name)
     }
 }
 
@@ -164,6 +186,7 @@ impl Kafka {
     /// for `--retention`.
     pub async fn ensure_topics(&self, specs: &[(&str, i32, bool)]) -> Result<()> {
         let retention = retention_ms(self.topics.retention);
+        let stats_retention = retention_ms(self.topics.stats_retention());
         let topics: Vec<NewTopic> = specs
             .iter()
             .map(|&(name, partitions, compacted)| {
@@ -172,10 +195,12 @@ impl Kafka {
                     partitions,
                     TopicReplication::Fixed(self.topics.replication),
                 );
-                if compacted {
-                    topic.set("cleanup.policy", "compact")
-                } else {
-                    topic.set("retention.ms", &retention)
+                match compacted {
+                    true if name == self.topics.stats => topic
+                        .set("cleanup.policy", STATS_CLEANUP_POLICY)
+                        .set("retention.ms", &stats_retention),
+                    true => topic.set("cleanup.policy", "compact"),
+                    false => topic.set("retention.ms", &retention),
                 }
             })
             .collect();

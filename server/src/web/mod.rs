@@ -10,6 +10,7 @@ mod state;
 #[cfg(test)]
 pub(crate) mod tests;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -292,8 +293,16 @@ pub async fn serve_metrics(
     let app = Router::new()
         .route("/metrics", get(prometheus))
         .with_state(metrics);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("metrics server failed")
+    let stop = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .into_future();
+    // A scraper holding a half-sent request must not hold the stop: 2 s, then it is dropped.
+    tokio::select! {
+        served = served => served.context("metrics server failed"),
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        } => Ok(()),
+    }
 }

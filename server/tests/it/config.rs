@@ -170,3 +170,29 @@ fn the_shipped_example_is_accepted() {
     let text = stdout(&churn(&["--config", example, "config", "serve"], &[]));
     assert!(line(&text, "addr").ends_with("# default"), "{text}");
 }
+
+/// With `--log-format json`, the reason a command failed is a JSON line too (a log shipper
+/// reads only those), and a secret in it is masked.
+#[test]
+fn a_failure_is_a_json_line_under_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("password=hunter2-missing.csv");
+    let output = churn(
+        &[
+            "--log-format",
+            "json",
+            "train",
+            "--input",
+            &missing.display().to_string(),
+            "--output",
+            &dir.path().join("m.json").display().to_string(),
+        ],
+        &[],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().expect("a line");
+    let line: serde_json::Value = serde_json::from_str(last).expect("JSON");
+    assert_eq!(line["level"], "ERROR", "{last}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}

@@ -534,3 +534,48 @@ async fn a_failing_task_makes_the_command_exit_non_zero() {
     );
     assert!(text.contains("analytics failed"), "names the task\n{text}");
 }
+
+/// The embedded broker is a child process: however `churn` ends — a clean stop, or a second
+/// signal that exits at once and skips every destructor — the broker goes with it, so its port
+/// and data dir are free for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_never_outlives_churn() {
+    for pause in [Duration::from_millis(0), Duration::from_millis(400)] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = server::broker::free_port();
+        let log = dir.path().join("churn.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let data_dir = dir.path().display().to_string();
+        let mut process = churn(&[
+            "broker",
+            "--data-dir",
+            &data_dir,
+            "--broker-port",
+            &port.to_string(),
+        ])
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .map(Running)
+        .unwrap();
+        wait_until("the broker's port", TIMEOUT, || {
+            server::broker::port_in_use(port)
+        })
+        .await;
+        // Two signals: at once (the process exits without destructors), or apart (a clean stop
+        // may win the race); either way the broker must be gone.
+        signal(&process.0, "TERM");
+        tokio::time::sleep(pause).await;
+        signal(&process.0, "TERM");
+        let status = wait_exit(&mut process.0, STOP_BOUND).expect("churn exits");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            matches!(status.code(), Some(0) | Some(130)),
+            "{status}\n{text}"
+        );
+        wait_until("the broker's port to close", Duration::from_secs(5), || {
+            !server::broker::port_in_use(port)
+        })
+        .await;
+    }
+}

@@ -11,7 +11,17 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 /// Words that make a key secret-looking (lower case; matched anywhere in the key).
-const SECRET_WORDS: [&str; 6] = ["password", "passwd", "secret", "token", "api_key", "apikey"];
+/// `key.pem` and `private_key`: librdkafka's `ssl.key.pem` holds a private key inline.
+const SECRET_WORDS: [&str; 8] = [
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "key.pem",
+    "private_key",
+];
 /// The fewest hex digits after `churn_` taken for an API token (shorter is a name like `churn_ab`).
 const MIN_TOKEN_HEX: usize = 16;
 const MASK: &str = "***";

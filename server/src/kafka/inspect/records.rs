@@ -216,11 +216,9 @@ async fn assign(
             (Some(n), None) => high.saturating_sub(n as i64).max(low),
             _ => low,
         };
-        let offset = if options.follow && start >= high {
-            Offset::End
-        } else {
-            Offset::Offset(start)
-        };
+        // From `high` itself, not `Offset::End`: a record written between reading the end
+        // offsets and the assignment is shown, not skipped.
+        let offset = Offset::Offset(start.min(high));
         assignment
             .add_partition_offset(&options.topic, partition, offset)
             .context("assigning a partition")?;

@@ -1,5 +1,7 @@
 //! One record as a JSON object, whatever its bytes: text stays text, JSON values stay JSON,
-//! anything else is base64 under a marker, so a line is always valid JSON and never loses bytes.
+//! anything else is base64 under a marker, so a line is always valid JSON. A JSON value is shown
+//! as parsed: its keys sorted, a repeated key once (its last value), so a `duplicate field` dead
+//! letter shows the reason, not the repeat.
 //!
 //! ```json
 //! {"topic":"costumerchurn-dlq","partition":0,"offset":7,"timestamp":"2026-01-02T03:04:05.678Z",

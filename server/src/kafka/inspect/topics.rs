@@ -1,13 +1,17 @@
 //! Every topic with its partitions, offsets, record counts and the settings that bound it
 //! (`retention.ms`, `cleanup.policy`); and setting `--retention` on the pipeline's existing topics.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
-use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
 use serde::Serialize;
 
 use super::{admin, blocking, probe, LOOKUP_TIMEOUT};
-use crate::kafka::{retention_ms, Kafka};
+use crate::kafka::{retention_ms, Kafka, STATS_CLEANUP_POLICY};
 
 /// One partition's offsets: records `low..high` are on the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,6 +57,14 @@ pub async fn topic_names(kafka: &Kafka) -> Result<Vec<String>> {
 /// Every topic (internal ones such as `__consumer_offsets` too, when the broker lists them),
 /// sorted by name, with offsets and settings.
 pub async fn describe_topics(kafka: &Kafka) -> Result<Vec<TopicInfo>> {
+    describe_matching(kafka, |_| true).await
+}
+
+/// `describe_topics` for the topics `wanted` picks only (the others cost no request).
+pub async fn describe_matching(
+    kafka: &Kafka,
+    wanted: impl Fn(&str) -> bool + Send + 'static,
+) -> Result<Vec<TopicInfo>> {
     let owned = kafka.clone();
     let mut topics = blocking(move || {
         let consumer = probe(&owned, "churn-inspect")?;
@@ -60,7 +72,7 @@ pub async fn describe_topics(kafka: &Kafka) -> Result<Vec<TopicInfo>> {
             .fetch_metadata(None, LOOKUP_TIMEOUT)
             .with_context(|| format!("listing the topics on {}", owned.brokers))?;
         let mut topics = Vec::new();
-        for topic in metadata.topics() {
+        for topic in metadata.topics().iter().filter(|t| wanted(t.name())) {
             let mut partitions = Vec::new();
             for partition in topic.partitions() {
                 let (low, high) = consumer
@@ -121,46 +133,80 @@ pub struct RetentionChange {
 }
 
 /// Sets `retention.ms` to `--retention` on the pipeline's existing stream topics (input,
-/// predictions, dead letters, outcomes), leaving every other setting as it is
-/// (IncrementalAlterConfigs); missing topics and compacted ones (models, stats) are left alone.
+/// predictions, dead letters, outcomes), and on the window-stats topic its policy
+/// (`compact,delete`) and `Topics::stats_retention` (topics made before stats expired grew for
+/// ever), leaving every other setting as it is (IncrementalAlterConfigs); missing topics and the
+/// models topic are left alone.
 pub async fn apply_retention(kafka: &Kafka) -> Result<Vec<RetentionChange>> {
     let before = describe_topics(kafka).await?;
-    let wanted = kafka.topics.retention.as_millis() as i64;
-    let targets: Vec<&TopicInfo> = kafka
+    let existing = |name: &str| before.iter().find(|t| t.name == name);
+    let streams: Vec<&TopicInfo> = kafka
         .retained_topics()
         .iter()
-        .filter_map(|name| before.iter().find(|t| t.name == *name))
+        .filter_map(|name| existing(name))
         .filter(|t| t.cleanup_policy.as_deref() != Some("compact"))
         .collect();
-    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-    let value = retention_ms(kafka.topics.retention);
-    let admin = admin(kafka)?;
+    let stats = existing(&kafka.topics.stats);
+    let admin = Arc::new(admin(kafka)?);
+    let stream_value = retention_ms(kafka.topics.retention);
+    set_configs(
+        &admin,
+        &streams,
+        vec![("retention.ms".into(), stream_value)],
+    )
+    .await?;
+    let stats_value = retention_ms(kafka.topics.stats_retention());
+    set_configs(
+        &admin,
+        &stats.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("cleanup.policy".into(), STATS_CLEANUP_POLICY.into()),
+            ("retention.ms".into(), stats_value),
+        ],
+    )
+    .await?;
+    let change = |t: &TopicInfo, after: Duration| RetentionChange {
+        topic: t.name.clone(),
+        before_ms: t.retention_ms,
+        after_ms: after.as_millis() as i64,
+    };
+    Ok(streams
+        .into_iter()
+        .map(|t| change(t, kafka.topics.retention))
+        .chain(stats.map(|t| change(t, kafka.topics.stats_retention())))
+        .collect())
+}
+
+/// Sets `settings` on `topics`, failing with every topic the broker refused (or left out of
+/// its answer).
+async fn set_configs(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    topics: &[&TopicInfo],
+    settings: Vec<(String, String)>,
+) -> Result<()> {
+    let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+    let asked = names.clone();
+    let admin = admin.clone();
     let outcomes = blocking(move || {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        kafka_config_alter::set_topic_configs(
-            &admin,
-            &names,
-            &[("retention.ms", &value)],
-            LOOKUP_TIMEOUT,
-        )
-        .context("setting retention.ms")
+        let settings: Vec<(&str, &str)> = settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        kafka_config_alter::set_topic_configs(&*admin, &names, &settings, LOOKUP_TIMEOUT)
+            .context("setting topic configs")
     })
     .await?;
     let mut failed = Vec::new();
-    for (topic, outcome) in &outcomes {
-        if let Err(reason) = outcome {
-            failed.push(format!("{topic}: {reason}"));
+    for topic in &asked {
+        match outcomes.iter().find(|(name, _)| name == topic) {
+            Some((_, Ok(()))) => {}
+            Some((_, Err(reason))) => failed.push(format!("{topic}: {reason}")),
+            None => failed.push(format!("{topic}: no answer from the broker")),
         }
     }
     if !failed.is_empty() {
-        bail!("could not set retention.ms on {}", failed.join("; "));
+        bail!("could not set the retention of {}", failed.join("; "));
     }
-    Ok(targets
-        .into_iter()
-        .map(|t| RetentionChange {
-            topic: t.name.clone(),
-            before_ms: t.retention_ms,
-            after_ms: wanted,
-        })
-        .collect())
+    Ok(())
 }

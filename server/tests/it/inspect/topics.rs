@@ -57,6 +57,10 @@ async fn topics_shows_counts_and_retention_and_apply_retention_changes_only_it()
         Value::Null,
         "compacted, no retention set"
     );
+    // Window stats have a key per window: compaction alone would keep them all, for ever.
+    let stats = topic(&listing, &p.kafka.topics.stats);
+    assert_eq!(stats["cleanup_policy"], "compact,delete");
+    assert_eq!(stats["retention_ms"], 24 * 3600 * 1000, "a day at most");
 
     let table = stdout_of(&p, &["topics"]);
     let line = table.lines().find(|l| l.starts_with(&input)).unwrap();
@@ -83,6 +87,13 @@ async fn topics_shows_counts_and_retention_and_apply_retention_changes_only_it()
             "{applied}"
         );
     }
+    assert!(
+        applied.contains(&format!(
+            "{}: retention 1day -> 1h 30m",
+            p.kafka.topics.stats
+        )),
+        "stats follow a retention under a day: {applied}"
+    );
     assert!(!applied.contains("someone-elses") && !applied.contains(&p.kafka.topics.models));
 
     let listing: Value = serde_json::from_str(&stdout_of(&p, &["topics", "--json"])).unwrap();
@@ -91,6 +102,9 @@ async fn topics_shows_counts_and_retention_and_apply_retention_changes_only_it()
     let models = topic(&listing, &p.kafka.topics.models);
     assert_eq!(models["cleanup_policy"], "compact", "compaction kept");
     assert_eq!(models["retention_ms"], Value::Null);
+    let stats = topic(&listing, &p.kafka.topics.stats);
+    assert_eq!(stats["cleanup_policy"], "compact,delete");
+    assert_eq!(stats["retention_ms"], 90 * 60 * 1000);
     assert_eq!(
         topic(&listing, "someone-elses")["retention_ms"],
         7 * 24 * 3600 * 1000
