@@ -243,7 +243,9 @@ mod tests {
 
     #[test]
     fn perfect_separation_has_auc_one_and_no_variance() {
-        let mut records: Vec<Paired> = (0..20).map(|i| record(false, i as f64 / 100.0, 0.5)).collect();
+        let mut records: Vec<Paired> = (0..20)
+            .map(|i| record(false, i as f64 / 100.0, 0.5))
+            .collect();
         records.extend((0..20).map(|i| record(true, 0.5 + i as f64 / 100.0, 0.5)));
         let auc = paired_delong(&records).unwrap();
         assert_eq!(auc.champion, 1.0);

@@ -103,10 +103,7 @@ impl BoundedMeanSequence {
             self.v_min,
             self.hi - self.lo,
         ) / self.count as f64;
-        Some((
-            (mean - radius).max(self.lo),
-            (mean + radius).min(self.hi),
-        ))
+        Some(((mean - radius).max(self.lo), (mean + radius).min(self.hi)))
     }
 }
 

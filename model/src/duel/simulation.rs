@@ -173,7 +173,11 @@ fn record(
     let x = features(rng);
     let truth = sigmoid(logit(&x, design.intercept, None));
     let p = |seat: Option<usize>| {
-        sigmoid(logit(&x, design.intercept, seat.map(|j| (j, design.damping))))
+        sigmoid(logit(
+            &x,
+            design.intercept,
+            seat.map(|j| (j, design.damping)),
+        ))
     };
     let label = rng.gen::<f64>() < truth;
     (label, p(champion), p(challenger), truth)
@@ -207,7 +211,10 @@ pub fn design(delta_auc: f64, seed: u64) -> Result<Design, SimulationError> {
         .map(|(x, u)| *u < sigmoid(logit(x, intercept, None)))
         .collect();
     let auc_of = |damped: Option<(usize, f64)>| {
-        let p: Vec<f64> = sample.iter().map(|(x, _)| logit(x, intercept, damped)).collect();
+        let p: Vec<f64> = sample
+            .iter()
+            .map(|(x, _)| logit(x, intercept, damped))
+            .collect();
         roc_auc(&p, &labels)
     };
     let truth_auc = auc_of(None);
@@ -286,7 +293,9 @@ pub fn run(
         let mut duel = Duel::new(options.duel)?;
         let mut verdict = Verdict::Undecided;
         while verdict == Verdict::Undecided && (duel.records() as usize) < options.records {
-            let window = options.window.min(options.records - duel.records() as usize);
+            let window = options
+                .window
+                .min(options.records - duel.records() as usize);
             for _ in 0..window {
                 let (label, a, b, _) = record(&mut rng, design, seats);
                 duel.observe(label, a, b)?;
@@ -339,7 +348,10 @@ mod tests {
         assert!(better.brier_reduction > 0.0);
         eprintln!("{d:?} {better:?}");
         let equal = truth(&d, Scenario::Equal, 15);
-        assert!((equal.challenger_auc - equal.champion_auc).abs() < 0.003, "{equal:?}");
+        assert!(
+            (equal.challenger_auc - equal.champion_auc).abs() < 0.003,
+            "{equal:?}"
+        );
         assert!(equal.brier_reduction.abs() < 0.0005, "{equal:?}");
         let worse = truth(&d, Scenario::Worse, 15);
         assert!(worse.brier_reduction < 0.0);
@@ -348,7 +360,10 @@ mod tests {
     #[test]
     fn design_refuses_a_gap_it_cannot_make() {
         for bad in [0.0, -0.03, 0.5, f64::NAN] {
-            assert!(matches!(design(bad, 1), Err(SimulationError::DeltaAuc { .. })), "{bad}");
+            assert!(
+                matches!(design(bad, 1), Err(SimulationError::DeltaAuc { .. })),
+                "{bad}"
+            );
         }
     }
 
@@ -357,7 +372,10 @@ mod tests {
         let d = shared_design();
         let mut o = options(1, 1000);
         o.window = 0;
-        assert_eq!(run(&d, Scenario::Better, &o, |_| {}), Err(SimulationError::Window));
+        assert_eq!(
+            run(&d, Scenario::Better, &o, |_| {}),
+            Err(SimulationError::Window)
+        );
     }
 
     /// The acceptance rates on 40 runs (the full 200 are `churn simulate-promotion`'s), with
@@ -376,7 +394,11 @@ mod tests {
         assert_eq!(worse.promoted, 0, "{worse:?}");
         assert!(worse.kept_rate() >= 0.9, "{worse:?}");
         // A verdict never comes before the minimum sample.
-        for records in better.records_to_decision.iter().chain(&worse.records_to_decision) {
+        for records in better
+            .records_to_decision
+            .iter()
+            .chain(&worse.records_to_decision)
+        {
             assert!(*records >= o.duel.min_records);
         }
     }

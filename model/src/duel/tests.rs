@@ -50,11 +50,17 @@ fn refuses_probabilities_that_are_not_probabilities_and_counts_nothing() {
     for bad in [f64::NAN, -0.01, 1.01, f64::INFINITY, f64::NEG_INFINITY] {
         assert!(matches!(
             d.observe(true, bad, 0.5),
-            Err(DuelError::Probability { model: "champion", .. })
+            Err(DuelError::Probability {
+                model: "champion",
+                ..
+            })
         ));
         assert!(matches!(
             d.observe(false, 0.5, bad),
-            Err(DuelError::Probability { model: "challenger", .. })
+            Err(DuelError::Probability {
+                model: "challenger",
+                ..
+            })
         ));
     }
     assert_eq!(d.records(), 0);
@@ -80,7 +86,10 @@ fn refuses_an_alpha_that_is_not_a_small_probability() {
             alpha,
             ..DuelConfig::default()
         };
-        assert!(matches!(Duel::new(config), Err(DuelError::Alpha(_))), "{alpha}");
+        assert!(
+            matches!(Duel::new(config), Err(DuelError::Alpha(_))),
+            "{alpha}"
+        );
     }
 }
 
@@ -187,7 +196,10 @@ fn evidence_and_report_survive_json() {
     }
     let decision = d.decision();
     let json = serde_json::to_string(&decision).unwrap();
-    assert!(json.contains("\"test\":\"empirical-bernstein-confidence-sequence\""), "{json}");
+    assert!(
+        json.contains("\"test\":\"empirical-bernstein-confidence-sequence\""),
+        "{json}"
+    );
     assert!(json.contains("\"metric\":\"brier_reduction\""), "{json}");
     assert_eq!(serde_json::from_str::<Decision>(&json).unwrap(), decision);
     let report = d.report().unwrap();
@@ -246,7 +258,10 @@ fn sequence_covers_under_continuous_monitoring_where_a_peeked_t_interval_does_no
         naive_misses as f64 / streams as f64,
     );
     assert!(cs_rate <= alpha, "sequence missed in {cs_rate}");
-    assert!(naive_rate > 2.0 * alpha, "peeking should hurt: {naive_rate}");
+    assert!(
+        naive_rate > 2.0 * alpha,
+        "peeking should hurt: {naive_rate}"
+    );
 }
 
 /// The report's fixed-sample intervals (Brier, log loss, AUC gains by DeLong) cover the true
