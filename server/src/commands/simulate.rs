@@ -114,3 +114,18 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::alpha;
+
+    #[test]
+    fn alpha_must_be_a_small_probability() {
+        assert_eq!(alpha("0.05"), Ok(0.05));
+        assert_eq!(alpha("0.5"), Ok(0.5));
+        for bad in ["0", "-0.05", "0.51", "1", "NaN", "inf", "five"] {
+            let e = alpha(bad).unwrap_err();
+            assert!(e.contains("e.g. 0.05") && e.contains(bad), "{e}");
+        }
+    }
+}
