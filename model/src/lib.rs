@@ -4,9 +4,10 @@
 //! Training and synthetic data live behind the `train` feature to keep linfa out of the bundle.
 //!
 //! Module order, each using only earlier ones (format and spreadsheet use none):
-//! schema → validate → features → quality → model_file ⇄ integrity (its seal) → scoring → segments → message → record → analytics → synth → train
+//! schema → validate → features → quality → model_file ⇄ integrity (its seal) → scoring → segments → message → record → analytics → duel → synth → train
 
 pub mod analytics;
+pub mod duel;
 pub mod features;
 pub mod format;
 pub mod integrity;

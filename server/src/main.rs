@@ -23,6 +23,7 @@ use commands::replay::ReplayArgs;
 use commands::score::ScoreArgs;
 use commands::score_file::ScoreFileArgs;
 use commands::serve::ServeArgs;
+use commands::simulate::SimulateArgs;
 use commands::tail::TailArgs;
 use commands::topics::TopicsArgs;
 use commands::train::TrainArgs;
@@ -106,6 +107,9 @@ enum Command {
     Groups(GroupsArgs),
     /// Print the settings a command would run with, and where each came from (secrets masked).
     Config(ConfigArgs),
+    /// Replay seeded labelled streams (challenger better, equal, worse) through the
+    /// champion/challenger duel and print how often it promotes, and after how many records.
+    SimulatePromotion(SimulateArgs),
 }
 
 fn main() -> Result<()> {
@@ -180,6 +184,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Topics(args) => commands::topics::run(&args, kafka).await,
         Command::Tail(args) => commands::tail::run(&args, kafka).await,
         Command::Groups(args) => commands::groups::run(&args, kafka).await,
+        Command::SimulatePromotion(args) => commands::simulate::run(&args),
         Command::Config(_) => unreachable!("`churn config` runs before logging starts"),
     }
 }

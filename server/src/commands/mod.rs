@@ -14,6 +14,7 @@ pub mod score;
 pub mod score_file;
 pub mod serve;
 pub mod signing;
+pub mod simulate;
 pub mod table;
 pub mod tail;
 pub mod topics;
