@@ -31,12 +31,7 @@ use server::supervisor::Supervisor;
 
 /// The cluster named by --brokers, or the local embedded broker; checked and with its topics.
 pub async fn connect(args: &KafkaArgs) -> Result<Kafka> {
-    let brokers = args
-        .brokers
-        .clone()
-        .unwrap_or_else(|| format!("127.0.0.1:{DEFAULT_EMBEDDED_PORT}"));
-    let kafka = Kafka::new(brokers, args)?;
-    kafka.check_reachable(Duration::from_secs(10)).await?;
+    let kafka = reach(args).await?;
     kafka.ensure_pipeline_topics().await?;
     Ok(kafka)
 }
