@@ -93,7 +93,7 @@ pub async fn replay(
     if !(options.rate >= 0.0 && options.rate.is_finite()) {
         bail!("--rate must be 0 (unlimited) or a positive number of records per second");
     }
-    let producer = kafka.idempotent_producer()?;
+    let producer = kafka.bulk_producer()?;
     let bar = progress_bar(options)?;
     let mut summary = ReplaySummary::default();
     let mut in_flight = FuturesUnordered::new();

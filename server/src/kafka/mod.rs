@@ -239,6 +239,21 @@ impl Kafka {
             .context("creating the Kafka producer")
     }
 
+    /// An idempotent producer for bulk loads (`churn replay`), where a record's latency matters
+    /// less than the broker's work per record: it waits up to 50 ms to fill a batch. Measured on
+    /// the embedded SQLite broker (each produce request is one transaction), `--rate 3000` with
+    /// `churn serve`: 431 predictions/s at linger 5 ms, 1,000–2,000/s at 50 ms. `-X linger.ms=…`
+    /// still wins.
+    pub fn bulk_producer(&self) -> Result<FutureProducer> {
+        self.config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "50"),
+        ])
+        .create()
+        .context("creating the Kafka producer")
+    }
+
     /// The idempotent producer's configuration, for producers with their own delivery context.
     pub fn idempotent_producer_config(&self) -> ClientConfig {
         self.config(&[
