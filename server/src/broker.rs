@@ -155,11 +155,14 @@ impl EmbeddedBroker {
             .arg("--group-initial-rebalance-delay")
             .arg(format!("{}ms", options.initial_rebalance_delay.as_millis()))
             .stdin(Stdio::null());
-        // Its own process group: Ctrl-C in a terminal (or systemd's SIGTERM to the group) goes to
-        // churn alone, which finishes its commits and publishes *before* it stops the broker;
-        // otherwise both stop at once and the last commits are lost. `shutdown` kills it on
-        // every other way churn exits.
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        // In a `churn` command (it watches the signals): its own process group, so Ctrl-C in a
+        // terminal (or systemd's SIGTERM to the group) goes to churn alone, which finishes its
+        // commits and publishes *before* it stops the broker; otherwise both stop at once and the
+        // last commits are lost. `shutdown` kills it on every other way churn exits. A test or
+        // benchmark keeps it in its own group, so a Ctrl-C of `cargo test` ends it too.
+        if crate::shutdown::watching_signals() {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
         if options.authentication {
             command.arg("--authentication");
         }

@@ -32,6 +32,11 @@ static STOP: OnceLock<CancellationToken> = OnceLock::new();
 /// deadline, skips destructors, and an orphaned broker would keep its port and data dir.
 static CHILDREN: Mutex<Vec<Weak<Mutex<Child>>>> = Mutex::new(Vec::new());
 
+/// Whether this process watches Ctrl-C and SIGTERM itself (it called `on_signals`).
+pub fn watching_signals() -> bool {
+    STOP.get().is_some()
+}
+
 /// Whether the process has been asked to stop; false in a program that never called
 /// `on_signals` (a test, a benchmark). For blocking waits that cannot select on the token.
 pub fn stop_requested() -> bool {
