@@ -7,8 +7,6 @@ use anyhow::Result;
 use server::analytics::{self, AnalyzeOptions};
 use server::args;
 use server::kafka::KafkaArgs;
-use server::shutdown::during_start_up;
-use server::supervisor::Supervisor;
 
 #[derive(clap::Args)]
 pub struct AnalyzeArgs {
@@ -29,15 +27,8 @@ pub struct AnalyzeArgs {
 }
 
 pub async fn run(args: AnalyzeArgs, kafka_args: &KafkaArgs) -> Result<()> {
-    let stop = server::shutdown::on_signals();
-    let trust = args.signing.trust()?;
-    let kafka = during_start_up(&stop, super::connect(kafka_args)).await?;
-    let mut tasks = Supervisor::new(stop.clone());
-    let model_rx = during_start_up(
-        &stop,
-        super::follow_models(&kafka, &args.model, trust, &mut tasks),
-    )
-    .await?;
+    let (kafka, model_rx, mut tasks) =
+        super::start_with_models(kafka_args, &args.model, &args.signing).await?;
     let options = AnalyzeOptions {
         group: args.group,
         window: Duration::from_secs_f64(args.window_secs),

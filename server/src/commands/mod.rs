@@ -27,6 +27,7 @@ use std::time::Duration;
 use anyhow::Result;
 use server::kafka::{Kafka, KafkaArgs, DEFAULT_EMBEDDED_PORT};
 use server::model_store;
+use server::shutdown::during_start_up;
 use server::supervisor::Supervisor;
 
 /// The cluster named by --brokers, or the local embedded broker; checked and with its topics.
@@ -60,6 +61,26 @@ pub async fn follow_models(
     let (models, follower) = model_store::follow(kafka, fallback, trust, tasks.shutdown()).await?;
     tasks.spawn("model follower", follower);
     Ok(models)
+}
+
+/// The start of a long-running pipeline command (`score`, `analyze`): the stop token first,
+/// then the cluster and the model in use, each phase ending at the stop; the supervisor the
+/// command's tasks run under.
+pub async fn start_with_models(
+    kafka_args: &KafkaArgs,
+    model: &std::path::Path,
+    signing: &signing::VerifyArgs,
+) -> Result<(
+    Kafka,
+    tokio::sync::watch::Receiver<std::sync::Arc<model::ChurnModel>>,
+    Supervisor,
+)> {
+    let stop = server::shutdown::on_signals();
+    let trust = signing.trust()?;
+    let kafka = during_start_up(&stop, connect(kafka_args)).await?;
+    let mut tasks = Supervisor::new(stop.clone());
+    let models = during_start_up(&stop, follow_models(&kafka, model, trust, &mut tasks)).await?;
+    Ok((kafka, models, tasks))
 }
 
 /// Reports the first 20 rows a command skipped, on stderr, and how many more there were.

@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use server::kafka::KafkaArgs;
 use server::scorer::Scorer;
-use server::shutdown::during_start_up;
-use server::supervisor::Supervisor;
 
 /// The stream scorer's flags, shared by `churn score` and `churn serve` (which runs one in-process).
 #[derive(clap::Args, Clone)]
@@ -22,15 +20,8 @@ pub struct ScoreArgs {
 }
 
 pub async fn run(args: ScoreArgs, kafka_args: &KafkaArgs) -> Result<()> {
-    let stop = server::shutdown::on_signals();
-    let trust = args.signing.trust()?;
-    let kafka = during_start_up(&stop, super::connect(kafka_args)).await?;
-    let mut tasks = Supervisor::new(stop.clone());
-    let model_rx = during_start_up(
-        &stop,
-        super::follow_models(&kafka, &args.model, trust, &mut tasks),
-    )
-    .await?;
+    let (kafka, model_rx, mut tasks) =
+        super::start_with_models(kafka_args, &args.model, &args.signing).await?;
     tasks.spawn(
         "scorer",
         Scorer::new(kafka, args.group, model_rx).run(tasks.shutdown()),
