@@ -4,13 +4,14 @@
 //! Training and synthetic data live behind the `train` feature to keep linfa out of the bundle.
 //!
 //! Module order, each using only earlier ones (format and spreadsheet use none):
-//! schema → validate → features → quality → model_file ⇄ integrity (its seal) → scoring → segments → message → record → analytics → duel → synth → train
+//! schema → validate → features → quality → model_file ⇄ integrity (its seal) → scoring → segments → message → record → analytics → duel → lifecycle → synth → train
 
 pub mod analytics;
 pub mod duel;
 pub mod features;
 pub mod format;
 pub mod integrity;
+pub mod lifecycle;
 pub mod message;
 pub mod model_file;
 pub mod quality;
@@ -28,6 +29,7 @@ pub mod train;
 
 pub use features::Feature;
 pub use integrity::SigningKey;
+pub use lifecycle::Lineup;
 pub use message::Prediction;
 pub use model_file::{ChurnModel, ModelFileError};
 pub use schema::{Customer, Field, RawCustomer, Scalar};

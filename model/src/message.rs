@@ -11,6 +11,14 @@ use crate::segments::Segments;
 /// How many contributing factors a prediction carries.
 pub const TOP_FACTORS: usize = 3;
 
+/// The challenger's score of a record, carried beside the champion's prediction for the duel.
+/// Never shown to users: the web app and its API strip it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowScore {
+    pub model_version: String,
+    pub churn_probability: f64,
+}
+
 /// A scored customer, as published on the predictions topic (`test3`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
@@ -36,9 +44,19 @@ pub struct Prediction {
     /// and in messages written before ranges existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extrapolated: Vec<Feature>,
+    /// The challenger's score of the same record, for the live duel (`lifecycle`); absent when
+    /// no challenger is published. Users never see it: the web app and its API strip it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenger: Option<ShadowScore>,
 }
 
 impl Prediction {
+    /// The prediction as users see it: without the challenger's shadow score.
+    pub fn for_users(mut self) -> Self {
+        self.challenger = None;
+        self
+    }
+
     pub fn new(
         id: String,
         customer: &Customer,
@@ -68,6 +86,7 @@ impl Prediction {
             actual_churn: customer.churn,
             segments: Segments::of(customer, as_of),
             extrapolated: score.extrapolated.clone(),
+            challenger: None,
         }
     }
 }

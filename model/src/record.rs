@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::message::Prediction;
+use crate::message::{Prediction, ShadowScore};
 use crate::model_file::ChurnModel;
 use crate::validate::validate;
 
@@ -41,6 +41,20 @@ pub fn score_record(
     id: &str,
     payload: Option<&[u8]>,
     model: &ChurnModel,
+    scored_at: &str,
+) -> Result<Prediction, Rejection> {
+    score_with_shadow(id, payload, model, None, scored_at)
+}
+
+/// Scores one record with the champion, as [`score_record`], and with `shadow` (the
+/// challenger) too when given: its probability goes into `Prediction::challenger`. The shadow
+/// never changes the champion's prediction: a shadow score that is not a finite probability,
+/// or a panic while computing it, leaves the field empty.
+pub fn score_with_shadow(
+    id: &str,
+    payload: Option<&[u8]>,
+    model: &ChurnModel,
+    shadow: Option<&ChurnModel>,
     scored_at: &str,
 ) -> Result<Prediction, Rejection> {
     if id.len() > MAX_KEY_BYTES {
@@ -85,14 +99,27 @@ pub fn score_record(
             model.version
         )));
     }
-    Ok(Prediction::new(
+    let mut prediction = Prediction::new(
         id.to_owned(),
         &customer,
         model,
         &score,
         scored_at.to_owned(),
         as_of,
-    ))
+    );
+    if let Some(shadow) = shadow {
+        let probability = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            shadow.score(&customer, as_of).probability
+        }));
+        prediction.challenger = match probability {
+            Ok(p) if (0.0..=1.0).contains(&p) => Some(ShadowScore {
+                model_version: shadow.version.clone(),
+                churn_probability: p,
+            }),
+            _ => None,
+        };
+    }
+    Ok(prediction)
 }
 
 /// Appends a value's JSON; an error (none is known: predictions hold only finite numbers and

@@ -78,8 +78,10 @@ impl LiveFeed {
         Ok(feed)
     }
 
-    /// Takes one prediction in, received at `now_ms`, and passes it on to every browser.
+    /// Takes one prediction in, received at `now_ms`, and passes it on to every browser; the
+    /// challenger's shadow score is left out (users never see it).
     pub fn record(&self, prediction: Prediction, now_ms: i64) {
+        let prediction = prediction.for_users();
         {
             let mut w = self.window.lock().expect("window");
             let second = now_ms.div_euclid(1000);
@@ -329,6 +331,25 @@ mod tests {
             pushed[5],
             FeedEvent::Second(SecondStats { second: 12, .. })
         ));
+    }
+
+    #[test]
+    fn users_never_see_the_challengers_score() {
+        let feed = LiveFeed::default();
+        let (_, mut events) = feed.subscribe(PipelineStatus::default());
+        let mut shadowed = prediction("a", true);
+        shadowed.challenger = Some(model::message::ShadowScore {
+            model_version: "m-2".into(),
+            churn_probability: 0.2,
+        });
+        feed.record(shadowed, chrono::Utc::now().timestamp_millis());
+        let FeedEvent::Prediction(pushed) = events.try_recv().unwrap() else {
+            panic!("the prediction")
+        };
+        assert_eq!(pushed.challenger, None);
+        assert_eq!(feed.since(0).len(), 1);
+        assert!(feed.since(0).iter().all(|p| p.challenger.is_none()));
+        assert!(!feed.export_csv(60.0).contains("m-2"));
     }
 
     #[test]

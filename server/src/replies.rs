@@ -282,7 +282,7 @@ async fn read_replies(
             return;
         };
         if let Some(waiting) = pending.remove(&prediction.id) {
-            let _ = waiting.send(prediction);
+            let _ = waiting.send(prediction.for_users());
         }
     })
     .await;

@@ -108,7 +108,7 @@ struct Instance {
 
 async fn start_instance(
     kafka: &Kafka,
-    models: watch::Receiver<Arc<model::ChurnModel>>,
+    models: watch::Receiver<model::Lineup>,
     id: usize,
     stop: CancellationToken,
 ) -> Result<Instance> {
@@ -206,7 +206,7 @@ pub async fn latency(
     kafka.ensure_pipeline_topics().await?;
     let stop_tx = CancellationToken::new();
     let stop = stop_tx.clone();
-    let (_model_tx, models) = watch::channel(model);
+    let (_model_tx, models) = watch::channel(model::Lineup::from(model));
     let mut instances = vec![start_instance(&kafka, models.clone(), 0, stop.clone()).await?];
     while !instances[0].health.assigned() {
         tokio::time::sleep(Duration::from_millis(20)).await;

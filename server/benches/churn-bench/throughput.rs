@@ -104,7 +104,7 @@ pub async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel
         // The scorer from an already filled input topic to the predictions topic.
         let stop_tx = CancellationToken::new();
         let stop = stop_tx.clone();
-        let (_model_tx, models) = watch::channel(model.clone());
+        let (_model_tx, models) = watch::channel(model::Lineup::from(model.clone()));
         let scorer = Scorer::new(kafka.clone(), format!("bench-scorer-{run}"), models);
         let (stats, health) = (scorer.stats.clone(), scorer.health.clone());
         let task = tokio::spawn(scorer.run(stop));

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use model::analytics::Source;
-use model::ChurnModel;
+use model::Lineup;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
@@ -60,7 +60,7 @@ impl Default for AnalyzeOptions {
 pub async fn run(
     kafka: Kafka,
     options: AnalyzeOptions,
-    mut models: watch::Receiver<Arc<ChurnModel>>,
+    mut models: watch::Receiver<Lineup>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let topics = &kafka.topics;
@@ -96,7 +96,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut counts = Counts::default();
     // The current model's score distribution, refreshed only when a new model arrives.
-    let mut drift = models.borrow_and_update().drift_reference();
+    let mut drift = models.borrow_and_update().champion.drift_reference();
     tracing::info!(input = %topics.predictions, stats = %topics.stats, window_s = options.window.as_secs_f64(), "stream analytics started");
 
     loop {
@@ -109,7 +109,7 @@ pub async fn run(
             m = consumer.recv(), if reading => Some(m),
         };
         if models.has_changed().unwrap_or(false) {
-            drift = models.borrow_and_update().drift_reference();
+            drift = models.borrow_and_update().champion.drift_reference();
             for state in partitions.values_mut() {
                 state.aggregator.set_drift_reference(drift.clone());
             }

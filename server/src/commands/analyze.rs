@@ -27,7 +27,7 @@ pub struct AnalyzeArgs {
 }
 
 pub async fn run(args: AnalyzeArgs, kafka_args: &KafkaArgs) -> Result<()> {
-    let (kafka, model_rx, mut tasks) =
+    let (kafka, followed, mut tasks) =
         super::start_with_models(kafka_args, &args.model, &args.signing).await?;
     let options = AnalyzeOptions {
         group: args.group,
@@ -36,7 +36,7 @@ pub async fn run(args: AnalyzeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     };
     tasks.spawn(
         "analytics",
-        analytics::run(kafka, options, model_rx, tasks.shutdown()),
+        analytics::run(kafka, options, followed.lineup, tasks.shutdown()),
     );
     tasks.run().await
 }

@@ -49,32 +49,30 @@ pub async fn reach(args: &KafkaArgs) -> Result<Kafka> {
     Ok(kafka)
 }
 
-/// The model in use, as a supervised task keeps it: the file at `path` (if any) until a newer
-/// one is published on the models topic; both only as `trust` accepts them.
+/// The models in use, as a supervised task keeps them: the champion from the file at `path` (if
+/// any) until a newer one is published on the models topic, and the published challenger; all
+/// only as `trust` accepts them.
 pub async fn follow_models(
     kafka: &Kafka,
     path: &std::path::Path,
     trust: model_store::ModelTrust,
     tasks: &mut Supervisor,
-) -> Result<tokio::sync::watch::Receiver<std::sync::Arc<model::ChurnModel>>> {
+) -> Result<model_store::Followed> {
     let fallback = model_store::load_optional(path, &trust)?;
-    let (models, follower) = model_store::follow(kafka, fallback, trust, tasks.shutdown()).await?;
+    let (followed, follower) =
+        model_store::follow(kafka, fallback, trust, tasks.shutdown()).await?;
     tasks.spawn("model follower", follower);
-    Ok(models)
+    Ok(followed)
 }
 
 /// The start of a long-running pipeline command (`score`, `analyze`): the stop token first,
-/// then the cluster and the model in use, each phase ending at the stop; the supervisor the
+/// then the cluster and the models in use, each phase ending at the stop; the supervisor the
 /// command's tasks run under.
 pub async fn start_with_models(
     kafka_args: &KafkaArgs,
     model: &std::path::Path,
     signing: &signing::VerifyArgs,
-) -> Result<(
-    Kafka,
-    tokio::sync::watch::Receiver<std::sync::Arc<model::ChurnModel>>,
-    Supervisor,
-)> {
+) -> Result<(Kafka, model_store::Followed, Supervisor)> {
     let stop = server::shutdown::on_signals();
     let trust = signing.trust()?;
     let kafka = during_start_up(&stop, connect(kafka_args)).await?;

@@ -20,11 +20,11 @@ pub struct ScoreArgs {
 }
 
 pub async fn run(args: ScoreArgs, kafka_args: &KafkaArgs) -> Result<()> {
-    let (kafka, model_rx, mut tasks) =
+    let (kafka, followed, mut tasks) =
         super::start_with_models(kafka_args, &args.model, &args.signing).await?;
     tasks.spawn(
         "scorer",
-        Scorer::new(kafka, args.group, model_rx).run(tasks.shutdown()),
+        Scorer::new(kafka, args.group, followed.lineup).run(tasks.shutdown()),
     );
     tasks.run().await
 }

@@ -146,11 +146,12 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let mut tasks = Supervisor::new(stop.clone());
     let metrics = Arc::new(PipelineMetrics::default());
     let model_trust = model_trust.counting_into(metrics.models_refused.clone());
-    let model_rx = during_start_up(
+    let followed = during_start_up(
         &stop,
         super::follow_models(&kafka, &args.score.model, model_trust.clone(), &mut tasks),
     )
     .await?;
+    let model_rx = followed.lineup.clone();
     let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone())
         .with_metrics(metrics.clone())
         .with_health(tasks.health.clone());
@@ -205,7 +206,7 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
             brokers: kafka.brokers.clone(),
             input_topic: kafka.topics.input.clone(),
             predictions_topic: kafka.topics.predictions.clone(),
-            model_version: model_rx.borrow().version.clone(),
+            model_version: model_rx.borrow().champion.version.clone(),
             consumed: stats.consumed.get(),
             scored: stats.scored.get(),
             dead_lettered: stats.dead_lettered.get(),

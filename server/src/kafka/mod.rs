@@ -30,7 +30,7 @@ use rdkafka::producer::FutureProducer;
 
 pub use close::{close_within, on_own_thread, CLOSE_WAIT};
 pub use skip_log::{excerpt, SkipLog};
-pub use tail::{follow_partitions, tail_payloads, PARTITION_CHECK_EVERY};
+pub use tail::{follow_partitions, tail_messages, tail_payloads, PARTITION_CHECK_EVERY};
 pub use topics::{
     is_legal_topic, partition_count, Topics, DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_INPUT_TOPIC,
     DEFAULT_LABELS_TOPIC, DEFAULT_MODELS_TOPIC, DEFAULT_PARTITIONS, DEFAULT_PREDICTIONS_TOPIC,

@@ -14,14 +14,31 @@ use tokio_util::sync::CancellationToken;
 use super::skip_log::SkipLog;
 use super::topics::partition_count;
 
-/// Hands each payload of an assigned topic to `handle` until `shutdown`. Consumer errors (a
-/// broker away, say) are logged and waited out: librdkafka reconnects by itself. A panic in
-/// `handle` is a bug, but it costs only its message: it is logged and the reader goes on.
+/// Hands each payload of an assigned topic to `handle` until `shutdown`: [`tail_messages`] for
+/// readers that need only the value (records without one are skipped).
 pub async fn tail_payloads(
     consumer: &StreamConsumer,
     what: &str,
     shutdown: CancellationToken,
     mut handle: impl FnMut(&[u8]),
+) {
+    tail_messages(consumer, what, shutdown, |_, payload| {
+        if let Some(payload) = payload {
+            handle(payload)
+        }
+    })
+    .await
+}
+
+/// Hands each message's key and value of an assigned topic to `handle` until `shutdown`.
+/// Consumer errors (a broker away, say) are logged and waited out: librdkafka reconnects by
+/// itself. A panic in `handle` is a bug, but it costs only its message: it is logged and the
+/// reader goes on.
+pub async fn tail_messages(
+    consumer: &StreamConsumer,
+    what: &str,
+    shutdown: CancellationToken,
+    mut handle: impl FnMut(Option<&[u8]>, Option<&[u8]>),
 ) {
     let mut panics = SkipLog::new(format!("{what}: a message handler panicked"));
     loop {
@@ -31,10 +48,12 @@ pub async fn tail_payloads(
         };
         match message {
             Ok(m) => {
-                if let Some(payload) = rdkafka::Message::payload(&m) {
-                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handle(payload))) {
-                        panics.skip(&crate::supervisor::panic_message(&*panic), payload);
-                    }
+                let (key, payload) = (rdkafka::Message::key(&m), rdkafka::Message::payload(&m));
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handle(key, payload))) {
+                    panics.skip(
+                        &crate::supervisor::panic_message(&*panic),
+                        payload.unwrap_or_default(),
+                    );
                 }
             }
             Err(e) => {

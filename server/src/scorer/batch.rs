@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use model::ChurnModel;
+use model::Lineup;
 use rdkafka::consumer::Consumer;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -63,7 +63,7 @@ impl Turns {
 /// offsets stored in its turn.
 pub(super) struct Batch {
     pub(super) incoming: Incoming,
-    pub(super) model: Arc<ChurnModel>,
+    pub(super) lineup: Lineup,
     pub(super) topics: Topics,
     pub(super) stats: Arc<ScorerStats>,
     pub(super) producer: Arc<AckingProducer>,
@@ -79,7 +79,7 @@ impl Batch {
     pub(super) async fn run(self, scoring_slots: Arc<tokio::sync::Semaphore>) -> Result<()> {
         let Batch {
             incoming,
-            model,
+            lineup,
             topics,
             stats,
             producer,
@@ -99,7 +99,7 @@ impl Batch {
             let (stats, input_topic) = (stats.clone(), topics.input.clone());
             move || {
                 let _slot = slot;
-                prepare(incoming, &model, &input_topic, &stats)
+                prepare(incoming, &lineup, &input_topic, &stats)
             }
         })
         .await

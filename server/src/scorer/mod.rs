@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::FutureExt;
-use model::ChurnModel;
+use model::Lineup;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio::sync::watch;
@@ -87,22 +87,19 @@ pub type ScorerStats = crate::metrics::PipelineMetrics;
 pub struct Scorer {
     kafka: Kafka,
     group: String,
-    model: watch::Receiver<Arc<ChurnModel>>,
+    /// The champion, and the challenger scored in the shadow.
+    models: watch::Receiver<Lineup>,
     pub stats: Arc<ScorerStats>,
     /// Partitions held and model loaded, for readiness.
     pub health: Arc<Health>,
 }
 
 impl Scorer {
-    pub fn new(
-        kafka: Kafka,
-        group: impl Into<String>,
-        model: watch::Receiver<Arc<ChurnModel>>,
-    ) -> Self {
+    pub fn new(kafka: Kafka, group: impl Into<String>, models: watch::Receiver<Lineup>) -> Self {
         Scorer {
             kafka,
             group: group.into(),
-            model,
+            models,
             stats: Arc::default(),
             health: Arc::default(),
         }
@@ -172,9 +169,9 @@ impl Scorer {
                 .context("creating the scorer's producer")?,
         );
         // Loaded means ready, before the first record arrives (readiness reports it).
-        self.note_model(&self.model.borrow().version);
+        self.note_model(&self.models.borrow().champion.version);
         tracing::info!(input = %topics.input, predictions = %topics.predictions, group = %self.group,
-                       model = %self.model.borrow().version, "scorer started");
+                       model = %self.models.borrow().champion.version, "scorer started");
 
         // Batch tasks, oldest first: awaited here only to bound how many are in flight and to
         // learn of a failure; each task stores its own offsets, in fetch order (see `Batch`).
@@ -226,13 +223,13 @@ impl Scorer {
                     None => break,
                 }
             }
-            let model = self.model.borrow().clone();
-            self.note_model(&model.version);
+            let lineup = self.models.borrow().clone();
+            self.note_model(&lineup.champion.version);
             let (turns, next) = Turns::after(previous);
             previous = next;
             let job = Batch {
                 incoming: batch,
-                model,
+                lineup,
                 topics: self.kafka.topics.clone(),
                 stats: self.stats.clone(),
                 producer: producer.clone(),

@@ -7,9 +7,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use model::record::{
-    encode_json, score_record, truncate_utf8, Rejection, MAX_KEY_BYTES, MAX_RECORD_BYTES,
+    encode_json, score_with_shadow, truncate_utf8, Rejection, MAX_KEY_BYTES, MAX_RECORD_BYTES,
 };
-use model::ChurnModel;
+use model::{ChurnModel, Lineup};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 
@@ -46,12 +46,13 @@ const PANIC_MARK: &str = "panic: ";
 fn score_into(
     id: &str,
     payload: Option<&[u8]>,
-    model: &ChurnModel,
+    lineup: &Lineup,
     now: &str,
     out: &mut Vec<u8>,
 ) -> Result<(), Rejection> {
     isolated(out, |out| {
-        let prediction = score_record(id, payload, model, now)?;
+        let shadow = lineup.shadow().map(|m| &**m);
+        let prediction = score_with_shadow(id, payload, &lineup.champion, shadow, now)?;
         encode_json(&prediction, out).map_err(Rejection::new)
     })
 }
@@ -65,7 +66,7 @@ pub fn score_payload(
     now: &str,
 ) -> Result<Vec<u8>, String> {
     let mut json = Vec::new();
-    score_into(id, payload, model, now, &mut json)
+    score_into(id, payload, &Lineup::from(model.clone()), now, &mut json)
         .map(|()| json)
         .map_err(|r| r.reason)
 }
@@ -134,7 +135,7 @@ fn dead_letter_headers(
 /// Scores a batch into ready-to-send records.
 pub(super) fn prepare(
     batch: Incoming,
-    model: &ChurnModel,
+    lineup: &Lineup,
     input_topic: &str,
     stats: &ScorerStats,
 ) -> Prepared {
@@ -158,7 +159,7 @@ pub(super) fn prepare(
                 "record key is not UTF-8 text: a record id must be",
             ))
         } else {
-            score_into(&record.id, input, model, &now, &mut bytes)
+            score_into(&record.id, input, lineup, &now, &mut bytes)
         };
         let output = match scored {
             Ok(()) => Output {

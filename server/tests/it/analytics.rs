@@ -81,7 +81,7 @@ async fn window_stats_match_the_replayed_file_with_two_scorers_and_metrics_count
     }
 
     let (stop_tx, stop) = stop_switch();
-    let (_model_tx, models) = tokio::sync::watch::channel(model.clone());
+    let (_model_tx, models) = tokio::sync::watch::channel(model::Lineup::from(model.clone()));
     let metrics = [
         Arc::new(PipelineMetrics::default()),
         Arc::new(PipelineMetrics::default()),
@@ -213,7 +213,7 @@ async fn outcomes_arriving_later_on_the_labels_topic_join_their_predictions_acro
     let customers = generate_customers(&options);
 
     let (stop_tx, stop) = stop_switch();
-    let (_model_tx, models) = tokio::sync::watch::channel(model.clone());
+    let (_model_tx, models) = tokio::sync::watch::channel(model::Lineup::from(model.clone()));
     let scorer = tokio::spawn(
         Scorer::new(p.kafka.clone(), "scorer-labels", models.clone()).run(stop.clone()),
     );

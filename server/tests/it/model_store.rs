@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rdkafka::Message;
-use server::model_store::{follow, publish, ModelTrust};
+use server::model_store::{follow, publish, Followed, ModelTrust};
 use server::replay::{replay, ReplayOptions};
 use server::scorer::Scorer;
 
@@ -22,7 +22,7 @@ async fn a_published_model_replaces_the_running_one_without_losing_records() {
 
     // At start the newest published model wins over the local file.
     let (stop_tx, stop) = stop_switch();
-    let (models, follower) = follow(
+    let (Followed { lineup: models, .. }, follower) = follow(
         &p.kafka,
         Some((*model_b).clone()),
         ModelTrust::default(),
@@ -32,7 +32,7 @@ async fn a_published_model_replaces_the_running_one_without_losing_records() {
     .unwrap();
     // The caller runs the follow task (the commands hand it to their supervisor).
     let follower = tokio::spawn(follower);
-    assert_eq!(models.borrow().version, model_a.version);
+    assert_eq!(models.borrow().champion.version, model_a.version);
 
     const N: usize = 2000;
     let csv = p.csv(N, 4);
@@ -59,10 +59,13 @@ async fn a_published_model_replaces_the_running_one_without_losing_records() {
     .await;
     publish(&p.kafka, &model_b).await.unwrap();
     let mut watching = models.clone();
-    tokio::time::timeout(TIMEOUT, watching.wait_for(|m| m.version == model_b.version))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        TIMEOUT,
+        watching.wait_for(|m| m.champion.version == model_b.version),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(producer.await.unwrap().unwrap().sent, N as u64);
 
     let messages = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| {
@@ -139,11 +142,12 @@ async fn models_that_do_not_verify_are_refused_from_the_topic() {
     }
     let trust = ModelTrust::signed_by(key.clone());
     let (stop_tx, stop) = stop_switch();
-    let (models, follower) = follow(&p.kafka, None, trust.clone(), stop.clone())
-        .await
-        .unwrap();
+    let (Followed { lineup: models, .. }, follower) =
+        follow(&p.kafka, None, trust.clone(), stop.clone())
+            .await
+            .unwrap();
     assert_eq!(
-        models.borrow().version,
+        models.borrow().champion.version,
         good.version,
         "the newest that verifies"
     );
@@ -155,25 +159,29 @@ async fn models_that_do_not_verify_are_refused_from_the_topic() {
     }
     wait_until("both to be refused", TIMEOUT, || trust.refused() >= 4).await;
     assert_eq!(
-        models.borrow().version,
+        models.borrow().champion.version,
         good.version,
         "the model in use stays"
     );
 
     publish(&p.kafka, &newer).await.unwrap();
     let mut watching = models.clone();
-    tokio::time::timeout(TIMEOUT, watching.wait_for(|m| m.version == newer.version))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        TIMEOUT,
+        watching.wait_for(|m| m.champion.version == newer.version),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(trust.refused(), 4);
 
     // Without a key, the hash is still checked: the edited ones stay out, the signed ones are in.
     let hash_only = ModelTrust::default();
-    let (models, no_follower) = follow(&p.kafka, None, hash_only.clone(), stop.clone())
-        .await
-        .unwrap();
-    assert_eq!(models.borrow().version, newer.version);
+    let (Followed { lineup: models, .. }, no_follower) =
+        follow(&p.kafka, None, hash_only.clone(), stop.clone())
+            .await
+            .unwrap();
+    assert_eq!(models.borrow().champion.version, newer.version);
     assert_eq!(hash_only.refused(), 2, "the two edited models");
     drop(no_follower);
 

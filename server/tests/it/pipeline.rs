@@ -37,7 +37,7 @@ async fn every_replayed_record_gets_exactly_one_id_on_the_predictions_topic() {
         .unwrap();
     assert_eq!(summary.sent, N as u64);
 
-    let (_model_tx, model_rx) = tokio::sync::watch::channel(model.clone());
+    let (_model_tx, model_rx) = tokio::sync::watch::channel(model::Lineup::from(model.clone()));
     let scorer = Scorer::new(p.kafka.clone(), "scorer-t1", model_rx);
     let (stats, health) = (scorer.stats.clone(), scorer.health.clone());
     let task = tokio::spawn(scorer.run(stop.clone()));
@@ -150,7 +150,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_after_them_are
         .unwrap();
 
     let (stop_tx, stop) = stop_switch();
-    let (_model_tx, model_rx) = tokio::sync::watch::channel(trained_model(2));
+    let (_model_tx, model_rx) = tokio::sync::watch::channel(model::Lineup::from(trained_model(2)));
     let task = tokio::spawn(Scorer::new(p.kafka.clone(), "scorer-t2", model_rx).run(stop));
 
     let dead = read_topic(&p.kafka, &p.kafka.topics.dead_letter, TIMEOUT, |m| {
@@ -198,7 +198,7 @@ async fn a_scorer_stopped_mid_stream_and_restarted_leaves_no_record_unscored() {
     const N: usize = 3000;
     let csv = p.csv(N, 3);
     let model = trained_model(3);
-    let (_model_tx, model_rx) = tokio::sync::watch::channel(model);
+    let (_model_tx, model_rx) = tokio::sync::watch::channel(model::Lineup::from(model));
     // The stream arrives while the scorer runs, so stopping it lands mid-stream.
     let (_never, no_stop) = stop_switch();
     let kafka = p.kafka.clone();
@@ -269,7 +269,7 @@ async fn predictions_keep_the_input_order_within_each_partition() {
         .await
         .unwrap();
 
-    let (_model_tx, model_rx) = tokio::sync::watch::channel(trained_model(3));
+    let (_model_tx, model_rx) = tokio::sync::watch::channel(model::Lineup::from(trained_model(3)));
     let task =
         tokio::spawn(Scorer::new(p.kafka.clone(), "scorer-order", model_rx).run(stop.clone()));
     let keys_by_partition = |messages: &[rdkafka::message::OwnedMessage]| {

@@ -45,7 +45,7 @@ async fn three_web_servers_and_three_scorers_each_server_gets_the_replies_to_its
     const PER_SERVER: usize = 100;
     let p = pipeline().await;
     let model = trained_model(11);
-    let (_model_tx, model_rx) = watch::channel(model.clone());
+    let (_model_tx, model_rx) = watch::channel(model::Lineup::from(model.clone()));
     let (stop_tx, stop) = stop_switch();
 
     let mut scorers = Vec::new();
@@ -240,7 +240,7 @@ async fn a_reply_to_that_is_not_a_reply_topic_is_ignored_and_its_record_still_sc
     sent.push("r-bytes".into());
 
     let (stop_tx, stop) = stop_switch();
-    let (_model_tx, model_rx) = watch::channel(trained_model(13));
+    let (_model_tx, model_rx) = watch::channel(model::Lineup::from(trained_model(13)));
     let task = tokio::spawn(Scorer::new(p.kafka.clone(), "scorer-reply-to", model_rx).run(stop));
 
     let scored = read_topic(&p.kafka, &topics.predictions, TIMEOUT, |m| {

@@ -32,6 +32,7 @@ fn prediction(id: &str, p: f64, churn: bool, actual: Option<bool>, manager: bool
             state: Some("AK".into()),
         },
         extrapolated: vec![],
+        challenger: None,
     }
 }
 

@@ -230,7 +230,7 @@ async fn records_the_broker_refuses_for_good_fall_back_to_dead_letters_and_the_s
                 .unwrap(),
         }
         let (stop_tx, stop) = stop_switch();
-        let (_m, models) = tokio::sync::watch::channel(model.clone());
+        let (_m, models) = tokio::sync::watch::channel(model::Lineup::from(model.clone()));
         let scorer = Scorer::new(kafka.clone(), format!("scorer-refused-{case}"), models);
         let stats = scorer.stats.clone();
         let task = tokio::spawn(scorer.run(stop));
@@ -391,7 +391,7 @@ async fn a_burst_on_a_topic_with_a_small_message_limit_dead_letters_only_the_rec
         result.unwrap();
     }
     let (stop_tx, stop) = stop_switch();
-    let (_m, models) = tokio::sync::watch::channel(model.clone());
+    let (_m, models) = tokio::sync::watch::channel(model::Lineup::from(model.clone()));
     let scorer = Scorer::new(kafka.clone(), "scorer-burst", models);
     let stats = scorer.stats.clone();
     let task = tokio::spawn(scorer.run(stop));

@@ -146,7 +146,7 @@ async fn measure_disk_bytes_per_record() {
     };
     replay(&p.kafka, &options, no_stop.clone()).await.unwrap();
     let (after_input_all, after_input_db) = (dir_size(&data_dir), db());
-    let (_m, models) = tokio::sync::watch::channel(trained_model(3));
+    let (_m, models) = tokio::sync::watch::channel(model::Lineup::from(trained_model(3)));
     let scorer = Scorer::new(p.kafka.clone(), "measure", models);
     let stats = scorer.stats.clone();
     let (stop_tx, stop) = stop_switch();

@@ -87,7 +87,7 @@ async fn tail_shows_a_dead_letter_with_its_reason() {
     let producer = p.kafka.idempotent_producer().unwrap();
     let bad = br#"{"Names": "Bad Age", "Age": -5, "Total_Purchase": 100, "Account_Manager": 0, "Years": 1, "Num_Sites": 8, "Onboard_date": "2013-08-30 07:00:40", "Location": "x", "Company": "y"}"#;
     send(&producer, &p.kafka.topics.input, 0, b"bad-1", bad, None).await;
-    let (_m, models) = tokio::sync::watch::channel(trained_model(3));
+    let (_m, models) = tokio::sync::watch::channel(model::Lineup::from(trained_model(3)));
     let scorer = Scorer::new(p.kafka.clone(), "tail-dlq", models);
     let stats = Arc::clone(&scorer.stats);
     let (stop_tx, stop) = stop_switch();

@@ -173,7 +173,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     const N: usize = 6_000;
     let producer = replay_in_background(&p, N, 1_500.0, "br");
     let (stop_tx, stop) = stop_switch();
-    let (_m, models) = tokio::sync::watch::channel(trained_model(3));
+    let (_m, models) = tokio::sync::watch::channel(model::Lineup::from(trained_model(3)));
     let scorer = Scorer::new(kafka.clone(), "scorer-restart", models);
     let stats = scorer.stats.clone();
     let task = tokio::spawn(scorer.run(stop));

@@ -82,7 +82,7 @@ async fn ten_thousand_poison_records_are_all_dead_lettered_and_every_good_one_is
     .for_each(|r| assert!(r.is_ok()));
 
     let (stop_tx, stop) = stop_switch();
-    let (_m, models) = tokio::sync::watch::channel(trained_model(4));
+    let (_m, models) = tokio::sync::watch::channel(model::Lineup::from(trained_model(4)));
     let task = tokio::spawn(Scorer::new(p.kafka.clone(), "scorer-poison", models).run(stop));
 
     let dead = read_topic(&p.kafka, &p.kafka.topics.dead_letter, TIMEOUT, |m| {

@@ -40,7 +40,7 @@ impl GroupMember {
     fn join(
         p: &Pipeline,
         group: &str,
-        models: &tokio::sync::watch::Receiver<std::sync::Arc<model::ChurnModel>>,
+        models: &tokio::sync::watch::Receiver<model::Lineup>,
     ) -> Self {
         let (stop, stopped) = stop_switch();
         let scorer = Scorer::new(p.kafka.clone(), group, models.clone());
@@ -81,7 +81,7 @@ async fn scorers_joining_and_leaving_mid_stream_score_everything_in_order_per_pa
     const GROUP: &str = "scorer-rebalance";
     let p = pipeline_with_partitions(6).await;
     let started = std::time::Instant::now();
-    let (_m, models) = tokio::sync::watch::channel(trained_model(7));
+    let (_m, models) = tokio::sync::watch::channel(model::Lineup::from(trained_model(7)));
     let producer = replay_in_background(&p, N, 4_000.0, "rb");
 
     let a = GroupMember::join(&p, GROUP, &models);
