@@ -5,7 +5,7 @@ use anyhow::Result;
 use server::kafka::inspect::{self, GroupInfo};
 use server::kafka::KafkaArgs;
 
-use super::table::aligned;
+use super::table::{aligned, visible};
 
 /// `churn groups`'s flags.
 #[derive(clap::Args)]
@@ -18,6 +18,13 @@ pub struct GroupsArgs {
 pub async fn run(args: &GroupsArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let kafka = super::reach(kafka_args).await?;
     let groups = inspect::list_groups(&kafka).await?;
+    for group in groups.iter().filter(|g| g.error.is_some()) {
+        eprintln!(
+            "warning: group {}: {} (the other groups are listed)",
+            visible(&group.name),
+            visible(group.error.as_deref().unwrap_or_default())
+        );
+    }
     if args.json {
         super::print_stdout(&(serde_json::to_string_pretty(&groups)? + "\n"))?;
     } else if groups.is_empty() {
@@ -50,6 +57,12 @@ fn table(groups: &[GroupInfo]) -> String {
                 .join(", "),
         };
         let mut first = vec![group.name.clone(), group.state.clone(), members];
+        if let Some(error) = &group.error {
+            first.push(format!("(offsets unreadable: {error})"));
+            first.extend(["", "", "", ""].map(String::from));
+            rows.push(first);
+            continue;
+        }
         if group.offsets.is_empty() {
             first.extend(["-", "-", "-", "-", "-"].map(String::from));
             rows.push(first);
@@ -84,4 +97,41 @@ fn table(groups: &[GroupInfo]) -> String {
         ],
         &rows,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(name: &str, error: Option<&str>) -> GroupInfo {
+        GroupInfo {
+            name: name.into(),
+            state: "Stable".into(),
+            members: vec![],
+            offsets: vec![],
+            total_lag: 0,
+            error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_group_whose_offsets_cannot_be_read_is_listed_with_the_reason_among_the_others() {
+        let text = table(&[
+            group("churn-scorer", None),
+            group(
+                "broken",
+                Some("reading the offsets group broken committed: timed out"),
+            ),
+        ]);
+        assert!(text.contains("churn-scorer"), "{text}");
+        assert!(
+            text.contains(
+                "(offsets unreadable: reading the offsets group broken committed: timed out)"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value([group("a", None), group("b", Some("x"))]).unwrap();
+        assert!(json[0].get("error").is_none());
+        assert_eq!(json[1]["error"], "x");
+    }
 }

@@ -34,6 +34,7 @@ use server::supervisor::Supervisor;
 pub async fn connect(args: &KafkaArgs) -> Result<Kafka> {
     let kafka = reach(args).await?;
     kafka.ensure_pipeline_topics().await?;
+    server::kafka::inspect::warn_on_retention_differences(&kafka).await;
     Ok(kafka)
 }
 

@@ -140,7 +140,9 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let (_broker, kafka) = super::broker::for_serve(&args.broker, args.secure_broker, kafka_args)?;
     during_start_up(&stop, async {
         kafka.check_reachable(Duration::from_secs(15)).await?;
-        kafka.ensure_pipeline_topics().await
+        kafka.ensure_pipeline_topics().await?;
+        server::kafka::inspect::warn_on_retention_differences(&kafka).await;
+        anyhow::Ok(())
     })
     .await?;
     let mut tasks = Supervisor::new(stop.clone());

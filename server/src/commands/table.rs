@@ -42,7 +42,7 @@ pub fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// `cell` with control characters escaped.
-fn visible(cell: &str) -> String {
+pub fn visible(cell: &str) -> String {
     cell.chars()
         .flat_map(|c| {
             let escaped: Vec<char> = match c.is_control() {

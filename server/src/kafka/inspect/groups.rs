@@ -40,6 +40,10 @@ pub struct GroupInfo {
     pub offsets: Vec<GroupOffset>,
     /// Sum of `lag` over the partitions.
     pub total_lag: i64,
+    /// Why the offsets could not be read, when they could not: one group that cannot be read
+    /// (its coordinator away, say) leaves the others listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Text from librdkafka that rdkafka insists is UTF-8 (it panics otherwise): a note instead.
@@ -78,37 +82,11 @@ pub async fn list_groups(kafka: &Kafka) -> Result<Vec<GroupInfo>> {
                     host: text(|| m.client_host().to_owned()),
                 })
                 .collect();
-            // A client of the group's name that only reads its offsets: it never joins.
-            let reader = probe(&kafka, &name)?;
-            let committed = reader
-                .committed_offsets(every_partition.clone(), LOOKUP_TIMEOUT)
-                .with_context(|| format!("reading the offsets group {name} committed"))?;
-            let mut offsets = Vec::new();
-            for element in committed.elements() {
-                let Offset::Offset(at) = element.offset() else {
-                    continue;
-                };
-                let key = (element.topic().to_owned(), element.partition());
-                let end = match ends.get(&key) {
-                    Some(end) => *end,
-                    None => {
-                        let (_, high) = consumer
-                            .fetch_watermarks(&key.0, key.1, LOOKUP_TIMEOUT)
-                            .with_context(|| {
-                                format!("reading the offsets of {} [{}]", key.0, key.1)
-                            })?;
-                        ends.insert(key, high);
-                        high
-                    }
-                };
-                offsets.push(GroupOffset {
-                    topic: element.topic().to_owned(),
-                    partition: element.partition(),
-                    committed: at,
-                    end,
-                    lag: (end - at).max(0),
-                });
-            }
+            let read = read_offsets(&kafka, &consumer, &name, &every_partition, &mut ends);
+            let (mut offsets, error) = match read {
+                Ok(offsets) => (offsets, None),
+                Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+            };
             offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
             groups.push(GroupInfo {
                 state: text(|| group.state().to_owned()),
@@ -116,10 +94,52 @@ pub async fn list_groups(kafka: &Kafka) -> Result<Vec<GroupInfo>> {
                 name,
                 members,
                 offsets,
+                error,
             });
         }
         groups.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(groups)
     })
     .await
+}
+
+/// The offsets group `name` committed on any of `partitions`, with each partition's end (read
+/// once per partition into `ends`).
+fn read_offsets(
+    kafka: &Kafka,
+    consumer: &impl Consumer,
+    name: &str,
+    partitions: &TopicPartitionList,
+    ends: &mut HashMap<(String, i32), i64>,
+) -> Result<Vec<GroupOffset>> {
+    // A client of the group's name that only reads its offsets: it never joins.
+    let reader = probe(kafka, name)?;
+    let committed = reader
+        .committed_offsets(partitions.clone(), LOOKUP_TIMEOUT)
+        .with_context(|| format!("reading the offsets group {name} committed"))?;
+    let mut offsets = Vec::new();
+    for element in committed.elements() {
+        let Offset::Offset(at) = element.offset() else {
+            continue;
+        };
+        let key = (element.topic().to_owned(), element.partition());
+        let end = match ends.get(&key) {
+            Some(end) => *end,
+            None => {
+                let (_, high) = consumer
+                    .fetch_watermarks(&key.0, key.1, LOOKUP_TIMEOUT)
+                    .with_context(|| format!("reading the offsets of {} [{}]", key.0, key.1))?;
+                ends.insert(key, high);
+                high
+            }
+        };
+        offsets.push(GroupOffset {
+            topic: element.topic().to_owned(),
+            partition: element.partition(),
+            committed: at,
+            end,
+            lag: (end - at).max(0),
+        });
+    }
+    Ok(offsets)
 }

@@ -14,8 +14,8 @@ mod topics;
 pub use groups::{list_groups, GroupInfo, GroupMember, GroupOffset};
 pub use records::{read_records, Ended, Start, TailOptions, MAX_LAST};
 pub use topics::{
-    apply_retention, describe_matching, describe_topics, topic_names, PartitionOffsets,
-    RetentionChange, TopicInfo,
+    apply_retention, describe_matching, describe_topics, retention_differences, topic_names,
+    warn_on_retention_differences, PartitionOffsets, RetentionChange, TopicInfo,
 };
 
 use std::time::Duration;

@@ -107,3 +107,42 @@ fn dead_letters_show_their_reason_and_errors_readably() {
         None
     );
 }
+
+#[test]
+fn topics_whose_retention_is_not_the_flags_are_found() {
+    use super::topics::{retention_differences, TopicInfo};
+    use crate::kafka::Topics;
+    let topics = Topics {
+        retention: std::time::Duration::from_secs(7 * 86_400),
+        ..Topics::default()
+    };
+    let info = |name: &str, retention_ms: Option<i64>, policy: &str| TopicInfo {
+        name: name.into(),
+        partitions: vec![],
+        records: 0,
+        retention_ms,
+        cleanup_policy: Some(policy.into()),
+    };
+    let week = 7 * 86_400_000;
+    let existing = [
+        info(&topics.input, Some(week), "delete"),
+        info(&topics.predictions, Some(-1), "delete"),
+        info(&topics.dead_letter, None, "delete"),
+        info(&topics.labels, Some(30 * 86_400_000), "compact"),
+        info(&topics.stats, Some(week), "compact,delete"),
+        info(&topics.models, Some(-1), "compact"),
+        info("someone-elses", Some(1), "delete"),
+    ];
+    let found: Vec<(String, Option<i64>, i64)> = retention_differences(&topics, &existing)
+        .into_iter()
+        .map(|c| (c.topic, c.before_ms, c.after_ms))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (topics.predictions.clone(), Some(-1), week),
+            (topics.dead_letter.clone(), None, week),
+            (topics.stats.clone(), Some(week), 86_400_000),
+        ]
+    );
+}

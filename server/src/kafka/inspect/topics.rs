@@ -11,7 +11,7 @@ use rdkafka::consumer::Consumer;
 use serde::Serialize;
 
 use super::{admin, blocking, probe, LOOKUP_TIMEOUT};
-use crate::kafka::{retention_ms, Kafka, STATS_CLEANUP_POLICY};
+use crate::kafka::{retention_ms, Kafka, Topics, STATS_CLEANUP_POLICY};
 
 /// One partition's offsets: records `low..high` are on the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -130,6 +130,70 @@ pub struct RetentionChange {
     /// `retention.ms` before, as the broker reported it.
     pub before_ms: Option<i64>,
     pub after_ms: i64,
+}
+
+/// The pipeline's existing topics whose retention is not what `--retention` (and the stats
+/// expiry derived from it) says: what `apply_retention` would change. Compacted-only stream
+/// topics are left alone, as `apply_retention` leaves them.
+pub fn retention_differences(topics: &Topics, existing: &[TopicInfo]) -> Vec<RetentionChange> {
+    let want = |retention: Duration| retention.as_millis() as i64;
+    let streams = [
+        &topics.input,
+        &topics.predictions,
+        &topics.dead_letter,
+        &topics.labels,
+    ];
+    existing
+        .iter()
+        .filter_map(|t| {
+            let after = if streams.contains(&&t.name) {
+                if t.cleanup_policy.as_deref() == Some("compact") {
+                    return None;
+                }
+                want(topics.retention)
+            } else if t.name == topics.stats {
+                want(topics.stats_retention())
+            } else {
+                return None;
+            };
+            (t.retention_ms != Some(after)).then(|| RetentionChange {
+                topic: t.name.clone(),
+                before_ms: t.retention_ms,
+                after_ms: after,
+            })
+        })
+        .collect()
+}
+
+/// Logs a warning for every pipeline topic that keeps records longer or shorter than
+/// `--retention` says (a topic made before retention existed keeps them for ever): an operator
+/// who changed `--retention` sees that it applies to new topics only until `churn topics
+/// --apply-retention`. Best effort: a broker that cannot say is not an error here.
+pub async fn warn_on_retention_differences(kafka: &Kafka) {
+    let own = kafka.topics.clone();
+    let described = describe_matching(kafka, move |name| own.is_pipeline_topic(name)).await;
+    let existing = match described {
+        Ok(existing) => existing,
+        Err(e) => {
+            tracing::debug!("could not compare the topics' retention with --retention: {e:#}");
+            return;
+        }
+    };
+    for change in retention_differences(&kafka.topics, &existing) {
+        let shown = |ms: Option<i64>| match ms {
+            Some(ms) if ms >= 0 => {
+                humantime::format_duration(Duration::from_millis(ms as u64)).to_string()
+            }
+            Some(_) => "for ever".to_owned(),
+            None => "as the broker's default".to_owned(),
+        };
+        tracing::warn!(
+            topic = %change.topic,
+            "topic keeps records {}, not {} as --retention says: run `churn topics --apply-retention` to apply it",
+            shown(change.before_ms),
+            shown(Some(change.after_ms))
+        );
+    }
 }
 
 /// Sets `retention.ms` to `--retention` on the pipeline's existing stream topics (input,

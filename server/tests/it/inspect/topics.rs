@@ -75,7 +75,43 @@ async fn topics_shows_counts_and_retention_and_apply_retention_changes_only_it()
         "columns line up:\n{table}"
     );
 
+    // What a start with --retention 90min warns about: every pipeline topic with a retention
+    // (models are compacted only), and nothing once it is applied.
+    let ninety = server::kafka::Topics {
+        retention: std::time::Duration::from_secs(90 * 60),
+        ..p.kafka.topics.clone()
+    };
+    let differences = |existing: &[server::kafka::inspect::TopicInfo]| {
+        let mut names: Vec<String> =
+            server::kafka::inspect::retention_differences(&ninety, existing)
+                .into_iter()
+                .map(|c| c.topic)
+                .collect();
+        names.sort();
+        names
+    };
+    let existing = server::kafka::inspect::describe_topics(&p.kafka)
+        .await
+        .unwrap();
+    let mut expected: Vec<String> = p
+        .kafka
+        .retained_topics()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    expected.push(p.kafka.topics.stats.clone());
+    expected.sort();
+    assert_eq!(differences(&existing), expected);
+
     let applied = stdout_of(&p, &["topics", "--apply-retention", "--retention", "90min"]);
+    let existing = server::kafka::inspect::describe_topics(&p.kafka)
+        .await
+        .unwrap();
+    assert_eq!(
+        differences(&existing),
+        Vec::<String>::new(),
+        "nothing to warn about once applied"
+    );
     for name in [
         &p.kafka.topics.input,
         &p.kafka.topics.predictions,
