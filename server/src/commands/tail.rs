@@ -16,7 +16,8 @@ pub struct TailArgs {
     #[arg(long, conflicts_with = "last")]
     pub from_beginning: bool,
     /// The last N records across partitions, by timestamp (with --key: the last N of that key).
-    /// The default without --from-beginning is the last 10.
+    /// The default without --from-beginning is the last 10. At most 100,000, and at most 256 MiB
+    /// of records are held until printed: past it the oldest are let go, with a warning.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_LAST as u64))]
     pub last: Option<u64>,
     /// Only records with this key (the record id for the pipeline's topics).

@@ -16,6 +16,10 @@ use crate::kafka::Kafka;
 
 /// The most records `--last` keeps (they are held in memory until printed).
 pub const MAX_LAST: usize = 100_000;
+/// The most bytes of records held in memory until printed (`--last`, and records arriving while
+/// other partitions catch up): 100,000 records of 1 MB would otherwise need 100 GB. Past it the
+/// oldest are let go, and a warning says how many.
+pub const MAX_HELD_BYTES: usize = 256 << 20;
 /// Without `--follow`, how long to wait for the next record before saying the broker is away.
 const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
@@ -84,15 +88,23 @@ pub async fn read_records(
         }
     };
     // With `--last`, each partition's last N matching records before its end offset.
-    let mut kept: HashMap<i32, VecDeque<Rendered>> = HashMap::new();
+    let mut kept = Kept::new(MAX_HELD_BYTES);
     // Records past their partition's end that arrive while others are still catching up:
     // printed after the kept ones, in arrival order (only when following).
     let mut early = Vec::new();
+    let mut early_bytes = 0;
     let mut caught_up = false;
     loop {
         if !caught_up && pending.is_empty() {
             caught_up = true;
-            let newest = last_across_partitions(std::mem::take(&mut kept), last);
+            if kept.dropped > 0 {
+                tracing::warn!(
+                    "--last: {} older records let go to stay within {} MiB held; the newest are printed",
+                    kept.dropped,
+                    MAX_HELD_BYTES >> 20
+                );
+            }
+            let newest = last_across_partitions(std::mem::take(&mut kept).queues, last);
             for record in newest.iter().chain(early.iter()) {
                 if !emit(record)? {
                     return Ok(Ended::SinkClosed);
@@ -139,21 +151,91 @@ pub async fn read_records(
         if !matches || (!before_end && !options.follow) {
             continue;
         }
+        let size = held_size(&message);
         let record = render::message(&message);
         match (before_end, last) {
-            (true, Some(n)) => {
-                let kept = kept.entry(partition).or_default();
-                kept.push_back(record);
-                if kept.len() > n {
-                    kept.pop_front();
+            (true, Some(n)) => kept.push(record, size, n),
+            (false, _) if !caught_up => {
+                if early_bytes + size > MAX_HELD_BYTES {
+                    bail!(
+                        "more than {} MiB arrived while other partitions of {} were still being \
+                         read to their end: tail with --from-beginning, or without --follow",
+                        MAX_HELD_BYTES >> 20,
+                        options.topic
+                    );
                 }
+                early_bytes += size;
+                early.push(record)
             }
-            (false, _) if !caught_up => early.push(record),
             _ => {
                 if !emit(&record)? {
                     return Ok(Ended::SinkClosed);
                 }
             }
+        }
+    }
+}
+
+/// What a record costs while it is held: its bytes, and some for the rendering around them.
+fn held_size(message: &impl Message) -> usize {
+    use rdkafka::message::Headers;
+    let headers: usize = message.headers().map_or(0, |h| {
+        h.iter()
+            .map(|header| header.key.len() + header.value.map_or(0, <[u8]>::len))
+            .sum()
+    });
+    let bytes = message.payload().map_or(0, <[u8]>::len) + message.key().map_or(0, <[u8]>::len);
+    // Base64 of non-text bytes is 4/3 the size; the JSON fields around them about 200 bytes.
+    (bytes + headers) * 4 / 3 + 200
+}
+
+/// The records `--last` holds until every partition is read to its end: the last N per
+/// partition, and at most `budget` bytes in all (the oldest, by timestamp, go first).
+#[derive(Default)]
+struct Kept {
+    queues: HashMap<i32, VecDeque<Rendered>>,
+    sizes: HashMap<i32, VecDeque<usize>>,
+    bytes: usize,
+    budget: usize,
+    /// Records let go for the byte budget (not the ones beyond N).
+    dropped: u64,
+}
+
+impl Kept {
+    fn new(budget: usize) -> Self {
+        Kept {
+            budget,
+            ..Default::default()
+        }
+    }
+
+    fn push(&mut self, record: Rendered, size: usize, last: usize) {
+        let partition = record.partition;
+        self.queues.entry(partition).or_default().push_back(record);
+        self.sizes.entry(partition).or_default().push_back(size);
+        self.bytes += size;
+        if self.queues[&partition].len() > last {
+            self.pop_front(partition);
+        }
+        while self.bytes > self.budget {
+            let oldest = self
+                .queues
+                .iter()
+                .filter_map(|(p, q)| q.front().map(|r| ((r.millis, *p, r.offset), *p)))
+                .min()
+                .map(|(_, p)| p);
+            let Some(oldest) = oldest else { break };
+            self.pop_front(oldest);
+            self.dropped += 1;
+        }
+    }
+
+    fn pop_front(&mut self, partition: i32) {
+        if let Some(q) = self.queues.get_mut(&partition) {
+            q.pop_front();
+        }
+        if let Some(size) = self.sizes.get_mut(&partition).and_then(VecDeque::pop_front) {
+            self.bytes -= size;
         }
     }
 }
@@ -230,4 +312,49 @@ async fn assign(
         .assign(&assignment)
         .context("assigning the topic's partitions")?;
     Ok((consumer, pending))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn rendered(partition: i32, offset: i64, millis: i64) -> Rendered {
+        Rendered {
+            topic: "t".into(),
+            partition,
+            offset,
+            timestamp: None,
+            millis,
+            key: Value::Null,
+            headers: Value::Null,
+            dead_letter: None,
+            value: Value::Null,
+        }
+    }
+
+    #[test]
+    fn last_keeps_n_per_partition_and_lets_the_oldest_go_past_the_byte_budget() {
+        let mut kept = Kept::new(1000);
+        for offset in 0..10 {
+            kept.push(rendered(0, offset, offset * 10), 50, 4);
+        }
+        assert_eq!(kept.queues[&0].len(), 4);
+        assert_eq!((kept.bytes, kept.dropped), (200, 0), "N is not the budget");
+        // Huge records on another partition, newer than partition 0's: the oldest go first,
+        // across partitions, until the held bytes fit.
+        for offset in 0..3 {
+            kept.push(rendered(1, offset, 1000 + offset), 400, 4);
+        }
+        assert!(kept.bytes <= 1000, "{}", kept.bytes);
+        assert!(
+            kept.queues[&0].is_empty(),
+            "partition 0's records were the oldest"
+        );
+        assert_eq!(kept.queues[&1].len(), 2);
+        assert_eq!(kept.dropped, 5);
+        // One record larger than the whole budget is let go too, never held.
+        kept.push(rendered(2, 0, 5000), 5000, 4);
+        assert!(kept.bytes <= 1000);
+    }
 }
