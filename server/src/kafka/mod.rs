@@ -245,21 +245,23 @@ impl Kafka {
     /// `churn serve`: 431 predictions/s at linger 5 ms, 1,000–2,000/s at 50 ms. `-X linger.ms=…`
     /// still wins.
     pub fn bulk_producer(&self) -> Result<FutureProducer> {
-        self.config(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "50"),
-        ])
-        .create()
-        .context("creating the Kafka producer")
+        self.idempotent_config_lingering("50")
+            .create()
+            .context("creating the Kafka producer")
     }
 
     /// The idempotent producer's configuration, for producers with their own delivery context.
     pub fn idempotent_producer_config(&self) -> ClientConfig {
+        self.idempotent_config_lingering("5")
+    }
+
+    /// Idempotent (acks from every in-sync replica, no duplicates from retries), batching for up
+    /// to `linger_ms`.
+    fn idempotent_config_lingering(&self, linger_ms: &str) -> ClientConfig {
         self.config(&[
             ("enable.idempotence", "true"),
             ("acks", "all"),
-            ("linger.ms", "5"),
+            ("linger.ms", linger_ms),
         ])
     }
 }
