@@ -4,11 +4,11 @@
 //! that the pipeline talks to it over the Kafka protocol exactly as it would to a real cluster.
 //! `secure` starts it requiring a SASL/SCRAM login, with the credentials in a private file.
 
+mod log;
 mod secure;
 
 pub use secure::{credentials_path, start_secured, CREDENTIALS_FILE, USER};
 
-use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -186,21 +186,29 @@ impl EmbeddedBroker {
             }
         }
         match &options.log_file {
-            Some(path) => {
-                let log = File::options()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("opening broker log {}", path.display()))?;
-                command.stdout(log.try_clone()?).stderr(log);
+            Some(_) => {
+                command.stdout(Stdio::piped()).stderr(Stdio::piped());
             }
             None => {
                 command.stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
-        let child = command
+        let log = match &options.log_file {
+            Some(path) => Some(log::RotatingLog::open(path, log::MAX_LOG_BYTES)?),
+            None => None,
+        };
+        let mut child = command
             .spawn()
             .with_context(|| format!("starting the embedded broker {}", binary.display()))?;
+        if let Some(log) = log {
+            let log = Arc::new(Mutex::new(log));
+            if let Some(out) = child.stdout.take() {
+                log::copy_into(out, log.clone(), "stdout");
+            }
+            if let Some(err) = child.stderr.take() {
+                log::copy_into(err, log, "stderr");
+            }
+        }
         let child = Arc::new(Mutex::new(child));
         crate::shutdown::end_with_process(&child);
         let mut broker = EmbeddedBroker { child, options };
