@@ -92,8 +92,7 @@ pub fn score_with_shadow(
     // JSON has no infinity: a non-finite number would be written as `null`, which no reader of
     // the prediction could parse. Only an absurd model file (a standard deviation of 1e-300)
     // gets here; the record is dead-lettered rather than published unreadable.
-    if !score.probability.is_finite() || score.contributions.iter().any(|c| !c.log_odds.is_finite())
-    {
+    if !writable(&score) {
         return Err(Rejection::new(format!(
             "model {} gives this record a non-finite score: check the model file's scales",
             model.version
@@ -108,18 +107,26 @@ pub fn score_with_shadow(
         as_of,
     );
     if let Some(shadow) = shadow {
-        let probability = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            shadow.score(&customer, as_of).probability
+        // The same rule as the champion's: a score it could not write, it does not give.
+        let score = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            shadow.score(&customer, as_of)
         }));
-        prediction.challenger = match probability {
-            Ok(p) if (0.0..=1.0).contains(&p) => Some(ShadowScore {
-                model_version: shadow.version.clone(),
-                churn_probability: p,
-            }),
+        prediction.challenger = match score {
+            Ok(score) if writable(&score) && (0.0..=1.0).contains(&score.probability) => {
+                Some(ShadowScore {
+                    model_version: shadow.version.clone(),
+                    churn_probability: score.probability,
+                })
+            }
             _ => None,
         };
     }
     Ok(prediction)
+}
+
+/// Whether a score can be written as JSON (which has no infinity).
+fn writable(score: &crate::scoring::Score) -> bool {
+    score.probability.is_finite() && score.contributions.iter().all(|c| c.log_odds.is_finite())
 }
 
 /// Appends a value's JSON; an error (none is known: predictions hold only finite numbers and

@@ -383,3 +383,69 @@ fn hostile_payloads_around_the_limits() {
         .reason
         .contains("empty"));
 }
+
+/// The challenger scored in the shadow (`score_with_shadow`) never changes what the champion
+/// says: on valid and one-field-changed records alike, the prediction without its shadow score
+/// is exactly the champion's alone, the record is rejected for the same reason, and the shadow
+/// score is the challenger's own.
+#[test]
+fn the_shadow_never_changes_the_champions_prediction() {
+    use model::record::score_with_shadow;
+    let champion = model();
+    let mut challenger = every_feature_model("m-challenger");
+    challenger.intercept = -1.0;
+    // A challenger whose every score is not a number: it must cost nothing but its field.
+    let mut absurd = challenger.clone();
+    absurd.version = "m-absurd".into();
+    for weight in &mut absurd.features {
+        weight.std_dev = 1e-300;
+        weight.coefficient = 1e300;
+    }
+    let mut runner = TestRunner::new(Config {
+        cases: 400,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let (scored, shadowed) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    runner
+        .run(&(valid_record(), mutation()), |(mut record, mutation)| {
+            mutation.apply(&mut record);
+            let payload = record.payload();
+            let alone = score_record("r", Some(&payload), &champion, SCORED_AT);
+            for shadow in [&challenger, &absurd] {
+                let both =
+                    score_with_shadow("r", Some(&payload), &champion, Some(shadow), SCORED_AT);
+                match (&alone, both) {
+                    (Ok(alone), Ok(both)) => {
+                        let own = score_record("r", Some(&payload), shadow, SCORED_AT);
+                        match (&both.challenger, own) {
+                            (Some(s), Ok(own)) => {
+                                assert_eq!(s.model_version, shadow.version);
+                                assert_eq!(s.churn_probability, own.churn_probability);
+                                shadowed.set(shadowed.get() + 1);
+                            }
+                            (None, Err(_)) => {}
+                            (s, own) => panic!("shadow {s:?} but alone {own:?}"),
+                        }
+                        assert_eq!(both.for_users(), alone.clone());
+                        scored.set(scored.get() + 1);
+                    }
+                    (Err(alone), Err(both)) => assert_eq!(alone, &both),
+                    (alone, both) => panic!("alone {alone:?}, with a shadow {both:?}"),
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (scored, shadowed) = (scored.get(), shadowed.get());
+    assert!(shadowed > 100, "{shadowed} shadow scores");
+    assert!(
+        scored > shadowed,
+        "the absurd challenger left its field empty"
+    );
+    // Without a challenger the prediction is written as before: no `challenger` key.
+    let plain = score_record("r", Some(&good_record().payload()), &champion, SCORED_AT).unwrap();
+    assert!(!serde_json::to_string(&plain)
+        .unwrap()
+        .contains("challenger"));
+}
