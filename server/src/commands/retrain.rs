@@ -210,7 +210,9 @@ fn report(labelled: &Labelled) {
     eprintln!(
         "since {}: {} records read, {} labelled ({} by an outcome, {} by their own Churn; {} \
          outcomes overrode the record's own), {} without a label, {} invalid (skipped)",
-        labelled.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        labelled
+            .since
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         c.records,
         c.by_outcome + c.by_record,
         c.by_outcome,
@@ -248,11 +250,8 @@ mod tests {
     use crate::{Cli, Command};
 
     fn parse(args: &[&str]) -> Result<RetrainArgs, clap::Error> {
-        let cli = Cli::try_parse_from(
-            ["churn", "retrain"]
-                .into_iter()
-                .chain(args.iter().copied()),
-        )?;
+        let cli =
+            Cli::try_parse_from(["churn", "retrain"].into_iter().chain(args.iter().copied()))?;
         match cli.command {
             Command::Retrain(args) => Ok(args),
             _ => unreachable!(),
@@ -321,17 +320,33 @@ mod tests {
             assert!(text.contains(hint), "{hint} in {text}");
         }
         let with_outcomes = parse(&["--from-outcomes", "--min-records", "100"]).unwrap();
-        let text = enough(&labelled(5, 1), &with_outcomes).unwrap_err().to_string();
+        let text = enough(&labelled(5, 1), &with_outcomes)
+            .unwrap_err()
+            .to_string();
         assert!(!text.contains("pass --from-outcomes"), "{text}");
 
         let churners = enough(&labelled(200, 9), &args).unwrap_err();
         assert!(
-            matches!(churners, TooFew::Class { class: "churners", got: 9, .. }),
+            matches!(
+                churners,
+                TooFew::Class {
+                    class: "churners",
+                    got: 9,
+                    ..
+                }
+            ),
             "{churners:?}"
         );
         let stayers = enough(&labelled(200, 191), &args).unwrap_err();
         assert!(
-            matches!(stayers, TooFew::Class { class: "stayers", got: 9, .. }),
+            matches!(
+                stayers,
+                TooFew::Class {
+                    class: "stayers",
+                    got: 9,
+                    ..
+                }
+            ),
             "{stayers:?}"
         );
         assert!(stayers.to_string().contains("--min-per-class"));

@@ -205,7 +205,12 @@ impl Joiner {
 
     /// The labelled customers kept, oldest first, and the counts.
     pub fn finish(self) -> (Vec<Customer>, JoinCounts) {
-        let customers = self.kept.into_sorted().into_iter().map(|(_, c)| c).collect();
+        let customers = self
+            .kept
+            .into_sorted()
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
         (customers, self.counts)
     }
 }

@@ -88,11 +88,7 @@ pub async fn read_labelled(kafka: &Kafka, options: &ReadOptions) -> Result<Label
     }
     let mut joiner = outcomes.into_joiner(options.max_records);
     read_window(kafka, &kafka.topics.input, since_ms, |m| {
-        joiner.add(
-            position(m),
-            &crate::scorer::record_id(m),
-            m.payload(),
-        )
+        joiner.add(position(m), &crate::scorer::record_id(m), m.payload())
     })
     .await
     .with_context(|| format!("reading the records on {}", kafka.topics.input))?;
@@ -133,7 +129,9 @@ async fn read_window(
         return Ok(());
     }
     let consumer: StreamConsumer = reader(kafka, &[("enable.partition.eof", "true")])?;
-    consumer.assign(&assignment).context("assigning the partitions")?;
+    consumer
+        .assign(&assignment)
+        .context("assigning the partitions")?;
     while !pending.is_empty() {
         let message = match tokio::time::timeout(SILENCE_LIMIT, consumer.recv()).await {
             Err(_) => bail!(
@@ -170,7 +168,10 @@ async fn read_window(
 }
 
 /// A client that never joins a group and never commits.
-fn reader<C: rdkafka::config::FromClientConfig>(kafka: &Kafka, extra: &[(&str, &str)]) -> Result<C> {
+fn reader<C: rdkafka::config::FromClientConfig>(
+    kafka: &Kafka,
+    extra: &[(&str, &str)],
+) -> Result<C> {
     let mut defaults = vec![
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),

@@ -17,7 +17,10 @@ fn customers(rows: usize, seed: u64) -> Vec<Customer> {
 /// A customer as the input topic carries it, with its own `Churn` or none.
 fn wire(customer: &Customer, own: Option<bool>) -> Vec<u8> {
     let mut raw = crate::replay::to_wire(&customer.to_raw());
-    raw.set(Field::Churn, own.map(|c| Scalar::Number(f64::from(u8::from(c)))));
+    raw.set(
+        Field::Churn,
+        own.map(|c| Scalar::Number(f64::from(u8::from(c)))),
+    );
     serde_json::to_vec(&raw).unwrap()
 }
 
@@ -136,7 +139,11 @@ fn at_most_max_records_are_kept_and_they_are_the_newest_whatever_the_arrival_ord
     order.rotate_left(17);
     for &i in &order {
         let position = (i as i64 * 10, (i % 2) as i32, i as i64);
-        joiner.add(position, &i.to_string(), Some(&wire(&people[i], Some(i % 3 == 0))));
+        joiner.add(
+            position,
+            &i.to_string(),
+            Some(&wire(&people[i], Some(i % 3 == 0))),
+        );
     }
     let (kept, counts) = joiner.finish();
     assert_eq!(kept.len(), 10);
@@ -148,7 +155,11 @@ fn at_most_max_records_are_kept_and_they_are_the_newest_whatever_the_arrival_ord
     // The outcomes too: at most max_records, the newest.
     let mut outcomes = Outcomes::new(3);
     for i in 0..10 {
-        outcomes.add(at(i), Some(i.to_string().as_bytes()), Some(br#"{"Churn": 1}"#));
+        outcomes.add(
+            at(i),
+            Some(i.to_string().as_bytes()),
+            Some(br#"{"Churn": 1}"#),
+        );
     }
     let mut joiner = outcomes.into_joiner(100);
     for (i, person) in people.iter().enumerate().take(10) {
