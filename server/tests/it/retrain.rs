@@ -262,3 +262,42 @@ async fn retrain_publishes_a_challenger_trained_on_the_drifted_window_that_beats
     stop_tx.cancel();
     follower.await.unwrap().unwrap();
 }
+
+/// With --every, a failed round is logged and tried again at the next, never fatal; a stop
+/// between rounds is a clean exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_a_failed_round_is_retried_not_fatal() {
+    let p = pipeline().await;
+    let log = p.dir.path().join("retrain.log");
+    let mut running = churn(&[
+        "retrain",
+        "--brokers",
+        &p.kafka.brokers,
+        "--window",
+        "1h",
+        "--every",
+        "1s",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .map(Running)
+    .unwrap();
+    let failures = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("this retraining round failed")
+            .count()
+    };
+    wait_until("three failed rounds", TIMEOUT, || failures() >= 3).await;
+    assert!(running.0.try_wait().unwrap().is_none(), "still running");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("only 0 labelled records") && text.contains("pass --from-outcomes"),
+        "{text}"
+    );
+    signal(&running.0, "INT");
+    let status = wait_exit(&mut running.0, server::shutdown::STOP_DEADLINE)
+        .expect("stops within the deadline");
+    assert!(status.success(), "{status:?}");
+}
