@@ -4,7 +4,7 @@
 //! Training and synthetic data live behind the `train` feature to keep linfa out of the bundle.
 //!
 //! Module order, each using only earlier ones (format and spreadsheet use none):
-//! schema → validate → features → quality → model_file ⇄ integrity (its seal) → scoring → segments → message → record → analytics → duel → lifecycle → synth → train
+//! schema → validate → features → quality → model_file ⇄ integrity (its seal) → scoring → segments → message → record → analytics → duel → lifecycle → synth → concept_drift → train
 
 pub mod analytics;
 pub mod duel;
@@ -22,6 +22,8 @@ pub mod segments;
 pub mod spreadsheet;
 pub mod validate;
 
+#[cfg(feature = "train")]
+pub mod concept_drift;
 #[cfg(feature = "train")]
 pub mod synth;
 #[cfg(feature = "train")]

@@ -33,6 +33,22 @@ pub const HIDDEN_COEFFICIENTS: [(Feature, f64); 6] = [
 ];
 const HIDDEN_INTERCEPT: f64 = -2.6;
 
+/// A hidden relationship between the features and churn: the effect on the log-odds per
+/// standard deviation of each feature (per yes for Account_Manager), and the intercept.
+/// [`generate_customers`] draws under [`HIDDEN_TRUTH`]; another truth makes a changed world
+/// (concept drift, `crate::concept_drift`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HiddenTruth {
+    pub coefficients: [(Feature, f64); 6],
+    pub intercept: f64,
+}
+
+/// The relationship `generate_customers` draws labels from.
+pub const HIDDEN_TRUTH: HiddenTruth = HiddenTruth {
+    coefficients: HIDDEN_COEFFICIENTS,
+    intercept: HIDDEN_INTERCEPT,
+};
+
 const FIRST: &[&str] = &[
     "Cameron",
     "Kevin",
@@ -174,6 +190,12 @@ fn address(rng: &mut impl Rng) -> String {
 
 /// Clean customers with labels drawn from the hidden relationship.
 pub fn generate_customers(options: &GenerateOptions) -> Vec<Customer> {
+    generate_customers_under(options, &HIDDEN_TRUTH)
+}
+
+/// Clean customers with labels drawn from `truth`; the features are drawn as always (the same
+/// seed gives the same customers, labelled by another relationship).
+pub fn generate_customers_under(options: &GenerateOptions, truth: &HiddenTruth) -> Vec<Customer> {
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let tenure_reference = first_onboard() + Duration::days(ONBOARD_SPAN_DAYS);
     (0..options.rows)
@@ -187,9 +209,10 @@ pub fn generate_customers(options: &GenerateOptions) -> Vec<Customer> {
             let onboard_date =
                 first_onboard() + Duration::seconds(rng.gen_range(0..ONBOARD_SPAN_DAYS * 86_400));
             let tenure = crate::features::tenure_years(onboard_date, tenure_reference);
-            let z = HIDDEN_COEFFICIENTS
+            let z = truth
+                .coefficients
                 .iter()
-                .fold(HIDDEN_INTERCEPT, |z, &(feature, beta)| {
+                .fold(truth.intercept, |z, &(feature, beta)| {
                     z + beta
                         * match feature {
                             Feature::Age => (age - AGE.0) / AGE.1,

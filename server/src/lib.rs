@@ -12,6 +12,7 @@ pub mod csv_scoring;
 pub mod error_id;
 pub mod health;
 pub mod kafka;
+pub mod labelled;
 pub mod lag_monitor;
 pub mod live_feed;
 pub mod metrics;

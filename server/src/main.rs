@@ -20,6 +20,7 @@ use commands::groups::GroupsArgs;
 use commands::model_info::ModelCommand;
 use commands::publish::PublishArgs;
 use commands::replay::ReplayArgs;
+use commands::retrain::RetrainArgs;
 use commands::score::ScoreArgs;
 use commands::score_file::ScoreFileArgs;
 use commands::serve::ServeArgs;
@@ -110,6 +111,10 @@ enum Command {
     /// Replay seeded labelled streams (challenger better, equal, worse) through the
     /// champion/challenger duel and print how often it promotes, and after how many records.
     SimulatePromotion(SimulateArgs),
+    /// Continuous training: train on the labelled records of a recent window (the input topic,
+    /// joined with outcomes with --from-outcomes) and publish the model as the challenger, once
+    /// or --every interval. The champion/challenger duel decides whether it takes over.
+    Retrain(RetrainArgs),
 }
 
 fn main() -> Result<()> {
@@ -185,6 +190,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Tail(args) => commands::tail::run(&args, kafka).await,
         Command::Groups(args) => commands::groups::run(&args, kafka).await,
         Command::SimulatePromotion(args) => commands::simulate::run(&args),
+        Command::Retrain(args) => commands::retrain::run(&args, kafka).await,
         Command::Config(_) => unreachable!("`churn config` runs before logging starts"),
     }
 }

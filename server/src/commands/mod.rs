@@ -10,6 +10,7 @@ pub mod logging;
 pub mod model_info;
 pub mod publish;
 pub mod replay;
+pub mod retrain;
 pub mod score;
 pub mod score_file;
 pub mod serve;

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::spreadsheet::write_record;
 use model::train::{stratified_folds, train, ThresholdRule, TrainOptions, TrainProgress};
-use model::{ChurnModel, Feature, SigningKey};
+use model::{ChurnModel, Customer, Feature, SigningKey};
 use server::args;
 use server::csv_io::CustomerCsv;
 use server::kafka::KafkaArgs;
@@ -20,6 +20,21 @@ pub struct TrainArgs {
     /// Where to write the model file.
     #[arg(short, long, default_value = "data/model.json")]
     output: PathBuf,
+    #[command(flatten)]
+    training: TrainFlags,
+    /// Also publish the model to the models topic, so running scorers switch to it.
+    #[arg(long)]
+    publish: bool,
+    /// Write each row's cross-validation fold to this CSV (row,fold), e.g. to compare with other tools.
+    #[arg(long)]
+    export_folds: Option<PathBuf>,
+    #[command(flatten)]
+    signing: super::signing::SignArgs,
+}
+
+/// How to train: the flags `churn train` and `churn retrain` share.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TrainFlags {
     /// Cross-validation folds.
     #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(2..=100))]
     folds: u32,
@@ -45,14 +60,49 @@ pub struct TrainArgs {
     /// costs RATIO false alarms).
     #[arg(long, default_value = "f1")]
     threshold: ThresholdRule,
-    /// Also publish the model to the models topic, so running scorers switch to it.
-    #[arg(long)]
-    publish: bool,
-    /// Write each row's cross-validation fold to this CSV (row,fold), e.g. to compare with other tools.
-    #[arg(long)]
-    export_folds: Option<PathBuf>,
-    #[command(flatten)]
-    signing: super::signing::SignArgs,
+}
+
+impl TrainFlags {
+    pub fn options(&self) -> TrainOptions {
+        let mut options = TrainOptions {
+            l2: self.l2,
+            max_iterations: self.max_iterations,
+            strict: self.strict,
+            folds: self.folds as usize,
+            seed: self.seed,
+            threshold_rule: self.threshold,
+            ..Default::default()
+        };
+        if !self.features.is_empty() {
+            options.features = self.features.clone();
+        }
+        options
+    }
+
+    /// Trains on labelled `customers` with a progress bar on stderr (for a person watching),
+    /// warning when the fit did not converge (an error with `--strict`).
+    pub fn fit(&self, customers: &[Customer]) -> Result<ChurnModel> {
+        let bar = ProgressBar::new(self.folds as u64 + 1).with_style(
+            ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message("cross-validating");
+        let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let model = train(customers, &self.options(), created_at, |p| match p {
+            TrainProgress::Fold { done, .. } => bar.set_position(done as u64),
+            TrainProgress::Ablation(feature) => {
+                bar.set_message(format!("cross-validating without {}", feature.name()))
+            }
+            TrainProgress::Final => bar.set_message("fitting the final model"),
+        });
+        bar.finish_and_clear();
+        let model = model?;
+        if !model.convergence.converged() {
+            eprintln!("{}", not_converged_warning(&model));
+        }
+        Ok(model)
+    }
 }
 
 /// The feature names come from the model crate, so the help cannot drift from what training uses.
@@ -120,21 +170,10 @@ fn train_model(args: &TrainArgs, key: Option<&SigningKey>) -> Result<ChurnModel>
         bad.len(),
         unlabelled
     );
-    let mut options = TrainOptions {
-        l2: args.l2,
-        max_iterations: args.max_iterations,
-        strict: args.strict,
-        folds: args.folds as usize,
-        seed: args.seed,
-        threshold_rule: args.threshold,
-        ..Default::default()
-    };
-    if !args.features.is_empty() {
-        options.features = args.features.clone();
-    }
+    let flags = &args.training;
     if let Some(path) = &args.export_folds {
         let labels: Vec<bool> = customers.iter().map(|c| c.churn == Some(true)).collect();
-        let folds = stratified_folds(&labels, args.folds as usize, args.seed);
+        let folds = stratified_folds(&labels, flags.folds as usize, flags.seed);
         let write = || -> Result<()> {
             let mut out = csv::Writer::from_path(path)?;
             write_record(&mut out, ["row", "fold"])?;
@@ -145,24 +184,7 @@ fn train_model(args: &TrainArgs, key: Option<&SigningKey>) -> Result<ChurnModel>
         };
         write().with_context(|| format!("writing {}", path.display()))?;
     }
-    let bar = ProgressBar::new(args.folds as u64 + 1).with_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message("cross-validating");
-    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut model = train(&customers, &options, created_at, |p| match p {
-        TrainProgress::Fold { done, .. } => bar.set_position(done as u64),
-        TrainProgress::Ablation(feature) => {
-            bar.set_message(format!("cross-validating without {}", feature.name()))
-        }
-        TrainProgress::Final => bar.set_message("fitting the final model"),
-    })?;
-    bar.finish_and_clear();
-    if !model.convergence.converged() {
-        eprintln!("{}", not_converged_warning(&model));
-    }
+    let mut model = flags.fit(&customers)?;
     if let Some(key) = key {
         model.sign(key);
     }

@@ -14,6 +14,7 @@ mod inspect;
 mod model_store;
 mod pipeline;
 mod reliability;
+mod retrain;
 mod secured;
 mod stops;
 mod support;
