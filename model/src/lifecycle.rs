@@ -326,10 +326,8 @@ impl LifecycleView {
             ) && named(&e.champion_after, champion)
         };
         let sets_challenger = |e: &&ModelEvent| {
-            matches!(
-                e.kind,
-                EventKind::ChallengerPublished | EventKind::Promoted
-            ) && named(&e.challenger_after, challenger)
+            matches!(e.kind, EventKind::ChallengerPublished | EventKind::Promoted)
+                && named(&e.challenger_after, challenger)
         };
         let at = |e: &ModelEvent| {
             chrono::DateTime::parse_from_rfc3339(&e.at)
@@ -437,9 +435,8 @@ mod tests {
 
     #[test]
     fn a_decision_records_the_lineup_it_leaves_and_its_evidence() {
-        let decided = |kind| {
-            ModelEvent::decision(kind, "m-a", "m-b", evidence(), "t".into(), "auto-promote")
-        };
+        let decided =
+            |kind| ModelEvent::decision(kind, "m-a", "m-b", evidence(), "t".into(), "auto-promote");
         let seats = |e: &ModelEvent| {
             (
                 e.champion_before.clone().unwrap(),
@@ -462,7 +459,10 @@ mod tests {
             "auto-promote",
         );
         assert_eq!(seats(&rolled_back), (s("m-b"), s("m-a"), None));
-        assert_eq!(seats(&decided(EventKind::Rejected)), (s("m-a"), s("m-a"), None));
+        assert_eq!(
+            seats(&decided(EventKind::Rejected)),
+            (s("m-a"), s("m-a"), None)
+        );
         assert_eq!(
             seats(&decided(EventKind::Confirmed)),
             (s("m-a"), s("m-a"), None)
@@ -485,7 +485,12 @@ mod tests {
         assert_ne!(promoted.key(), rolled_back.key());
     }
 
-    fn hand(kind: EventKind, at: &str, champion: Option<&str>, challenger: Option<&str>) -> ModelEvent {
+    fn hand(
+        kind: EventKind,
+        at: &str,
+        champion: Option<&str>,
+        challenger: Option<&str>,
+    ) -> ModelEvent {
         ModelEvent {
             kind,
             at: at.into(),
@@ -555,8 +560,18 @@ mod tests {
             "auto-promote",
         );
         let v = view(vec![
-            hand(EventKind::ChampionPublished, "2026-01-01T00:00:00.000Z", Some("m-a"), None),
-            hand(EventKind::ChallengerPublished, "2026-01-01T00:01:00.000Z", None, Some("m-b")),
+            hand(
+                EventKind::ChampionPublished,
+                "2026-01-01T00:00:00.000Z",
+                Some("m-a"),
+                None,
+            ),
+            hand(
+                EventKind::ChallengerPublished,
+                "2026-01-01T00:01:00.000Z",
+                None,
+                Some("m-b"),
+            ),
             promoted,
         ]);
         assert_eq!(
@@ -570,7 +585,12 @@ mod tests {
         assert!(!v.duel_start("m-a", "m-b").unwrap().after_promotion);
         // A hand-published challenger after the promotion starts an ordinary duel.
         let mut v = v;
-        v.record(hand(EventKind::ChallengerPublished, "2026-01-01T00:20:00.000Z", None, Some("m-a")));
+        v.record(hand(
+            EventKind::ChallengerPublished,
+            "2026-01-01T00:20:00.000Z",
+            None,
+            Some("m-a"),
+        ));
         assert_eq!(
             v.duel_start("m-b", "m-a"),
             Some(DuelStart {
@@ -579,9 +599,19 @@ mod tests {
             })
         );
         // An event whose time does not parse is passed over, not trusted.
-        let mut odd = view(vec![hand(EventKind::ChallengerPublished, "yesterday", None, Some("m-z"))]);
+        let mut odd = view(vec![hand(
+            EventKind::ChallengerPublished,
+            "yesterday",
+            None,
+            Some("m-z"),
+        )]);
         assert_eq!(odd.duel_start("m-a", "m-z"), None);
-        odd.record(hand(EventKind::ChallengerPublished, "2026-01-01T00:00:00Z", None, Some("m-z")));
+        odd.record(hand(
+            EventKind::ChallengerPublished,
+            "2026-01-01T00:00:00Z",
+            None,
+            Some("m-z"),
+        ));
         assert!(odd.duel_start("m-a", "m-z").is_some());
     }
 }

@@ -71,7 +71,10 @@ pub enum Seen {
 /// What a held record is waiting for, or that it is settled.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Held {
-    Scored { champion: f32, challenger: f32 },
+    Scored {
+        champion: f32,
+        challenger: f32,
+    },
     Labelled(bool),
     /// Counted, or not this duel's: anything more for it is a duplicate.
     Settled,
@@ -174,9 +177,7 @@ impl Pairing {
                 }
                 match self.held.get(&key).copied() {
                     None => match prediction.actual_churn {
-                        Some(label) => {
-                            self.count(timestamp_ms, key, label, champion, challenger)
-                        }
+                        Some(label) => self.count(timestamp_ms, key, label, champion, challenger),
                         None => {
                             let scored = Held::Scored {
                                 champion: champion as f32,

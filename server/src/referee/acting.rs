@@ -66,9 +66,7 @@ impl Decided {
         let mut all = vec![at.clone()];
         for change in self.kind.seat_changes() {
             match *change {
-                SeatChange::Challenger(side) => {
-                    at.1 = side.map(|s| self.model(s).version.clone())
-                }
+                SeatChange::Challenger(side) => at.1 = side.map(|s| self.model(s).version.clone()),
                 SeatChange::Champion(side) => at.0 = self.model(side).version.clone(),
             }
             all.push(at.clone());
@@ -169,7 +167,10 @@ mod tests {
         assert_eq!(promoted.progress(&lineup(&a, Some(&a))), Progress::Due);
         assert_eq!(promoted.progress(&lineup(&b, Some(&a))), Progress::Done);
         // A champion published by hand meanwhile, or the challenger withdrawn: not ours to undo.
-        assert_eq!(promoted.progress(&lineup(&c, Some(&b))), Progress::Overtaken);
+        assert_eq!(
+            promoted.progress(&lineup(&c, Some(&b))),
+            Progress::Overtaken
+        );
         assert_eq!(promoted.progress(&lineup(&a, None)), Progress::Overtaken);
 
         // After a promotion the duel is b (champion) against a: rolling back.
@@ -186,6 +187,9 @@ mod tests {
         let rejected = decided(EventKind::Rejected);
         assert_eq!(rejected.progress(&lineup(&a, Some(&b))), Progress::Due);
         assert_eq!(rejected.progress(&lineup(&a, None)), Progress::Done);
-        assert_eq!(rejected.progress(&lineup(&a, Some(&c))), Progress::Overtaken);
+        assert_eq!(
+            rejected.progress(&lineup(&a, Some(&c))),
+            Progress::Overtaken
+        );
     }
 }

@@ -31,11 +31,7 @@ pub(super) struct Reader {
 
 /// Where to start in each partition of `topic`: the first record at or after `since_ms`, but no
 /// more than REREAD_PER_PARTITION before the end. Blocking.
-fn start_offsets(
-    consumer: &StreamConsumer,
-    topic: &str,
-    since_ms: i64,
-) -> Result<Vec<(i32, i64)>> {
+fn start_offsets(consumer: &StreamConsumer, topic: &str, since_ms: i64) -> Result<Vec<(i32, i64)>> {
     let partitions = partition_count(consumer, topic, QUESTION_WAIT)?;
     let mut times = TopicPartitionList::new();
     for partition in 0..partitions {
@@ -257,12 +253,20 @@ mod tests {
         let mut take = |topic: &str, key: Option<&[u8]>, payload: Option<&[u8]>| {
             take(&mut pairing, "preds", topic, 0, key, payload, &mut skipped)
         };
-        take("preds", Some(b"r1"), Some(&prediction("r1", 0.3, Some(true))));
+        take(
+            "preds",
+            Some(b"r1"),
+            Some(&prediction("r1", 0.3, Some(true))),
+        );
         // Not JSON, the wrong shape, no value, a probability out of range.
         take("preds", Some(b"x"), Some(b"\xff\x00garbage"));
         take("preds", Some(b"x"), Some(b"{\"id\": 1}"));
         take("preds", Some(b"x"), None);
-        take("preds", Some(b"r2"), Some(&prediction("r2", 1.5, Some(true))));
+        take(
+            "preds",
+            Some(b"r2"),
+            Some(&prediction("r2", 1.5, Some(true))),
+        );
         // Labels without a key, with a key that is not text, without a Churn, with a bad one.
         take("labels", None, Some(b"{\"Churn\": 1}"));
         take("labels", Some(&[0xff, 0xfe]), Some(b"{\"Churn\": 1}"));

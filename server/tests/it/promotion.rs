@@ -45,7 +45,11 @@ fn clueless_model() -> Arc<ChurnModel> {
 }
 
 /// The referee with auto-promote and a small minimum, as the commands run it.
-fn start_referee(p: &Pipeline, followed: &Followed, stop: &CancellationToken) -> Arc<PipelineMetrics> {
+fn start_referee(
+    p: &Pipeline,
+    followed: &Followed,
+    stop: &CancellationToken,
+) -> Arc<PipelineMetrics> {
     let metrics = Arc::new(PipelineMetrics::default());
     let options = RefereeOptions {
         duel: DuelConfig {
@@ -68,11 +72,7 @@ fn start_referee(p: &Pipeline, followed: &Followed, stop: &CancellationToken) ->
 }
 
 /// A scorer in `group` following the models topic on its own, as each `churn score` does.
-async fn start_scorer(
-    p: &Pipeline,
-    group: &str,
-    stop: &CancellationToken,
-) -> Arc<PipelineMetrics> {
+async fn start_scorer(p: &Pipeline, group: &str, stop: &CancellationToken) -> Arc<PipelineMetrics> {
     let (followed, follower) = follow(&p.kafka, None, ModelTrust::default(), stop.clone())
         .await
         .unwrap();
@@ -83,10 +83,18 @@ async fn start_scorer(
     stats
 }
 
-async fn replay_rows(p: &Pipeline, rows: usize, seed: u64, prefix: &str, stop: &CancellationToken) {
+/// Replays `rows` labelled records at `rate` a second (0: as fast as they go).
+async fn replay_rows(
+    p: &Pipeline,
+    rows: usize,
+    rate: f64,
+    seed: u64,
+    prefix: &str,
+    stop: &CancellationToken,
+) {
     let options = ReplayOptions {
         file: p.csv(rows, seed),
-        rate: 0.0,
+        rate,
         repeat: false,
         limit: None,
         id_prefix: prefix.into(),
@@ -167,50 +175,75 @@ async fn a_better_challenger_is_promoted_and_every_scorer_switches_without_losin
     let duel_metrics = start_referee(&p, &watching, &stop);
     assert_eq!(duel_metrics.duel_verdict.get(), 0);
 
-    // Labelled records (the replayed history carries Churn) until the duel decides.
+    // Labelled records (the replayed history carries Churn), slowly enough for the duel to
+    // decide while they flow: the first verdict is acted on, mid-stream.
     const BEFORE: usize = 3000;
-    replay_rows(&p, BEFORE, 21, "before", &stop).await;
+    replay_rows(&p, BEFORE, 600.0, 21, "before", &stop).await;
     let mut lifecycle = watching.lifecycle.clone();
     let promoted = event_appears(&mut lifecycle, EventKind::Promoted).await;
     assert_evidence(&promoted, true);
+    assert!(
+        promoted.evidence.unwrap().records < BEFORE as u64 * 9 / 10,
+        "decided at the first verdict, not at the end: {:?}",
+        promoted.evidence
+    );
     assert_eq!(promoted.champion_before.as_deref(), Some(&*worse.version));
     assert_eq!(promoted.champion_after.as_deref(), Some(&*better.version));
     assert_eq!(promoted.challenger_after.as_deref(), Some(&*worse.version));
-    // The lineup follows: the better one is champion, the replaced one watched as challenger.
+    // The lineup follows: the better one is champion, and the replaced one is watched as
+    // challenger in the next duel, the one that could roll the promotion back. The stream goes
+    // on meanwhile, so that duel may already have confirmed the promotion (and withdrawn the
+    // replaced model): either is right, and each is checked.
     let mut lineup = watching.lineup.clone();
     tokio::time::timeout(
         TIMEOUT,
-        lineup.wait_for(|l| {
-            l.champion.version == better.version
-                && l.challenger.as_ref().map(|c| &c.version) == Some(&worse.version)
-        }),
+        lineup.wait_for(|l| l.champion.version == better.version),
     )
     .await
     .expect("the promotion's seats on the topic")
     .unwrap();
-    // The next duel, published by the referee: the promoted model against the one it replaced.
-    tokio::time::timeout(
+    let watched = tokio::time::timeout(
         TIMEOUT,
         lifecycle.wait_for(|v| {
-            v.duel.as_ref().is_some_and(|d| {
+            let next_duel = v.duel.as_ref().is_some_and(|d| {
                 d.after_promotion
                     && d.auto_promote
                     && d.champion == better.version
                     && d.challenger == worse.version
-            })
+            });
+            next_duel || v.history.iter().any(|e| e.kind == EventKind::Confirmed)
         }),
     )
     .await
     .expect("the duel after the promotion")
-    .unwrap();
+    .unwrap()
+    .clone();
+    if let Some(confirmed) = watched
+        .history
+        .iter()
+        .find(|e| e.kind == EventKind::Confirmed)
+    {
+        assert_evidence(confirmed, false);
+        assert_eq!(confirmed.champion_after.as_deref(), Some(&*better.version));
+        assert_eq!(confirmed.challenger_after, None);
+    }
+    assert!(
+        !watched
+            .history
+            .iter()
+            .any(|e| e.kind == EventKind::RolledBack),
+        "the better model stays"
+    );
 
     // More records: every scorer switches, and each of them scores with the new champion.
     const AFTER: usize = 600;
-    replay_rows(&p, AFTER, 22, "after", &stop).await;
+    replay_rows(&p, AFTER, 0.0, 22, "after", &stop).await;
     for (i, stats) in scorers.iter().enumerate() {
-        wait_until(&format!("scorer {i} to use the promoted model"), TIMEOUT, || {
-            stats.model_version() == better.version
-        })
+        wait_until(
+            &format!("scorer {i} to use the promoted model"),
+            TIMEOUT,
+            || stats.model_version() == better.version,
+        )
         .await;
     }
 
@@ -227,7 +260,10 @@ async fn a_better_challenger_is_promoted_and_every_scorer_switches_without_losin
     assert_eq!(scored, expected, "every record has a prediction");
     let versions = HashSet::from([worse.version.clone(), better.version.clone()]);
     for (_, prediction) in &all {
-        assert!(versions.contains(&prediction.model_version), "{prediction:?}");
+        assert!(
+            versions.contains(&prediction.model_version),
+            "{prediction:?}"
+        );
     }
     // Per partition, in offset order: once the promoted model scored, only it did; and every
     // partition's records after the switch are the promoted model's.
@@ -289,11 +325,14 @@ async fn a_promotion_that_does_worse_than_the_model_it_replaced_is_rolled_back()
     assert_eq!(watching.lineup.borrow().champion.version, worse.version);
     start_referee(&p, &watching, &stop);
 
-    replay_rows(&p, 3000, 31, "before", &stop).await;
+    replay_rows(&p, 3000, 0.0, 31, "before", &stop).await;
     let mut lifecycle = watching.lifecycle.clone();
     let rolled_back = event_appears(&mut lifecycle, EventKind::RolledBack).await;
     assert_evidence(&rolled_back, true);
-    assert_eq!(rolled_back.champion_before.as_deref(), Some(&*worse.version));
+    assert_eq!(
+        rolled_back.champion_before.as_deref(),
+        Some(&*worse.version)
+    );
     assert_eq!(rolled_back.champion_after.as_deref(), Some(&*good.version));
     assert_eq!(rolled_back.challenger_after, None);
     let mut lineup = watching.lineup.clone();
@@ -312,10 +351,12 @@ async fn a_promotion_that_does_worse_than_the_model_it_replaced_is_rolled_back()
         .iter()
         .any(|e| e.kind == EventKind::Promoted && e.by == "auto-promote"));
 
-    replay_rows(&p, 300, 32, "after", &stop).await;
-    wait_until("the scorer to use the model rolled back to", TIMEOUT, || {
-        scorer.model_version() == good.version
-    })
+    replay_rows(&p, 300, 0.0, 32, "after", &stop).await;
+    wait_until(
+        "the scorer to use the model rolled back to",
+        TIMEOUT,
+        || scorer.model_version() == good.version,
+    )
     .await;
     let messages = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| {
         predictions_by_id(m).len() >= 3300

@@ -195,13 +195,21 @@ fn a_future_stamp_holds_only_what_comes_after_it_and_never_breaks_the_count_boun
         pairing.outcome(i, &format!("o-{i}"), true);
     }
     pairing.forget_older(1_000_000);
-    assert_eq!(pairing.held(), 6, "held up behind the future-stamped one, in arrival order");
+    assert_eq!(
+        pairing.held(),
+        6,
+        "held up behind the future-stamped one, in arrival order"
+    );
     for i in 5..20 {
         pairing.outcome(i, &format!("o-{i}"), true);
     }
     assert_eq!(pairing.held(), 10, "the count bound holds regardless");
     pairing.forget_older(1_000_000);
-    assert_eq!(pairing.held(), 0, "the future-stamped one went by count, the rest by age");
+    assert_eq!(
+        pairing.held(),
+        0,
+        "the future-stamped one went by count, the rest by age"
+    );
 }
 
 #[test]
