@@ -18,7 +18,9 @@ use crate::model_store::ModelsWriter;
 pub(super) const BY: &str = "auto-promote";
 /// After the stop, how long a decision being written may still take: the seats are best not
 /// left half changed, but the supervisor's grace is short.
-const FINISH_ON_STOP: Duration = Duration::from_secs(3);
+/// (With the consumer's and the producer's closes, at most `CLOSE_WAIT` each, within
+/// `supervisor::STOP_GRACE`.)
+const FINISH_ON_STOP: Duration = Duration::from_secs(2);
 
 /// A decision to write, with the models it moves.
 #[derive(Debug, Clone)]

@@ -200,7 +200,13 @@ impl Referee {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break,
-                _ = self.lineup.changed() => break,
+                changed = self.lineup.changed() => {
+                    // The follower ends only at the stop.
+                    if changed.is_err() {
+                        self.shutdown.cancelled().await;
+                    }
+                    break;
+                }
                 _ = tick.tick() => {
                     let now = chrono::Utc::now().timestamp_millis();
                     bout.pairing.forget_older(now);

@@ -217,8 +217,9 @@ pub(super) fn take(
             .map_err(Unusable::Prediction)
             .map(|p| pairing.prediction(timestamp_ms, &p))
     } else {
-        match (key.map(std::str::from_utf8), label_of(payload)) {
-            (Some(Ok(id)), Some(churned)) => Ok(pairing.outcome(timestamp_ms, id, churned)),
+        // The id as the scorer reads an input key (and the analytics an outcome's).
+        match (key.map(String::from_utf8_lossy), label_of(payload)) {
+            (Some(id), Some(churned)) => Ok(pairing.outcome(timestamp_ms, &id, churned)),
             _ => Err(Unusable::Outcome),
         }
     };
@@ -267,9 +268,9 @@ mod tests {
             Some(b"r2"),
             Some(&prediction("r2", 1.5, Some(true))),
         );
-        // Labels without a key, with a key that is not text, without a Churn, with a bad one.
+        // Labels without a key, without a value, without a Churn, with a bad one.
         take("labels", None, Some(b"{\"Churn\": 1}"));
-        take("labels", Some(&[0xff, 0xfe]), Some(b"{\"Churn\": 1}"));
+        take("labels", Some(b"r3"), None);
         take("labels", Some(b"r3"), Some(b"{\"Names\": \"x\"}"));
         take("labels", Some(b"r3"), Some(b"{\"Churn\": 7}"));
         // Then good ones still count.

@@ -49,7 +49,10 @@ fn start_referee(
     p: &Pipeline,
     followed: &Followed,
     stop: &CancellationToken,
-) -> Arc<PipelineMetrics> {
+) -> (
+    Arc<PipelineMetrics>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let metrics = Arc::new(PipelineMetrics::default());
     let options = RefereeOptions {
         duel: DuelConfig {
@@ -67,8 +70,7 @@ fn start_referee(
         stop.clone(),
     )
     .unwrap();
-    tokio::spawn(async move { task.await.unwrap() });
-    metrics
+    (metrics, tokio::spawn(task))
 }
 
 /// A scorer in `group` following the models topic on its own, as each `churn score` does.
@@ -172,7 +174,7 @@ async fn a_better_challenger_is_promoted_and_every_scorer_switches_without_losin
         .unwrap();
     tokio::spawn(follower);
     assert_eq!(watching.lineup.borrow().champion.version, worse.version);
-    let duel_metrics = start_referee(&p, &watching, &stop);
+    let (duel_metrics, _) = start_referee(&p, &watching, &stop);
     assert_eq!(duel_metrics.duel_verdict.get(), 0);
 
     // Labelled records (the replayed history carries Churn), slowly enough for the duel to
@@ -372,4 +374,48 @@ async fn a_promotion_that_does_worse_than_the_model_it_replaced_is_rolled_back()
         .all(|(_, p)| p.model_version == good.version && p.challenger.is_none()));
 
     stop_tx.cancel();
+}
+
+/// Every wait of the referee is bounded: stopped mid-duel with the broker hung, it ends within
+/// the supervisor's grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_referee_stops_within_the_grace_with_the_broker_hung_mid_duel() {
+    let p = pipeline().await;
+    let (champion, challenger) = (clueless_model(), trained_model(2));
+    publish_champion(&p.kafka, &champion, "test").await.unwrap();
+    publish_challenger(&p.kafka, &challenger, "test")
+        .await
+        .unwrap();
+    let (stop_tx, stop) = stop_switch();
+    let _scorer = start_scorer(&p, "hung-scorers", &stop).await;
+    let (watching, follower) = follow(&p.kafka, None, ModelTrust::default(), stop.clone())
+        .await
+        .unwrap();
+    tokio::spawn(follower);
+    let (metrics, referee) = start_referee(&p, &watching, &stop);
+    replay_rows(&p, 200, 0.0, 41, "hung", &stop).await;
+    // Reading the duel: it counts records (fewer than decide anything).
+    wait_until("the duel to count records", TIMEOUT, || {
+        metrics.duel_records.get() > 0
+    })
+    .await;
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &p.broker.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Long enough for a publish of the figures to be waiting on the hung broker.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped_at = std::time::Instant::now();
+    stop_tx.cancel();
+    let ended = tokio::time::timeout(server::supervisor::STOP_GRACE, referee).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &p.broker.pid().to_string()])
+        .status();
+    ended
+        .expect("the referee ends within the grace")
+        .unwrap()
+        .unwrap();
+    assert!(stopped_at.elapsed() < server::supervisor::STOP_GRACE);
+    assert_eq!(metrics.duel_records.get(), 0, "no duel shown once stopped");
 }
