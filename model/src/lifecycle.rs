@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duel::{Decision, DuelReport, Evidence};
+use crate::duel::{Decision, DuelReport, Evidence, Verdict};
 use crate::model_file::ChurnModel;
 
 /// The key of the champion: every prediction users see is its. (The key every model was
@@ -130,6 +130,59 @@ impl EventKind {
     }
 }
 
+/// A model of a duel, by the seat it held when the duel decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Champion,
+    Challenger,
+}
+
+/// One seat a decision changes, written after its event and in the order given: the
+/// challenger's seat first, so that scorers never score for users with a model that is not
+/// also being watched (the promotion protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatChange {
+    /// The challenger's seat takes this model, or is emptied (a tombstone).
+    Challenger(Option<Side>),
+    /// The champion's seat takes this model.
+    Champion(Side),
+}
+
+impl EventKind {
+    /// What a duel's verdict leads to. A duel after a promotion has the promoted model as
+    /// champion and the one it replaced as challenger, so there a better challenger means
+    /// rolling back, a better champion confirming the promotion. Undecided leads nowhere.
+    pub fn of_verdict(verdict: Verdict, after_promotion: bool) -> Option<EventKind> {
+        match (verdict, after_promotion) {
+            (Verdict::Undecided, _) => None,
+            (Verdict::ChallengerBetter, false) => Some(Self::Promoted),
+            (Verdict::ChampionBetter, false) => Some(Self::Rejected),
+            (Verdict::ChallengerBetter, true) => Some(Self::RolledBack),
+            (Verdict::ChampionBetter, true) => Some(Self::Confirmed),
+        }
+    }
+
+    /// The seats a decision changes, in order, after its event: promoted, the challenger
+    /// becomes champion and the champion it replaces is watched as challenger (for a rollback);
+    /// rolled back, the replaced model is champion again, with no challenger; rejected or
+    /// confirmed, the challenger is withdrawn. Hand actions change nothing here (their callers
+    /// write their own seats).
+    pub fn seat_changes(self) -> &'static [SeatChange] {
+        match self {
+            Self::Promoted => &[
+                SeatChange::Challenger(Some(Side::Champion)),
+                SeatChange::Champion(Side::Challenger),
+            ],
+            Self::RolledBack => &[
+                SeatChange::Challenger(None),
+                SeatChange::Champion(Side::Challenger),
+            ],
+            Self::Rejected | Self::Confirmed => &[SeatChange::Challenger(None)],
+            Self::ChampionPublished | Self::ChallengerPublished | Self::ChallengerWithdrawn => &[],
+        }
+    }
+}
+
 /// One change of the lineup, as recorded on the models topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelEvent {
@@ -149,6 +202,39 @@ pub struct ModelEvent {
 }
 
 impl ModelEvent {
+    /// The record of a duel's decision between `champion` and `challenger` (versions), with
+    /// its evidence: the lineup before, and after its [`EventKind::seat_changes`].
+    pub fn decision(
+        kind: EventKind,
+        champion: &str,
+        challenger: &str,
+        evidence: Evidence,
+        at: String,
+        by: &str,
+    ) -> ModelEvent {
+        let version = |side: Side| match side {
+            Side::Champion => champion.to_owned(),
+            Side::Challenger => challenger.to_owned(),
+        };
+        let (mut champion_after, mut challenger_after) =
+            (champion.to_owned(), Some(challenger.to_owned()));
+        for change in kind.seat_changes() {
+            match *change {
+                SeatChange::Challenger(side) => challenger_after = side.map(version),
+                SeatChange::Champion(side) => champion_after = version(side),
+            }
+        }
+        ModelEvent {
+            kind,
+            at,
+            champion_before: Some(champion.to_owned()),
+            champion_after: Some(champion_after),
+            challenger_after,
+            evidence: Some(evidence),
+            by: by.to_owned(),
+        }
+    }
+
     /// The record's key. A decision's key names the duel it ends, so two referees that reach
     /// the same verdict write one record (compaction keeps one); a hand action's names its time.
     pub fn key(&self) -> String {
@@ -217,6 +303,59 @@ impl LifecycleView {
     }
 }
 
+/// When and how the duel between the lineup's two models began, as its history tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuelStart {
+    /// Milliseconds since the epoch, by the clock of whoever wrote the event.
+    pub at_ms: i64,
+    /// A promotion set this pair: the challenger is the champion it replaced.
+    pub after_promotion: bool,
+}
+
+impl LifecycleView {
+    /// When the duel of `champion` and `challenger` began: the later of the newest events that
+    /// put each in its seat (one event, for a promotion). None when the history names neither
+    /// (kept records only go back HISTORY_KEPT events, and models published before events
+    /// existed have none): the caller falls back on a bounded look back.
+    pub fn duel_start(&self, champion: &str, challenger: &str) -> Option<DuelStart> {
+        let named = |v: &Option<String>, version: &str| v.as_deref() == Some(version);
+        let sets_champion = |e: &&ModelEvent| {
+            matches!(
+                e.kind,
+                EventKind::ChampionPublished | EventKind::Promoted | EventKind::RolledBack
+            ) && named(&e.champion_after, champion)
+        };
+        let sets_challenger = |e: &&ModelEvent| {
+            matches!(e.kind, EventKind::ChallengerPublished | EventKind::Promoted)
+                && named(&e.challenger_after, challenger)
+        };
+        let at = |e: &ModelEvent| {
+            chrono::DateTime::parse_from_rfc3339(&e.at)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        };
+        // The history is oldest first; the newest of each with a readable time.
+        let newest = |wanted: &dyn Fn(&&ModelEvent) -> bool| {
+            self.history
+                .iter()
+                .rev()
+                .filter(wanted)
+                .find_map(|e| Some((at(e)?, e)))
+        };
+        let (began, event) = match (newest(&sets_champion), newest(&sets_challenger)) {
+            (Some(a), Some(b)) => std::cmp::max_by_key(a, b, |(at, _)| *at),
+            (Some(one), None) | (None, Some(one)) => one,
+            (None, None) => return None,
+        };
+        Some(DuelStart {
+            at_ms: began,
+            after_promotion: event.kind == EventKind::Promoted
+                && named(&event.champion_after, champion)
+                && named(&event.challenger_after, challenger),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +401,217 @@ mod tests {
         assert_eq!(view.history.len(), HISTORY_KEPT);
         assert!(view.history.windows(2).all(|w| w[0].at <= w[1].at));
         assert!(view.history[0].at.starts_with("2026-01-02"));
+    }
+
+    fn evidence() -> Evidence {
+        crate::duel::Duel::new(Default::default())
+            .unwrap()
+            .decision()
+            .evidence
+    }
+
+    #[test]
+    fn each_verdict_leads_to_its_event_and_undecided_to_none() {
+        use Verdict::*;
+        assert_eq!(EventKind::of_verdict(Undecided, false), None);
+        assert_eq!(EventKind::of_verdict(Undecided, true), None);
+        assert_eq!(
+            EventKind::of_verdict(ChallengerBetter, false),
+            Some(EventKind::Promoted)
+        );
+        assert_eq!(
+            EventKind::of_verdict(ChampionBetter, false),
+            Some(EventKind::Rejected)
+        );
+        assert_eq!(
+            EventKind::of_verdict(ChallengerBetter, true),
+            Some(EventKind::RolledBack)
+        );
+        assert_eq!(
+            EventKind::of_verdict(ChampionBetter, true),
+            Some(EventKind::Confirmed)
+        );
+    }
+
+    #[test]
+    fn a_decision_records_the_lineup_it_leaves_and_its_evidence() {
+        let decided =
+            |kind| ModelEvent::decision(kind, "m-a", "m-b", evidence(), "t".into(), "auto-promote");
+        let seats = |e: &ModelEvent| {
+            (
+                e.champion_before.clone().unwrap(),
+                e.champion_after.clone().unwrap(),
+                e.challenger_after.clone(),
+            )
+        };
+        let s = |v: &str| v.to_owned();
+        // Promoted: the challenger is champion, the replaced one watched as challenger.
+        let promoted = decided(EventKind::Promoted);
+        assert_eq!(seats(&promoted), (s("m-a"), s("m-b"), Some(s("m-a"))));
+        assert!(promoted.evidence.is_some() && promoted.kind.is_decision());
+        // In the duel after that promotion, "m-b" is champion and "m-a" challenger.
+        let rolled_back = ModelEvent::decision(
+            EventKind::RolledBack,
+            "m-b",
+            "m-a",
+            evidence(),
+            "t".into(),
+            "auto-promote",
+        );
+        assert_eq!(seats(&rolled_back), (s("m-b"), s("m-a"), None));
+        assert_eq!(
+            seats(&decided(EventKind::Rejected)),
+            (s("m-a"), s("m-a"), None)
+        );
+        assert_eq!(
+            seats(&decided(EventKind::Confirmed)),
+            (s("m-a"), s("m-a"), None)
+        );
+        // The challenger's seat is always written before the champion's.
+        for kind in [EventKind::Promoted, EventKind::RolledBack] {
+            assert!(matches!(kind.seat_changes()[0], SeatChange::Challenger(_)));
+            assert!(matches!(kind.seat_changes()[1], SeatChange::Champion(_)));
+        }
+        // Two referees deciding the same duel at different moments write one record.
+        let later = ModelEvent::decision(
+            EventKind::Promoted,
+            "m-a",
+            "m-b",
+            evidence(),
+            "t2".into(),
+            "auto-promote",
+        );
+        assert_eq!(promoted.key(), later.key());
+        assert_ne!(promoted.key(), rolled_back.key());
+    }
+
+    fn hand(
+        kind: EventKind,
+        at: &str,
+        champion: Option<&str>,
+        challenger: Option<&str>,
+    ) -> ModelEvent {
+        ModelEvent {
+            kind,
+            at: at.into(),
+            champion_before: None,
+            champion_after: champion.map(str::to_owned),
+            challenger_after: challenger.map(str::to_owned),
+            evidence: None,
+            by: "churn publish".into(),
+        }
+    }
+
+    fn view(events: Vec<ModelEvent>) -> LifecycleView {
+        let mut view = LifecycleView::default();
+        for e in events {
+            view.record(e);
+        }
+        view
+    }
+
+    fn ms(at: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    #[test]
+    fn a_duel_starts_when_the_later_of_its_two_models_took_its_seat() {
+        let (t1, t2, t3, t4) = (
+            "2026-01-01T00:00:01.000Z",
+            "2026-01-01T00:00:02.000Z",
+            "2026-01-01T00:00:03.000Z",
+            "2026-01-01T00:00:04.000Z",
+        );
+        let v = view(vec![
+            hand(EventKind::ChampionPublished, t1, Some("m-a"), None),
+            hand(EventKind::ChallengerPublished, t2, None, Some("m-b")),
+        ]);
+        assert_eq!(
+            v.duel_start("m-a", "m-b"),
+            Some(DuelStart {
+                at_ms: ms(t2),
+                after_promotion: false
+            })
+        );
+        // A champion published by hand while the challenger stays: a new duel from then.
+        let mut v = v;
+        v.record(hand(EventKind::ChampionPublished, t3, Some("m-c"), None));
+        assert_eq!(v.duel_start("m-c", "m-b").unwrap().at_ms, ms(t3));
+        // The same challenger published again later: the newest counts (an old duel of the
+        // same pair is not this one).
+        v.record(hand(EventKind::ChallengerPublished, t4, None, Some("m-b")));
+        assert_eq!(v.duel_start("m-c", "m-b").unwrap().at_ms, ms(t4));
+        // Neither named: no start known.
+        assert_eq!(v.duel_start("m-x", "m-y"), None);
+        // Only one named: that one's time.
+        assert_eq!(v.duel_start("m-x", "m-b").unwrap().at_ms, ms(t4));
+    }
+
+    #[test]
+    fn a_promotion_starts_the_duel_that_may_roll_it_back() {
+        let promoted = ModelEvent::decision(
+            EventKind::Promoted,
+            "m-a",
+            "m-b",
+            evidence(),
+            "2026-01-01T00:10:00.000Z".into(),
+            "auto-promote",
+        );
+        let v = view(vec![
+            hand(
+                EventKind::ChampionPublished,
+                "2026-01-01T00:00:00.000Z",
+                Some("m-a"),
+                None,
+            ),
+            hand(
+                EventKind::ChallengerPublished,
+                "2026-01-01T00:01:00.000Z",
+                None,
+                Some("m-b"),
+            ),
+            promoted,
+        ]);
+        assert_eq!(
+            v.duel_start("m-b", "m-a"),
+            Some(DuelStart {
+                at_ms: ms("2026-01-01T00:10:00.000Z"),
+                after_promotion: true
+            })
+        );
+        // The first duel's pair is not after a promotion.
+        assert!(!v.duel_start("m-a", "m-b").unwrap().after_promotion);
+        // A hand-published challenger after the promotion starts an ordinary duel.
+        let mut v = v;
+        v.record(hand(
+            EventKind::ChallengerPublished,
+            "2026-01-01T00:20:00.000Z",
+            None,
+            Some("m-a"),
+        ));
+        assert_eq!(
+            v.duel_start("m-b", "m-a"),
+            Some(DuelStart {
+                at_ms: ms("2026-01-01T00:20:00.000Z"),
+                after_promotion: false
+            })
+        );
+        // An event whose time does not parse is passed over, not trusted.
+        let mut odd = view(vec![hand(
+            EventKind::ChallengerPublished,
+            "yesterday",
+            None,
+            Some("m-z"),
+        )]);
+        assert_eq!(odd.duel_start("m-a", "m-z"), None);
+        odd.record(hand(
+            EventKind::ChallengerPublished,
+            "2026-01-01T00:00:00Z",
+            None,
+            Some("m-z"),
+        ));
+        assert!(odd.duel_start("m-a", "m-z").is_some());
     }
 }

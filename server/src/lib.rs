@@ -17,6 +17,7 @@ pub mod lag_monitor;
 pub mod live_feed;
 pub mod metrics;
 pub mod model_store;
+pub mod referee;
 pub mod replay;
 pub mod replies;
 pub mod scorer;

@@ -89,6 +89,10 @@ pub struct PipelineMetrics {
     /// The embedded broker's data directory, in bytes.
     broker_data_bytes: Gauge,
     storage: Mutex<Option<app::StorageStatus>>,
+    /// Labelled records the live duel has counted (`referee`); 0 without a challenger.
+    pub duel_records: Gauge,
+    /// The live duel's verdict: 1 challenger better, -1 champion better, 0 undecided or none.
+    pub duel_verdict: Gauge,
 }
 
 impl Default for PipelineMetrics {
@@ -112,6 +116,8 @@ impl Default for PipelineMetrics {
             topic_records: Family::default(),
             broker_data_bytes: Gauge::default(),
             storage: Mutex::new(None),
+            duel_records: Gauge::default(),
+            duel_verdict: Gauge::default(),
         };
         // Before a model is loaded the info names the empty version, as it always has.
         metrics
@@ -198,6 +204,16 @@ impl PipelineMetrics {
             "churn_model_info",
             "The model in use",
             self.model_info.clone(),
+        );
+        r.register(
+            "churn_duel_records",
+            "Labelled records both the champion and the challenger scored, in the live duel",
+            self.duel_records.clone(),
+        );
+        r.register(
+            "churn_duel_verdict",
+            "The live duel's verdict: 1 challenger better, -1 champion better, 0 undecided or no duel",
+            self.duel_verdict.clone(),
         );
         self
     }
@@ -388,6 +404,11 @@ mod tests {
             "# HELP churn_model_info The model in use.",
             "# TYPE churn_model_info gauge",
             "churn_model_info{version=\"\"} 1",
+            "# HELP churn_duel_records Labelled records both the champion and the challenger scored, in the live duel.",
+            "# TYPE churn_duel_records gauge",
+            "churn_duel_records 0",
+            "# TYPE churn_duel_verdict gauge",
+            "churn_duel_verdict 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -30,6 +30,7 @@
 pub mod auc;
 pub mod metrics;
 pub mod normal;
+pub mod pairing;
 pub mod sequential;
 #[cfg(feature = "train")]
 pub mod simulation;

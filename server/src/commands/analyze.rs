@@ -1,4 +1,5 @@
-//! `churn analyze`: the stream-analytics processor, windowed churn stats per segment -> stats topic.
+//! `churn analyze`: the stream-analytics processor, windowed churn stats per segment -> stats topic;
+//! and the referee of the champion's duel with a challenger (`server::referee`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub struct AnalyzeArgs {
     model: PathBuf,
     #[command(flatten)]
     signing: super::signing::VerifyArgs,
+    #[command(flatten)]
+    referee: super::referee::RefereeArgs,
 }
 
 pub async fn run(args: AnalyzeArgs, kafka_args: &KafkaArgs) -> Result<()> {
@@ -34,6 +37,14 @@ pub async fn run(args: AnalyzeArgs, kafka_args: &KafkaArgs) -> Result<()> {
         window: Duration::from_secs_f64(args.window_secs),
         lateness: Duration::from_secs_f64(args.lateness_secs),
     };
+    let referee = server::referee::start(
+        kafka.clone(),
+        args.referee.options(),
+        &followed,
+        Default::default(),
+        tasks.shutdown(),
+    )?;
+    tasks.spawn("referee", referee);
     tasks.spawn(
         "analytics",
         analytics::run(kafka, options, followed.lineup, tasks.shutdown()),

@@ -9,6 +9,7 @@ pub mod groups;
 pub mod logging;
 pub mod model_info;
 pub mod publish;
+pub mod referee;
 pub mod replay;
 pub mod retrain;
 pub mod score;

@@ -45,7 +45,8 @@ pub struct ServeArgs {
     /// Replay rate in records per second.
     #[arg(long, default_value_t = 5.0, allow_negative_numbers = true, value_parser = args::rate)]
     replay_rate: f64,
-    /// Do not run the stream-analytics processor in this process (run `churn analyze` separately).
+    /// Do not run the stream-analytics processor and the referee in this process (run `churn
+    /// analyze` separately).
     #[arg(long)]
     no_analytics: bool,
     /// Length of the analytics windows in seconds.
@@ -71,6 +72,9 @@ pub struct ServeArgs {
     secure_broker: bool,
     #[command(flatten)]
     access: AccessArgs,
+    /// The champion's duel with a challenger (run with the analytics).
+    #[command(flatten)]
+    referee: super::referee::RefereeArgs,
 }
 
 /// Who may see what (accounts live in --data-dir: `churn users`, `churn tokens`).
@@ -238,6 +242,14 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
             "analytics",
             analytics::run(kafka.clone(), options, model_rx.clone(), tasks.shutdown()),
         );
+        let referee = server::referee::start(
+            kafka.clone(),
+            args.referee.options(),
+            &followed,
+            metrics.clone(),
+            tasks.shutdown(),
+        )?;
+        tasks.spawn("referee", referee);
     }
     let backend_options = BackendOptions {
         reply_timeout: Duration::from_secs_f64(args.reply_timeout),

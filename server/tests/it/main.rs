@@ -13,6 +13,7 @@ mod hostile;
 mod inspect;
 mod model_store;
 mod pipeline;
+mod promotion;
 mod reliability;
 mod retrain;
 mod secured;
