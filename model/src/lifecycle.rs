@@ -138,8 +138,10 @@ pub enum Side {
 }
 
 /// One seat a decision changes, written after its event and in the order given: the
-/// challenger's seat first, so that scorers never score for users with a model that is not
-/// also being watched (the promotion protocol).
+/// champion's seat first, so that a stop between the writes leaves the decided champion serving
+/// (only a promotion's rollback watch is then missing; `churn publish --challenger` restores it).
+/// Between the two writes the same model sits in both seats for a moment, and nothing is scored
+/// in the shadow (the promotion protocol).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeatChange {
     /// The challenger's seat takes this model, or is emptied (a tombstone).
@@ -170,12 +172,12 @@ impl EventKind {
     pub fn seat_changes(self) -> &'static [SeatChange] {
         match self {
             Self::Promoted => &[
-                SeatChange::Challenger(Some(Side::Champion)),
                 SeatChange::Champion(Side::Challenger),
+                SeatChange::Challenger(Some(Side::Champion)),
             ],
             Self::RolledBack => &[
-                SeatChange::Challenger(None),
                 SeatChange::Champion(Side::Challenger),
+                SeatChange::Challenger(None),
             ],
             Self::Rejected | Self::Confirmed => &[SeatChange::Challenger(None)],
             Self::ChampionPublished | Self::ChallengerPublished | Self::ChallengerWithdrawn => &[],
@@ -192,8 +194,14 @@ pub struct ModelEvent {
     /// The champion before and after (the same when only the challenger changed).
     pub champion_before: Option<String>,
     pub champion_after: Option<String>,
-    /// The challenger after the event, if any.
+    /// The challenger before and after the event, if any (before: decisions only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenger_before: Option<String>,
     pub challenger_after: Option<String>,
+    /// For decisions: when the duel began (milliseconds since the epoch, from the history), so
+    /// the same pair decided again later (after a rollback) is a record of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duel_began_ms: Option<i64>,
     /// For decisions: the duel's evidence (sample size, metric, interval, test).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Evidence>,
@@ -208,6 +216,7 @@ impl ModelEvent {
         kind: EventKind,
         champion: &str,
         challenger: &str,
+        duel_began_ms: Option<i64>,
         evidence: Evidence,
         at: String,
         by: &str,
@@ -229,14 +238,18 @@ impl ModelEvent {
             at,
             champion_before: Some(champion.to_owned()),
             champion_after: Some(champion_after),
+            challenger_before: Some(challenger.to_owned()),
             challenger_after,
+            duel_began_ms,
             evidence: Some(evidence),
             by: by.to_owned(),
         }
     }
 
-    /// The record's key. A decision's key names the duel it ends, so two referees that reach
-    /// the same verdict write one record (compaction keeps one); a hand action's names its time.
+    /// The record's key. A decision's key names the duel it ends (its pair and when it began),
+    /// so two referees that reach the same verdict write one record (compaction keeps one),
+    /// and the same pair decided again in a later duel writes another; a hand action's names
+    /// its time.
     pub fn key(&self) -> String {
         let kind = serde_json::to_value(self.kind)
             .ok()
@@ -244,10 +257,13 @@ impl ModelEvent {
             .unwrap_or_default();
         let name = |v: &Option<String>| v.as_deref().unwrap_or("none").to_owned();
         if self.kind.is_decision() {
+            let began = self
+                .duel_began_ms
+                .map_or_else(|| "-".to_owned(), |ms| ms.to_string());
             format!(
-                "{EVENT_KEY_PREFIX}{kind}/{}/{}",
+                "{EVENT_KEY_PREFIX}{kind}/{}/{}/{began}",
                 name(&self.champion_before),
-                name(&self.champion_after)
+                name(&self.challenger_before)
             )
         } else {
             format!(
@@ -379,7 +395,9 @@ mod tests {
             at: at.into(),
             champion_before: Some("m-a".into()),
             champion_after: Some("m-b".into()),
+            challenger_before: None,
             challenger_after: Some("m-a".into()),
+            duel_began_ms: None,
             evidence: None,
             by: "auto-promote".into(),
         }
@@ -435,8 +453,17 @@ mod tests {
 
     #[test]
     fn a_decision_records_the_lineup_it_leaves_and_its_evidence() {
-        let decided =
-            |kind| ModelEvent::decision(kind, "m-a", "m-b", evidence(), "t".into(), "auto-promote");
+        let decided = |kind| {
+            ModelEvent::decision(
+                kind,
+                "m-a",
+                "m-b",
+                Some(1),
+                evidence(),
+                "t".into(),
+                "auto-promote",
+            )
+        };
         let seats = |e: &ModelEvent| {
             (
                 e.champion_before.clone().unwrap(),
@@ -454,6 +481,7 @@ mod tests {
             EventKind::RolledBack,
             "m-b",
             "m-a",
+            Some(1),
             evidence(),
             "t".into(),
             "auto-promote",
@@ -467,16 +495,18 @@ mod tests {
             seats(&decided(EventKind::Confirmed)),
             (s("m-a"), s("m-a"), None)
         );
-        // The challenger's seat is always written before the champion's.
+        // The champion's seat is always written first: a stop between the two writes leaves
+        // the decided champion serving (only the rollback watch is missing).
         for kind in [EventKind::Promoted, EventKind::RolledBack] {
-            assert!(matches!(kind.seat_changes()[0], SeatChange::Challenger(_)));
-            assert!(matches!(kind.seat_changes()[1], SeatChange::Champion(_)));
+            assert!(matches!(kind.seat_changes()[0], SeatChange::Champion(_)));
+            assert!(matches!(kind.seat_changes()[1], SeatChange::Challenger(_)));
         }
         // Two referees deciding the same duel at different moments write one record.
         let later = ModelEvent::decision(
             EventKind::Promoted,
             "m-a",
             "m-b",
+            Some(1),
             evidence(),
             "t2".into(),
             "auto-promote",
@@ -496,7 +526,9 @@ mod tests {
             at: at.into(),
             champion_before: None,
             champion_after: champion.map(str::to_owned),
+            challenger_before: None,
             challenger_after: challenger.map(str::to_owned),
+            duel_began_ms: None,
             evidence: None,
             by: "churn publish".into(),
         }
@@ -555,6 +587,7 @@ mod tests {
             EventKind::Promoted,
             "m-a",
             "m-b",
+            Some(1),
             evidence(),
             "2026-01-01T00:10:00.000Z".into(),
             "auto-promote",

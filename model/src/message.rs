@@ -90,3 +90,14 @@ impl Prediction {
         }
     }
 }
+
+/// The label a labels-topic (outcomes) message carries: `{"Churn": 1}`, or a whole record with
+/// its `Churn`, read with the same rules as the input's `Churn` field. None when it carries none.
+/// The one reading of an outcome, for the analytics, the referee and `churn retrain`.
+pub fn outcome_label(payload: &[u8]) -> Option<bool> {
+    let raw: crate::RawCustomer = serde_json::from_slice(payload).ok()?;
+    match crate::validate_field(crate::Field::Churn, raw.churn.as_ref()) {
+        Ok(crate::validate::FieldValue::Flag(churned)) => Some(churned),
+        _ => None,
+    }
+}

@@ -299,15 +299,5 @@ fn probabilities(champion: f64, challenger: f64) -> Result<(), DuelError> {
     Ok(())
 }
 
-/// The label a labels-topic message carries: `{"Churn": 1}`, or a whole record with its
-/// `Churn`, read with the same rules as the input's `Churn` field. None when it carries none.
-pub fn label_of(payload: &[u8]) -> Option<bool> {
-    let raw: crate::RawCustomer = serde_json::from_slice(payload).ok()?;
-    match crate::validate_field(crate::Field::Churn, raw.churn.as_ref()) {
-        Ok(crate::validate::FieldValue::Flag(churned)) => Some(churned),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests;

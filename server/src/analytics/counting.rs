@@ -4,19 +4,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use model::analytics::{Source, WindowAggregator, WindowPartial};
+use model::message::outcome_label;
 use model::Prediction;
 
 use crate::kafka::SkipLog;
 use crate::supervisor::panic_message;
-
-/// The outcome a labels message carries: `{"Churn": 1}` or a whole record with its `Churn`.
-fn outcome(payload: &[u8]) -> Option<bool> {
-    let raw: model::RawCustomer = serde_json::from_slice(payload).ok()?;
-    match model::validate_field(model::Field::Churn, raw.churn.as_ref()) {
-        Ok(model::validate::FieldValue::Flag(actual)) => Some(actual),
-        _ => None,
-    }
-}
 
 /// Why an input message was not counted.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +48,7 @@ pub(super) fn count(
                 serde_json::from_slice(payload).map_err(Unusable::Prediction)?;
             Ok(aggregator.observe(offset, timestamp_ms, now_ms, &prediction))
         }
-        Source::Outcomes => match (key.map(String::from_utf8_lossy), outcome(payload)) {
+        Source::Outcomes => match (key.map(String::from_utf8_lossy), outcome_label(payload)) {
             (Some(id), Some(actual)) => {
                 Ok(aggregator.observe_outcome(offset, timestamp_ms, now_ms, &id, actual))
             }

@@ -5,22 +5,13 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use model::message::outcome_label;
 use model::record::MAX_RECORD_BYTES;
 use model::{validate, Customer, RawCustomer};
 
 /// Where a message sits, for "newest": its timestamp (ms), then partition and offset, so that
 /// ties have one order.
 pub type Position = (i64, i32, i64);
-
-/// The outcome a labels message carries: `{"Churn": 1}` (or a whole record with its `Churn`),
-/// keyed by the record id. The same reading as the analytics processor's.
-pub fn outcome(payload: &[u8]) -> Option<bool> {
-    let raw: RawCustomer = serde_json::from_slice(payload).ok()?;
-    match model::validate_field(model::Field::Churn, raw.churn.as_ref()) {
-        Ok(model::validate::FieldValue::Flag(actual)) => Some(actual),
-        _ => None,
-    }
-}
 
 /// The `capacity` newest items seen, by position; older ones are let go as newer arrive.
 struct Newest<T> {
@@ -132,7 +123,7 @@ impl Outcomes {
         let id = key
             .and_then(|k| std::str::from_utf8(k).ok())
             .filter(|k| !k.trim().is_empty() && k.len() <= model::record::MAX_KEY_BYTES);
-        match (id, payload.and_then(outcome)) {
+        match (id, payload.and_then(outcome_label)) {
             (Some(id), Some(churned)) => {
                 if self.newest.push(at, (id.to_owned(), churned)) {
                     self.counts.outcomes_over_limit += 1;

@@ -20,7 +20,7 @@ mod join;
 #[cfg(test)]
 mod tests;
 
-pub use join::{outcome, JoinCounts, Joiner, Outcomes, Position};
+pub use join::{JoinCounts, Joiner, Outcomes, Position};
 
 use std::collections::HashMap;
 use std::time::Duration;

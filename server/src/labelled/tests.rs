@@ -42,7 +42,11 @@ fn outcomes_are_read_as_the_analytics_reads_them() {
         ("not json", None),
         ("", None),
     ] {
-        assert_eq!(outcome(text.as_bytes()), expected, "{text}");
+        assert_eq!(
+            model::message::outcome_label(text.as_bytes()),
+            expected,
+            "{text}"
+        );
     }
 }
 

@@ -98,7 +98,9 @@ fn hand_event(
         at: now(),
         champion_before: None,
         champion_after: champion.map(str::to_owned),
+        challenger_before: None,
         challenger_after: challenger.map(str::to_owned),
+        duel_began_ms: None,
         evidence: None,
         by: by.to_owned(),
     }

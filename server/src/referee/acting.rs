@@ -28,6 +28,8 @@ pub(super) struct Decided {
     pub(super) kind: EventKind,
     pub(super) champion: Arc<ChurnModel>,
     pub(super) challenger: Arc<ChurnModel>,
+    /// When the duel began, as the history says (`LifecycleView::duel_start`).
+    pub(super) duel_began_ms: Option<i64>,
     pub(super) evidence: Evidence,
 }
 
@@ -94,6 +96,7 @@ impl Decided {
             self.kind,
             &self.champion.version,
             &self.challenger.version,
+            self.duel_began_ms,
             self.evidence,
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             BY,
@@ -158,6 +161,7 @@ mod tests {
             kind,
             champion: a.clone(),
             challenger: b.clone(),
+            duel_began_ms: Some(1),
             evidence: model::duel::Duel::new(Default::default())
                 .unwrap()
                 .decision()
@@ -165,8 +169,12 @@ mod tests {
         };
         let promoted = decided(EventKind::Promoted);
         assert_eq!(promoted.progress(&lineup(&a, Some(&b))), Progress::Due);
-        // Halfway: the replaced champion is already in the challenger's seat.
-        assert_eq!(promoted.progress(&lineup(&a, Some(&a))), Progress::Due);
+        // Halfway: the promoted model is already champion (and so, for a moment, in both seats).
+        assert_eq!(promoted.progress(&lineup(&b, Some(&b))), Progress::Due);
+        assert_eq!(
+            promoted.progress(&lineup(&a, Some(&a))),
+            Progress::Overtaken
+        );
         assert_eq!(promoted.progress(&lineup(&b, Some(&a))), Progress::Done);
         // A champion published by hand meanwhile, or the challenger withdrawn: not ours to undo.
         assert_eq!(
@@ -183,7 +191,8 @@ mod tests {
             ..decided(EventKind::RolledBack)
         };
         assert_eq!(rolled_back.progress(&lineup(&b, Some(&a))), Progress::Due);
-        assert_eq!(rolled_back.progress(&lineup(&b, None)), Progress::Due);
+        assert_eq!(rolled_back.progress(&lineup(&a, Some(&a))), Progress::Due);
+        assert_eq!(rolled_back.progress(&lineup(&b, None)), Progress::Overtaken);
         assert_eq!(rolled_back.progress(&lineup(&a, None)), Progress::Done);
 
         let rejected = decided(EventKind::Rejected);

@@ -113,6 +113,8 @@ struct Bout {
     champion: Arc<ChurnModel>,
     challenger: Arc<ChurnModel>,
     after_promotion: bool,
+    /// When the duel began, as the history says (None without history).
+    began_ms: Option<i64>,
     pairing: Pairing,
     /// Records in the figures last published.
     published: Option<u64>,
@@ -157,6 +159,7 @@ impl Referee {
                 champion: lineup.champion.clone(),
                 challenger,
                 after_promotion: start.is_some_and(|s| s.after_promotion),
+                began_ms: start.map(|s| s.at_ms),
                 published: None,
             };
             tracing::info!(
@@ -293,6 +296,7 @@ impl Referee {
             kind,
             champion: bout.champion.clone(),
             challenger: bout.challenger.clone(),
+            duel_began_ms: bout.began_ms,
             evidence: decision.evidence,
         };
         (decided.progress(&self.lineup.borrow()) == Progress::Due).then_some(decided)

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use model::duel::pairing::{label_of, Pairing, Seen};
+use model::duel::pairing::{Pairing, Seen};
+use model::message::outcome_label;
 use model::Prediction;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -218,7 +219,7 @@ pub(super) fn take(
             .map(|p| pairing.prediction(timestamp_ms, &p))
     } else {
         // The id as the scorer reads an input key (and the analytics an outcome's).
-        match (key.map(String::from_utf8_lossy), label_of(payload)) {
+        match (key.map(String::from_utf8_lossy), outcome_label(payload)) {
             (Some(id), Some(churned)) => Ok(pairing.outcome(timestamp_ms, &id, churned)),
             _ => Err(Unusable::Outcome),
         }

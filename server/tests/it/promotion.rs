@@ -310,13 +310,14 @@ async fn a_promotion_that_does_worse_than_the_model_it_replaced_is_rolled_back()
         EventKind::Promoted,
         &good.version,
         &worse.version,
+        None,
         evidence,
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "a hasty hand",
     );
     writer.event(&wrong).await.unwrap();
-    writer.challenger(Some(&*good)).await.unwrap();
     writer.champion(&worse).await.unwrap();
+    writer.challenger(Some(&*good)).await.unwrap();
 
     let (stop_tx, stop) = stop_switch();
     let scorer = start_scorer(&p, "rollback-scorers", &stop).await;

@@ -228,7 +228,7 @@ fn labels_are_read_as_the_input_reads_churn() {
         (br#"[1]"#, None),
     ] {
         assert_eq!(
-            label_of(payload),
+            crate::message::outcome_label(payload),
             label,
             "{}",
             String::from_utf8_lossy(payload)
