@@ -45,7 +45,7 @@ fn clueless_model() -> Arc<ChurnModel> {
 }
 
 /// The referee with auto-promote and a small minimum, as the commands run it.
-fn start_referee(
+pub(crate) fn start_referee(
     p: &Pipeline,
     followed: &Followed,
     stop: &CancellationToken,
@@ -74,7 +74,11 @@ fn start_referee(
 }
 
 /// A scorer in `group` following the models topic on its own, as each `churn score` does.
-async fn start_scorer(p: &Pipeline, group: &str, stop: &CancellationToken) -> Arc<PipelineMetrics> {
+pub(crate) async fn start_scorer(
+    p: &Pipeline,
+    group: &str,
+    stop: &CancellationToken,
+) -> Arc<PipelineMetrics> {
     let (followed, follower) = follow(&p.kafka, None, ModelTrust::default(), stop.clone())
         .await
         .unwrap();
@@ -107,17 +111,26 @@ async fn replay_rows(
 }
 
 /// Waits for the lifecycle to hold an event of `kind`; returns it.
-async fn event_appears(
+pub(crate) async fn event_appears(
     lifecycle: &mut watch::Receiver<Arc<LifecycleView>>,
     kind: EventKind,
 ) -> ModelEvent {
-    let view = tokio::time::timeout(
+    let waited = tokio::time::timeout(
         TIMEOUT,
         lifecycle.wait_for(|v| v.history.iter().any(|e| e.kind == kind)),
     )
     .await
-    .unwrap_or_else(|_| panic!("no {kind:?} record within {TIMEOUT:?}"))
-    .unwrap();
+    .map(|view| Arc::clone(&view.unwrap()));
+    let Ok(view) = waited else {
+        let now = lifecycle.borrow();
+        panic!(
+            "no {kind:?} record within {TIMEOUT:?}; the duel: {:?}; history: {:?}",
+            now.duel
+                .as_ref()
+                .map(|d| (d.report.as_ref().map(|r| r.records), d.decision)),
+            now.history
+        )
+    };
     view.history
         .iter()
         .find(|e| e.kind == kind)
@@ -127,7 +140,7 @@ async fn event_appears(
 
 /// The evidence a decision record must carry: the sample, the metric, the interval, the test,
 /// and an interval on the side of its verdict.
-fn assert_evidence(event: &ModelEvent, challenger_better: bool) {
+pub(crate) fn assert_evidence(event: &ModelEvent, challenger_better: bool) {
     let evidence = event.evidence.expect("a decision carries its evidence");
     assert!(evidence.records >= 300, "{evidence:?}");
     assert!(evidence.churners >= 50 && evidence.records - evidence.churners >= 50);

@@ -301,3 +301,117 @@ async fn with_every_a_failed_round_is_retried_not_fatal() {
         .expect("stops within the deadline");
     assert!(status.success(), "{status:?}");
 }
+
+/// The concept-drift proof, end to end on the broker: who churns changes; the frozen
+/// champion's live AUC (from its own predictions on the topic) falls; `churn retrain` on the
+/// recent window publishes a challenger; scored in the shadow on the live stream, it wins the
+/// duel and the referee promotes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_concept_drift_the_retrained_challenger_wins_the_duel_and_is_promoted() {
+    use crate::promotion::{assert_evidence, event_appears, start_referee, start_scorer};
+    const RECENT: usize = 2_000;
+    const LIVE: usize = 4_000;
+    let p = pipeline().await;
+    let kafka = &p.kafka;
+    let stream = stream_with_drift(
+        &GenerateOptions {
+            rows: BEFORE + RECENT + LIVE,
+            seed: 16,
+            messy_fraction: 0.0,
+        },
+        BEFORE,
+    );
+    // A live stream's customers joined recently: the generator's onboard dates are years in the
+    // past, and tenure is measured at scoring time (now), so they are moved to end today.
+    let newest = stream.iter().map(|c| c.onboard_date).max().unwrap();
+    let shift = chrono::Utc::now().naive_utc() - newest;
+    let stream: Vec<Customer> = stream
+        .into_iter()
+        .map(|c| Customer {
+            onboard_date: c.onboard_date + shift,
+            ..c
+        })
+        .collect();
+    let (before, after) = stream.split_at(BEFORE);
+    let (recent, live) = after.split_at(RECENT);
+    let champion = model::train::train(before, &Default::default(), "t".into(), |_| {}).unwrap();
+    publish(kafka, &champion).await.unwrap();
+
+    let (stop_tx, stop) = stop_switch();
+    start_scorer(&p, "drift-scorers", &stop).await;
+    let (watching, follower) = follow(kafka, None, ModelTrust::default(), stop.clone())
+        .await
+        .unwrap();
+    tokio::spawn(follower);
+    let (_, referee) = start_referee(&p, &watching, &stop);
+
+    // Before the change (three hours ago, outside the retraining window), then after it.
+    let input = &kafka.topics.input;
+    let long_ago = now_ms() - 3 * 3600 * 1000;
+    let sent = |prefix: &str, customers: &[Customer], at: i64| -> Vec<Outgoing> {
+        customers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (input.clone(), format!("{prefix}-{i}"), wire(c, c.churn), at))
+            .collect()
+    };
+    send_all(kafka, &sent("old", before, long_ago)).await;
+    send_all(kafka, &sent("recent", recent, now_ms())).await;
+
+    // The frozen champion's live AUC, from its own predictions: high before, near chance after.
+    let messages = read_topic(kafka, &kafka.topics.predictions, TIMEOUT, |m| {
+        predictions_by_id(m).len() >= BEFORE + RECENT
+    });
+    let live_auc = |prefix: &str| {
+        let (p, labels): (Vec<f64>, Vec<bool>) = predictions_by_id(&messages)
+            .values()
+            .filter(|p| p.id.starts_with(prefix))
+            .map(|p| (p.churn_probability, p.actual_churn.unwrap()))
+            .unzip();
+        roc_auc(&p, &labels)
+    };
+    let (auc_before, auc_after) = (live_auc("old-"), live_auc("recent-"));
+    assert!(
+        auc_before > auc_after + 0.15,
+        "the champion's live AUC falls: {auc_before:.3} before the change, {auc_after:.3} after"
+    );
+
+    // Retrained on the last hour (the recent records only): the challenger.
+    let (status, stderr) = retrain(kafka, &[]);
+    assert!(status.success(), "{stderr}");
+    let mut lineup = watching.lineup.clone();
+    tokio::time::timeout(TIMEOUT, lineup.wait_for(|l| l.challenger.is_some()))
+        .await
+        .expect("the retrained challenger on the models topic")
+        .unwrap();
+    let challenger = lineup.borrow().challenger.clone().unwrap();
+    assert_eq!(challenger.training_data.rows, RECENT);
+
+    // The live stream, scored by both: the duel promotes the retrained model.
+    send_all(kafka, &sent("live", live, now_ms())).await;
+    let mut lifecycle = watching.lifecycle.clone();
+    let promoted = event_appears(&mut lifecycle, EventKind::Promoted).await;
+    assert_evidence(&promoted, true);
+    assert_eq!(
+        promoted.champion_before.as_deref(),
+        Some(&*champion.version)
+    );
+    assert_eq!(
+        promoted.challenger_before.as_deref(),
+        Some(&*challenger.version)
+    );
+    assert_eq!(
+        promoted.champion_after.as_deref(),
+        Some(&*challenger.version)
+    );
+    tokio::time::timeout(
+        TIMEOUT,
+        lineup.wait_for(|l| l.champion.version == challenger.version),
+    )
+    .await
+    .expect("every follower switches to the retrained champion")
+    .unwrap();
+
+    stop_tx.cancel();
+    referee.await.unwrap().unwrap();
+}
