@@ -23,8 +23,8 @@ pub use access::{signed_in_user, CurrentUser, Role};
 #[cfg(feature = "ssr")]
 pub use api::{predict_record, Backend, BackendHandle};
 pub use api::{
-    Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats, StorageStatus,
-    WindowPoint,
+    Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats, Seat,
+    StorageStatus, WindowPoint,
 };
 use dashboard::DashboardPage;
 use form::{ChurnForm, FormState};
