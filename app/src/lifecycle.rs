@@ -323,7 +323,7 @@ mod tests {
         }
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 7, "{all:#?}");
+        assert_eq!(all.len(), 8, "{all:#?}");
     }
 
     #[test]
