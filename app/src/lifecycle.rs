@@ -195,7 +195,7 @@ fn IntervalChart(evidence: Evidence) -> impl IntoView {
         <svg class="chart interval" id="interval-chart" viewBox=format!("0 0 {W} {H}") role="img"
             aria-label=format!("Confidence sequence for the Brier reduction: {low:+.4} to {high:+.4}, estimate {estimate:+.4}")>
             <line class="axis" x1=PAD y1=28.0 x2=W - PAD y2=28.0/>
-            <line class="zero" x1=x(0.0) y1=8.0 x2=x(0.0) y2=48.0/>
+            <line class="zero" x1=x(0.0) y1=15.0 x2=x(0.0) y2=44.0/>
             <rect class=format!("span {side}") x=format!("{:.1}", x(low)) y=22.0
                 width=format!("{:.1}", (x(high) - x(low)).max(2.0)) height=12.0 rx=3.0/>
             <circle class="estimate" cx=format!("{:.1}", x(estimate)) cy=28.0 r=4.5/>
