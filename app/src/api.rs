@@ -157,7 +157,7 @@ pub enum FeedEvent {
     Status(PipelineStatus),
     /// The model lifecycle (champion, challenger, duel, history): sent after the snapshot and
     /// whenever it changes. For every signed-in user: it names models, not customers.
-    Lifecycle(LifecycleView),
+    Lifecycle(Box<LifecycleView>),
 }
 
 /// Where a published model sits: the champion answers users; the challenger is scored in the
@@ -405,7 +405,9 @@ pub async fn live_feed(
 fn lifecycle_event(
     lifecycle: &mut tokio::sync::watch::Receiver<std::sync::Arc<LifecycleView>>,
 ) -> FeedEvent {
-    FeedEvent::Lifecycle(LifecycleView::clone(&lifecycle.borrow_and_update()))
+    FeedEvent::Lifecycle(Box::new(LifecycleView::clone(
+        &lifecycle.borrow_and_update(),
+    )))
 }
 
 #[cfg(test)]
@@ -451,11 +453,11 @@ mod tests {
                 ..Default::default()
             }),
             FeedEvent::Status(status()),
-            FeedEvent::Lifecycle(LifecycleView {
+            FeedEvent::Lifecycle(Box::new(LifecycleView {
                 champion: Some("m-1".into()),
                 challenger: Some("m-2".into()),
                 ..Default::default()
-            }),
+            })),
         ]
     }
 
@@ -471,7 +473,13 @@ mod tests {
     fn seats_are_read_by_their_exact_names() {
         assert_eq!(Seat::parse("champion"), Some(Seat::Champion));
         assert_eq!(Seat::parse("challenger"), Some(Seat::Challenger));
-        for wrong in ["", "Challenger", "challenger ", "shadow", "champion,challenger"] {
+        for wrong in [
+            "",
+            "Challenger",
+            "challenger ",
+            "shadow",
+            "champion,challenger",
+        ] {
             assert_eq!(Seat::parse(wrong), None, "{wrong:?}");
         }
         for seat in [Seat::Champion, Seat::Challenger] {

@@ -25,7 +25,7 @@ pub use access::{signed_in_user, CurrentUser, Role};
 #[cfg(feature = "ssr")]
 pub use api::{predict_record, Backend, BackendHandle};
 pub use api::{
-    Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats, Seat,
+    Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, Seat, SecondStats,
     StorageStatus, WindowPoint,
 };
 use dashboard::DashboardPage;
@@ -433,7 +433,11 @@ mod tests {
         assert_eq!(Page::Home.access(), Some(Role::Analyst));
         assert_eq!(Page::Dashboard.access(), Some(Role::Viewer));
         assert_eq!(Page::NotFound.access(), Some(Role::Viewer));
-        assert_eq!(Page::Models.access(), Some(Role::Admin), "publishing is for admins");
+        assert_eq!(
+            Page::Models.access(),
+            Some(Role::Admin),
+            "publishing is for admins"
+        );
         assert_eq!(Page::Login.access(), None);
     }
 

@@ -76,6 +76,9 @@ pub fn evidence_words(evidence: &Evidence) -> String {
     )
 }
 
+/// One model's figure, out of its quality.
+type Figure = fn(&ModelQuality) -> Option<Estimate>;
+
 /// The live duel, or why there is none.
 #[component]
 pub fn DuelCard() -> impl IntoView {
@@ -128,7 +131,7 @@ fn DuelFigures(duel: DuelStatus) -> impl IntoView {
         ("Champion", "Challenger")
     };
     let table = duel.report.map(|r| {
-        let rows: [(&str, fn(&ModelQuality) -> Option<Estimate>, Option<Estimate>); 4] = [
+        let rows: [(&str, Figure, Option<Estimate>); 4] = [
             ("ROC-AUC", |q| q.auc, r.gains.auc),
             ("Log loss", |q| Some(q.log_loss), Some(r.gains.log_loss)),
             ("Brier score", |q| Some(q.brier), Some(r.gains.brier)),
@@ -212,12 +215,7 @@ fn IntervalChart(evidence: Evidence) -> impl IntoView {
 #[component]
 pub fn HistoryCard() -> impl IntoView {
     let live = expect_context::<LiveState>();
-    let history = move || {
-        live.lifecycle
-            .get()
-            .map(|v| v.history)
-            .unwrap_or_default()
-    };
+    let history = move || live.lifecycle.get().map(|v| v.history).unwrap_or_default();
     view! {
         <section class="card" aria-labelledby="history-title">
             <h2 id="history-title">"Model history"</h2>
@@ -328,7 +326,11 @@ mod tests {
 
     #[test]
     fn evidence_names_records_metric_interval_test_and_alpha() {
-        let words = evidence_words(&duel(Verdict::ChallengerBetter, 1234, false, true).decision.evidence);
+        let words = evidence_words(
+            &duel(Verdict::ChallengerBetter, 1234, false, true)
+                .decision
+                .evidence,
+        );
         assert_eq!(
             words,
             "1234 records (205 churners) · Brier reduction +0.0042, interval +0.0011 to +0.0073 · confidence sequence · alpha 0.05"

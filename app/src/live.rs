@@ -100,7 +100,7 @@ impl LiveState {
             }),
             FeedEvent::Dashboard(dashboard) => self.dashboard.set(Some(dashboard)),
             FeedEvent::Status(status) => self.status.set(Some(status)),
-            FeedEvent::Lifecycle(view) => self.lifecycle.set(Some(view)),
+            FeedEvent::Lifecycle(view) => self.lifecycle.set(Some(*view)),
         }
     }
 }

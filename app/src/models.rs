@@ -41,11 +41,12 @@ pub fn ModelsPage() -> impl IntoView {
         let seat = *seat;
         async move { message.set(Some(send_upload(file, seat).await)) }
     });
-    let withdraw = Action::new_local(move |_: &()| async move {
-        message.set(Some(send_withdrawal().await))
-    });
-    let has_challenger =
-        move || live.lifecycle.with(|v| v.as_ref().is_some_and(|v| v.challenger.is_some()));
+    let withdraw =
+        Action::new_local(move |_: &()| async move { message.set(Some(send_withdrawal().await)) });
+    let has_challenger = move || {
+        live.lifecycle
+            .with(|v| v.as_ref().is_some_and(|v| v.challenger.is_some()))
+    };
     let busy = move || upload.pending().get() || withdraw.pending().get();
     view! {
         <section class="card" aria-labelledby="models-title">
@@ -120,7 +121,9 @@ async fn send_upload(file: NodeRef<leptos::html::Input>, seat: Seat) -> Answer {
     if status == 200 {
         let version = body["version"].as_str().unwrap_or("the model").to_owned();
         Ok(match seat {
-            Seat::Champion => format!("Published {version} as champion: every scorer switches to it."),
+            Seat::Champion => {
+                format!("Published {version} as champion: every scorer switches to it.")
+            }
             Seat::Challenger => format!(
                 "Published {version} as challenger: every scorer now scores it in the shadow."
             ),
@@ -148,8 +151,9 @@ async fn send_withdrawal() -> Answer {
 async fn read(
     response: Result<gloo_net::http::Response, gloo_net::Error>,
 ) -> Result<(u16, serde_json::Value), String> {
-    let response = response
-        .map_err(|e| format!("Could not reach the server ({e}): check the connection and retry."))?;
+    let response = response.map_err(|e| {
+        format!("Could not reach the server ({e}): check the connection and retry.")
+    })?;
     let body = response
         .json::<serde_json::Value>()
         .await

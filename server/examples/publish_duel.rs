@@ -24,6 +24,9 @@ async fn main() -> Result<()> {
         .context("reading the duel from stdin")?;
     let duel: DuelStatus = serde_json::from_str(&text).context("not a duel (DuelStatus JSON)")?;
     ModelsWriter::new(&Kafka::at(brokers))?.duel(&duel).await?;
-    println!("published the duel {} vs {}", duel.champion, duel.challenger);
+    println!(
+        "published the duel {} vs {}",
+        duel.champion, duel.challenger
+    );
     Ok(())
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use app::{Backend, Dashboard, FeedEvent, PipelineStatus, PredictError, Seat};
-use model::{Customer, Prediction};
 use model::lifecycle::LifecycleView;
+use model::{Customer, Prediction};
 use tokio::sync::{broadcast, watch};
 
 use crate::health::Health;

@@ -134,7 +134,9 @@ mod tests {
         let withdraw = parse(&["--withdraw-challenger"]).unwrap();
         assert_eq!(withdraw.action(), Action::WithdrawChallenger);
         // Asking for both is a mistake, not a choice made for the user.
-        let both = parse(&["--challenger", "--withdraw-challenger"]).err().unwrap();
+        let both = parse(&["--challenger", "--withdraw-challenger"])
+            .err()
+            .unwrap();
         assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
         // A file named with a withdrawal would be silently ignored: refused instead.
         let file = parse(&["m.json", "--withdraw-challenger"]).err().unwrap();

@@ -110,7 +110,12 @@ fn seat_of(
     default: Option<Seat>,
 ) -> Result<Seat, ApiError> {
     let text = query
-        .map_err(|e| ApiError::BadRequest(format!("{}: use ?seat=champion or ?seat=challenger", e.body_text())))?
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{}: use ?seat=champion or ?seat=challenger",
+                e.body_text()
+            ))
+        })?
         .0
         .seat;
     match (text.as_deref(), default) {

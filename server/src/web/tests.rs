@@ -20,13 +20,15 @@ use crate::health::Health;
 use crate::live_feed::LiveFeed;
 use crate::model_store::ModelTrust;
 
+/// What a fake backend published: the model, its seat and who; `None` for a withdrawal.
+type Published = Vec<(Option<ChurnModel>, Seat, String)>;
+
 /// A pipeline that answers every submission the same way, and every model upload with
 /// `publishing` (keeping the models it published).
 pub(crate) struct Fake {
     answer: Result<Prediction, PredictError>,
     publishing: Result<(), PredictError>,
-    /// What was published: the model, its seat and who; `None` for a withdrawal.
-    published: Arc<Mutex<Vec<(Option<ChurnModel>, Seat, String)>>>,
+    published: Arc<Mutex<Published>>,
     lifecycle: tokio::sync::watch::Receiver<Arc<LifecycleView>>,
 }
 
@@ -91,10 +93,7 @@ impl Backend for Fake {
         let (answer, published) = (self.publishing.clone(), self.published.clone());
         Box::pin(async move {
             if answer.is_ok() {
-                published
-                    .lock()
-                    .unwrap()
-                    .push((None, Seat::Challenger, by));
+                published.lock().unwrap().push((None, Seat::Challenger, by));
             }
             answer
         })
@@ -833,8 +832,6 @@ fn request(method: &str, path: &str, body: String) -> Request<Body> {
         .expect("a request")
 }
 
-type Published = Vec<(Option<ChurnModel>, Seat, String)>;
-
 /// `method path` with `body`, as `role`: the answer, what the backend published, and the
 /// token's user name.
 async fn as_role(
@@ -892,9 +889,17 @@ async fn an_unknown_seat_or_a_withdrawn_champion_is_refused_and_nothing_changes(
         ("POST", "/api/v1/models?seat=shadow", "unknown seat"),
         ("POST", "/api/v1/models?seat=Challenger", "unknown seat"),
         ("POST", "/api/v1/models?seat=", "unknown seat"),
-        ("POST", "/api/v1/models?seat=challenger&seat=champion", "seat"),
+        (
+            "POST",
+            "/api/v1/models?seat=challenger&seat=champion",
+            "seat",
+        ),
         ("DELETE", "/api/v1/models", "name the seat"),
-        ("DELETE", "/api/v1/models?seat=champion", "publish another champion"),
+        (
+            "DELETE",
+            "/api/v1/models?seat=champion",
+            "publish another champion",
+        ),
         ("DELETE", "/api/v1/models?seat=both", "unknown seat"),
     ] {
         let (status, body, published, _) = as_role(
@@ -938,7 +943,11 @@ async fn a_viewer_or_an_analyst_can_neither_publish_nor_withdraw_nor_read_the_li
         ] {
             let (status, body, published, _) =
                 as_role(role, ModelTrust::default(), method, path, model.to_json()).await;
-            assert_eq!(status, StatusCode::FORBIDDEN, "{role} {method} {path}: {body}");
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "{role} {method} {path}: {body}"
+            );
             assert!(
                 body["error"].as_str().unwrap().contains("admin"),
                 "{role}: {body}"
@@ -962,11 +971,19 @@ async fn a_tampered_or_wrongly_signed_model_is_refused_for_either_seat() {
     for seat in ["champion", "challenger"] {
         let path = format!("/api/v1/models?seat={seat}");
         for (what, body, reason) in [
-            ("a weight changed", weight.to_json(), "changed after training"),
+            (
+                "a weight changed",
+                weight.to_json(),
+                "changed after training",
+            ),
             ("edited and rehashed", rehashed.to_json(), "does not verify"),
             ("another key", other_key.to_json(), "does not verify"),
             ("unsigned", trained_model().to_json(), "not signed"),
-            ("not a model", "{\"seat\": \"challenger\"}".into(), "not a churn model"),
+            (
+                "not a model",
+                "{\"seat\": \"challenger\"}".into(),
+                "not a churn model",
+            ),
         ] {
             let (status, answer, published, _) = as_role(
                 app::Role::Admin,
@@ -1016,8 +1033,5 @@ async fn an_admin_reads_the_lifecycle_the_follower_holds() {
     tx.send(Arc::new(view.clone())).unwrap();
     let (status, body) = answer(router, request("GET", "/api/v1/models", String::new())).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(
-        serde_json::from_value::<LifecycleView>(body).unwrap(),
-        view
-    );
+    assert_eq!(serde_json::from_value::<LifecycleView>(body).unwrap(), view);
 }
