@@ -5,6 +5,7 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use leptos::server_fn::{BoxedStream, Websocket};
+use model::lifecycle::LifecycleView;
 use model::{FieldError, Prediction, RawCustomer};
 use serde::{Deserialize, Serialize};
 
@@ -154,6 +155,34 @@ pub enum FeedEvent {
     Dashboard(Dashboard),
     /// Fresh pipeline counters.
     Status(PipelineStatus),
+    /// The model lifecycle (champion, challenger, duel, history): sent after the snapshot and
+    /// whenever it changes. For every signed-in user: it names models, not customers.
+    Lifecycle(Box<LifecycleView>),
+}
+
+/// Where a published model sits: the champion answers users; the challenger is scored in the
+/// shadow beside it, for the duel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Seat {
+    Champion,
+    Challenger,
+}
+
+impl Seat {
+    pub fn name(self) -> &'static str {
+        match self {
+            Seat::Champion => "champion",
+            Seat::Challenger => "challenger",
+        }
+    }
+
+    /// `champion` or `challenger`, as the upload's `?seat=` says it.
+    pub fn parse(text: &str) -> Option<Seat> {
+        [Seat::Champion, Seat::Challenger]
+            .into_iter()
+            .find(|seat| seat.name() == text)
+    }
 }
 
 impl FeedEvent {
@@ -193,6 +222,7 @@ impl FeedEvent {
                 Some(FeedEvent::Dashboard(dashboard))
             }
             FeedEvent::Status(now) => Some(FeedEvent::Status(status(now))),
+            FeedEvent::Lifecycle(view) => Some(FeedEvent::Lifecycle(view)),
         }
     }
 }
@@ -218,9 +248,10 @@ mod backend {
     use std::pin::Pin;
     use std::sync::Arc;
 
+    use model::lifecycle::LifecycleView;
     use model::{Customer, Prediction};
 
-    use super::{FeedEvent, PipelineStatus, PredictError};
+    use super::{FeedEvent, PipelineStatus, PredictError, Seat};
 
     /// The pipeline as the web app needs it; the server binary implements it over Kafka.
     pub trait Backend: Send + Sync + 'static {
@@ -234,12 +265,23 @@ mod backend {
         fn feed(&self) -> (FeedEvent, tokio::sync::broadcast::Receiver<FeedEvent>);
         /// A plausible customer, for first-time users.
         fn sample(&self) -> Customer;
-        /// Publishes a model, already verified, to the models topic: every scorer switches to
-        /// it. `BrokerUnavailable` when the broker did not take it.
+        /// Publishes a model, already verified, to the models topic in `seat`, recorded in the
+        /// history as done `by` (the signed-in user): as champion every scorer switches to it,
+        /// as challenger every scorer scores it in the shadow. `BrokerUnavailable` when the
+        /// broker did not take it.
         fn publish_model(
             &self,
             model: model::ChurnModel,
+            seat: Seat,
+            by: String,
         ) -> Pin<Box<dyn Future<Output = Result<(), PredictError>> + Send>>;
+        /// Withdraws the challenger (recorded as done `by`): scorers stop scoring it.
+        fn withdraw_challenger(
+            &self,
+            by: String,
+        ) -> Pin<Box<dyn Future<Output = Result<(), PredictError>> + Send>>;
+        /// The model lifecycle as the models topic says now, and every change after.
+        fn lifecycle(&self) -> tokio::sync::watch::Receiver<Arc<LifecycleView>>;
     }
 
     #[derive(Clone)]
@@ -316,6 +358,7 @@ pub async fn live_feed(
         backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
     let (snapshot, mut events) = backend.0.feed();
     let snapshot = snapshot.for_role(role);
+    let mut lifecycle = backend.0.lifecycle();
     let (mut tx, rx) = futures::channel::mpsc::channel(256);
     let mut input = input;
     // The server's per-client limit on live connections: held while this connection lasts.
@@ -328,10 +371,20 @@ pub async fn live_feed(
                 return;
             }
         }
+        // The lifecycle as it is now, then at each change (a stopped follower sends no more).
+        let mut lifecycle_open = true;
+        let now = lifecycle_event(&mut lifecycle);
+        if tx.send(Ok(now)).await.is_err() {
+            return;
+        }
         loop {
             tokio::select! {
                 // The browser went away: stop.
                 message = input.next() => if message.is_none() { break },
+                changed = lifecycle.changed(), if lifecycle_open => match changed {
+                    Ok(()) => if tx.send(Ok(lifecycle_event(&mut lifecycle))).await.is_err() { break },
+                    Err(_) => lifecycle_open = false,
+                },
                 event = events.recv() => match event {
                     Ok(event) => match event.for_role(role) {
                         Some(event) => if tx.send(Ok(event)).await.is_err() { break },
@@ -345,6 +398,16 @@ pub async fn live_feed(
         }
     });
     Ok(rx.into())
+}
+
+/// The lifecycle as a feed event, marking it seen.
+#[cfg(feature = "ssr")]
+fn lifecycle_event(
+    lifecycle: &mut tokio::sync::watch::Receiver<std::sync::Arc<LifecycleView>>,
+) -> FeedEvent {
+    FeedEvent::Lifecycle(Box::new(LifecycleView::clone(
+        &lifecycle.borrow_and_update(),
+    )))
 }
 
 #[cfg(test)]
@@ -390,6 +453,11 @@ mod tests {
                 ..Default::default()
             }),
             FeedEvent::Status(status()),
+            FeedEvent::Lifecycle(Box::new(LifecycleView {
+                champion: Some("m-1".into()),
+                challenger: Some("m-2".into()),
+                ..Default::default()
+            })),
         ]
     }
 
@@ -399,6 +467,25 @@ mod tests {
             .filter_map(|e| e.for_role(role))
             .collect();
         serde_json::to_string(&events).unwrap()
+    }
+
+    #[test]
+    fn seats_are_read_by_their_exact_names() {
+        assert_eq!(Seat::parse("champion"), Some(Seat::Champion));
+        assert_eq!(Seat::parse("challenger"), Some(Seat::Challenger));
+        for wrong in [
+            "",
+            "Challenger",
+            "challenger ",
+            "shadow",
+            "champion,challenger",
+        ] {
+            assert_eq!(Seat::parse(wrong), None, "{wrong:?}");
+        }
+        for seat in [Seat::Champion, Seat::Challenger] {
+            let json = serde_json::to_string(&seat).unwrap();
+            assert_eq!(json, format!("\"{}\"", seat.name()));
+        }
     }
 
     #[test]
@@ -419,7 +506,11 @@ mod tests {
             .into_iter()
             .filter_map(|e| e.for_role(Role::Viewer))
             .collect();
-        assert_eq!(events.len(), 4, "no Prediction event");
+        assert_eq!(events.len(), 5, "no Prediction event");
+        assert!(
+            matches!(events.last(), Some(FeedEvent::Lifecycle(v)) if v.challenger.as_deref() == Some("m-2")),
+            "every signed-in user sees the duel's models"
+        );
         assert!(text.contains("\"scored\":7"), "aggregates stay: {text}");
         assert!(text.contains("\"window_ms\":10000"), "{text}");
     }

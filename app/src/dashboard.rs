@@ -7,6 +7,7 @@ use model::format::percent;
 use crate::access::{signed_in_user, Role};
 use crate::api::{Dashboard, WindowPoint};
 use crate::chart::{Column, RateChart};
+use crate::lifecycle::{DuelCard, HistoryCard};
 use crate::live::{time_of, LiveState};
 
 #[component]
@@ -38,6 +39,8 @@ pub fn DashboardPage() -> impl IntoView {
             None => view! { <section class="card"><p class="muted" id="dash-waiting">"Waiting for the first windows…"</p></section> }.into_any(),
             Some(d) => view! { <DashboardBody d=d names=names/> }.into_any(),
         }}
+        <DuelCard/>
+        <HistoryCard/>
     }
 }
 

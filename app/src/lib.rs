@@ -8,8 +8,10 @@ pub mod api;
 mod chart;
 mod dashboard;
 mod form;
+mod lifecycle;
 mod live;
 pub mod login;
+mod models;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -23,13 +25,14 @@ pub use access::{signed_in_user, CurrentUser, Role};
 #[cfg(feature = "ssr")]
 pub use api::{predict_record, Backend, BackendHandle};
 pub use api::{
-    Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, SecondStats, StorageStatus,
-    WindowPoint,
+    Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, Seat, SecondStats,
+    StorageStatus, WindowPoint,
 };
 use dashboard::DashboardPage;
 use form::{ChurnForm, FormState};
 use live::{LivePanel, LiveState};
 use login::LoginPage;
+use models::ModelsPage;
 
 /// The bundle's file names under /pkg (churn.js, churn_bg.wasm, churn.css).
 pub const OUTPUT_NAME: &str = "churn";
@@ -73,15 +76,17 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub enum Page {
     Home,
     Dashboard,
+    Models,
     Login,
     NotFound,
 }
 
 impl Page {
     /// Every page the server renders, by path.
-    pub const ROUTES: [(&'static str, Page); 3] = [
+    pub const ROUTES: [(&'static str, Page); 4] = [
         ("/", Page::Home),
         ("/dashboard", Page::Dashboard),
+        ("/models", Page::Models),
         ("/login", Page::Login),
     ];
 
@@ -91,6 +96,7 @@ impl Page {
         match self {
             Page::Home => Some(Role::Analyst),
             Page::Dashboard | Page::NotFound => Some(Role::Viewer),
+            Page::Models => Some(Role::Admin),
             Page::Login => None,
         }
     }
@@ -100,6 +106,7 @@ impl Page {
         match self {
             Page::Home => Some("Score"),
             Page::Dashboard => Some("Dashboard"),
+            Page::Models => Some("Models"),
             Page::Login | Page::NotFound => None,
         }
     }
@@ -151,6 +158,7 @@ pub fn App() -> impl IntoView {
             {match page {
                 Page::Home => view! { <HomePage/> }.into_any(),
                 Page::Dashboard => view! { <DashboardPage/> }.into_any(),
+                Page::Models => view! { <ModelsPage/> }.into_any(),
                 Page::Login => view! { <LoginPage/> }.into_any(),
                 Page::NotFound => view! { <p>"Page not found."</p> }.into_any(),
             }}
@@ -416,6 +424,7 @@ mod tests {
         assert_eq!(Page::at("/dashboard/"), Page::Dashboard);
         assert_eq!(Page::at("/nope"), Page::NotFound);
         assert_eq!(Page::at("/login"), Page::Login);
+        assert_eq!(Page::at("/models/"), Page::Models);
     }
 
     #[test]
@@ -424,6 +433,11 @@ mod tests {
         assert_eq!(Page::Home.access(), Some(Role::Analyst));
         assert_eq!(Page::Dashboard.access(), Some(Role::Viewer));
         assert_eq!(Page::NotFound.access(), Some(Role::Viewer));
+        assert_eq!(
+            Page::Models.access(),
+            Some(Role::Admin),
+            "publishing is for admins"
+        );
         assert_eq!(Page::Login.access(), None);
     }
 

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use leptos::prelude::*;
 use model::format::percent;
+use model::lifecycle::LifecycleView;
 use model::Prediction;
 
 #[cfg(feature = "hydrate")]
@@ -29,6 +30,8 @@ pub struct LiveState {
     received: RwSignal<u64>,
     pub dashboard: RwSignal<Option<Dashboard>>,
     pub status: RwSignal<Option<PipelineStatus>>,
+    /// Champion, challenger, duel and history, as the models topic says.
+    pub lifecycle: RwSignal<Option<LifecycleView>>,
 }
 
 impl LiveState {
@@ -42,6 +45,7 @@ impl LiveState {
             received: RwSignal::new(0),
             dashboard: RwSignal::new(None),
             status: RwSignal::new(None),
+            lifecycle: RwSignal::new(None),
         }
     }
 
@@ -96,6 +100,7 @@ impl LiveState {
             }),
             FeedEvent::Dashboard(dashboard) => self.dashboard.set(Some(dashboard)),
             FeedEvent::Status(status) => self.status.set(Some(status)),
+            FeedEvent::Lifecycle(view) => self.lifecycle.set(Some(*view)),
         }
     }
 }

@@ -2,13 +2,16 @@
 //! the reply routing, the live feed fans every prediction out to the browsers, and the dashboard
 //! is the stats topic's view with the recent predictions and the scorer's lag.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use app::{Backend, Dashboard, FeedEvent, PipelineStatus, PredictError};
+use app::{Backend, Dashboard, FeedEvent, PipelineStatus, PredictError, Seat};
+use model::lifecycle::LifecycleView;
 use model::{Customer, Prediction};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::health::Health;
 use crate::kafka::Kafka;
@@ -32,6 +35,8 @@ pub struct BackendOptions {
     pub instance_id: String,
     /// What an uploaded model must prove (`POST /api/v1/models`): what the scorers require.
     pub model_trust: ModelTrust,
+    /// The model lifecycle as the models topic says (`Followed::lifecycle`), for the app.
+    pub lifecycle: watch::Receiver<Arc<LifecycleView>>,
 }
 
 impl Default for BackendOptions {
@@ -42,6 +47,8 @@ impl Default for BackendOptions {
             scorer_group: crate::kafka::DEFAULT_SCORER_GROUP.into(),
             instance_id: default_instance_id(format!("pid{}", std::process::id())),
             model_trust: ModelTrust::default(),
+            // Nothing follows the models topic: an empty lifecycle that never changes.
+            lifecycle: watch::channel(Arc::default()).1,
         }
     }
 }
@@ -58,6 +65,7 @@ pub struct PipelineBackend {
     /// For publishing uploaded models.
     kafka: Kafka,
     model_trust: ModelTrust,
+    lifecycle: watch::Receiver<Arc<LifecycleView>>,
 }
 
 impl PipelineBackend {
@@ -91,6 +99,7 @@ impl PipelineBackend {
             health: tasks.health.clone(),
             kafka: kafka.clone(),
             model_trust: options.model_trust.clone(),
+            lifecycle: options.lifecycle.clone(),
         });
         tasks.spawn(
             "dashboard stats reader",
@@ -162,8 +171,7 @@ impl Backend for PipelineBackend {
     fn predict(
         &self,
         customer: Customer,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Prediction, PredictError>> + Send>>
-    {
+    ) -> Pin<Box<dyn Future<Output = Result<Prediction, PredictError>> + Send>> {
         self.replies.request(customer)
     }
 
@@ -185,15 +193,37 @@ impl Backend for PipelineBackend {
     fn publish_model(
         &self,
         model: model::ChurnModel,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PredictError>> + Send>> {
+        seat: Seat,
+        by: String,
+    ) -> Pin<Box<dyn Future<Output = Result<(), PredictError>> + Send>> {
         let kafka = self.kafka.clone();
         Box::pin(async move {
-            model_store::publish(&kafka, &model).await.map_err(|e| {
-                PredictError::BrokerUnavailable(crate::error_id::log(
-                    "publishing an uploaded model",
-                    &format!("{e:#}"),
-                ))
-            })
+            let published = match seat {
+                Seat::Champion => model_store::publish_champion(&kafka, &model, &by).await,
+                Seat::Challenger => model_store::publish_challenger(&kafka, &model, &by).await,
+            };
+            published.map_err(|e| broker_error("publishing an uploaded model", &e))
         })
     }
+
+    fn withdraw_challenger(
+        &self,
+        by: String,
+    ) -> Pin<Box<dyn Future<Output = Result<(), PredictError>> + Send>> {
+        let kafka = self.kafka.clone();
+        Box::pin(async move {
+            model_store::withdraw_challenger(&kafka, &by)
+                .await
+                .map_err(|e| broker_error("withdrawing the challenger", &e))
+        })
+    }
+
+    fn lifecycle(&self) -> watch::Receiver<Arc<LifecycleView>> {
+        self.lifecycle.clone()
+    }
+}
+
+/// The broker did not take a record: the details go to the log under an id, the id to the user.
+fn broker_error(doing: &str, error: &anyhow::Error) -> PredictError {
+    PredictError::BrokerUnavailable(crate::error_id::log(doing, &format!("{error:#}")))
 }

@@ -77,7 +77,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Train a churn model from a labelled CSV, with a cross-validated quality report.
     Train(TrainArgs),
-    /// Publish a model file to the models topic: every running scorer and web server switches to it.
+    /// Publish a model file to the models topic: every running scorer and web server switches to
+    /// it (or, with --challenger, scores it in the shadow beside the champion).
     Publish(PublishArgs),
     /// Inspect model files, make signing keys, sign models.
     Model {

@@ -5,6 +5,8 @@
 //!
 //! Prints one table; each figure is the median of the repeats with the min–max range.
 //!
+//! The cost of a challenger scored in the shadow alone: `-- --only shadow`.
+//!
 //! The memory soak instead (`soak.rs`): `cargo bench -p server --bench churn-bench -- --soak 30m
 //! --rate 3000`.
 //!
@@ -17,6 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod latency;
 mod scoring;
+mod shadow;
 mod soak;
 mod throughput;
 mod wasm;
@@ -98,6 +101,8 @@ struct Args {
 enum Part {
     Scoring,
     Throughput,
+    /// The pipeline without and with a challenger scored in the shadow: its cost in %.
+    Shadow,
     Latency,
     Wasm,
 }
@@ -252,6 +257,16 @@ async fn main() -> Result<()> {
     } else {
         None
     };
+    if runs(Part::Shadow) {
+        // Another model (other customers): a challenger that differs from the champion.
+        let others = generate_customers(&GenerateOptions {
+            rows: 5_000,
+            seed: 10,
+            messy_fraction: 0.0,
+        });
+        let challenger = model::train::train(&others, &Default::default(), "bench".into(), |_| {})?;
+        shadow::shadow_cost(&kafka, &args, model.clone(), Arc::new(challenger)).await?;
+    }
     if let (Some(ours), true) = (ours, args.python) {
         let dir = tempfile_dir()?;
         let csv = dir.join("customers.csv");

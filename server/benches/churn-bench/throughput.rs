@@ -20,7 +20,11 @@ use crate::{line, records, row, summary, topics, Args};
 
 /// Produces every record; the clock starts once the producer is connected (one record, also the
 /// first of the data, delivered), as the pipeline's clock starts at its first record.
-async fn produce_all(kafka: &Kafka, topic: &str, data: &[(String, Vec<u8>)]) -> Result<Duration> {
+pub(crate) async fn produce_all(
+    kafka: &Kafka,
+    topic: &str,
+    data: &[(String, Vec<u8>)],
+) -> Result<Duration> {
     let producer = kafka.idempotent_producer()?;
     let ((key, payload), data) = data.split_first().context("no records")?;
     producer
@@ -102,25 +106,15 @@ pub async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel
                 .await??
                 .as_secs_f64();
         // The scorer from an already filled input topic to the predictions topic.
-        let stop_tx = CancellationToken::new();
-        let stop = stop_tx.clone();
-        let (_model_tx, models) = watch::channel(model::Lineup::from(model.clone()));
-        let scorer = Scorer::new(kafka.clone(), format!("bench-scorer-{run}"), models);
-        let (stats, health) = (scorer.stats.clone(), scorer.health.clone());
-        let task = tokio::spawn(scorer.run(stop));
-        while !health.assigned() || stats.consumed.get() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // The clock starts at the first fetched batch; those records' scoring and delivery still
-        // fall inside it, so only the rest are counted (this errs against the pipeline).
-        let started = Instant::now();
-        // A mark to attach a profiler to (`perf record -p`) for the pipeline phase alone.
-        eprintln!("run {run}: pipeline started");
-        let before = stats.consumed.get() as f64;
-        while stats.scored.get() < args.records as u64 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let pipeline_rate = (n - before) / started.elapsed().as_secs_f64();
+        let lineup = model::Lineup::from(model.clone());
+        let pipeline_rate = score_all(
+            &kafka,
+            &format!("bench-scorer-{run}"),
+            lineup,
+            args.records,
+            run,
+        )
+        .await?;
         let counted = if run < args.warmup {
             "warm-up, not counted"
         } else {
@@ -132,8 +126,6 @@ pub async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel
             consume.push(consume_rate);
             pipeline.push(pipeline_rate);
         }
-        stop_tx.cancel();
-        task.await??;
         // The in-memory broker would otherwise hold every repeat's records (gigabytes), and each
         // repeat would run slower than the one before.
         drop_topics(&kafka).await;
@@ -164,8 +156,41 @@ pub async fn throughput(kafka: &Kafka, args: &Args, model: Arc<model::ChurnModel
     Ok(ours)
 }
 
+/// Runs a scorer with `lineup` (group `group`) over the input topic, already holding `records`
+/// records, until it has scored them all: its rate in records per second.
+pub(crate) async fn score_all(
+    kafka: &Kafka,
+    group: &str,
+    lineup: model::Lineup,
+    records: usize,
+    run: usize,
+) -> Result<f64> {
+    let stop_tx = CancellationToken::new();
+    let stop = stop_tx.clone();
+    let (_model_tx, models) = watch::channel(lineup);
+    let scorer = Scorer::new(kafka.clone(), group.to_owned(), models);
+    let (stats, health) = (scorer.stats.clone(), scorer.health.clone());
+    let task = tokio::spawn(scorer.run(stop));
+    while !health.assigned() || stats.consumed.get() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The clock starts at the first fetched batch; those records' scoring and delivery still
+    // fall inside it, so only the rest are counted (this errs against the pipeline).
+    let started = Instant::now();
+    // A mark to attach a profiler to (`perf record -p`) for the pipeline phase alone.
+    eprintln!("run {run}: pipeline started ({group})");
+    let before = stats.consumed.get() as f64;
+    while stats.scored.get() < records as u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = (records as f64 - before) / started.elapsed().as_secs_f64();
+    stop_tx.cancel();
+    task.await??;
+    Ok(rate)
+}
+
 /// Deletes a repeat's topics; a broker that refuses only costs memory.
-async fn drop_topics(kafka: &Kafka) {
+pub(crate) async fn drop_topics(kafka: &Kafka) {
     let t = &kafka.topics;
     let names = [
         t.input.as_str(),

@@ -260,6 +260,7 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| server::replies::default_instance_id(args.addr.port())),
         model_trust,
+        lifecycle: followed.lifecycle.clone(),
     };
     let backend = during_start_up(
         &stop,

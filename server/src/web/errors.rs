@@ -33,6 +33,8 @@ pub enum ApiError {
     Predict(PredictError),
     /// An uploaded model that the scorers would refuse (422), with why.
     ModelRefused(String),
+    /// A request this route cannot read (400), with what to send instead.
+    BadRequest(String),
 }
 
 impl From<JsonRejection> for ApiError {
@@ -58,6 +60,10 @@ impl IntoResponse for ApiError {
             ApiError::ModelRefused(reason) => {
                 let error = serde_json::json!({ "error": reason });
                 (StatusCode::UNPROCESSABLE_ENTITY, Json(error)).into_response()
+            }
+            ApiError::BadRequest(reason) => {
+                let error = serde_json::json!({ "error": reason });
+                (StatusCode::BAD_REQUEST, Json(error)).into_response()
             }
         }
     }

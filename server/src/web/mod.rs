@@ -16,16 +16,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use app::{shell, BackendHandle, Page, PredictReply};
-use axum::extract::rejection::JsonRejection;
+use app::{shell, BackendHandle, CurrentUser, Page, PredictReply, Seat};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, MethodRouter};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use leptos::prelude::*;
 use leptos_axum::{AxumRouteListing, LeptosRoutes};
 use leptos_router::{Method, SsrMode};
+use model::lifecycle::LifecycleView;
 use tokio_util::sync::CancellationToken;
 
 pub use errors::{status_of, ApiError};
@@ -97,25 +98,95 @@ async fn predict_json(
 /// record, so this route has its own limit.
 pub const MAX_MODEL_BYTES: usize = 1024 * 1024;
 
-/// `POST /api/v1/models` (for admins): a model file's JSON in, verified exactly as the scorers
-/// will verify it (content hash, and signature when this server has a signing key), then
-/// published to the models topic. 200 with the version; 422 with the reason when refused.
+/// `?seat=champion|challenger` on `/api/v1/models`.
+#[derive(serde::Deserialize)]
+struct SeatQuery {
+    seat: Option<String>,
+}
+
+/// The seat a request names; `default` when it names none (`None`: it must name one).
+fn seat_of(
+    query: Result<Query<SeatQuery>, QueryRejection>,
+    default: Option<Seat>,
+) -> Result<Seat, ApiError> {
+    let text = query
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{}: use ?seat=champion or ?seat=challenger",
+                e.body_text()
+            ))
+        })?
+        .0
+        .seat;
+    match (text.as_deref(), default) {
+        (None, Some(seat)) => Ok(seat),
+        (None, None) => Err(ApiError::BadRequest(
+            "name the seat: ?seat=challenger".to_owned(),
+        )),
+        (Some(text), _) => Seat::parse(text).ok_or_else(|| {
+            let text = model::record::truncate_utf8(text, 40);
+            ApiError::BadRequest(format!(
+                "unknown seat {text:?}: use ?seat=champion (the default) or ?seat=challenger"
+            ))
+        }),
+    }
+}
+
+/// `POST /api/v1/models[?seat=challenger]` (for admins): a model file's JSON in, verified
+/// exactly as the scorers will verify it (content hash, and signature when this server has a
+/// signing key), then published to the models topic as champion (the default) or challenger,
+/// recorded as done by the signed-in user. 200 with the version and seat; 422 with the reason
+/// when refused; 400 for an unknown seat.
 async fn publish_model(
     State(backend): State<BackendHandle>,
     State(trust): State<ModelTrust>,
+    Extension(user): Extension<CurrentUser>,
+    query: Result<Query<SeatQuery>, QueryRejection>,
     body: String,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let seat = seat_of(query, Some(Seat::Champion))?;
     let model = trust.verify(&body).map_err(|refusal| {
         let reason = refusal.to_string();
         // Cut: the reason may quote the upload (its version, a value of the wrong type).
         let reason = model::record::truncate_utf8(&reason, 300).into_owned();
-        tracing::warn!("refused an uploaded model: {reason}");
+        tracing::warn!(by = %user.name, "refused an uploaded model: {reason}");
         ApiError::ModelRefused(reason)
     })?;
     let version = model.version.clone();
-    backend.0.publish_model(model).await?;
-    tracing::info!(%version, "published an uploaded model");
-    Ok(Json(serde_json::json!({ "version": version })))
+    backend
+        .0
+        .publish_model(model, seat, user.name.clone())
+        .await?;
+    tracing::info!(%version, seat = seat.name(), by = %user.name, "published an uploaded model");
+    Ok(Json(
+        serde_json::json!({ "version": version, "seat": seat.name() }),
+    ))
+}
+
+/// `DELETE /api/v1/models?seat=challenger` (for admins): withdraws the challenger. The champion
+/// cannot be withdrawn (scorers need a model): publish another one instead.
+async fn withdraw_model(
+    State(backend): State<BackendHandle>,
+    Extension(user): Extension<CurrentUser>,
+    query: Result<Query<SeatQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match seat_of(query, None)? {
+        Seat::Champion => Err(ApiError::BadRequest(
+            "the champion cannot be withdrawn (the scorers need a model): publish another champion instead".to_owned(),
+        )),
+        Seat::Challenger => {
+            backend.0.withdraw_challenger(user.name.clone()).await?;
+            tracing::info!(by = %user.name, "withdrew the challenger");
+            Ok(Json(serde_json::json!({ "withdrawn": "challenger" })))
+        }
+    }
+}
+
+/// `GET /api/v1/models` (for admins): the lifecycle as the app shows it — champion, challenger,
+/// the duel and the history — as JSON.
+async fn lifecycle(State(backend): State<BackendHandle>) -> Json<LifecycleView> {
+    let view = backend.0.lifecycle().borrow().clone();
+    Json(LifecycleView::clone(&view))
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
@@ -186,7 +257,10 @@ const MODEL_UPLOAD_PATH: &str = "/api/v1/models";
 /// Operational routes with their own body limit, outside the router's small one.
 fn model_upload_routes() -> Router<AppState> {
     Router::new()
-        .route(MODEL_UPLOAD_PATH, post(publish_model))
+        .route(
+            MODEL_UPLOAD_PATH,
+            post(publish_model).delete(withdraw_model).get(lifecycle),
+        )
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_MODEL_BYTES,
         ))

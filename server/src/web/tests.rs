@@ -5,11 +5,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use app::{Backend, FeedEvent, PipelineStatus, PredictError};
+use app::{Backend, FeedEvent, PipelineStatus, PredictError, Seat};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use leptos::server_fn::ServerFn;
+use model::lifecycle::LifecycleView;
 use model::{ChurnModel, Customer, Prediction};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -19,12 +20,16 @@ use crate::health::Health;
 use crate::live_feed::LiveFeed;
 use crate::model_store::ModelTrust;
 
+/// What a fake backend published: the model, its seat and who; `None` for a withdrawal.
+type Published = Vec<(Option<ChurnModel>, Seat, String)>;
+
 /// A pipeline that answers every submission the same way, and every model upload with
 /// `publishing` (keeping the models it published).
 pub(crate) struct Fake {
     answer: Result<Prediction, PredictError>,
     publishing: Result<(), PredictError>,
-    published: Arc<Mutex<Vec<ChurnModel>>>,
+    published: Arc<Mutex<Published>>,
+    lifecycle: tokio::sync::watch::Receiver<Arc<LifecycleView>>,
 }
 
 impl Fake {
@@ -33,6 +38,7 @@ impl Fake {
             answer,
             publishing: Ok(()),
             published: Arc::default(),
+            lifecycle: tokio::sync::watch::channel(Arc::default()).1,
         }
     }
 }
@@ -68,14 +74,33 @@ impl Backend for Fake {
     fn publish_model(
         &self,
         model: ChurnModel,
+        seat: Seat,
+        by: String,
     ) -> Pin<Box<dyn Future<Output = Result<(), PredictError>> + Send>> {
         let (answer, published) = (self.publishing.clone(), self.published.clone());
         Box::pin(async move {
             if answer.is_ok() {
-                published.lock().unwrap().push(model);
+                published.lock().unwrap().push((Some(model), seat, by));
             }
             answer
         })
+    }
+
+    fn withdraw_challenger(
+        &self,
+        by: String,
+    ) -> Pin<Box<dyn Future<Output = Result<(), PredictError>> + Send>> {
+        let (answer, published) = (self.publishing.clone(), self.published.clone());
+        Box::pin(async move {
+            if answer.is_ok() {
+                published.lock().unwrap().push((None, Seat::Challenger, by));
+            }
+            answer
+        })
+    }
+
+    fn lifecycle(&self) -> tokio::sync::watch::Receiver<Arc<LifecycleView>> {
+        self.lifecycle.clone()
     }
 }
 
@@ -588,7 +613,12 @@ async fn upload(trust: ModelTrust, body: String) -> (StatusCode, Value, Vec<Chur
     let published = fake.published.clone();
     let router = router_on(fake, Arc::default(), false, trust);
     let (status, body) = answer(router, post("/api/v1/models", "application/json", body)).await;
-    let published = published.lock().unwrap().clone();
+    let published = published
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(model, _, _)| model.clone())
+        .collect();
     (status, body, published)
 }
 
@@ -766,4 +796,242 @@ async fn no_internal_error_text_reaches_any_response() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_no_broker_text("/readyz", &body);
     assert_eq!(body["failed_tasks"], serde_json::json!(["scorer"]));
+}
+
+/// The router on `fake`, with `trust` for uploads, every request carrying a token of `role`;
+/// the token's user name too.
+fn router_as(role: app::Role, fake: Fake, trust: ModelTrust) -> (Router, String) {
+    let (options, _) = test_options(false);
+    let (token, secret) =
+        crate::auth::tokens::create(&options.auth.data_dir, role, "seat", chrono::Utc::now())
+            .expect("a token");
+    let router = router_with_state(
+        AppState::with_parts(
+            &options,
+            Arc::new(fake),
+            Arc::default(),
+            Arc::default(),
+            Arc::default(),
+        )
+        .with_model_trust(trust),
+    );
+    let name = format!("token:{}", token.id);
+    (
+        with_token(router, format!("Bearer {}", secret.expose())),
+        name,
+    )
+}
+
+fn request(method: &str, path: &str, body: String) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(Body::from(body))
+        .expect("a request")
+}
+
+/// `method path` with `body`, as `role`: the answer, what the backend published, and the
+/// token's user name.
+async fn as_role(
+    role: app::Role,
+    trust: ModelTrust,
+    method: &str,
+    path: &str,
+    body: String,
+) -> (StatusCode, Value, Published, String) {
+    let fake = Fake::answering(Ok(prediction()));
+    let published = fake.published.clone();
+    let (router, name) = router_as(role, fake, trust);
+    let (status, body) = answer(router, request(method, path, body)).await;
+    let published = published.lock().unwrap().clone();
+    (status, body, published, name)
+}
+
+#[tokio::test]
+async fn an_admin_publishes_in_the_seat_asked_for_and_is_named_as_who() {
+    let model = trained_model();
+    for (path, seat) in [
+        ("/api/v1/models", Seat::Champion),
+        ("/api/v1/models?seat=champion", Seat::Champion),
+        ("/api/v1/models?seat=challenger", Seat::Challenger),
+    ] {
+        let (status, body, published, name) = as_role(
+            app::Role::Admin,
+            ModelTrust::default(),
+            "POST",
+            path,
+            model.to_json(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body["seat"], seat.name(), "{path}");
+        assert_eq!(body["version"], model.version.as_str());
+        assert_eq!(published, [(Some(model.clone()), seat, name)], "{path}");
+    }
+    let (status, body, published, name) = as_role(
+        app::Role::Admin,
+        ModelTrust::default(),
+        "DELETE",
+        "/api/v1/models?seat=challenger",
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(published, [(None, Seat::Challenger, name)]);
+}
+
+#[tokio::test]
+async fn an_unknown_seat_or_a_withdrawn_champion_is_refused_and_nothing_changes() {
+    let model = trained_model();
+    for (method, path, says) in [
+        ("POST", "/api/v1/models?seat=shadow", "unknown seat"),
+        ("POST", "/api/v1/models?seat=Challenger", "unknown seat"),
+        ("POST", "/api/v1/models?seat=", "unknown seat"),
+        (
+            "POST",
+            "/api/v1/models?seat=challenger&seat=champion",
+            "seat",
+        ),
+        ("DELETE", "/api/v1/models", "name the seat"),
+        (
+            "DELETE",
+            "/api/v1/models?seat=champion",
+            "publish another champion",
+        ),
+        ("DELETE", "/api/v1/models?seat=both", "unknown seat"),
+    ] {
+        let (status, body, published, _) = as_role(
+            app::Role::Admin,
+            ModelTrust::default(),
+            method,
+            path,
+            model.to_json(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{method} {path}: {body}"
+        );
+        assert!(published.is_empty(), "{method} {path}");
+    }
+    // A hostile seat name is cut before it is quoted back.
+    let long = format!("/api/v1/models?seat={}", "x".repeat(5000));
+    let (status, body, _, _) = as_role(
+        app::Role::Admin,
+        ModelTrust::default(),
+        "POST",
+        &long,
+        model.to_json(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.to_string().len() < 300, "{body}");
+}
+
+#[tokio::test]
+async fn a_viewer_or_an_analyst_can_neither_publish_nor_withdraw_nor_read_the_lineup() {
+    let model = trained_model();
+    for role in [app::Role::Viewer, app::Role::Analyst] {
+        for (method, path) in [
+            ("POST", "/api/v1/models"),
+            ("POST", "/api/v1/models?seat=challenger"),
+            ("DELETE", "/api/v1/models?seat=challenger"),
+            ("GET", "/api/v1/models"),
+        ] {
+            let (status, body, published, _) =
+                as_role(role, ModelTrust::default(), method, path, model.to_json()).await;
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "{role} {method} {path}: {body}"
+            );
+            assert!(
+                body["error"].as_str().unwrap().contains("admin"),
+                "{role}: {body}"
+            );
+            assert!(published.is_empty(), "{role} {method} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_tampered_or_wrongly_signed_model_is_refused_for_either_seat() {
+    let mut signed = trained_model();
+    signed.sign(&key(1));
+    let mut weight = signed.clone();
+    weight.features[0].coefficient += 0.5;
+    let mut rehashed = signed.clone();
+    rehashed.threshold = 0.01;
+    rehashed.integrity.sha256 = rehashed.content_hash();
+    let mut other_key = trained_model();
+    other_key.sign(&key(2));
+    for seat in ["champion", "challenger"] {
+        let path = format!("/api/v1/models?seat={seat}");
+        for (what, body, reason) in [
+            (
+                "a weight changed",
+                weight.to_json(),
+                "changed after training",
+            ),
+            ("edited and rehashed", rehashed.to_json(), "does not verify"),
+            ("another key", other_key.to_json(), "does not verify"),
+            ("unsigned", trained_model().to_json(), "not signed"),
+            (
+                "not a model",
+                "{\"seat\": \"challenger\"}".into(),
+                "not a churn model",
+            ),
+        ] {
+            let (status, answer, published, _) = as_role(
+                app::Role::Admin,
+                ModelTrust::signed_by(key(1)),
+                "POST",
+                &path,
+                body,
+            )
+            .await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{seat}, {what}: {answer}"
+            );
+            assert!(
+                answer["error"].as_str().unwrap().contains(reason),
+                "{seat}, {what}: {answer}"
+            );
+            assert!(published.is_empty(), "{seat}, {what}");
+        }
+        let (status, _, published, _) = as_role(
+            app::Role::Admin,
+            ModelTrust::signed_by(key(1)),
+            "POST",
+            &path,
+            signed.to_json(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{seat}: the signed one passes");
+        assert_eq!(published.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn an_admin_reads_the_lifecycle_the_follower_holds() {
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(LifecycleView::default()));
+    let fake = Fake {
+        lifecycle: rx,
+        ..Fake::answering(Ok(prediction()))
+    };
+    let (router, _) = router_as(app::Role::Admin, fake, ModelTrust::default());
+    let view = LifecycleView {
+        champion: Some("m-a".into()),
+        challenger: Some("m-b".into()),
+        ..Default::default()
+    };
+    tx.send(Arc::new(view.clone())).unwrap();
+    let (status, body) = answer(router, request("GET", "/api/v1/models", String::new())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(serde_json::from_value::<LifecycleView>(body).unwrap(), view);
 }
