@@ -18,6 +18,8 @@ cargo test --locked --workspace --exclude frontend
 
 echo "== build (server + WASM bundle)"
 bash scripts/build.sh dev
+# The end-to-end tests' stand-in for the referee (writes a duel record to the models topic).
+cargo build --locked -p server --example publish_duel
 
 echo "== end-to-end tests (Chromium)"
 export CHURN_BIN="$CARGO_TARGET_DIR/debug/churn"
