@@ -35,6 +35,18 @@ pub fn verdict_words(duel: &DuelStatus) -> String {
             "No verdict yet: {} of at least {} labelled records (with {} churners and {} stayers at least).",
             evidence.records, evidence.min_records, evidence.min_per_class, evidence.min_per_class
         ),
+        (Verdict::Undecided, _)
+            if evidence.churners < evidence.min_per_class
+                || evidence.records - evidence.churners.min(evidence.records) < evidence.min_per_class =>
+        {
+            format!(
+                "No verdict yet: {} churners and {} stayers among {} labelled records (at least {} of each).",
+                evidence.churners,
+                evidence.records - evidence.churners.min(evidence.records),
+                evidence.records,
+                evidence.min_per_class
+            )
+        }
         (Verdict::Undecided, _) => format!(
             "Undecided after {} labelled records: the interval still includes 0, so neither model is better with confidence yet.",
             evidence.records
@@ -295,6 +307,14 @@ mod tests {
         assert!(few.contains("120 of at least 500"), "{few}");
         let open = verdict_words(&duel(Verdict::Undecided, 5000, false, true));
         assert!(open.contains("includes 0"), "{open}");
+        // Enough records, too few churners: it is the class minimum that holds the verdict.
+        let mut rare = duel(Verdict::Undecided, 5000, false, true);
+        rare.decision.evidence.churners = 12;
+        let rare = verdict_words(&rare);
+        assert!(
+            rare.contains("12 churners and 4988 stayers") && rare.contains("at least 50 of each"),
+            "{rare}"
+        );
         let promote = verdict_words(&duel(Verdict::ChallengerBetter, 5000, false, true));
         assert!(promote.contains("being promoted"), "{promote}");
         let by_hand = verdict_words(&duel(Verdict::ChallengerBetter, 5000, false, false));

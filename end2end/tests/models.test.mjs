@@ -18,7 +18,8 @@ let champion;
 let challengerFile;
 
 before(async () => {
-  product = await startProduct({ replayRate: 20 });
+  // No analytics, so no referee: the duel shown is the one the test writes, never overwritten.
+  product = await startProduct({ replayRate: 20, extraArgs: ['--no-analytics'] });
   champion = JSON.parse(readFileSync(join(product.dir, 'model.json'), 'utf8')).version;
   // Another model, trained on other customers: another version.
   const csv = join(product.dir, 'other.csv');

@@ -305,17 +305,47 @@ pub struct LifecycleView {
     pub history: Vec<ModelEvent>,
 }
 
+/// How far after this host's clock an event's time may be (clocks of hosts running NTP differ
+/// by far less): a later one is forged or broken, and would sort after every real event for ever.
+pub const EVENT_FUTURE_TOLERANCE_MS: i64 = 5 * 60_000;
+
+/// Why an event is not taken into the history.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventRefused {
+    #[error("its time {0:?} is not an RFC 3339 time")]
+    Time(String),
+    #[error("its time {0} is after this host's clock")]
+    Future(String),
+}
+
+/// An event's time in milliseconds since the epoch, when it is an RFC 3339 time.
+fn event_ms(event: &ModelEvent) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(&event.at)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
 impl LifecycleView {
-    /// Adds an event to the history, once per key (a decision two referees both wrote).
-    pub fn record(&mut self, event: ModelEvent) {
+    /// Adds an event to the history (at this host's time `now_ms`), once per key (a decision
+    /// two referees both wrote), in time order. An event whose time is not a time, or is in the
+    /// future, is refused: the history and the duel's start (`duel_start`) read it.
+    pub fn record(&mut self, event: ModelEvent, now_ms: i64) -> Result<(), EventRefused> {
+        let at = event_ms(&event).ok_or_else(|| {
+            EventRefused::Time(crate::record::truncate_utf8(&event.at, 64).into_owned())
+        })?;
+        if at > now_ms.saturating_add(EVENT_FUTURE_TOLERANCE_MS) {
+            return Err(EventRefused::Future(event.at));
+        }
         let key = event.key();
         if self.history.iter().any(|e| e.key() == key) {
-            return;
+            return Ok(());
         }
         self.history.push(event);
-        self.history.sort_by(|a, b| a.at.cmp(&b.at));
+        self.history
+            .sort_by_key(|e| event_ms(e).unwrap_or(i64::MIN));
         let excess = self.history.len().saturating_sub(HISTORY_KEPT);
         self.history.drain(..excess);
+        Ok(())
     }
 }
 
@@ -376,6 +406,9 @@ impl LifecycleView {
 mod tests {
     use super::*;
 
+    /// A time after every event of the tests.
+    const NOW: i64 = 1_900_000_000_000;
+
     #[test]
     fn keys_are_read_by_their_meaning() {
         assert_eq!(Key::of(None), Key::Champion);
@@ -406,15 +439,21 @@ mod tests {
     #[test]
     fn a_decision_is_recorded_once_and_the_history_is_bounded() {
         let mut view = LifecycleView::default();
-        view.record(event(EventKind::Promoted, "2026-01-01T00:00:00Z"));
+        view.record(event(EventKind::Promoted, "2026-01-01T00:00:00Z"), NOW)
+            .unwrap();
         // Another referee's record of the same decision, seconds later.
-        view.record(event(EventKind::Promoted, "2026-01-01T00:00:03Z"));
+        view.record(event(EventKind::Promoted, "2026-01-01T00:00:03Z"), NOW)
+            .unwrap();
         assert_eq!(view.history.len(), 1);
         for second in 0..(2 * HISTORY_KEPT) {
-            view.record(event(
-                EventKind::ChallengerPublished,
-                &format!("2026-01-02T00:{:02}:{:02}Z", second / 60, second % 60),
-            ));
+            view.record(
+                event(
+                    EventKind::ChallengerPublished,
+                    &format!("2026-01-02T00:{:02}:{:02}Z", second / 60, second % 60),
+                ),
+                NOW,
+            )
+            .unwrap();
         }
         assert_eq!(view.history.len(), HISTORY_KEPT);
         assert!(view.history.windows(2).all(|w| w[0].at <= w[1].at));
@@ -537,7 +576,8 @@ mod tests {
     fn view(events: Vec<ModelEvent>) -> LifecycleView {
         let mut view = LifecycleView::default();
         for e in events {
-            view.record(e);
+            // An unreadable time is refused, and the rest of the history is read on.
+            let _ = view.record(e, NOW);
         }
         view
     }
@@ -569,11 +609,19 @@ mod tests {
         );
         // A champion published by hand while the challenger stays: a new duel from then.
         let mut v = v;
-        v.record(hand(EventKind::ChampionPublished, t3, Some("m-c"), None));
+        v.record(
+            hand(EventKind::ChampionPublished, t3, Some("m-c"), None),
+            NOW,
+        )
+        .unwrap();
         assert_eq!(v.duel_start("m-c", "m-b").unwrap().at_ms, ms(t3));
         // The same challenger published again later: the newest counts (an old duel of the
         // same pair is not this one).
-        v.record(hand(EventKind::ChallengerPublished, t4, None, Some("m-b")));
+        v.record(
+            hand(EventKind::ChallengerPublished, t4, None, Some("m-b")),
+            NOW,
+        )
+        .unwrap();
         assert_eq!(v.duel_start("m-c", "m-b").unwrap().at_ms, ms(t4));
         // Neither named: no start known.
         assert_eq!(v.duel_start("m-x", "m-y"), None);
@@ -618,12 +666,16 @@ mod tests {
         assert!(!v.duel_start("m-a", "m-b").unwrap().after_promotion);
         // A hand-published challenger after the promotion starts an ordinary duel.
         let mut v = v;
-        v.record(hand(
-            EventKind::ChallengerPublished,
-            "2026-01-01T00:20:00.000Z",
-            None,
-            Some("m-a"),
-        ));
+        v.record(
+            hand(
+                EventKind::ChallengerPublished,
+                "2026-01-01T00:20:00.000Z",
+                None,
+                Some("m-a"),
+            ),
+            NOW,
+        )
+        .unwrap();
         assert_eq!(
             v.duel_start("m-b", "m-a"),
             Some(DuelStart {
@@ -631,7 +683,28 @@ mod tests {
                 after_promotion: false
             })
         );
-        // An event whose time does not parse is passed over, not trusted.
+        // An event whose time does not parse, or lies in the future, is refused: it would
+        // otherwise sort after every real event and set every duel's start.
+        let mut refused = LifecycleView::default();
+        for at in [
+            "yesterday",
+            "9999-12-31T00:00:00Z",
+            "2031-01-01T00:00:00Z",
+            "",
+        ] {
+            let e = hand(EventKind::Promoted, at, Some("m-x"), None);
+            assert!(refused.record(e, NOW).is_err(), "{at}");
+        }
+        let soon = chrono::DateTime::from_timestamp_millis(NOW + 60_000)
+            .unwrap()
+            .to_rfc3339();
+        refused
+            .record(
+                hand(EventKind::ChampionPublished, &soon, Some("m-x"), None),
+                NOW,
+            )
+            .expect("a clock a minute ahead is tolerated");
+        assert_eq!(refused.history.len(), 1);
         let mut odd = view(vec![hand(
             EventKind::ChallengerPublished,
             "yesterday",
@@ -639,12 +712,16 @@ mod tests {
             Some("m-z"),
         )]);
         assert_eq!(odd.duel_start("m-a", "m-z"), None);
-        odd.record(hand(
-            EventKind::ChallengerPublished,
-            "2026-01-01T00:00:00Z",
-            None,
-            Some("m-z"),
-        ));
+        odd.record(
+            hand(
+                EventKind::ChallengerPublished,
+                "2026-01-01T00:00:00Z",
+                None,
+                Some("m-z"),
+            ),
+            NOW,
+        )
+        .unwrap();
         assert!(odd.duel_start("m-a", "m-z").is_some());
     }
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use model::lifecycle::LifecycleView;
 use model::{ChurnModel, SigningKey};
 use server::kafka::{parse_retention, Kafka, KafkaArgs};
 use server::labelled::{read_labelled, Labelled, ReadOptions};
@@ -35,6 +36,12 @@ pub struct RetrainArgs {
     /// is the command's.
     #[arg(long, value_parser = parse_retention)]
     every: Option<Duration>,
+    /// A challenger already in its duel is left to it: a round publishes only when the
+    /// challenger's seat is free, or its duel has gone this long without a verdict (e.g. 1d;
+    /// equal models never decide). A new challenger would start the duel over, and the records
+    /// scored before it would never count.
+    #[arg(long, default_value = "1d", value_parser = parse_retention)]
+    replace_after: Duration,
     /// Most labelled records to train on: the newest of the window. Also the most outcomes held.
     /// Bounds memory (roughly 1 KB a record).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
@@ -123,7 +130,7 @@ pub async fn run(args: &RetrainArgs, kafka_args: &KafkaArgs) -> Result<()> {
                 eprintln!("stopped: this round is abandoned, nothing more is published");
                 return Ok(());
             }
-            (Some(Ok(version)), _) => last_published = Some(version),
+            (Some(Ok(version)), _) => last_published = version,
             (Some(Err(e)), None) => return Err(e),
             (Some(Err(e)), Some(every)) => tracing::warn!(
                 "this retraining round failed; trying again in {}: {e:#}",
@@ -147,13 +154,49 @@ pub async fn run(args: &RetrainArgs, kafka_args: &KafkaArgs) -> Result<()> {
     }
 }
 
-/// One round: read, check, train, publish. Returns the version now the challenger.
+/// Why the challenger's seat is taken, if it is: a challenger in a duel that began less than
+/// `replace_after` before `now_ms` (the lifecycle's history says when; without history the
+/// seat counts as free).
+fn seat_taken(view: &LifecycleView, replace_after: Duration, now_ms: i64) -> Option<String> {
+    let (champion, challenger) = (view.champion.as_deref()?, view.challenger.as_deref()?);
+    if champion == challenger {
+        return None;
+    }
+    let began = view.duel_start(champion, challenger)?;
+    let age_ms = now_ms.saturating_sub(began.at_ms).max(0);
+    (age_ms < replace_after.as_millis() as i64).then(|| {
+        let what = if began.after_promotion {
+            "is watched for a rollback of the promotion"
+        } else {
+            "is in its duel"
+        };
+        format!(
+            "challenger {challenger} {what} against {champion} since {} ago; this round publishes \
+             nothing (a new challenger would start the duel over): it waits until the duel \
+             decides, the challenger is withdrawn, or the duel has run --replace-after {}",
+            humantime::format_duration(Duration::from_secs((age_ms / 1000) as u64)),
+            humantime::format_duration(replace_after)
+        )
+    })
+}
+
+/// One round: look at the seat, read, check, train, publish. Returns the version now the
+/// challenger (the last published, when the seat was taken).
 async fn round(
     kafka: &Kafka,
     args: &RetrainArgs,
     key: Option<&SigningKey>,
     last_published: Option<&str>,
-) -> Result<String> {
+) -> Result<Option<String>> {
+    let view = model_store::current_lifecycle(kafka, model_store::ModelTrust::default()).await?;
+    if let Some(why) = seat_taken(
+        &view,
+        args.replace_after,
+        chrono::Utc::now().timestamp_millis(),
+    ) {
+        eprintln!("{why}");
+        return Ok(last_published.map(str::to_owned));
+    }
     eprintln!(
         "reading the records of the last {} on {}{} ...",
         humantime::format_duration(args.window),
@@ -189,10 +232,10 @@ async fn round(
             "\n{} is the model the last round published (no new labelled records): not published again",
             model.version
         );
-        return Ok(model.version);
+        return Ok(Some(model.version));
     }
     publish(kafka, &model).await?;
-    Ok(model.version)
+    Ok(Some(model.version))
 }
 
 async fn publish(kafka: &Kafka, model: &ChurnModel) -> Result<()> {
@@ -352,5 +395,71 @@ mod tests {
         assert!(stayers.to_string().contains("--min-per-class"));
         // Nothing at all.
         assert!(enough(&labelled(0, 0), &args).is_err());
+    }
+}
+
+#[cfg(test)]
+mod seat_tests {
+    use super::*;
+    use model::lifecycle::{EventKind, ModelEvent};
+
+    fn event(kind: EventKind, at_ms: i64, champion: &str, challenger: &str) -> ModelEvent {
+        ModelEvent {
+            kind,
+            at: chrono::DateTime::from_timestamp_millis(at_ms)
+                .unwrap()
+                .to_rfc3339(),
+            champion_before: None,
+            champion_after: Some(champion.into()),
+            challenger_before: None,
+            challenger_after: Some(challenger.into()),
+            duel_began_ms: None,
+            evidence: None,
+            by: "t".into(),
+        }
+    }
+
+    #[test]
+    fn a_round_waits_while_a_young_duel_or_a_rollback_watch_holds_the_seat() {
+        let hour = 3_600_000;
+        let now = 1_800_000_000_000;
+        let day = Duration::from_secs(86_400);
+        let mut view = LifecycleView {
+            champion: Some("m-a".into()),
+            challenger: None,
+            ..Default::default()
+        };
+        assert_eq!(seat_taken(&view, day, now), None, "an empty seat is free");
+        view.challenger = Some("m-b".into());
+        view.record(
+            event(EventKind::ChampionPublished, now - 48 * hour, "m-a", "m-b"),
+            now,
+        )
+        .unwrap();
+        view.record(
+            event(EventKind::ChallengerPublished, now - 2 * hour, "m-a", "m-b"),
+            now,
+        )
+        .unwrap();
+        let why = seat_taken(&view, day, now).expect("a two-hour-old duel holds the seat");
+        assert!(
+            why.contains("m-b is in its duel") && why.contains("--replace-after 1day"),
+            "{why}"
+        );
+        assert_eq!(
+            seat_taken(&view, Duration::from_secs(3600), now),
+            None,
+            "a duel past --replace-after gives the seat up"
+        );
+        // After a promotion, the replaced model is watched for a rollback: the seat is taken.
+        view.champion = Some("m-b".into());
+        view.challenger = Some("m-a".into());
+        view.record(event(EventKind::Promoted, now - hour, "m-b", "m-a"), now)
+            .unwrap();
+        let why = seat_taken(&view, day, now).expect("the rollback watch holds the seat");
+        assert!(why.contains("watched for a rollback"), "{why}");
+        // The same model in both seats (a moment of a promotion) is no duel.
+        view.challenger = Some("m-b".into());
+        assert_eq!(seat_taken(&view, day, now), None);
     }
 }

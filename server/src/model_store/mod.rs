@@ -5,8 +5,8 @@
 mod topic;
 
 pub use topic::{
-    follow, publish, publish_challenger, publish_champion, withdraw_challenger, Followed,
-    ModelsWriter,
+    current_lifecycle, follow, publish, publish_challenger, publish_champion, withdraw_challenger,
+    Followed, ModelsWriter,
 };
 
 use std::path::Path;

@@ -112,10 +112,12 @@ pub async fn publish(kafka: &Kafka, model: &ChurnModel) -> Result<()> {
     publish_champion(kafka, model, "churn publish").await
 }
 
-/// Publishes a champion by hand (`by` names who) and records it in the history. A challenger
-/// with the same version is withdrawn: it has nothing left to prove.
+/// Publishes a champion by hand (`by` names who) and then records it in the history (the seat
+/// first: the history never names a model that was not published). A challenger with the same
+/// version is no longer scored in the shadow (`Lineup::shadow`): it has nothing left to prove.
 pub async fn publish_champion(kafka: &Kafka, model: &ChurnModel, by: &str) -> Result<()> {
     let writer = ModelsWriter::new(kafka)?;
+    writer.champion(model).await?;
     writer
         .event(&hand_event(
             EventKind::ChampionPublished,
@@ -124,7 +126,6 @@ pub async fn publish_champion(kafka: &Kafka, model: &ChurnModel, by: &str) -> Re
             by,
         ))
         .await?;
-    writer.champion(model).await?;
     tracing::info!(version = %model.version, topic = %kafka.topics.models, by, "champion published");
     Ok(())
 }
@@ -133,6 +134,7 @@ pub async fn publish_champion(kafka: &Kafka, model: &ChurnModel, by: &str) -> Re
 /// shadow, and the referee's duel compares it with the champion.
 pub async fn publish_challenger(kafka: &Kafka, model: &ChurnModel, by: &str) -> Result<()> {
     let writer = ModelsWriter::new(kafka)?;
+    writer.challenger(Some(model)).await?;
     writer
         .event(&hand_event(
             EventKind::ChallengerPublished,
@@ -141,7 +143,6 @@ pub async fn publish_challenger(kafka: &Kafka, model: &ChurnModel, by: &str) -> 
             by,
         ))
         .await?;
-    writer.challenger(Some(model)).await?;
     tracing::info!(version = %model.version, topic = %kafka.topics.models, by, "challenger published");
     Ok(())
 }
@@ -149,10 +150,10 @@ pub async fn publish_challenger(kafka: &Kafka, model: &ChurnModel, by: &str) -> 
 /// Withdraws the challenger by hand and records it.
 pub async fn withdraw_challenger(kafka: &Kafka, by: &str) -> Result<()> {
     let writer = ModelsWriter::new(kafka)?;
+    writer.challenger(None).await?;
     writer
         .event(&hand_event(EventKind::ChallengerWithdrawn, None, None, by))
         .await?;
-    writer.challenger(None).await?;
     tracing::info!(topic = %kafka.topics.models, by, "challenger withdrawn");
     Ok(())
 }
@@ -234,7 +235,20 @@ impl Reading {
             },
             Key::Event => match payload.map(serde_json::from_slice::<ModelEvent>) {
                 None => {}
-                Some(Ok(event)) => self.view.record(event),
+                // Its key must be the one its content gives: a record cannot take the place
+                // (and so the first-kept slot) of another decision's.
+                Some(Ok(event)) if key != Some(event.key().as_bytes()) => self.unreadable.skip(
+                    &"an event under a key that is not its own",
+                    payload.unwrap_or_default(),
+                ),
+                Some(Ok(event)) => {
+                    if let Err(e) = self
+                        .view
+                        .record(event, chrono::Utc::now().timestamp_millis())
+                    {
+                        self.unreadable.skip(&e, payload.unwrap_or_default());
+                    }
+                }
                 Some(Err(e)) => self.unreadable.skip(&e, payload.unwrap_or_default()),
             },
             Key::Other => {}
@@ -257,6 +271,55 @@ impl Reading {
     }
 }
 
+/// Reads the models topic from its start to its end as seen now: everything published so far,
+/// verified as `trust` says; and the reader, positioned to follow what comes next.
+async fn catch_up(kafka: &Kafka, trust: ModelTrust) -> Result<(StreamConsumer, Reading)> {
+    let consumer = models_consumer(kafka)?;
+    let topic = kafka.topics.models.clone();
+    // On a thread of its own, not blocking this future: a stop meanwhile abandons the wait.
+    let asked = {
+        let topic = topic.clone();
+        crate::kafka::on_own_thread(
+            move || {
+                let end = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10));
+                (consumer, end)
+            },
+            Duration::from_secs(11),
+        )
+    };
+    let (consumer, end) = asked
+        .await
+        .with_context(|| format!("no answer reading the end of {topic}"))?;
+    let (_, high) = end.with_context(|| format!("reading the end of {topic}"))?;
+    let mut reading = Reading {
+        trust,
+        champion: None,
+        challenger: None,
+        view: LifecycleView::default(),
+        unreadable: SkipLog::new("skipping an unreadable lifecycle record on the models topic"),
+    };
+    if high > 0 {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+                .await
+                .with_context(|| format!("timed out reading {topic}"))??;
+            reading.apply(message.key(), message.payload());
+            if message.offset() + 1 >= high {
+                break;
+            }
+        }
+    }
+    Ok((consumer, reading))
+}
+
+/// The lifecycle as published so far (the lineup's versions, the duel, the history), read once:
+/// for commands that look before they publish (`churn retrain`).
+pub async fn current_lifecycle(kafka: &Kafka, trust: ModelTrust) -> Result<LifecycleView> {
+    let (consumer, reading) = catch_up(kafka, trust).await?;
+    crate::kafka::close_within(consumer, "models topic reader").await;
+    Ok(reading.view())
+}
+
 /// What following the models topic gives: the lineup to score with, and the lifecycle to show.
 pub struct Followed {
     pub lineup: watch::Receiver<Lineup>,
@@ -275,43 +338,9 @@ pub async fn follow(
     Followed,
     impl std::future::Future<Output = Result<()>> + Send + 'static,
 )> {
-    let consumer = models_consumer(kafka)?;
     let topic = kafka.topics.models.clone();
-    // On a thread of its own, not blocking this future: a stop meanwhile abandons the wait.
-    let asked = {
-        let topic = topic.clone();
-        crate::kafka::on_own_thread(
-            move || {
-                let end = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10));
-                (consumer, end)
-            },
-            Duration::from_secs(11),
-        )
-    };
-    let (consumer, end) = asked
-        .await
-        .with_context(|| format!("no answer reading the end of {topic}"))?;
-    let (_, high) = end.with_context(|| format!("reading the end of {topic}"))?;
     let requires_signature = trust.requires_signature();
-    let mut reading = Reading {
-        trust,
-        champion: None,
-        challenger: None,
-        view: LifecycleView::default(),
-        unreadable: SkipLog::new("skipping an unreadable lifecycle record on the models topic"),
-    };
-    // Catch up: everything published so far.
-    if high > 0 {
-        loop {
-            let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
-                .await
-                .with_context(|| format!("timed out reading {topic}"))??;
-            reading.apply(message.key(), message.payload());
-            if message.offset() + 1 >= high {
-                break;
-            }
-        }
-    }
+    let (consumer, mut reading) = catch_up(kafka, trust).await?;
     let champion = match (reading.champion.clone(), fallback) {
         (Some(model), _) => {
             tracing::info!(version = %model.version, "using the newest published model");
@@ -456,6 +485,13 @@ mod tests {
             "a bad challenger record changes nothing"
         );
         assert_eq!(r.view().history.len(), 0);
+        // An event under another event's key (to take its place in the history): skipped.
+        let event = hand_event(EventKind::ChallengerPublished, None, Some(&b.version), "x");
+        let json = serde_json::to_vec(&event).unwrap();
+        r.apply(Some(b"churn-event/promoted/m-a/m-b/1"), Some(&json));
+        assert_eq!(r.view().history.len(), 0);
+        r.apply(Some(event.key().as_bytes()), Some(&json));
+        assert_eq!(r.view().history.len(), 1, "under its own key it is taken");
         r.apply(Some(CHALLENGER_KEY.as_bytes()), None);
         assert_eq!(r.challenger, None);
         // A record without a key is a champion, as before keys had meanings.

@@ -199,6 +199,9 @@ impl Referee {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut published_at, mut checked_at) = (Instant::now(), Instant::now());
         let mut failed = None;
+        let mut stream_time: Option<i64> = None;
+        // Its own handle: a message borrows the consumer while the reader notes it.
+        let consumer = reader.consumer.clone();
         loop {
             tokio::select! {
                 biased;
@@ -211,8 +214,11 @@ impl Referee {
                     break;
                 }
                 _ = tick.tick() => {
-                    let now = chrono::Utc::now().timestamp_millis();
-                    bout.pairing.forget_older(now);
+                    // By stream time, not the wall clock: a restart re-reading a duel older
+                    // than a day must still pair its old predictions with their outcomes.
+                    if let Some(newest) = stream_time {
+                        bout.pairing.forget_older(newest);
+                    }
                     self.show(Some(&bout));
                     if published_at.elapsed() >= self.options.publish_every {
                         published_at = Instant::now();
@@ -222,7 +228,7 @@ impl Referee {
                         checked_at = Instant::now();
                         reader.read_added(&self.shutdown).await;
                     }
-                    if let Some(decided) = self.verdict(&bout) {
+                    if let Some(decided) = self.verdict(&bout).filter(|_| reader.caught_up()) {
                         // The last figures, with the verdict, before the decision's records.
                         self.publish(&mut bout).await;
                         if let Err(e) = decided.carry_out(&self.writer, &self.shutdown).await {
@@ -240,9 +246,14 @@ impl Referee {
                         break;
                     }
                 }
-                message = reader.consumer.recv() => match message {
+                message = consumer.recv() => match message {
                     Ok(m) => {
-                        let timestamp = m.timestamp().to_millis().unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                        reader.note(m.topic(), m.partition(), m.offset());
+                        let now = chrono::Utc::now().timestamp_millis();
+                        let timestamp = m.timestamp().to_millis().unwrap_or(now);
+                        // A future-stamped record (a wrong clock) moves stream time no further
+                        // than the wall clock.
+                        stream_time = stream_time.max(Some(timestamp.min(now)));
                         take(&mut bout.pairing, &predictions, m.topic(), timestamp, m.key(), m.payload(), &mut skipped);
                     }
                     Err(e) => {

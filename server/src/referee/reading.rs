@@ -2,6 +2,7 @@
 //! from the time the duel began (so a restart rebuilds it), and partitions added later from
 //! their beginning; and each message, into the pairing or skipped with a log line.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,11 +29,18 @@ const QUESTION_WAIT: Duration = Duration::from_secs(5);
 pub(super) struct Reader {
     pub(super) consumer: Arc<StreamConsumer>,
     topics: [(String, i32); 2],
+    /// Partitions not yet read to the end they had when the reader opened: (topic, partition)
+    /// → that end. While any is left the reader is catching up (`caught_up`).
+    behind: HashMap<(String, i32), i64>,
 }
 
 /// Where to start in each partition of `topic`: the first record at or after `since_ms`, but no
-/// more than REREAD_PER_PARTITION before the end. Blocking.
-fn start_offsets(consumer: &StreamConsumer, topic: &str, since_ms: i64) -> Result<Vec<(i32, i64)>> {
+/// more than REREAD_PER_PARTITION before the end; with the end. Blocking.
+fn start_offsets(
+    consumer: &StreamConsumer,
+    topic: &str,
+    since_ms: i64,
+) -> Result<Vec<(i32, i64, i64)>> {
     let partitions = partition_count(consumer, topic, QUESTION_WAIT)?;
     let mut times = TopicPartitionList::new();
     for partition in 0..partitions {
@@ -53,7 +61,7 @@ fn start_offsets(consumer: &StreamConsumer, topic: &str, since_ms: i64) -> Resul
                 .filter(|&o| o >= 0)
                 .unwrap_or(high);
             let start = at_time.max(high - REREAD_PER_PARTITION).max(low);
-            Ok((partition, start))
+            Ok((partition, start, high))
         })
         .collect()
 }
@@ -103,13 +111,17 @@ impl Reader {
             match answer {
                 Ok(starts) => {
                     let mut assignment = TopicPartitionList::new();
+                    let mut behind = HashMap::new();
                     for (topic, offsets) in names.iter().zip(&starts) {
-                        for &(partition, offset) in offsets {
+                        for &(partition, offset, end) in offsets {
                             assignment.add_partition_offset(
                                 topic,
                                 partition,
                                 Offset::Offset(offset),
                             )?;
+                            if offset < end {
+                                behind.insert((topic.clone(), partition), end);
+                            }
                         }
                     }
                     consumer
@@ -120,7 +132,11 @@ impl Reader {
                         (names[1].clone(), starts[1].len() as i32),
                     ];
                     tracing::debug!(?topics, since_ms, "referee reading");
-                    return Ok(Some(Reader { consumer, topics }));
+                    return Ok(Some(Reader {
+                        consumer,
+                        topics,
+                        behind,
+                    }));
                 }
                 Err(e) => {
                     tracing::warn!("referee: finding where the duel began in the topics, retrying in 5 s: {e:#}");
@@ -131,6 +147,25 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// Notes a record read: its partition may now be read to the end it had at the start.
+    pub(super) fn note(&mut self, topic: &str, partition: i32, offset: i64) {
+        if self.behind.is_empty() {
+            return;
+        }
+        let key = (topic.to_owned(), partition);
+        if self.behind.get(&key).is_some_and(|&end| offset + 1 >= end) {
+            self.behind.remove(&key);
+        }
+    }
+
+    /// Whether everything the topics held when the reader opened has been read. A restarted
+    /// referee re-reads its duel; until it has, its figures are a prefix of that duel in
+    /// another order, and a verdict taken from them would be one more look at the same data
+    /// (which the confidence sequence's error rate does not allow for).
+    pub(super) fn caught_up(&self) -> bool {
+        self.behind.is_empty()
     }
 
     /// Starts reading partitions added since (from their beginning: all they hold is new).

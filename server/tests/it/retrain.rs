@@ -386,6 +386,23 @@ async fn under_concept_drift_the_retrained_challenger_wins_the_duel_and_is_promo
         .unwrap();
     let challenger = lineup.borrow().challenger.clone().unwrap();
     assert_eq!(challenger.training_data.rows, RECENT);
+    // A second round while that challenger is in its duel publishes nothing: a new challenger
+    // would start the duel over.
+    let (status, stderr) = retrain(kafka, &[]);
+    assert!(
+        status.success()
+            && stderr.contains("is in its duel")
+            && stderr.contains("publishes nothing"),
+        "{stderr}"
+    );
+    assert_eq!(
+        lineup
+            .borrow()
+            .challenger
+            .as_ref()
+            .map(|c| c.version.clone()),
+        Some(challenger.version.clone())
+    );
 
     // The live stream, scored by both: the duel promotes the retrained model.
     send_all(kafka, &sent("live", live, now_ms())).await;
