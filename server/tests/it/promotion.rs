@@ -433,3 +433,92 @@ async fn the_referee_stops_within_the_grace_with_the_broker_hung_mid_duel() {
     assert!(stopped_at.elapsed() < server::supervisor::STOP_GRACE);
     assert_eq!(metrics.duel_records.get(), 0, "no duel shown once stopped");
 }
+
+/// What the referee published last, when it has figures: (records, churners, the paired Brier
+/// gain's estimate, updated_at).
+fn published_figures(view: &LifecycleView) -> Option<(u64, u64, f64, String)> {
+    let duel = view.duel.as_ref()?;
+    let report = duel.report.as_ref()?;
+    Some((
+        report.records,
+        report.churners,
+        report.gains.brier.value,
+        duel.updated_at.clone(),
+    ))
+}
+
+/// A restarted referee rebuilds the same duel from the topics: the same records, churners and
+/// paired gain as the one before it, read back from where the pair began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_referee_rebuilds_the_same_duel() {
+    let p = pipeline().await;
+    let (champion, challenger) = (clueless_model(), trained_model(2));
+    publish_champion(&p.kafka, &champion, "test").await.unwrap();
+    publish_challenger(&p.kafka, &challenger, "test")
+        .await
+        .unwrap();
+    let (stop_all, stop) = stop_switch();
+    start_scorer(&p, "restart-scorers", &stop).await;
+    const ROWS: usize = 1500;
+    replay_rows(&p, ROWS, 0.0, 31, "restart", &stop).await;
+
+    let reporting = RefereeOptions {
+        auto_promote: false,
+        publish_every: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let run_referee = |stop: CancellationToken| {
+        let (kafka, options) = (p.kafka.clone(), reporting);
+        async move {
+            let (followed, follower) = follow(&kafka, None, ModelTrust::default(), stop.clone())
+                .await
+                .unwrap();
+            tokio::spawn(follower);
+            let task = referee::start(
+                kafka,
+                options,
+                &followed,
+                Arc::new(PipelineMetrics::default()),
+                stop,
+            )
+            .unwrap();
+            (followed.lifecycle, tokio::spawn(task))
+        }
+    };
+    let all_counted = |v: &Arc<LifecycleView>| {
+        published_figures(v).is_some_and(|(records, ..)| records == ROWS as u64)
+    };
+
+    let (first_stop, first_token) = stop_switch();
+    let (mut first_view, first) = run_referee(first_token).await;
+    let before = tokio::time::timeout(TIMEOUT, first_view.wait_for(all_counted))
+        .await
+        .expect("the first referee counts every labelled record")
+        .unwrap()
+        .clone();
+    first_stop.cancel();
+    first.await.unwrap().unwrap();
+    let (records, churners, gain, updated_at) = published_figures(&before).unwrap();
+
+    let (second_stop, second_token) = stop_switch();
+    let (mut second_view, second) = run_referee(second_token).await;
+    let after = tokio::time::timeout(
+        TIMEOUT,
+        second_view.wait_for(|v| {
+            all_counted(v) && published_figures(v).is_some_and(|f| f.3 != updated_at)
+        }),
+    )
+    .await
+    .expect("the restarted referee publishes the duel again")
+    .unwrap()
+    .clone();
+    let (records_again, churners_again, gain_again, _) = published_figures(&after).unwrap();
+    assert_eq!((records_again, churners_again), (records, churners));
+    assert!(
+        (gain_again - gain).abs() < 1e-12,
+        "the same records give the same mean: {gain} then {gain_again}"
+    );
+    second_stop.cancel();
+    second.await.unwrap().unwrap();
+    stop_all.cancel();
+}
