@@ -522,3 +522,77 @@ async fn a_restarted_referee_rebuilds_the_same_duel() {
     second.await.unwrap().unwrap();
     stop_all.cancel();
 }
+
+/// The duel fed by outcomes on the labels topic, as in production: the records carry no label,
+/// their outcomes come later (keyed by record id, some twice: at-least-once; that each counts
+/// once is `duel::pairing`'s property test), and the better challenger is promoted on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outcomes_arriving_later_on_the_labels_topic_decide_the_duel() {
+    use crate::retrain::{now_ms, send_all, wire, Outgoing};
+    let p = pipeline().await;
+    let (worse, better) = (clueless_model(), trained_model(2));
+    publish_champion(&p.kafka, &worse, "test").await.unwrap();
+    publish_challenger(&p.kafka, &better, "test").await.unwrap();
+    let (stop_tx, stop) = stop_switch();
+    start_scorer(&p, "outcome-scorers", &stop).await;
+    let (watching, follower) = follow(&p.kafka, None, ModelTrust::default(), stop.clone())
+        .await
+        .unwrap();
+    tokio::spawn(follower);
+    let (_, referee) = start_referee(&p, &watching, &stop);
+
+    const ROWS: usize = 2500;
+    let customers = generate_customers(&GenerateOptions {
+        rows: ROWS,
+        seed: 41,
+        messy_fraction: 0.0,
+    });
+    let (input, labels) = (&p.kafka.topics.input, &p.kafka.topics.labels);
+    let records: Vec<Outgoing> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (input.clone(), format!("o-{i}"), wire(c, None), now_ms()))
+        .collect();
+    send_all(&p.kafka, &records).await;
+    // Scored without a label: no duel record yet.
+    let messages = read_topic(&p.kafka, &p.kafka.topics.predictions, TIMEOUT, |m| {
+        predictions_by_id(m).len() >= ROWS
+    });
+    let scored = predictions_by_id(&messages);
+    assert!(scored
+        .values()
+        .all(|p| p.actual_churn.is_none() && p.challenger.is_some()));
+    assert!(watching
+        .lifecycle
+        .borrow()
+        .history
+        .iter()
+        .all(|e| !e.kind.is_decision()));
+
+    // The outcomes, later; every fifth twice.
+    let outcomes: Vec<Outgoing> = customers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let outcome = format!(r#"{{"Churn": {}}}"#, u8::from(c.churn.unwrap()));
+            let copies = if i % 5 == 0 { 2 } else { 1 };
+            std::iter::repeat_n(
+                (
+                    labels.clone(),
+                    format!("o-{i}"),
+                    outcome.into_bytes(),
+                    now_ms(),
+                ),
+                copies,
+            )
+        })
+        .collect();
+    send_all(&p.kafka, &outcomes).await;
+    let mut lifecycle = watching.lifecycle.clone();
+    let promoted = event_appears(&mut lifecycle, EventKind::Promoted).await;
+    assert_evidence(&promoted, true);
+    assert_eq!(promoted.champion_after.as_deref(), Some(&*better.version));
+
+    stop_tx.cancel();
+    referee.await.unwrap().unwrap();
+}

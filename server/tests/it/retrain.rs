@@ -21,7 +21,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 const BEFORE: usize = 1_500;
 const AFTER: usize = 1_500;
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -29,10 +29,10 @@ fn now_ms() -> i64 {
 }
 
 /// One record to send: topic, key, value, timestamp (ms).
-type Outgoing = (String, String, Vec<u8>, i64);
+pub(crate) type Outgoing = (String, String, Vec<u8>, i64);
 
 /// Sends every record at once (in batches, as a replay does) and waits for every acknowledgement.
-async fn send_all(kafka: &Kafka, records: &[Outgoing]) {
+pub(crate) async fn send_all(kafka: &Kafka, records: &[Outgoing]) {
     let producer: FutureProducer = kafka.bulk_producer().unwrap();
     let sends = records.iter().map(|(topic, key, value, timestamp_ms)| {
         producer.send(
@@ -49,7 +49,7 @@ async fn send_all(kafka: &Kafka, records: &[Outgoing]) {
 }
 
 /// A customer as the input topic carries it, with its own `Churn` or none.
-fn wire(customer: &Customer, own: Option<bool>) -> Vec<u8> {
+pub(crate) fn wire(customer: &Customer, own: Option<bool>) -> Vec<u8> {
     let mut raw = server::replay::to_wire(&customer.to_raw());
     raw.set(
         Field::Churn,
