@@ -211,6 +211,16 @@ struct Reading {
 }
 
 impl Reading {
+    fn new(trust: ModelTrust) -> Self {
+        Reading {
+            trust,
+            champion: None,
+            challenger: None,
+            view: LifecycleView::default(),
+            unreadable: SkipLog::new("skipping an unreadable lifecycle record on the models topic"),
+        }
+    }
+
     /// Takes one record. Models are verified; events and the duel are only shown, never acted
     /// on, so a malformed one is skipped with a log line.
     fn apply(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>) {
@@ -291,13 +301,7 @@ async fn catch_up(kafka: &Kafka, trust: ModelTrust) -> Result<(StreamConsumer, R
         .await
         .with_context(|| format!("no answer reading the end of {topic}"))?;
     let (_, high) = end.with_context(|| format!("reading the end of {topic}"))?;
-    let mut reading = Reading {
-        trust,
-        champion: None,
-        challenger: None,
-        view: LifecycleView::default(),
-        unreadable: SkipLog::new("skipping an unreadable lifecycle record on the models topic"),
-    };
+    let mut reading = Reading::new(trust);
     if high > 0 {
         loop {
             let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
@@ -453,13 +457,7 @@ mod tests {
     }
 
     fn reading() -> Reading {
-        Reading {
-            trust: ModelTrust::default(),
-            champion: None,
-            challenger: None,
-            view: LifecycleView::default(),
-            unreadable: SkipLog::new("test"),
-        }
+        Reading::new(ModelTrust::default())
     }
 
     #[test]
