@@ -5,11 +5,11 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use leptos::server_fn::{BoxedStream, Websocket};
-use model::lifecycle::LifecycleView;
 use model::{FieldError, Prediction, RawCustomer};
 use serde::{Deserialize, Serialize};
 
 use crate::access::Role;
+use crate::lifecycle::LifecycleCards;
 #[cfg(feature = "ssr")]
 use crate::access::{signed_in_user, CurrentUser};
 
@@ -155,9 +155,10 @@ pub enum FeedEvent {
     Dashboard(Dashboard),
     /// Fresh pipeline counters.
     Status(PipelineStatus),
-    /// The model lifecycle (champion, challenger, duel, history): sent after the snapshot and
-    /// whenever it changes. For every signed-in user: it names models, not customers.
-    Lifecycle(Box<LifecycleView>),
+    /// The model lifecycle (champion, challenger, duel, history), as cards rendered on the
+    /// server: sent after the snapshot and whenever it changes. For every signed-in user: it
+    /// names models, not customers.
+    Lifecycle(LifecycleCards),
 }
 
 /// Where a published model sits: the champion answers users; the challenger is scored in the
@@ -403,11 +404,11 @@ pub async fn live_feed(
 /// The lifecycle as a feed event, marking it seen.
 #[cfg(feature = "ssr")]
 fn lifecycle_event(
-    lifecycle: &mut tokio::sync::watch::Receiver<std::sync::Arc<LifecycleView>>,
+    lifecycle: &mut tokio::sync::watch::Receiver<std::sync::Arc<model::lifecycle::LifecycleView>>,
 ) -> FeedEvent {
-    FeedEvent::Lifecycle(Box::new(LifecycleView::clone(
-        &lifecycle.borrow_and_update(),
-    )))
+    // Rendered outside the watch's lock, so the follower is never kept waiting by it.
+    let now = std::sync::Arc::clone(&lifecycle.borrow_and_update());
+    FeedEvent::Lifecycle(LifecycleCards::of(&now))
 }
 
 #[cfg(test)]
@@ -453,7 +454,7 @@ mod tests {
                 ..Default::default()
             }),
             FeedEvent::Status(status()),
-            FeedEvent::Lifecycle(Box::new(LifecycleView {
+            FeedEvent::Lifecycle(LifecycleCards::of(&model::lifecycle::LifecycleView {
                 champion: Some("m-1".into()),
                 challenger: Some("m-2".into()),
                 ..Default::default()

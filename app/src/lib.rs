@@ -28,6 +28,7 @@ pub use api::{
     Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, Seat, SecondStats,
     StorageStatus, WindowPoint,
 };
+pub use lifecycle::LifecycleCards;
 use dashboard::DashboardPage;
 use form::{ChurnForm, FormState};
 use live::{LivePanel, LiveState};

@@ -5,13 +5,13 @@ use std::collections::VecDeque;
 
 use leptos::prelude::*;
 use model::format::percent;
-use model::lifecycle::LifecycleView;
 use model::Prediction;
 
 #[cfg(feature = "hydrate")]
 use crate::api::FeedEvent;
 use crate::api::{Dashboard, PipelineStatus, SecondStats};
 use crate::chart::{Column, RateChart};
+use crate::lifecycle::LifecycleCards;
 
 /// Rows kept in the feed.
 #[cfg(feature = "hydrate")]
@@ -30,8 +30,8 @@ pub struct LiveState {
     received: RwSignal<u64>,
     pub dashboard: RwSignal<Option<Dashboard>>,
     pub status: RwSignal<Option<PipelineStatus>>,
-    /// Champion, challenger, duel and history, as the models topic says.
-    pub lifecycle: RwSignal<Option<LifecycleView>>,
+    /// Champion, challenger, duel and history, as the models topic says (rendered cards).
+    pub lifecycle: RwSignal<Option<LifecycleCards>>,
 }
 
 impl LiveState {
@@ -100,7 +100,7 @@ impl LiveState {
             }),
             FeedEvent::Dashboard(dashboard) => self.dashboard.set(Some(dashboard)),
             FeedEvent::Status(status) => self.status.set(Some(status)),
-            FeedEvent::Lifecycle(view) => self.lifecycle.set(Some(*view)),
+            FeedEvent::Lifecycle(cards) => self.lifecycle.set(Some(cards)),
         }
     }
 }

@@ -45,7 +45,7 @@ pub fn ModelsPage() -> impl IntoView {
         Action::new_local(move |_: &()| async move { message.set(Some(send_withdrawal().await)) });
     let has_challenger = move || {
         live.lifecycle
-            .with(|v| v.as_ref().is_some_and(|v| v.challenger.is_some()))
+            .with(|cards| cards.as_ref().is_some_and(|c| c.challenger.is_some()))
     };
     let busy = move || upload.pending().get() || withdraw.pending().get();
     view! {

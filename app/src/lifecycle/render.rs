@@ -1,14 +1,14 @@
-//! The model lifecycle on screen, for every signed-in user: the live duel of champion and
-//! challenger (figures with their intervals, the sequential test against 0, the verdict in
-//! words) and the history of publications, promotions and rollbacks with their evidence.
-//! The words are plain functions, tested here; the components only lay them out.
+//! The lifecycle cards' insides, rendered on the server only (see the parent module): the
+//! live duel of champion and challenger (figures with their intervals, the sequential test
+//! against 0, the verdict in words) and the history of publications, promotions and rollbacks
+//! with their evidence. The words are plain functions, tested here; the views only lay them out.
 
 use leptos::prelude::*;
 use model::duel::metrics::Estimate;
 use model::duel::{Evidence, Metric, ModelQuality, Verdict};
 use model::lifecycle::{DuelStatus, LifecycleView, ModelEvent};
 
-use crate::live::LiveState;
+use super::Card;
 
 /// A figure with its interval: `0.8731 (0.8612–0.8850)`.
 fn with_interval(estimate: Option<Estimate>) -> String {
@@ -91,35 +91,47 @@ pub fn evidence_words(evidence: &Evidence) -> String {
 /// One model's figure, out of its quality.
 type Figure = fn(&ModelQuality) -> Option<Estimate>;
 
+/// The inside of `card` for `lifecycle` (`None`: nothing has arrived from the models topic
+/// yet), as HTML. Text and attributes are escaped as in any server-rendered page, so a model
+/// version or a user name cannot inject markup.
+pub fn inside(card: Card, lifecycle: Option<&LifecycleView>) -> String {
+    // Views are created under an owner, as on a page; nothing here is reactive.
+    Owner::new().with(|| match card {
+        Card::Duel => duel_inside(lifecycle).to_html(),
+        Card::History => history_inside(lifecycle).to_html(),
+    })
+}
+
 /// The live duel, or why there is none.
-#[component]
-pub fn DuelCard() -> impl IntoView {
-    let live = expect_context::<LiveState>();
+fn duel_inside(lifecycle: Option<&LifecycleView>) -> AnyView {
+    let chip = lifecycle.and_then(|v| v.duel.as_ref()).map(|d| {
+        view! {
+            <span class="chip" class:off=!d.auto_promote id="auto-promote">
+                {if d.auto_promote { "auto-promote on" } else { "auto-promote off" }}
+            </span>
+        }
+    });
+    let body = match lifecycle {
+        None => view! { <p class="muted">"Connecting to the pipeline…"</p> }.into_any(),
+        Some(LifecycleView { challenger: None, .. }) => view! {
+            <p class="muted" id="duel-none">"No challenger: an admin can publish one (Models page, or "
+                <span class="mono">"churn publish --challenger model.json"</span>
+                ") and every scorer scores it in the shadow; users only ever see the champion's predictions."</p>
+        }.into_any(),
+        Some(LifecycleView { duel: None, champion, challenger, .. }) => view! {
+            <Lineup champion=champion.clone() challenger=challenger.clone()/>
+            <p class="muted" id="duel-waiting">"Scored in the shadow; waiting for labelled outcomes to compare the two."</p>
+        }.into_any(),
+        Some(LifecycleView { duel: Some(duel), .. }) => view! { <DuelFigures duel=duel.clone()/> }.into_any(),
+    };
     view! {
-        <section class="card duel" id="duel" aria-labelledby="duel-title">
-            <div class="card-head">
-                <h2 id="duel-title">"Champion vs challenger"</h2>
-                {move || live.lifecycle.get().and_then(|v| v.duel).map(|d| view! {
-                    <span class="chip" class:off=!d.auto_promote id="auto-promote">
-                        {if d.auto_promote { "auto-promote on" } else { "auto-promote off" }}
-                    </span>
-                })}
-            </div>
-            {move || match live.lifecycle.get() {
-                None => view! { <p class="muted">"Connecting to the pipeline…"</p> }.into_any(),
-                Some(LifecycleView { challenger: None, .. }) => view! {
-                    <p class="muted" id="duel-none">"No challenger: an admin can publish one (Models page, or "
-                        <span class="mono">"churn publish --challenger model.json"</span>
-                        ") and every scorer scores it in the shadow; users only ever see the champion's predictions."</p>
-                }.into_any(),
-                Some(LifecycleView { duel: None, champion, challenger, .. }) => view! {
-                    <Lineup champion=champion challenger=challenger/>
-                    <p class="muted" id="duel-waiting">"Scored in the shadow; waiting for labelled outcomes to compare the two."</p>
-                }.into_any(),
-                Some(LifecycleView { duel: Some(duel), .. }) => view! { <DuelFigures duel=duel/> }.into_any(),
-            }}
-        </section>
+        <div class="card-head">
+            <h2 id="duel-title">"Champion vs challenger"</h2>
+            {chip}
+        </div>
+        {body}
     }
+    .into_any()
 }
 
 #[component]
@@ -224,31 +236,27 @@ fn IntervalChart(evidence: Evidence) -> impl IntoView {
 }
 
 /// Who changed the lineup, when, and on what evidence; newest first.
-#[component]
-pub fn HistoryCard() -> impl IntoView {
-    let live = expect_context::<LiveState>();
-    let history = move || live.lifecycle.get().map(|v| v.history).unwrap_or_default();
+fn history_inside(lifecycle: Option<&LifecycleView>) -> AnyView {
+    let events = lifecycle.map(|v| v.history.as_slice()).unwrap_or_default();
+    let body = if events.is_empty() {
+        view! { <p class="muted" id="history-empty">"Nothing published yet on the models topic."</p> }.into_any()
+    } else {
+        view! {
+            <div class="feed-wrap">
+                <table class="feed history" id="history">
+                    <thead><tr><th>"When (UTC)"</th><th>"What"</th><th>"Champion"</th><th>"Challenger"</th><th>"By"</th><th>"Evidence"</th></tr></thead>
+                    <tbody>
+                        {events.iter().rev().map(|e| view! { <HistoryRow event=e.clone()/> }).collect_view()}
+                    </tbody>
+                </table>
+            </div>
+        }.into_any()
+    };
     view! {
-        <section class="card" aria-labelledby="history-title">
-            <h2 id="history-title">"Model history"</h2>
-            {move || {
-                let events = history();
-                if events.is_empty() {
-                    return view! { <p class="muted" id="history-empty">"Nothing published yet on the models topic."</p> }.into_any();
-                }
-                view! {
-                    <div class="feed-wrap">
-                        <table class="feed history" id="history">
-                            <thead><tr><th>"When (UTC)"</th><th>"What"</th><th>"Champion"</th><th>"Challenger"</th><th>"By"</th><th>"Evidence"</th></tr></thead>
-                            <tbody>
-                                {events.into_iter().rev().map(|e| view! { <HistoryRow event=e/> }).collect_view()}
-                            </tbody>
-                        </table>
-                    </div>
-                }.into_any()
-            }}
-        </section>
+        <h2 id="history-title">"Model history"</h2>
+        {body}
     }
+    .into_any()
 }
 
 #[component]
@@ -375,5 +383,218 @@ mod tests {
         assert_eq!(gain(Some(e)), "+0.8731 (+0.8610 – +0.8850)");
         assert_eq!(with_interval(None), "—");
         assert_eq!(gain(None), "—");
+    }
+
+    /// A card's inside without the hydration markers (`<!>`) between texts.
+    fn shown(card: Card, lifecycle: Option<&LifecycleView>) -> String {
+        inside(card, lifecycle).replace("<!>", "")
+    }
+
+    fn estimate(value: f64) -> Estimate {
+        Estimate {
+            value,
+            low: value - 0.01,
+            high: value + 0.01,
+        }
+    }
+
+    fn quality(auc: f64) -> ModelQuality {
+        ModelQuality {
+            auc: Some(estimate(auc)),
+            log_loss: estimate(0.41),
+            brier: estimate(0.13),
+            calibration_error: estimate(0.02),
+        }
+    }
+
+    /// A decided duel with its figures, as the referee publishes it.
+    fn reported(verdict: Verdict, auto: bool) -> DuelStatus {
+        let mut status = duel(verdict, 4210, false, auto);
+        status.report = Some(model::duel::DuelReport {
+            records: 4210,
+            churners: 702,
+            auc_records: 4210,
+            confidence: 0.95,
+            champion: quality(0.85),
+            challenger: quality(0.87),
+            gains: model::duel::Gains {
+                auc: Some(estimate(0.02)),
+                log_loss: estimate(0.015),
+                brier: Estimate {
+                    value: -0.004,
+                    low: -0.009,
+                    high: -0.001,
+                },
+            },
+            decision: status.decision,
+        });
+        status
+    }
+
+    fn lineup(challenger: Option<&str>, duel: Option<DuelStatus>) -> LifecycleView {
+        LifecycleView {
+            champion: Some("m-a".into()),
+            challenger: challenger.map(Into::into),
+            duel,
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_duel_card_says_which_state_it_is_in() {
+        let connecting = shown(Card::Duel, None);
+        assert!(connecting.contains("Connecting to the pipeline"), "{connecting}");
+        assert!(connecting.contains(r#"id="duel-title""#), "{connecting}");
+        assert!(!connecting.contains("auto-promote"), "{connecting}");
+
+        let none = shown(Card::Duel, Some(&lineup(None, None)));
+        assert!(none.contains(r#"id="duel-none""#), "{none}");
+        assert!(!none.contains("lineup-challenger"), "{none}");
+
+        let waiting = shown(Card::Duel, Some(&lineup(Some("m-b"), None)));
+        assert!(waiting.contains(r#"id="duel-waiting""#), "{waiting}");
+        assert!(
+            waiting.contains(r#"id="lineup-challenger" class="mono">m-b<"#)
+                && waiting.contains(r#"id="lineup-champion" class="mono">m-a<"#),
+            "{waiting}"
+        );
+    }
+
+    #[test]
+    fn a_decided_duel_shows_its_table_its_interval_and_the_switch() {
+        let off = shown(
+            Card::Duel,
+            Some(&lineup(
+                Some("m-b"),
+                Some(reported(Verdict::ChallengerBetter, false)),
+            )),
+        );
+        for part in [
+            r#"id="duel-table""#,
+            r#"id="duel-records" class="num">4210<"#,
+            r#"id="auto-promote" class="chip off">auto-promote off<"#,
+            "Auto-promote is off",
+            r#"class="span good""#,
+            "+0.0011 to +0.0073 (estimate +0.0042)",
+            "0.8500 (0.8400 – 0.8600)",
+            "intervals at 95%",
+        ] {
+            assert!(off.contains(part), "{part} missing in {off}");
+        }
+        // The Brier gain's interval lies below 0: it reads as bad, the others as good.
+        assert!(
+            off.contains(r#"class="num  bad">-0.0040 (-0.0090 – -0.0010)<"#),
+            "{off}"
+        );
+        assert!(off.contains(r#"class="num good">+0.0200"#), "{off}");
+
+        let on = shown(
+            Card::Duel,
+            Some(&lineup(
+                Some("m-b"),
+                Some(reported(Verdict::ChampionBetter, true)),
+            )),
+        );
+        assert!(
+            on.contains(r#"id="auto-promote" class="chip">auto-promote on<"#),
+            "{on}"
+        );
+        assert!(on.contains("being withdrawn"), "{on}");
+    }
+
+    #[test]
+    fn an_interval_across_zero_is_open_and_none_is_said_so() {
+        let mut open = duel(Verdict::Undecided, 5000, false, true);
+        open.decision.evidence.interval = Some((-0.002, 0.003));
+        let html = shown(Card::Duel, Some(&lineup(Some("m-b"), Some(open.clone()))));
+        assert!(html.contains(r#"class="span open""#), "{html}");
+        open.decision.evidence.interval = None;
+        let html = shown(Card::Duel, Some(&lineup(Some("m-b"), Some(open))));
+        assert!(html.contains(r#"id="interval-none""#), "{html}");
+        assert!(!html.contains("interval-chart"), "{html}");
+    }
+
+    #[test]
+    fn the_history_is_newest_first_and_empty_says_so() {
+        let empty = shown(Card::History, None);
+        assert!(empty.contains(r#"id="history-empty""#), "{empty}");
+        assert_eq!(
+            empty,
+            shown(Card::History, Some(&LifecycleView::default()))
+        );
+
+        let event = |kind, at: &str, by: &str| ModelEvent {
+            kind,
+            at: at.into(),
+            champion_before: Some("m-a".into()),
+            champion_after: Some("m-a".into()),
+            challenger_before: None,
+            challenger_after: Some("m-b".into()),
+            duel_began_ms: None,
+            evidence: None,
+            by: by.into(),
+        };
+        let mut promoted = event(
+            model::lifecycle::EventKind::Promoted,
+            "2026-01-02T03:04:05.678Z",
+            "auto-promote",
+        );
+        promoted.champion_after = Some("m-b".into());
+        promoted.challenger_after = Some("m-a".into());
+        promoted.evidence = Some(duel(Verdict::ChallengerBetter, 1234, false, true).decision.evidence);
+        let mut view = lineup(Some("m-a"), None);
+        view.history = vec![
+            event(
+                model::lifecycle::EventKind::ChallengerPublished,
+                "2026-01-01T00:00:00Z",
+                "ann",
+            ),
+            promoted,
+        ];
+        let html = shown(Card::History, Some(&view));
+        let newest = html.find("challenger promoted").expect("the promotion");
+        let oldest = html.find("challenger published").expect("the publication");
+        assert!(newest < oldest, "newest first: {html}");
+        assert!(html.contains("2026-01-02 03:04:05<"), "{html}");
+        assert!(html.contains("m-a → m-b"), "{html}");
+        assert!(html.contains(r#"<tr class="decision">"#), "{html}");
+        assert!(html.contains("1234 records (205 churners)"), "{html}");
+        assert!(html.contains(">by hand<"), "{html}");
+    }
+
+    /// Model versions come from model files and names from accounts: whatever they hold, the
+    /// cards show it as text, never as markup.
+    #[test]
+    fn hostile_versions_and_names_stay_text() {
+        let hostile = r#"<img src=x onerror="alert(1)">"#;
+        let mut status = reported(Verdict::ChallengerBetter, false);
+        status.champion = hostile.into();
+        status.challenger = "</td><script>alert(2)</script>".into();
+        status.updated_at = hostile.into();
+        let mut view = lineup(Some(hostile), Some(status));
+        view.champion = Some(hostile.into());
+        view.history = vec![ModelEvent {
+            kind: model::lifecycle::EventKind::ChampionPublished,
+            at: hostile.into(),
+            champion_before: Some("</table><p>".into()),
+            champion_after: Some(hostile.into()),
+            challenger_before: None,
+            challenger_after: Some("<b>".into()),
+            duel_began_ms: None,
+            evidence: None,
+            by: "<script>alert(3)</script>".into(),
+        }];
+        for card in [Card::Duel, Card::History] {
+            let html = shown(card, Some(&view));
+            for markup in ["<img", "<script", "</td><script", "</table><p>", "<b>"] {
+                assert!(!html.contains(markup), "{markup} in {html}");
+            }
+            assert!(html.contains("&lt;"), "shown as text: {html}");
+        }
+        // Without a duel, the lineup shows the names too.
+        view.duel = None;
+        let html = shown(Card::Duel, Some(&view));
+        assert!(!html.contains("<img"), "{html}");
+        assert!(html.contains("&lt;img"), "{html}");
     }
 }
