@@ -9,9 +9,9 @@ use model::{FieldError, Prediction, RawCustomer};
 use serde::{Deserialize, Serialize};
 
 use crate::access::Role;
-use crate::lifecycle::LifecycleCards;
 #[cfg(feature = "ssr")]
 use crate::access::{signed_in_user, CurrentUser};
+use crate::lifecycle::LifecycleCards;
 
 /// A snapshot of the pipeline, shown on the page.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -28,9 +28,9 @@ pub use api::{
     Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, Seat, SecondStats,
     StorageStatus, WindowPoint,
 };
-pub use lifecycle::LifecycleCards;
 use dashboard::DashboardPage;
 use form::{ChurnForm, FormState};
+pub use lifecycle::LifecycleCards;
 use live::{LivePanel, LiveState};
 use login::LoginPage;
 use models::ModelsPage;

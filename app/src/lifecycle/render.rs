@@ -443,7 +443,10 @@ mod tests {
     #[test]
     fn the_duel_card_says_which_state_it_is_in() {
         let connecting = shown(Card::Duel, None);
-        assert!(connecting.contains("Connecting to the pipeline"), "{connecting}");
+        assert!(
+            connecting.contains("Connecting to the pipeline"),
+            "{connecting}"
+        );
         assert!(connecting.contains(r#"id="duel-title""#), "{connecting}");
         assert!(!connecting.contains("auto-promote"), "{connecting}");
 
@@ -518,10 +521,7 @@ mod tests {
     fn the_history_is_newest_first_and_empty_says_so() {
         let empty = shown(Card::History, None);
         assert!(empty.contains(r#"id="history-empty""#), "{empty}");
-        assert_eq!(
-            empty,
-            shown(Card::History, Some(&LifecycleView::default()))
-        );
+        assert_eq!(empty, shown(Card::History, Some(&LifecycleView::default())));
 
         let event = |kind, at: &str, by: &str| ModelEvent {
             kind,
@@ -541,7 +541,11 @@ mod tests {
         );
         promoted.champion_after = Some("m-b".into());
         promoted.challenger_after = Some("m-a".into());
-        promoted.evidence = Some(duel(Verdict::ChallengerBetter, 1234, false, true).decision.evidence);
+        promoted.evidence = Some(
+            duel(Verdict::ChallengerBetter, 1234, false, true)
+                .decision
+                .evidence,
+        );
         let mut view = lineup(Some("m-a"), None);
         view.history = vec![
             event(
