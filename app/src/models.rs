@@ -34,8 +34,9 @@ pub fn answer_words(status: u16, error: Option<&str>) -> String {
 pub fn ModelsPage() -> impl IntoView {
     let live = expect_context::<LiveState>();
     let file = NodeRef::<leptos::html::Input>::new();
-    // Read when the form is sent; the radios themselves show the choice.
-    let seat = StoredValue::new(Seat::Challenger);
+    // The seat is read from the radios when the form is sent: what they show is what is sent,
+    // even when the browser restored a choice on reload.
+    let champion = NodeRef::<leptos::html::Input>::new();
     // The answer to the latest upload or withdrawal.
     let message = RwSignal::new(None::<Answer>);
     // What is being sent, while it is. Plain tasks rather than `Action`s: the page has no use
@@ -66,7 +67,8 @@ pub fn ModelsPage() -> impl IntoView {
             <p class="lead">"The champion answers every prediction users see. A challenger is scored on the same records in the shadow; its scores never reach users, and the duel compares the two on live outcomes."</p>
             <form class="upload" id="upload-form" on:submit=move |ev| {
                 ev.prevent_default();
-                send(Sending::Upload(seat.get_value()));
+                let as_champion = champion.get_untracked().is_some_and(|radio| radio.checked());
+                send(Sending::Upload(if as_champion { Seat::Champion } else { Seat::Challenger }));
             }>
                 <div class="field">
                     <label for="model-file">"Model file"</label>
@@ -75,11 +77,9 @@ pub fn ModelsPage() -> impl IntoView {
                 </div>
                 <fieldset class="seat">
                     <legend>"Publish as"</legend>
-                    <label><input type="radio" name="seat" id="seat-challenger" value="challenger" checked
-                        on:change=move |_| seat.set_value(Seat::Challenger)/>
+                    <label><input type="radio" name="seat" id="seat-challenger" value="challenger" checked/>
                         " challenger " <span class="hint">"(scored in the shadow)"</span></label>
-                    <label><input type="radio" name="seat" id="seat-champion" value="champion"
-                        on:change=move |_| seat.set_value(Seat::Champion)/>
+                    <label><input type="radio" name="seat" id="seat-champion" value="champion" node_ref=champion/>
                         " champion " <span class="hint">"(every scorer switches to it)"</span></label>
                 </fieldset>
                 <div class="form-actions">
