@@ -8,9 +8,8 @@ use leptos::server_fn::{BoxedStream, Websocket};
 use model::{FieldError, Prediction, RawCustomer};
 use serde::{Deserialize, Serialize};
 
-use crate::access::Role;
 #[cfg(feature = "ssr")]
-use crate::access::{signed_in_user, CurrentUser};
+use crate::access::{signed_in_user, CurrentUser, Role};
 use crate::lifecycle::LifecycleCards;
 
 /// A snapshot of the pipeline, shown on the page.
@@ -151,8 +150,14 @@ pub enum FeedEvent {
     Prediction(Prediction),
     /// A second has closed.
     Second(SecondStats),
-    /// Fresh stream analytics.
+    /// Fresh stream analytics, as the backend publishes them. Never sent as they are:
+    /// `for_role` renders them into a `DashboardBody` for the user who receives them.
+    #[serde(skip)]
     Dashboard(Dashboard),
+    /// Fresh stream analytics as the dashboard's body (HTML), rendered on the server for the
+    /// receiving user's role. The browser swaps it in: it needs no decoder and no views for the
+    /// analytics.
+    DashboardBody(String),
     /// Fresh pipeline counters.
     Status(PipelineStatus),
     /// The model lifecycle (champion, challenger, duel, history), as cards rendered on the
@@ -188,7 +193,9 @@ impl Seat {
 
 impl FeedEvent {
     /// What `role` may receive of this event: a viewer gets aggregates only (no prediction, so no
-    /// customer name), and only an admin gets the broker and topic settings.
+    /// customer name), and only an admin gets the broker and topic settings. Analytics go out
+    /// as the dashboard's body, rendered for the role.
+    #[cfg(feature = "ssr")]
     pub fn for_role(self, role: Role) -> Option<FeedEvent> {
         let names = role >= Role::Analyst;
         let status = |status: PipelineStatus| {
@@ -220,8 +227,11 @@ impl FeedEvent {
                 if !names {
                     dashboard.riskiest.clear();
                 }
-                Some(FeedEvent::Dashboard(dashboard))
+                let body = crate::dashboard::body(Some(&dashboard), names);
+                Some(FeedEvent::DashboardBody(body))
             }
+            // Bodies are rendered here, for the receiving role; the backend publishes none.
+            FeedEvent::DashboardBody(_) => None,
             FeedEvent::Status(now) => Some(FeedEvent::Status(status(now))),
             FeedEvent::Lifecycle(view) => Some(FeedEvent::Lifecycle(view)),
         }
@@ -513,7 +523,35 @@ mod tests {
             "every signed-in user sees the duel's models"
         );
         assert!(text.contains("\"scored\":7"), "aggregates stay: {text}");
-        assert!(text.contains("\"window_ms\":10000"), "{text}");
+        assert!(text.contains("per 10 s window"), "{text}");
+        assert!(!text.contains("riskiest"), "no riskiest list: {text}");
+    }
+
+    /// The analytics go out only as a body rendered for the receiving role: a body that did not
+    /// come from `for_role` (rendered for someone else) is never passed on.
+    #[test]
+    fn analytics_are_sent_rendered_for_the_role_and_never_raw() {
+        for role in [Role::Viewer, Role::Analyst, Role::Admin] {
+            let dashboard = every_event()
+                .into_iter()
+                .filter_map(|e| e.for_role(role))
+                .find_map(|e| match e {
+                    FeedEvent::DashboardBody(body) => Some(body),
+                    FeedEvent::Dashboard(_) => panic!("raw analytics for {role:?}"),
+                    _ => None,
+                })
+                .expect("a body");
+            assert_eq!(
+                dashboard.contains(r#"id="riskiest""#),
+                role >= Role::Analyst,
+                "{role:?}: {dashboard}"
+            );
+            let foreign = FeedEvent::DashboardBody("<p>someone else's</p>".into());
+            assert_eq!(foreign.for_role(role), None, "{role:?}");
+        }
+        // Never serialized raw, even by mistake: the analytics have no wire form.
+        let raw = FeedEvent::Dashboard(Dashboard::default());
+        assert!(serde_json::to_string(&raw).is_err());
     }
 
     #[test]
@@ -528,10 +566,15 @@ mod tests {
         );
         let admin = sent(Role::Admin);
         assert!(admin.contains("kafka1") && admin.contains("\"out\""));
-        let all: Vec<_> = every_event();
+        // Every event unchanged, but the analytics, which go out rendered.
+        let all: Vec<_> = every_event()
+            .into_iter()
+            .filter(|e| !matches!(e, FeedEvent::Dashboard(_)))
+            .collect();
         let kept: Vec<_> = every_event()
             .into_iter()
             .filter_map(|e| e.for_role(Role::Admin))
+            .filter(|e| !matches!(e, FeedEvent::DashboardBody(_)))
             .collect();
         assert_eq!(all, kept, "an admin gets every event unchanged");
     }

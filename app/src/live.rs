@@ -9,7 +9,7 @@ use model::Prediction;
 
 #[cfg(feature = "hydrate")]
 use crate::api::FeedEvent;
-use crate::api::{Dashboard, PipelineStatus, SecondStats};
+use crate::api::{PipelineStatus, SecondStats};
 use crate::chart::{Column, RateChart};
 use crate::lifecycle::LifecycleCards;
 
@@ -28,7 +28,8 @@ pub struct LiveState {
     missed: RwSignal<u64>,
     connected: RwSignal<bool>,
     received: RwSignal<u64>,
-    pub dashboard: RwSignal<Option<Dashboard>>,
+    /// The dashboard's body, rendered by the server for this user's role.
+    pub dashboard: RwSignal<Option<String>>,
     pub status: RwSignal<Option<PipelineStatus>>,
     /// Champion, challenger, duel and history, as the models topic says (rendered cards).
     pub lifecycle: RwSignal<Option<LifecycleCards>>,
@@ -98,7 +99,9 @@ impl LiveState {
                     s.pop_front();
                 }
             }),
-            FeedEvent::Dashboard(dashboard) => self.dashboard.set(Some(dashboard)),
+            FeedEvent::DashboardBody(body) => self.dashboard.set(Some(body)),
+            // Never sent: the server renders it into a `DashboardBody`.
+            FeedEvent::Dashboard(_) => {}
             FeedEvent::Status(status) => self.status.set(Some(status)),
             FeedEvent::Lifecycle(cards) => self.lifecycle.set(Some(cards)),
         }

@@ -1,47 +1,24 @@
-//! The dashboard: what the stream is doing, from the stats topic, pushed live.
+//! The dashboard's body, rendered on the server only (see the parent module): key figures,
+//! windows, segments, live model quality, lag and the riskiest customers.
 
 use leptos::prelude::*;
 use model::analytics::{SegmentSummary, MIN_DRIFT_SAMPLE, PSI_DRIFT_THRESHOLD};
 use model::format::percent;
 
-use crate::access::{signed_in_user, Role};
 use crate::api::{Dashboard, WindowPoint};
 use crate::chart::{Column, RateChart};
-use crate::lifecycle::{DuelCard, HistoryCard};
-use crate::live::{time_of, LiveState};
+use crate::live::time_of;
 
-#[component]
-pub fn DashboardPage() -> impl IntoView {
-    let live = expect_context::<LiveState>();
-    let data = move || live.dashboard.get();
-    // Customer names (the riskiest list, the CSV export) are for analysts; the server sends a
-    // viewer none, and the page does not offer them.
-    let names = signed_in_user().is_some_and(|user| user.can(Role::Analyst));
-    view! {
-        <section class="card dash-head">
-            <div class="card-head">
-                <h1>"Stream analytics"</h1>
-                <span class="conn" class:on=move || live.connected()>
-                    {move || if live.connected() { "● live" } else { "○ connecting…" }}
-                </span>
-            </div>
-            <p class="lead">"Tumbling windows computed by the stream processor and published to Kafka; every web server shows the same numbers."</p>
-            {names.then(|| view! {
-                <div class="export">
-                    "Download predictions as CSV: "
-                    <a href="/export/predictions.csv?minutes=5" id="export-5" download="predictions-5min.csv">"last 5 minutes"</a>
-                    " · "
-                    <a href="/export/predictions.csv?minutes=60" download="predictions-60min.csv">"last hour"</a>
-                </div>
-            })}
-        </section>
-        {move || match data() {
-            None => view! { <section class="card"><p class="muted" id="dash-waiting">"Waiting for the first windows…"</p></section> }.into_any(),
-            Some(d) => view! { <DashboardBody d=d names=names/> }.into_any(),
-        }}
-        <DuelCard/>
-        <HistoryCard/>
-    }
+/// The dashboard's body for `dashboard` (`None`: no window has arrived yet), as HTML; with the
+/// riskiest customers when `names` (the user may see customer names). Text and attributes are
+/// escaped as in any server-rendered page.
+pub fn body(dashboard: Option<&Dashboard>, names: bool) -> String {
+    // Views are created under an owner, as on a page; nothing here is reactive.
+    Owner::new().with(|| match dashboard {
+        None => view! { <section class="card"><p class="muted" id="dash-waiting">"Waiting for the first windows…"</p></section> }
+            .to_html(),
+        Some(d) => view! { <DashboardBody d=d.clone() names=names/> }.to_html(),
+    })
 }
 
 /// What the PSI card says: too few scores to judge, drifting, or stable.
@@ -250,5 +227,36 @@ mod tests {
         let calm = super::drift_words(Some(&summary(0.01, 500)));
         assert!(calm.contains("stable"), "{calm}");
         assert_eq!(super::drift_words(None), " PSI: no reference yet");
+    }
+
+    #[test]
+    fn the_body_waits_then_shows_names_only_to_those_who_may_see_them() {
+        let waiting = super::body(None, true);
+        assert!(waiting.contains(r#"id="dash-waiting""#), "{waiting}");
+
+        let customer: model::Prediction = serde_json::from_value(serde_json::json!({
+            "id": "c-1", "name": "<script>alert(1)</script>", "churn_probability": 0.9,
+            "churn": true, "threshold": 0.5, "model_version": "m-1",
+            "scored_at": "2024-01-01T12:34:56.000Z", "top_factors": []
+        }))
+        .expect("a prediction");
+        let dashboard = crate::api::Dashboard {
+            window_ms: 10_000,
+            riskiest: vec![customer],
+            segments: vec![("all".into(), Default::default())],
+            ..Default::default()
+        };
+        let analyst = super::body(Some(&dashboard), true).replace("<!>", "");
+        assert!(analyst.contains(r#"id="riskiest""#), "{analyst}");
+        assert!(analyst.contains("12:34:56"), "{analyst}");
+        // A customer's name is text, never markup.
+        assert!(!analyst.contains("<script"), "{analyst}");
+        assert!(analyst.contains("&lt;script&gt;"), "{analyst}");
+        let viewer = super::body(Some(&dashboard), false);
+        assert!(
+            !viewer.contains("riskiest") && !viewer.contains("script"),
+            "{viewer}"
+        );
+        assert!(viewer.contains(r#"id="dash-count""#), "{viewer}");
     }
 }
