@@ -138,10 +138,11 @@ pub struct Dashboard {
     pub lag: Vec<(i32, i64)>,
 }
 
-/// What the live feed pushes to the browser.
+/// What the backend publishes to the live feed. Never sent as it is: `for_role` turns each
+/// event into what one signed-in user may receive ([`LiveEvent`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FeedEvent {
-    /// Sent first on every (re)connection: the recent past, newest last.
+    /// The recent past, newest last: what a (re)connecting browser starts from.
     Snapshot {
         recent: Vec<Prediction>,
         seconds: Vec<SecondStats>,
@@ -150,19 +151,32 @@ pub enum FeedEvent {
     Prediction(Prediction),
     /// A second has closed.
     Second(SecondStats),
-    /// Fresh stream analytics, as the backend publishes them. Never sent as they are:
-    /// `for_role` renders them into a `DashboardBody` for the user who receives them.
-    #[serde(skip)]
+    /// Fresh stream analytics.
     Dashboard(Dashboard),
-    /// Fresh stream analytics as the dashboard's body (HTML), rendered on the server for the
-    /// receiving user's role. The browser swaps it in: it needs no decoder and no views for the
-    /// analytics.
-    DashboardBody(String),
     /// Fresh pipeline counters.
     Status(PipelineStatus),
-    /// The model lifecycle (champion, challenger, duel, history), as cards rendered on the
-    /// server: sent after the snapshot and whenever it changes. For every signed-in user: it
-    /// names models, not customers.
+}
+
+/// What the live feed pushes to one browser: the backend's events as the user's role may see
+/// them. The pipeline card, the dashboard and the lifecycle arrive rendered on the server (their
+/// inner HTML, for the user's role): the browser swaps the markup in, so it carries neither
+/// decoders nor views for them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LiveEvent {
+    /// Sent first on every (re)connection: the recent past, newest last.
+    Snapshot {
+        recent: Vec<Prediction>,
+        seconds: Vec<SecondStats>,
+    },
+    Prediction(Prediction),
+    /// A second has closed.
+    Second(SecondStats),
+    /// The pipeline card's inside.
+    Status(String),
+    /// The dashboard's body.
+    Dashboard(String),
+    /// The model lifecycle (champion, challenger, duel, history): sent after the snapshot and
+    /// whenever it changes. For every signed-in user: it names models, not customers.
     Lifecycle(LifecycleCards),
 }
 
@@ -193,13 +207,14 @@ impl Seat {
 
 impl FeedEvent {
     /// What `role` may receive of this event: a viewer gets aggregates only (no prediction, so no
-    /// customer name), and only an admin gets the broker and topic settings. Analytics go out
-    /// as the dashboard's body, rendered for the role.
+    /// customer name), and only an admin gets the broker and topic settings. The pipeline card
+    /// and the dashboard go out rendered for the role.
     #[cfg(feature = "ssr")]
-    pub fn for_role(self, role: Role) -> Option<FeedEvent> {
+    pub fn for_role(self, role: Role) -> Vec<LiveEvent> {
         let names = role >= Role::Analyst;
         let status = |status: PipelineStatus| {
-            if role >= Role::Admin {
+            let admin = role >= Role::Admin;
+            let status = if admin {
                 status
             } else {
                 PipelineStatus {
@@ -209,31 +224,34 @@ impl FeedEvent {
                     storage: None,
                     ..status
                 }
-            }
+            };
+            LiveEvent::Status(crate::status::inside(Some(&status), admin))
         };
         match self {
             FeedEvent::Snapshot {
                 recent,
                 seconds,
                 status: now,
-            } => Some(FeedEvent::Snapshot {
-                recent: if names { recent } else { Vec::new() },
-                seconds,
-                status: status(now),
-            }),
-            FeedEvent::Prediction(prediction) => names.then_some(FeedEvent::Prediction(prediction)),
-            FeedEvent::Second(second) => Some(FeedEvent::Second(second)),
+            } => vec![
+                LiveEvent::Snapshot {
+                    recent: if names { recent } else { Vec::new() },
+                    seconds,
+                },
+                status(now),
+            ],
+            FeedEvent::Prediction(prediction) if names => vec![LiveEvent::Prediction(prediction)],
+            FeedEvent::Prediction(_) => Vec::new(),
+            FeedEvent::Second(second) => vec![LiveEvent::Second(second)],
             FeedEvent::Dashboard(mut dashboard) => {
                 if !names {
                     dashboard.riskiest.clear();
                 }
-                let body = crate::dashboard::body(Some(&dashboard), names);
-                Some(FeedEvent::DashboardBody(body))
+                vec![LiveEvent::Dashboard(crate::dashboard::body(
+                    Some(&dashboard),
+                    names,
+                ))]
             }
-            // Bodies are rendered here, for the receiving role; the backend publishes none.
-            FeedEvent::DashboardBody(_) => None,
-            FeedEvent::Status(now) => Some(FeedEvent::Status(status(now))),
-            FeedEvent::Lifecycle(view) => Some(FeedEvent::Lifecycle(view)),
+            FeedEvent::Status(now) => vec![status(now)],
         }
     }
 }
@@ -358,7 +376,7 @@ pub async fn sample_customer() -> Result<RawCustomer, PredictError> {
 #[server(protocol = Websocket<JsonEncoding, JsonEncoding>, endpoint = "live_feed")]
 pub async fn live_feed(
     input: BoxedStream<(), ServerFnError>,
-) -> Result<BoxedStream<FeedEvent, ServerFnError>, ServerFnError> {
+) -> Result<BoxedStream<LiveEvent, ServerFnError>, ServerFnError> {
     use futures::{SinkExt, StreamExt};
     use tokio::sync::broadcast::error::RecvError;
 
@@ -377,8 +395,8 @@ pub async fn live_feed(
         .and_then(|parts| parts.extensions.get::<crate::FeedSlot>().cloned());
     tokio::spawn(async move {
         let _slot = slot;
-        if let Some(snapshot) = snapshot {
-            if tx.send(Ok(snapshot)).await.is_err() {
+        for event in snapshot {
+            if tx.send(Ok(event)).await.is_err() {
                 return;
             }
         }
@@ -397,9 +415,8 @@ pub async fn live_feed(
                     Err(_) => lifecycle_open = false,
                 },
                 event = events.recv() => match event {
-                    Ok(event) => match event.for_role(role) {
-                        Some(event) => if tx.send(Ok(event)).await.is_err() { break },
-                        None => continue,
+                    Ok(event) => for event in event.for_role(role) {
+                        if tx.send(Ok(event)).await.is_err() { return }
                     },
                     // A slow browser misses some predictions rather than slowing the pipeline.
                     Err(RecvError::Lagged(_)) => continue,
@@ -415,10 +432,10 @@ pub async fn live_feed(
 #[cfg(feature = "ssr")]
 fn lifecycle_event(
     lifecycle: &mut tokio::sync::watch::Receiver<std::sync::Arc<model::lifecycle::LifecycleView>>,
-) -> FeedEvent {
+) -> LiveEvent {
     // Rendered outside the watch's lock, so the follower is never kept waiting by it.
     let now = std::sync::Arc::clone(&lifecycle.borrow_and_update());
-    FeedEvent::Lifecycle(LifecycleCards::of(&now))
+    LiveEvent::Lifecycle(LifecycleCards::of(&now))
 }
 
 #[cfg(test)]
@@ -464,20 +481,32 @@ mod tests {
                 ..Default::default()
             }),
             FeedEvent::Status(status()),
-            FeedEvent::Lifecycle(LifecycleCards::of(&model::lifecycle::LifecycleView {
-                champion: Some("m-1".into()),
-                challenger: Some("m-2".into()),
-                ..Default::default()
-            })),
         ]
     }
 
-    fn sent(role: Role) -> String {
-        let events: Vec<FeedEvent> = every_event()
+    fn received(role: Role) -> Vec<LiveEvent> {
+        every_event()
             .into_iter()
-            .filter_map(|e| e.for_role(role))
-            .collect();
-        serde_json::to_string(&events).unwrap()
+            .flat_map(|e| e.for_role(role))
+            .collect()
+    }
+
+    /// What goes over the wire to a user of `role`, as text.
+    fn sent(role: Role) -> String {
+        serde_json::to_string(&received(role)).unwrap()
+    }
+
+    /// The rendered pipeline cards and dashboard bodies `role` receives.
+    fn cards(role: Role) -> (Vec<String>, Vec<String>) {
+        let (mut status, mut dashboard) = (Vec::new(), Vec::new());
+        for event in received(role) {
+            match event {
+                LiveEvent::Status(card) => status.push(card.replace("<!>", "")),
+                LiveEvent::Dashboard(body) => dashboard.push(body),
+                _ => {}
+            }
+        }
+        (status, dashboard)
     }
 
     #[test]
@@ -506,52 +535,31 @@ mod tests {
             "Ann Secret",
             "c-1",
             "kafka1",
-            "\"in\"",
-            "\"out\"",
+            "in → out",
             "secret-topic",
-            "123456789",
+            "123.5 MB",
         ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
-        let events: Vec<_> = every_event()
-            .into_iter()
-            .filter_map(|e| e.for_role(Role::Viewer))
-            .collect();
-        assert_eq!(events.len(), 5, "no Prediction event");
+        let events = received(Role::Viewer);
         assert!(
-            matches!(events.last(), Some(FeedEvent::Lifecycle(v)) if v.challenger.as_deref() == Some("m-2")),
-            "every signed-in user sees the duel's models"
+            !events.iter().any(|e| matches!(e, LiveEvent::Prediction(_))),
+            "no Prediction event"
         );
-        assert!(text.contains("\"scored\":7"), "aggregates stay: {text}");
-        assert!(text.contains("per 10 s window"), "{text}");
-        assert!(!text.contains("riskiest"), "no riskiest list: {text}");
-    }
-
-    /// The analytics go out only as a body rendered for the receiving role: a body that did not
-    /// come from `for_role` (rendered for someone else) is never passed on.
-    #[test]
-    fn analytics_are_sent_rendered_for_the_role_and_never_raw() {
-        for role in [Role::Viewer, Role::Analyst, Role::Admin] {
-            let dashboard = every_event()
-                .into_iter()
-                .filter_map(|e| e.for_role(role))
-                .find_map(|e| match e {
-                    FeedEvent::DashboardBody(body) => Some(body),
-                    FeedEvent::Dashboard(_) => panic!("raw analytics for {role:?}"),
-                    _ => None,
-                })
-                .expect("a body");
-            assert_eq!(
-                dashboard.contains(r#"id="riskiest""#),
-                role >= Role::Analyst,
-                "{role:?}: {dashboard}"
-            );
-            let foreign = FeedEvent::DashboardBody("<p>someone else's</p>".into());
-            assert_eq!(foreign.for_role(role), None, "{role:?}");
+        assert!(
+            matches!(&events[0], LiveEvent::Snapshot { recent, seconds } if recent.is_empty() && seconds.len() == 1),
+            "a snapshot without predictions: {events:?}"
+        );
+        // Aggregates stay: the counters in both pipeline cards (snapshot and update), the windows.
+        let (status, dashboard) = cards(Role::Viewer);
+        assert_eq!(status.len(), 2);
+        for card in &status {
+            assert!(card.contains(r#"class="scored num">7<"#), "{card}");
+            assert!(!card.contains("Brokers"), "{card}");
         }
-        // Never serialized raw, even by mistake: the analytics have no wire form.
-        let raw = FeedEvent::Dashboard(Dashboard::default());
-        assert!(serde_json::to_string(&raw).is_err());
+        assert_eq!(dashboard.len(), 1);
+        assert!(dashboard[0].contains("per 10 s window"), "{dashboard:?}");
+        assert!(!dashboard[0].contains("riskiest"), "{dashboard:?}");
     }
 
     #[test]
@@ -560,22 +568,25 @@ mod tests {
         assert!(analyst.contains("Ann Secret"));
         assert!(
             !analyst.contains("kafka1")
-                && !analyst.contains("\"in\"")
+                && !analyst.contains("in → out")
                 && !analyst.contains("secret-topic"),
             "{analyst}"
         );
-        let admin = sent(Role::Admin);
-        assert!(admin.contains("kafka1") && admin.contains("\"out\""));
-        // Every event unchanged, but the analytics, which go out rendered.
-        let all: Vec<_> = every_event()
-            .into_iter()
-            .filter(|e| !matches!(e, FeedEvent::Dashboard(_)))
-            .collect();
-        let kept: Vec<_> = every_event()
-            .into_iter()
-            .filter_map(|e| e.for_role(Role::Admin))
-            .filter(|e| !matches!(e, FeedEvent::DashboardBody(_)))
-            .collect();
-        assert_eq!(all, kept, "an admin gets every event unchanged");
+        let events = received(Role::Analyst);
+        assert!(events.contains(&LiveEvent::Prediction(prediction())));
+        assert!(
+            matches!(&events[0], LiveEvent::Snapshot { recent, .. } if recent == &vec![prediction()])
+        );
+        let (_, dashboard) = cards(Role::Analyst);
+        assert!(dashboard[0].contains(r#"id="riskiest""#), "{dashboard:?}");
+
+        let (status, dashboard) = cards(Role::Admin);
+        for card in &status {
+            for part in ["kafka1:9093", "in → out", "secret-topic", "123.5 MB"] {
+                assert!(card.contains(part), "{part} missing in {card}");
+            }
+        }
+        assert!(dashboard[0].contains("Ann Secret"), "{dashboard:?}");
+        assert!(received(Role::Admin).contains(&LiveEvent::Prediction(prediction())));
     }
 }

@@ -12,6 +12,7 @@ mod lifecycle;
 mod live;
 pub mod login;
 mod models;
+mod status;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -25,7 +26,7 @@ pub use access::{signed_in_user, CurrentUser, Role};
 #[cfg(feature = "ssr")]
 pub use api::{predict_record, Backend, BackendHandle};
 pub use api::{
-    Dashboard, FeedEvent, PipelineStatus, PredictError, PredictReply, Seat, SecondStats,
+    Dashboard, FeedEvent, LiveEvent, PipelineStatus, PredictError, PredictReply, Seat, SecondStats,
     StorageStatus, WindowPoint,
 };
 use dashboard::DashboardPage;
@@ -34,6 +35,7 @@ pub use lifecycle::LifecycleCards;
 use live::{LivePanel, LiveState};
 use login::LoginPage;
 use models::ModelsPage;
+use status::StatusCard;
 
 /// The bundle's file names under /pkg (churn.js, churn_bg.wasm, churn.css).
 pub const OUTPUT_NAME: &str = "churn";
@@ -359,46 +361,6 @@ fn WhatIf(
             </p>
         </section>
     })
-    }
-}
-
-/// The pipeline's counters, pushed over the live connection (no polling).
-#[component]
-fn StatusCard() -> impl IntoView {
-    let live = expect_context::<LiveState>();
-    // The server sends brokers and topics to admins only; the rows are not shown to others.
-    let admin = signed_in_user().is_some_and(|user| user.can(Role::Admin));
-    view! {
-        <section class="card status-card" aria-labelledby="status-title">
-            <h2 id="status-title">"Pipeline"</h2>
-            {move || match live.status.get() {
-                Some(s) => view! {
-                    <dl class="status">
-                        {admin.then(|| view! {
-                            <dt>"Brokers"</dt><dd class="mono">{s.brokers.clone()}</dd>
-                            <dt>"Topics"</dt><dd class="mono">{s.input_topic.clone()}" → "{s.predictions_topic.clone()}</dd>
-                            {s.storage.clone().map(|storage| view! {
-                                {storage.data_dir_bytes.map(|bytes| view! {
-                                    <dt>"Broker disk"</dt><dd class="num broker-disk">{StorageStatus::human_bytes(bytes)}</dd>
-                                })}
-                                <dt>"Records held"</dt>
-                                <dd class="topic-records">
-                                    <ul>
-                                        {storage.topic_records.into_iter().map(|(topic, records)| view! {
-                                            <li><span class="mono">{topic}</span>" "<span class="num">{records}</span></li>
-                                        }).collect_view()}
-                                    </ul>
-                                </dd>
-                            })}
-                        })}
-                        <dt>"Model"</dt><dd class="mono model-version">{s.model_version}</dd>
-                        <dt>"Scored"</dt><dd class="scored num">{s.scored}</dd>
-                        <dt>"Dead-lettered"</dt><dd class="num">{s.dead_lettered}</dd>
-                    </dl>
-                }.into_any(),
-                None => view! { <p class="muted">"Connecting to the pipeline…"</p> }.into_any(),
-            }}
-        </section>
     }
 }
 

@@ -8,8 +8,8 @@ use model::format::percent;
 use model::Prediction;
 
 #[cfg(feature = "hydrate")]
-use crate::api::FeedEvent;
-use crate::api::{PipelineStatus, SecondStats};
+use crate::api::LiveEvent;
+use crate::api::SecondStats;
 use crate::chart::{Column, RateChart};
 use crate::lifecycle::LifecycleCards;
 
@@ -30,7 +30,8 @@ pub struct LiveState {
     received: RwSignal<u64>,
     /// The dashboard's body, rendered by the server for this user's role.
     pub dashboard: RwSignal<Option<String>>,
-    pub status: RwSignal<Option<PipelineStatus>>,
+    /// The Pipeline card's inside, rendered by the server for this user's role.
+    pub status: RwSignal<Option<String>>,
     /// Champion, challenger, duel and history, as the models topic says (rendered cards).
     pub lifecycle: RwSignal<Option<LifecycleCards>>,
 }
@@ -61,14 +62,9 @@ impl LiveState {
     }
 
     #[cfg(feature = "hydrate")]
-    fn apply(&self, event: FeedEvent) {
+    fn apply(&self, event: LiveEvent) {
         match event {
-            FeedEvent::Snapshot {
-                recent,
-                seconds,
-                status,
-            } => {
-                self.status.set(Some(status));
+            LiveEvent::Snapshot { recent, seconds } => {
                 self.seconds.set(
                     seconds
                         .into_iter()
@@ -82,7 +78,7 @@ impl LiveState {
                         .set(recent.into_iter().rev().take(FEED_ROWS).collect());
                 }
             }
-            FeedEvent::Prediction(prediction) => {
+            LiveEvent::Prediction(prediction) => {
                 self.received.update(|n| *n += 1);
                 if self.paused.get_untracked() {
                     self.missed.update(|n| *n += 1);
@@ -93,17 +89,15 @@ impl LiveState {
                     });
                 }
             }
-            FeedEvent::Second(second) => self.seconds.update(|s| {
+            LiveEvent::Second(second) => self.seconds.update(|s| {
                 s.push_back(second);
                 while s.len() > CHART_SECONDS {
                     s.pop_front();
                 }
             }),
-            FeedEvent::DashboardBody(body) => self.dashboard.set(Some(body)),
-            // Never sent: the server renders it into a `DashboardBody`.
-            FeedEvent::Dashboard(_) => {}
-            FeedEvent::Status(status) => self.status.set(Some(status)),
-            FeedEvent::Lifecycle(cards) => self.lifecycle.set(Some(cards)),
+            LiveEvent::Dashboard(body) => self.dashboard.set(Some(body)),
+            LiveEvent::Status(card) => self.status.set(Some(card)),
+            LiveEvent::Lifecycle(cards) => self.lifecycle.set(Some(cards)),
         }
     }
 }
