@@ -168,7 +168,7 @@ pub enum LiveEvent {
         recent: Vec<Prediction>,
         seconds: Vec<SecondStats>,
     },
-    Prediction(Prediction),
+    Prediction(Box<Prediction>),
     /// A second has closed.
     Second(SecondStats),
     /// The pipeline card's inside.
@@ -239,7 +239,9 @@ impl FeedEvent {
                 },
                 status(now),
             ],
-            FeedEvent::Prediction(prediction) if names => vec![LiveEvent::Prediction(prediction)],
+            FeedEvent::Prediction(prediction) if names => {
+                vec![LiveEvent::Prediction(Box::new(prediction))]
+            }
             FeedEvent::Prediction(_) => Vec::new(),
             FeedEvent::Second(second) => vec![LiveEvent::Second(second)],
             FeedEvent::Dashboard(mut dashboard) => {
@@ -573,7 +575,7 @@ mod tests {
             "{analyst}"
         );
         let events = received(Role::Analyst);
-        assert!(events.contains(&LiveEvent::Prediction(prediction())));
+        assert!(events.contains(&LiveEvent::Prediction(Box::new(prediction()))));
         assert!(
             matches!(&events[0], LiveEvent::Snapshot { recent, .. } if recent == &vec![prediction()])
         );
@@ -587,6 +589,6 @@ mod tests {
             }
         }
         assert!(dashboard[0].contains("Ann Secret"), "{dashboard:?}");
-        assert!(received(Role::Admin).contains(&LiveEvent::Prediction(prediction())));
+        assert!(received(Role::Admin).contains(&LiveEvent::Prediction(Box::new(prediction()))));
     }
 }

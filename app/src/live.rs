@@ -84,7 +84,7 @@ impl LiveState {
                     self.missed.update(|n| *n += 1);
                 } else {
                     self.feed.update(|feed| {
-                        feed.push_front(prediction);
+                        feed.push_front(*prediction);
                         feed.truncate(FEED_ROWS);
                     });
                 }
