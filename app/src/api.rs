@@ -138,9 +138,9 @@ pub struct Dashboard {
     pub lag: Vec<(i32, i64)>,
 }
 
-/// What the backend publishes to the live feed. Never sent as it is: `for_role` turns each
-/// event into what one signed-in user may receive ([`LiveEvent`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the backend publishes to the live feed. Never sent as it is (it has no wire form):
+/// `for_role` turns each event into what one signed-in user may receive ([`LiveEvent`]).
+#[derive(Debug, Clone, PartialEq)]
 pub enum FeedEvent {
     /// The recent past, newest last: what a (re)connecting browser starts from.
     Snapshot {

@@ -3,7 +3,7 @@
 //! The server renders the body (`render`) for each user's role whenever fresh analytics arrive
 //! and pushes the markup over the live feed; the browser swaps it in. So the browser bundle
 //! carries neither the analytics' JSON decoders nor the body's views (hydrated, they cost it
-//! 13 KiB gzipped).
+//! 15 KiB gzipped).
 
 use leptos::prelude::*;
 
