@@ -237,8 +237,8 @@ async fn replies_consumer(kafka: &Kafka, topic: &str) -> Result<StreamConsumer> 
             "churn-web-replies",
             &[
                 ("enable.auto.commit", "false"),
-                // A person is waiting: the broker must not hold an idle fetch long.
-                ("fetch.wait.max.ms", "5"),
+                // A person is waiting.
+                ("fetch.wait.max.ms", Kafka::INTERACTIVE_FETCH_WAIT_MS),
             ],
         )
         .create()

@@ -52,6 +52,8 @@ struct Watched {
     pid: u32,
     child: Option<Child>,
     samples: Vec<(f64, f64)>,
+    /// CPU seconds used when the soak started sampling.
+    cpu_at_start: f64,
 }
 
 impl Drop for Watched {
@@ -75,6 +77,31 @@ fn rss_mb(pid: u32) -> Option<f64> {
         .parse()
         .ok()?;
     Some(kb / 1024.0)
+}
+
+/// CPU time (user + system) a process has used so far, in seconds (`None` once it is gone).
+/// Read because a process that keeps a core busy is a cost too: an idle `churn serve` kept the
+/// embedded broker at 85–95% of a core with 5 ms fetch waits (each parked Fetch re-reads storage).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields after it start past the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks_per_second())
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot be asked).
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
+            .filter(|ticks: &f64| *ticks > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 /// The least-squares slope of `(x, y)` points (0 with fewer than two).
@@ -192,12 +219,14 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
             pid: serve.id(),
             child: Some(serve),
             samples: Vec::new(),
+            cpu_at_start: 0.0,
         },
         Watched {
             name: "replay",
             pid: replay.id(),
             child: Some(replay),
             samples: Vec::new(),
+            cpu_at_start: 0.0,
         },
         Watched {
             name: if options.memory_broker {
@@ -208,6 +237,7 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
             pid: broker.pid(),
             child: None,
             samples: Vec::new(),
+            cpu_at_start: 0.0,
         },
     ];
     let probe: BaseConsumer = kafka.consumer_config("soak-probe", &[]).create()?;
@@ -221,6 +251,9 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
     println!("| minute | serve MB | replay MB | broker MB | predictions/s |");
     println!("|-------:|---------:|----------:|----------:|--------------:|");
     let started = Instant::now();
+    for w in &mut watched {
+        w.cpu_at_start = cpu_seconds(w.pid).unwrap_or(0.0);
+    }
     let mut last = (started, predictions(&probe, &kafka));
     // (minute, predictions so far), for the rate over the second half.
     let mut made: Vec<(f64, i64)> = Vec::new();
@@ -253,8 +286,9 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
         println!("{row} {per_second:>13.0} |");
     }
 
-    println!("\n| process | max RSS MB | slope, 2nd half, MB/min |");
-    println!("|---|---:|---:|");
+    println!("\n| process | max RSS MB | slope, 2nd half, MB/min | CPU, % of a core |");
+    println!("|---|---:|---:|---:|");
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     let mut growing = Vec::new();
     let half = started.elapsed().as_secs_f64() / 60.0 / 2.0;
     for (i, w) in watched.iter().enumerate() {
@@ -262,7 +296,12 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
             w.samples.iter().copied().filter(|s| s.0 >= half).collect();
         let max = w.samples.iter().map(|s| s.1).fold(0.0, f64::max);
         let slope = slope(&second_half);
-        println!("| {} | {max:.1} | {slope:+.2} |", w.name);
+        let cpu = cpu_seconds(w.pid).map_or(f64::NAN, |now| now - w.cpu_at_start);
+        println!(
+            "| {} | {max:.1} | {slope:+.2} | {:.0} |",
+            w.name,
+            cpu / elapsed * 100.0
+        );
         let unbounded_broker = options.memory_broker && i == watched.len() - 1;
         if slope > options.max_slope_mb_per_min && !unbounded_broker {
             growing.push(format!("{} grows {slope:.2} MB/min", w.name));

@@ -158,6 +158,9 @@ impl fmt::Debug for Kafka {
     }
 }
 
+/// Each consumer's prefetch bound (see `Kafka::consumer_config`), in KiB.
+pub const PREFETCH_KBYTES: &str = "16384";
+
 impl Kafka {
     /// The connection the command line asks for: the properties file (if any) read, then the -X
     /// properties after it.
@@ -222,15 +225,35 @@ impl Kafka {
     /// its local queue has been over the threshold (default 1 s), so a consumer that works between
     /// reads keeps stalling. Measured: a loop pausing 1 ms per 1,000 records read 151k records/s
     /// with the default, 347k with 1 ms.
+    ///
+    /// `queued.max.messages.kbytes`: what a consumer may prefetch while its reader lags. At
+    /// librdkafka's 64 MB each, the half-dozen consumers of one `churn serve` could hold a few
+    /// hundred MB between them (at 3,000 records/s `serve` reached 272 MB while catching up); 16
+    /// MB is still ~30,000 predictions queued per consumer. The scorer keeps 64 MB (its
+    /// throughput was measured with it).
     pub fn consumer_config(&self, group: &str, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut all = vec![
             ("group.id", group),
             ("isolation.level", "read_uncommitted"),
             ("fetch.queue.backoff.ms", "1"),
+            ("queued.max.messages.kbytes", PREFETCH_KBYTES),
         ];
         all.extend_from_slice(defaults);
         self.config(&all)
     }
+
+    /// `fetch.wait.max.ms` for a consumer a person may be waiting on: the scorer's input and a
+    /// web server's replies (every other consumer keeps librdkafka's 500 ms). A Kafka broker
+    /// answers a parked Fetch the moment records arrive, so there the wait costs no latency. The
+    /// embedded broker instead re-reads storage at halving intervals until the wait ends (at
+    /// w/2, 3w/4, ...): a short wait answers sooner but re-reads far more often, and those
+    /// re-reads took the broker's core. Measured on it (SQLite, 2 cores, `churn-bench --soak 3m
+    /// --rate 3000`): at 5 ms the broker sat at 91% of a core and the pipeline delivered 555
+    /// predictions/s; at 25 ms, 1,564/s; at 100 ms, ~3,000/s (the rate asked). An idle `churn
+    /// serve` kept the broker at 80% of a core at 5 ms, 45% at 25 ms. The price is the form's
+    /// round trip on the embedded broker: p50 11 ms at 5 ms, 15 ms at 25 ms, 52 ms at 100 ms.
+    /// `-X fetch.wait.max.ms=5` buys the lowest latency back (for every consumer of the process).
+    pub const INTERACTIVE_FETCH_WAIT_MS: &'static str = "100";
 
     /// A producer that never duplicates or reorders on retry, and waits for all replicas.
     pub fn idempotent_producer(&self) -> Result<FutureProducer> {

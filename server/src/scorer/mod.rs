@@ -139,9 +139,11 @@ impl Scorer {
                         ("enable.auto.offset.store", "false"),
                         ("auto.offset.reset", "earliest"),
                         ("session.timeout.ms", "10000"),
-                        // A person may be waiting for this record's prediction: do not let the broker
-                        // hold an idle fetch for long (the default is 500 ms).
-                        ("fetch.wait.max.ms", "5"),
+                        // A person may be waiting for this record's prediction.
+                        ("fetch.wait.max.ms", Kafka::INTERACTIVE_FETCH_WAIT_MS),
+                        // librdkafka's own prefetch bound (64 MB): the pipeline's throughput was
+                        // measured with it.
+                        ("queued.max.messages.kbytes", "65536"),
                     ],
                 )
                 .create_with_context(ScorerContext {
