@@ -10,10 +10,13 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "ssr")]
 use crate::access::{signed_in_user, CurrentUser, Role};
-use crate::lifecycle::LifecycleCards;
+use crate::pushed::Card;
+#[cfg(feature = "ssr")]
+use crate::pushed::PushedCard;
 
-/// A snapshot of the pipeline, shown on the page.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A snapshot of the pipeline, for the Pipeline card (rendered on the server: never sent as it is).
+#[cfg(feature = "ssr")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PipelineStatus {
     pub brokers: String,
     pub input_topic: String,
@@ -23,12 +26,12 @@ pub struct PipelineStatus {
     pub scored: u64,
     pub dead_lettered: u64,
     /// What the broker holds (admins only): `None` until first measured.
-    #[serde(default)]
     pub storage: Option<StorageStatus>,
 }
 
 /// Disk held by the pipeline, measured every 15 s.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg(feature = "ssr")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StorageStatus {
     /// The embedded broker's data directory in bytes; `None` on a cluster (`--brokers`).
     pub data_dir_bytes: Option<u64>,
@@ -36,6 +39,7 @@ pub struct StorageStatus {
     pub topic_records: Vec<(String, i64)>,
 }
 
+#[cfg(feature = "ssr")]
 impl StorageStatus {
     /// `1.2 GB`-style, for people.
     pub fn human_bytes(bytes: u64) -> String {
@@ -112,7 +116,8 @@ pub struct SecondStats {
 }
 
 /// One window of the stream, all segments and partitions added up.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg(feature = "ssr")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct WindowPoint {
     pub start_ms: i64,
     pub count: u64,
@@ -120,8 +125,9 @@ pub struct WindowPoint {
     pub mean_probability: f64,
 }
 
-/// The stream analytics, as the dashboard shows them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The stream analytics, for the dashboard's cards (rendered on the server: never sent as they are).
+#[cfg(feature = "ssr")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dashboard {
     pub window_ms: i64,
     /// Recent windows, oldest first.
@@ -140,6 +146,7 @@ pub struct Dashboard {
 
 /// What the backend publishes to the live feed. Never sent as it is (it has no wire form):
 /// `for_role` turns each event into what one signed-in user may receive ([`LiveEvent`]).
+#[cfg(feature = "ssr")]
 #[derive(Debug, Clone, PartialEq)]
 pub enum FeedEvent {
     /// The recent past, newest last: what a (re)connecting browser starts from.
@@ -151,16 +158,13 @@ pub enum FeedEvent {
     Prediction(Prediction),
     /// A second has closed.
     Second(SecondStats),
-    /// Fresh stream analytics.
-    Dashboard(Dashboard),
-    /// Fresh pipeline counters.
-    Status(PipelineStatus),
+    /// Fresh cards, each rendered once for the roles that see it: a receiver clones pointers.
+    Cards(std::sync::Arc<[PushedCard]>),
 }
 
 /// What the live feed pushes to one browser: the backend's events as the user's role may see
-/// them. The pipeline card, the dashboard and the lifecycle arrive rendered on the server (their
-/// inner HTML, for the user's role): the browser swaps the markup in, so it carries neither
-/// decoders nor views for them.
+/// them. Cards arrive rendered on the server for the user's role (`pushed`): the browser sets
+/// their markup, so it carries neither decoders nor views for them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LiveEvent {
     /// Sent first on every (re)connection: the recent past, newest last.
@@ -171,13 +175,11 @@ pub enum LiveEvent {
     Prediction(Box<Prediction>),
     /// A second has closed.
     Second(SecondStats),
-    /// The pipeline card's inside.
-    Status(String),
-    /// The dashboard's body.
-    Dashboard(String),
-    /// The model lifecycle (champion, challenger, duel, history): sent after the snapshot and
-    /// whenever it changes. For every signed-in user: it names models, not customers.
-    Lifecycle(LifecycleCards),
+    /// A card's inner HTML: state, not news (only the latest of each card matters).
+    Card(Card, std::sync::Arc<str>),
+    /// The seated challenger's version, sent with the lifecycle cards (the Models page offers
+    /// to withdraw it).
+    Challenger(Option<String>),
 }
 
 /// Where a published model sits: the champion answers users; the challenger is scored in the
@@ -205,59 +207,58 @@ impl Seat {
     }
 }
 
+#[cfg(feature = "ssr")]
 impl FeedEvent {
+    /// Fresh pipeline counters and analytics, each card rendered once for every view of it.
+    pub fn cards(status: &PipelineStatus, dashboard: &Dashboard) -> FeedEvent {
+        let cards = crate::status::cards(status)
+            .into_iter()
+            .chain(crate::dashboard::cards(dashboard));
+        FeedEvent::Cards(cards.collect())
+    }
+
     /// What `role` may receive of this event: a viewer gets aggregates only (no prediction, so no
-    /// customer name), and only an admin gets the broker and topic settings. The pipeline card
-    /// and the dashboard go out rendered for the role.
-    #[cfg(feature = "ssr")]
+    /// customer name), and only an admin gets the broker and topic settings. Cards go out as they
+    /// were rendered for the role.
     pub fn for_role(self, role: Role) -> Vec<LiveEvent> {
         let names = role >= Role::Analyst;
-        let status = |status: PipelineStatus| {
-            let admin = role >= Role::Admin;
-            let status = if admin {
-                status
-            } else {
-                PipelineStatus {
-                    brokers: String::new(),
-                    input_topic: String::new(),
-                    predictions_topic: String::new(),
-                    storage: None,
-                    ..status
-                }
-            };
-            LiveEvent::Status(crate::status::inside(Some(&status), admin))
-        };
         match self {
             FeedEvent::Snapshot {
                 recent,
                 seconds,
-                status: now,
-            } => vec![
-                LiveEvent::Snapshot {
-                    recent: if names { recent } else { Vec::new() },
-                    seconds,
-                },
-                status(now),
-            ],
+                status,
+            } => {
+                let status = crate::status::card(&status, role..=role);
+                vec![
+                    LiveEvent::Snapshot {
+                        recent: if names { recent } else { Vec::new() },
+                        seconds,
+                    },
+                    LiveEvent::Card(status.card, status.markup),
+                ]
+            }
             FeedEvent::Prediction(prediction) if names => {
                 vec![LiveEvent::Prediction(Box::new(prediction))]
             }
             FeedEvent::Prediction(_) => Vec::new(),
             FeedEvent::Second(second) => vec![LiveEvent::Second(second)],
-            FeedEvent::Dashboard(mut dashboard) => {
-                if !names {
-                    dashboard.riskiest.clear();
-                }
-                vec![LiveEvent::Dashboard(crate::dashboard::body(
-                    Some(&dashboard),
-                    names,
-                ))]
-            }
-            FeedEvent::Status(now) => vec![status(now)],
+            FeedEvent::Cards(cards) => shown_to(&cards, role),
         }
     }
 }
 
+/// The cards among `cards` that `role` sees, as events.
+#[cfg(feature = "ssr")]
+fn shown_to(cards: &[PushedCard], role: Role) -> Vec<LiveEvent> {
+    cards
+        .iter()
+        .filter(|c| c.roles.contains(&role))
+        .map(|c| LiveEvent::Card(c.card, c.markup.clone()))
+        .collect()
+}
+
+#[cfg(feature = "ssr")]
+use crate::lifecycle::LifecycleCards;
 #[cfg(feature = "ssr")]
 pub use backend::{Backend, BackendHandle};
 
@@ -283,6 +284,7 @@ mod backend {
     use model::{Customer, Prediction};
 
     use super::{FeedEvent, PipelineStatus, PredictError, Seat};
+    use crate::lifecycle::LifecycleCards;
 
     /// The pipeline as the web app needs it; the server binary implements it over Kafka.
     pub trait Backend: Send + Sync + 'static {
@@ -313,6 +315,8 @@ mod backend {
         ) -> Pin<Box<dyn Future<Output = Result<(), PredictError>> + Send>>;
         /// The model lifecycle as the models topic says now, and every change after.
         fn lifecycle(&self) -> tokio::sync::watch::Receiver<Arc<LifecycleView>>;
+        /// The lifecycle's cards, rendered once per change of `lifecycle` for every browser.
+        fn lifecycle_cards(&self) -> tokio::sync::watch::Receiver<Arc<LifecycleCards>>;
     }
 
     #[derive(Clone)]
@@ -373,13 +377,18 @@ pub async fn sample_customer() -> Result<RawCustomer, PredictError> {
     Ok(backend.0.sample().to_raw())
 }
 
-/// The live feed: a snapshot of the recent past, then every prediction and every closed second,
+/// Events waiting for one slow browser beyond the socket's own small queue; see `Outbox`.
+#[cfg(feature = "ssr")]
+const OUTBOX: usize = 256;
+
+/// The live feed: a snapshot of the recent past, then every prediction, every closed second and
+/// the pushed cards (Pipeline, dashboard, riskiest customers, duel, history) as they change,
 /// each as the signed-in user's role may see it (`FeedEvent::for_role`).
 #[server(protocol = Websocket<JsonEncoding, JsonEncoding>, endpoint = "live_feed")]
 pub async fn live_feed(
     input: BoxedStream<(), ServerFnError>,
 ) -> Result<BoxedStream<LiveEvent, ServerFnError>, ServerFnError> {
-    use futures::{SinkExt, StreamExt};
+    use futures::StreamExt;
     use tokio::sync::broadcast::error::RecvError;
 
     let role = require(Role::Viewer)
@@ -389,37 +398,34 @@ pub async fn live_feed(
         backend().ok_or_else(|| ServerFnError::new(PredictError::NotRunning.to_string()))?;
     let (snapshot, mut events) = backend.0.feed();
     let snapshot = snapshot.for_role(role);
-    let mut lifecycle = backend.0.lifecycle();
-    let (mut tx, rx) = futures::channel::mpsc::channel(256);
+    let mut lifecycle = backend.0.lifecycle_cards();
+    // Small: what waits beyond it waits in the outbox, where a newer card replaces an older one.
+    let (mut tx, rx) = futures::channel::mpsc::channel(8);
     let mut input = input;
     // The server's per-client limit on live connections: held while this connection lasts.
     let slot = use_context::<http::request::Parts>()
         .and_then(|parts| parts.extensions.get::<crate::FeedSlot>().cloned());
     tokio::spawn(async move {
         let _slot = slot;
-        for event in snapshot {
-            if tx.send(Ok(event)).await.is_err() {
-                return;
-            }
-        }
+        let mut outbox = crate::outbox::Outbox::new(OUTBOX);
+        snapshot.into_iter().for_each(|event| outbox.push(event));
         // The lifecycle as it is now, then at each change (a stopped follower sends no more).
+        lifecycle_events(&mut lifecycle).for_each(|event| outbox.push(event));
         let mut lifecycle_open = true;
-        let now = lifecycle_event(&mut lifecycle);
-        if tx.send(Ok(now)).await.is_err() {
-            return;
-        }
         loop {
             tokio::select! {
                 // The browser went away: stop.
                 message = input.next() => if message.is_none() { break },
+                ready = std::future::poll_fn(|cx| tx.poll_ready(cx)), if !outbox.is_empty() => {
+                    let Some(event) = outbox.pop() else { continue };
+                    if ready.is_err() || tx.start_send(Ok(event)).is_err() { break }
+                },
                 changed = lifecycle.changed(), if lifecycle_open => match changed {
-                    Ok(()) => if tx.send(Ok(lifecycle_event(&mut lifecycle))).await.is_err() { break },
+                    Ok(()) => lifecycle_events(&mut lifecycle).for_each(|event| outbox.push(event)),
                     Err(_) => lifecycle_open = false,
                 },
                 event = events.recv() => match event {
-                    Ok(event) => for event in event.for_role(role) {
-                        if tx.send(Ok(event)).await.is_err() { return }
-                    },
+                    Ok(event) => event.for_role(role).into_iter().for_each(|event| outbox.push(event)),
                     // A slow browser misses some predictions rather than slowing the pipeline.
                     Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => break,
@@ -430,14 +436,15 @@ pub async fn live_feed(
     Ok(rx.into())
 }
 
-/// The lifecycle as a feed event, marking it seen.
+/// The lifecycle's cards as feed events (for every role alike), marking them seen.
 #[cfg(feature = "ssr")]
-fn lifecycle_event(
-    lifecycle: &mut tokio::sync::watch::Receiver<std::sync::Arc<model::lifecycle::LifecycleView>>,
-) -> LiveEvent {
-    // Rendered outside the watch's lock, so the follower is never kept waiting by it.
+fn lifecycle_events(
+    lifecycle: &mut tokio::sync::watch::Receiver<std::sync::Arc<LifecycleCards>>,
+) -> impl Iterator<Item = LiveEvent> {
+    // Pointers only: the cards were rendered once, where the lifecycle changed.
     let now = std::sync::Arc::clone(&lifecycle.borrow_and_update());
-    LiveEvent::Lifecycle(LifecycleCards::of(&now))
+    let challenger = LiveEvent::Challenger(now.challenger.clone());
+    std::iter::once(challenger).chain(shown_to(&now.cards, Role::Viewer))
 }
 
 #[cfg(test)]
@@ -468,6 +475,14 @@ mod tests {
         }
     }
 
+    fn dashboard() -> Dashboard {
+        Dashboard {
+            riskiest: vec![prediction()],
+            window_ms: 10_000,
+            ..Default::default()
+        }
+    }
+
     fn every_event() -> Vec<FeedEvent> {
         vec![
             FeedEvent::Snapshot {
@@ -477,12 +492,7 @@ mod tests {
             },
             FeedEvent::Prediction(prediction()),
             FeedEvent::Second(SecondStats::default()),
-            FeedEvent::Dashboard(Dashboard {
-                riskiest: vec![prediction()],
-                window_ms: 10_000,
-                ..Default::default()
-            }),
-            FeedEvent::Status(status()),
+            FeedEvent::cards(&status(), &dashboard()),
         ]
     }
 
@@ -498,17 +508,15 @@ mod tests {
         serde_json::to_string(&received(role)).unwrap()
     }
 
-    /// The rendered pipeline cards and dashboard bodies `role` receives.
-    fn cards(role: Role) -> (Vec<String>, Vec<String>) {
-        let (mut status, mut dashboard) = (Vec::new(), Vec::new());
-        for event in received(role) {
-            match event {
-                LiveEvent::Status(card) => status.push(card.replace("<!>", "")),
-                LiveEvent::Dashboard(body) => dashboard.push(body),
-                _ => {}
-            }
-        }
-        (status, dashboard)
+    /// The rendered cards of `kind` that `role` receives, hydration markers left out.
+    fn cards(role: Role, kind: Card) -> Vec<String> {
+        received(role)
+            .into_iter()
+            .filter_map(|event| match event {
+                LiveEvent::Card(card, markup) if card == kind => Some(markup.replace("<!>", "")),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -553,15 +561,17 @@ mod tests {
             "a snapshot without predictions: {events:?}"
         );
         // Aggregates stay: the counters in both pipeline cards (snapshot and update), the windows.
-        let (status, dashboard) = cards(Role::Viewer);
+        let status = cards(Role::Viewer, Card::Status);
         assert_eq!(status.len(), 2);
         for card in &status {
             assert!(card.contains(r#"class="scored num">7<"#), "{card}");
             assert!(!card.contains("Brokers"), "{card}");
         }
+        let dashboard = cards(Role::Viewer, Card::Dashboard);
         assert_eq!(dashboard.len(), 1);
         assert!(dashboard[0].contains("per 10 s window"), "{dashboard:?}");
         assert!(!dashboard[0].contains("riskiest"), "{dashboard:?}");
+        assert_eq!(cards(Role::Viewer, Card::Riskiest), Vec::<String>::new());
     }
 
     #[test]
@@ -579,16 +589,74 @@ mod tests {
         assert!(
             matches!(&events[0], LiveEvent::Snapshot { recent, .. } if recent == &vec![prediction()])
         );
-        let (_, dashboard) = cards(Role::Analyst);
-        assert!(dashboard[0].contains(r#"id="riskiest""#), "{dashboard:?}");
+        let riskiest = cards(Role::Analyst, Card::Riskiest);
+        assert_eq!(riskiest.len(), 1);
+        assert!(riskiest[0].contains(r#"id="riskiest""#), "{riskiest:?}");
+        assert!(riskiest[0].contains("Ann Secret"), "{riskiest:?}");
 
-        let (status, dashboard) = cards(Role::Admin);
-        for card in &status {
+        for card in cards(Role::Admin, Card::Status) {
             for part in ["kafka1:9093", "in → out", "secret-topic", "123.5 MB"] {
                 assert!(card.contains(part), "{part} missing in {card}");
             }
         }
-        assert!(dashboard[0].contains("Ann Secret"), "{dashboard:?}");
+        assert!(cards(Role::Admin, Card::Riskiest)[0].contains("Ann Secret"));
         assert!(received(Role::Admin).contains(&LiveEvent::Prediction(Box::new(prediction()))));
+    }
+
+    #[test]
+    fn cards_are_rendered_once_and_shared_by_every_receiver_of_a_role_view() {
+        let event = FeedEvent::cards(&status(), &dashboard());
+        let markup = |role: Role, kind: Card| {
+            event
+                .clone()
+                .for_role(role)
+                .into_iter()
+                .find_map(|e| match e {
+                    LiveEvent::Card(card, markup) if card == kind => Some(markup),
+                    _ => None,
+                })
+                .expect("the card")
+        };
+        // The same allocation, not equal copies: receivers clone pointers, nobody renders again.
+        let body = markup(Role::Viewer, Card::Dashboard);
+        for role in [Role::Viewer, Role::Analyst, Role::Admin] {
+            assert!(std::sync::Arc::ptr_eq(
+                &body,
+                &markup(role, Card::Dashboard)
+            ));
+        }
+        assert!(std::sync::Arc::ptr_eq(
+            &markup(Role::Viewer, Card::Status),
+            &markup(Role::Analyst, Card::Status)
+        ));
+        assert!(!std::sync::Arc::ptr_eq(
+            &markup(Role::Analyst, Card::Status),
+            &markup(Role::Admin, Card::Status)
+        ));
+        assert!(std::sync::Arc::ptr_eq(
+            &markup(Role::Analyst, Card::Riskiest),
+            &markup(Role::Admin, Card::Riskiest)
+        ));
+    }
+
+    #[test]
+    fn the_lifecycle_cards_go_to_every_role_alike() {
+        let view = model::lifecycle::LifecycleView {
+            challenger: Some("m-2".into()),
+            ..Default::default()
+        };
+        let (_tx, mut rx) =
+            tokio::sync::watch::channel(std::sync::Arc::new(LifecycleCards::of(&view)));
+        let events: Vec<_> = lifecycle_events(&mut rx).collect();
+        assert_eq!(events[0], LiveEvent::Challenger(Some("m-2".into())));
+        let kinds: Vec<_> = events[1..]
+            .iter()
+            .map(|e| match e {
+                LiveEvent::Card(card, _) => *card,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, [Card::Duel, Card::History]);
+        assert!(!rx.has_changed().unwrap(), "marked seen");
     }
 }

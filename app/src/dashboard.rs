@@ -1,20 +1,22 @@
 //! The dashboard: what the stream is doing, from the stats topic, pushed live.
 //!
-//! The server renders the body (`render`) for each user's role whenever fresh analytics arrive
-//! and pushes the markup over the live feed; the browser swaps it in. So the browser bundle
-//! carries neither the analytics' JSON decoders nor the body's views (hydrated, they cost it
-//! 15 KiB gzipped).
+//! Two pushed cards (`pushed`), rendered on the server (`render`) whenever fresh analytics
+//! arrive: the body (figures, charts, segments, quality; the same for every role) and the
+//! riskiest customers (names: analysts and admins only). Hydrated, their views and the
+//! analytics' decoders cost the bundle 15 KiB gzipped. The riskiest list is swapped inside its
+//! scroll container, which stays put: a user scrolling it is not thrown back to the top.
 
 use leptos::prelude::*;
 
 use crate::access::{signed_in_user, Role};
 use crate::lifecycle::{DuelCard, HistoryCard};
 use crate::live::LiveState;
+use crate::pushed::{markup, Card};
 
 #[cfg(feature = "ssr")]
-mod render;
+pub(crate) mod render;
 #[cfg(feature = "ssr")]
-pub use render::body;
+pub use render::cards;
 
 #[component]
 pub fn DashboardPage() -> impl IntoView {
@@ -41,22 +43,14 @@ pub fn DashboardPage() -> impl IntoView {
             })}
         </section>
         // `display: contents`: the body's cards sit in the page's grid as if unwrapped.
-        <div class="dash-body" inner_html=move || {
-            live.dashboard.get().unwrap_or_else(|| before_the_feed(names))
-        }></div>
+        <div class="dash-body" inner_html=markup(live, Card::Dashboard)></div>
+        {names.then(|| view! {
+            <section class="card" aria-labelledby="riskiest-title">
+                <h2 id="riskiest-title">"Riskiest recent customers"</h2>
+                <div class="feed-wrap" inner_html=markup(live, Card::Riskiest)></div>
+            </section>
+        })}
         <DuelCard/>
         <HistoryCard/>
-    }
-}
-
-/// Only the server renders the body before the feed: hydration keeps the server's markup (it
-/// does not rewrite inner HTML), and the browser only ever replaces it with the feed's.
-fn before_the_feed(names: bool) -> String {
-    #[cfg(feature = "ssr")]
-    return render::body(None, names);
-    #[cfg(not(feature = "ssr"))]
-    {
-        let _ = names;
-        String::new()
     }
 }

@@ -12,6 +12,9 @@ mod lifecycle;
 mod live;
 pub mod login;
 mod models;
+#[cfg(feature = "ssr")]
+mod outbox;
+mod pushed;
 mod status;
 
 use leptos::prelude::*;
@@ -24,13 +27,14 @@ pub use access::FeedSlot;
 pub use access::{signed_in_user, CurrentUser, Role};
 
 #[cfg(feature = "ssr")]
-pub use api::{predict_record, Backend, BackendHandle};
 pub use api::{
-    Dashboard, FeedEvent, LiveEvent, PipelineStatus, PredictError, PredictReply, Seat, SecondStats,
-    StorageStatus, WindowPoint,
+    predict_record, Backend, BackendHandle, Dashboard, FeedEvent, PipelineStatus, StorageStatus,
+    WindowPoint,
 };
+pub use api::{LiveEvent, PredictError, PredictReply, Seat, SecondStats};
 use dashboard::DashboardPage;
 use form::{ChurnForm, FormState};
+#[cfg(feature = "ssr")]
 pub use lifecycle::LifecycleCards;
 use live::{LivePanel, LiveState};
 use login::LoginPage;

@@ -1,69 +1,47 @@
 //! The model lifecycle on screen, for every signed-in user: the live duel of champion and
 //! challenger, and the history of publications, promotions and rollbacks.
 //!
-//! The server renders both cards' insides (`render`) and pushes the markup over the live feed
-//! whenever the lifecycle changes; the browser swaps it in. So the browser bundle carries
-//! neither the lifecycle's types and their JSON decoders nor these views and their words
-//! (hydrated, they cost it 18 KiB gzipped).
+//! Two pushed cards (`pushed`): the web server renders them (`render`) once per change of the
+//! lifecycle (`LifecycleCards::of`) and every browser is sent the same markup. Hydrated, their
+//! views, words and the lifecycle's decoders cost the bundle 18 KiB gzipped.
 
 use leptos::prelude::*;
-#[cfg(feature = "ssr")]
-use model::lifecycle::LifecycleView;
-use serde::{Deserialize, Serialize};
 
 use crate::live::LiveState;
+use crate::pushed::{markup, Card};
 
 #[cfg(feature = "ssr")]
-mod render;
+pub(crate) mod render;
 
-/// The lifecycle as the browser receives it: ready-made cards.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The lifecycle as every signed-in user's browser is sent it, rendered once per change: it
+/// names models, not customers, so every role sees the same.
+#[cfg(feature = "ssr")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LifecycleCards {
     /// The seated challenger's version, if any (the Models page offers to withdraw it).
     pub challenger: Option<String>,
-    /// Inner HTML of the duel card.
-    pub duel: String,
-    /// Inner HTML of the history card.
-    pub history: String,
+    /// The duel and history cards.
+    pub cards: [crate::pushed::PushedCard; 2],
 }
 
+#[cfg(feature = "ssr")]
 impl LifecycleCards {
     /// Both cards for `lifecycle`, rendered.
-    #[cfg(feature = "ssr")]
-    pub fn of(lifecycle: &LifecycleView) -> Self {
+    pub fn of(lifecycle: &model::lifecycle::LifecycleView) -> Self {
+        use crate::access::Role;
+        use crate::pushed::PushedCard;
+        let every_role = Role::Viewer..=Role::Admin;
         LifecycleCards {
             challenger: lifecycle.challenger.clone(),
-            duel: render::inside(Card::Duel, Some(lifecycle)),
-            history: render::inside(Card::History, Some(lifecycle)),
+            cards: [
+                PushedCard::new(
+                    Card::Duel,
+                    every_role.clone(),
+                    render::duel(Some(lifecycle)),
+                ),
+                PushedCard::new(Card::History, every_role, render::history(Some(lifecycle))),
+            ],
         }
-    }
-}
-
-/// Which lifecycle card.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Card {
-    Duel,
-    History,
-}
-
-/// The card's inside as the live feed last sent it, or before it has sent any.
-fn inside(live: LiveState, card: Card) -> String {
-    live.lifecycle.with(|cards| match (cards, card) {
-        (Some(cards), Card::Duel) => cards.duel.clone(),
-        (Some(cards), Card::History) => cards.history.clone(),
-        (None, _) => before_the_feed(card),
-    })
-}
-
-/// Only the server renders the cards before the feed: hydration keeps the server's markup (it
-/// does not rewrite inner HTML), and the browser only ever replaces it with the feed's.
-fn before_the_feed(card: Card) -> String {
-    #[cfg(feature = "ssr")]
-    return render::inside(card, None);
-    #[cfg(not(feature = "ssr"))]
-    {
-        let _ = card;
-        String::new()
     }
 }
 
@@ -73,7 +51,7 @@ pub fn DuelCard() -> impl IntoView {
     let live = expect_context::<LiveState>();
     view! {
         <section class="card duel" id="duel" aria-labelledby="duel-title"
-            inner_html=move || inside(live, Card::Duel)></section>
+            inner_html=markup(live, Card::Duel)></section>
     }
 }
 
@@ -83,6 +61,6 @@ pub fn HistoryCard() -> impl IntoView {
     let live = expect_context::<LiveState>();
     view! {
         <section class="card" aria-labelledby="history-title"
-            inner_html=move || inside(live, Card::History)></section>
+            inner_html=markup(live, Card::History)></section>
     }
 }

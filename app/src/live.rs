@@ -11,7 +11,7 @@ use model::Prediction;
 use crate::api::LiveEvent;
 use crate::api::SecondStats;
 use crate::chart::{Column, RateChart};
-use crate::lifecycle::LifecycleCards;
+use crate::pushed::Card;
 
 /// Rows kept in the feed.
 #[cfg(feature = "hydrate")]
@@ -28,12 +28,10 @@ pub struct LiveState {
     missed: RwSignal<u64>,
     connected: RwSignal<bool>,
     received: RwSignal<u64>,
-    /// The dashboard's body, rendered by the server for this user's role.
-    pub dashboard: RwSignal<Option<String>>,
-    /// The Pipeline card's inside, rendered by the server for this user's role.
-    pub status: RwSignal<Option<String>>,
-    /// Champion, challenger, duel and history, as the models topic says (rendered cards).
-    pub lifecycle: RwSignal<Option<LifecycleCards>>,
+    /// Each pushed card's inner HTML as the server last sent it, by `Card` (`card`).
+    cards: [RwSignal<Option<String>>; Card::ALL.len()],
+    /// The seated challenger's version, as the models topic says.
+    pub challenger: RwSignal<Option<String>>,
 }
 
 impl LiveState {
@@ -45,10 +43,14 @@ impl LiveState {
             missed: RwSignal::new(0),
             connected: RwSignal::new(false),
             received: RwSignal::new(0),
-            dashboard: RwSignal::new(None),
-            status: RwSignal::new(None),
-            lifecycle: RwSignal::new(None),
+            cards: Card::ALL.map(|_| RwSignal::new(None)),
+            challenger: RwSignal::new(None),
         }
+    }
+
+    /// `card`'s inner HTML as the server last sent it (`None`: not yet).
+    pub fn card(&self, card: Card) -> RwSignal<Option<String>> {
+        self.cards[card as usize]
     }
 
     /// Opens the live connection in the browser (nothing to do on the server).
@@ -95,9 +97,14 @@ impl LiveState {
                     s.pop_front();
                 }
             }),
-            LiveEvent::Dashboard(body) => self.dashboard.set(Some(body)),
-            LiveEvent::Status(card) => self.status.set(Some(card)),
-            LiveEvent::Lifecycle(cards) => self.lifecycle.set(Some(cards)),
+            LiveEvent::Card(card, markup) => {
+                // Unchanged markup is not swapped: the user's scroll position and selection stay.
+                let slot = self.card(card);
+                if slot.with_untracked(|now| now.as_deref() != Some(&*markup)) {
+                    slot.set(Some(markup.to_string()));
+                }
+            }
+            LiveEvent::Challenger(version) => self.challenger.set(version),
         }
     }
 }

@@ -88,7 +88,7 @@ fn current_query() -> String {
 #[component]
 pub fn LoginPage() -> impl IntoView {
     #[cfg(feature = "ssr")]
-    let inside = Owner::new().with(|| form().to_html());
+    let inside = crate::pushed::render_html(form);
     #[cfg(not(feature = "ssr"))]
     let inside = String::new();
     view! { <section class="card login-card" aria-labelledby="login-title" inner_html=inside></section> }

@@ -56,10 +56,7 @@ pub fn ModelsPage() -> impl IntoView {
             sending.set(None);
         });
     };
-    let has_challenger = move || {
-        live.lifecycle
-            .with(|cards| cards.as_ref().is_some_and(|c| c.challenger.is_some()))
-    };
+    let has_challenger = move || live.challenger.with(Option::is_some);
     let busy = move || sending.get().is_some();
     view! {
         <section class="card" aria-labelledby="models-title">

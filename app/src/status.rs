@@ -1,43 +1,50 @@
 //! The Pipeline card: brokers and topics (admins only), what the broker holds, the model and
 //! the counters, pushed over the live connection (no polling).
 //!
-//! The server renders the card's inside for each user's role (`inside`) and pushes the markup;
-//! the browser swaps it in, so it carries neither the status' decoders nor these views
-//! (hydrated, they cost it 8 KiB gzipped).
+//! A pushed card (`pushed`): the server renders its inside (`render`) once for admins and once
+//! for everyone else; hydrated, its views and decoders cost the bundle 8 KiB gzipped.
 
 use leptos::prelude::*;
 
 #[cfg(feature = "ssr")]
+use crate::access::Role;
+#[cfg(feature = "ssr")]
 use crate::api::{PipelineStatus, StorageStatus};
 use crate::live::LiveState;
+use crate::pushed::{markup, Card};
+#[cfg(feature = "ssr")]
+use crate::pushed::{render_html, PushedCard};
 
 #[component]
 pub fn StatusCard() -> impl IntoView {
     let live = expect_context::<LiveState>();
     view! {
         <section class="card status-card" aria-labelledby="status-title"
-            inner_html=move || live.status.get().unwrap_or_else(before_the_feed)></section>
+            inner_html=markup(live, Card::Status)></section>
     }
 }
 
-/// Only the server renders the card before the feed: hydration keeps the server's markup (it
-/// does not rewrite inner HTML), and the browser only ever replaces it with the feed's.
-fn before_the_feed() -> String {
-    #[cfg(feature = "ssr")]
-    return inside(None, false);
-    #[cfg(not(feature = "ssr"))]
-    {
-        String::new()
-    }
+/// The card for `status`, rendered once for each view of it: admins', and everyone else's.
+#[cfg(feature = "ssr")]
+pub fn cards(status: &PipelineStatus) -> [PushedCard; 2] {
+    [Role::Viewer..=Role::Analyst, Role::Admin..=Role::Admin].map(|roles| card(status, roles))
+}
+
+/// The card for `status` as `roles` see it (all of them admins, or none: brokers, topics and
+/// storage are for admins only).
+#[cfg(feature = "ssr")]
+pub fn card(status: &PipelineStatus, roles: std::ops::RangeInclusive<Role>) -> PushedCard {
+    let admin = *roles.start() >= Role::Admin;
+    debug_assert!(admin || *roles.end() < Role::Admin, "one view per range");
+    PushedCard::new(Card::Status, roles, render(Some(status), admin))
 }
 
 /// The card's inside for `status` (`None`: not received yet), as HTML; with brokers, topics and
-/// storage when `admin` (the server sends others none of them). Text is escaped as in any
+/// storage when `admin` (others are sent none of them). Text is escaped as in any
 /// server-rendered page.
 #[cfg(feature = "ssr")]
-pub fn inside(status: Option<&PipelineStatus>, admin: bool) -> String {
-    // Views are created under an owner, as on a page; nothing here is reactive.
-    Owner::new().with(|| {
+pub fn render(status: Option<&PipelineStatus>, admin: bool) -> String {
+    render_html(|| {
         let body = match status.cloned() {
             Some(s) => view! {
                 <dl class="status">
@@ -69,13 +76,13 @@ pub fn inside(status: Option<&PipelineStatus>, admin: bool) -> String {
             <h2 id="status-title">"Pipeline"</h2>
             {body}
         }
-        .to_html()
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::inside;
+    use super::{cards, render};
+    use crate::access::Role;
     use crate::api::{PipelineStatus, StorageStatus};
 
     fn status() -> PipelineStatus {
@@ -95,14 +102,14 @@ mod tests {
 
     #[test]
     fn the_card_connects_then_shows_counters_and_the_broker_only_to_an_admin() {
-        let connecting = inside(None, true);
+        let connecting = render(None, true);
         assert!(
             connecting.contains("Connecting to the pipeline"),
             "{connecting}"
         );
         assert!(connecting.contains(r#"id="status-title""#), "{connecting}");
 
-        let admin = inside(Some(&status()), true).replace("<!>", "");
+        let admin = render(Some(&status()), true).replace("<!>", "");
         for part in [
             "kafka1:9093",
             "in → out",
@@ -119,10 +126,24 @@ mod tests {
         assert!(admin.contains("&lt;script&gt;x"), "{admin}");
 
         // Even given them, the card shows no broker, topic or storage to anyone else.
-        let other = inside(Some(&status()), false);
+        let other = render(Some(&status()), false);
         for hidden in ["kafka1", "Topics", "Broker disk", "Records held", "script"] {
             assert!(!other.contains(hidden), "{hidden} in {other}");
         }
         assert!(other.contains("Dead-lettered"), "{other}");
+    }
+
+    #[test]
+    fn each_role_falls_in_exactly_one_view_and_only_admins_in_the_broker_one() {
+        let cards = cards(&status());
+        for role in [Role::Viewer, Role::Analyst, Role::Admin] {
+            let seen: Vec<_> = cards.iter().filter(|c| c.roles.contains(&role)).collect();
+            assert_eq!(seen.len(), 1, "{role}");
+            assert_eq!(
+                seen[0].markup.contains("kafka1"),
+                role == Role::Admin,
+                "{role}"
+            );
+        }
     }
 }

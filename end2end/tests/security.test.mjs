@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
-import { startProduct, openHydrated } from '../harness.mjs';
+import { startProduct, openHydrated, signIn } from '../harness.mjs';
 
 let product;
 
@@ -71,7 +71,11 @@ test('a one-time link signs in only after Continue, once, and never from another
 test('each role sees its share: a viewer no names and no form, an analyst no broker settings', async () => {
   const { page: viewer, errors } = await openHydrated(product, null, '/dashboard', 'e2e-viewer');
   assert.equal(await viewer.locator('nav a[href="/"]').count(), 0, 'no Score link for a viewer');
+  // Only once the feed's first dashboard push arrived (the riskiest list comes with it, to
+  // those who may see it) does its absence mean anything.
+  await viewer.locator('#dash-count').waitFor({ timeout: 30_000 });
   assert.equal(await viewer.locator('#riskiest').count(), 0, 'no riskiest list for a viewer');
+  assert.equal(await viewer.getByText('Riskiest recent customers').count(), 0, 'nor its card');
   assert.match(await viewer.locator('#signed-in').textContent(), /e2e-viewer/);
   await viewer.goto(`${product.url}/`);
   assert.ok(!viewer.url().endsWith(`${product.url}/`) || (await viewer.locator('#field-age').count()) === 0,
@@ -81,6 +85,7 @@ test('each role sees its share: a viewer no names and no form, an analyst no bro
 
   const { page: analyst } = await openHydrated(product, null, '/', 'e2e-analyst');
   await analyst.locator('#field-age').waitFor();
+  await analyst.locator('.status-card .scored').waitFor({ timeout: 30_000 });
   const card = await analyst.locator('.status-card').textContent();
   assert.ok(!card.includes(`127.0.0.1:${product.brokerPort}`), `an analyst sees no broker address: ${card}`);
   assert.equal(await analyst.locator('.topic-records').count(), 0, 'nor the topics');
@@ -92,6 +97,40 @@ test('each role sees its share: a viewer no names and no form, an analyst no bro
   await admin.waitForFunction(() => /costumerchurn\s*[1-9]/.test(document.querySelector('.topic-records')?.textContent),
     null, { timeout: 45_000 });
   await admin.close();
+});
+
+test('hydration leaves the server-rendered sign-in form and cards in place', async () => {
+  // The design relies on tachys leaving server-rendered inner HTML alone on hydration (leptos is
+  // pinned in Cargo.toml for this): nothing else ever fills the sign-in page, nor the cards
+  // before the live feed's first push. The feed is held back here, so what shows is the server's.
+  const login = await product.browser.newPage();
+  await login.goto(`${product.url}/login`);
+  await login.waitForFunction(() => document.documentElement.dataset.hydrated === 'true', null, { timeout: 30_000 });
+  await login.waitForTimeout(500);
+  for (const selector of ['#login-title', 'form.login-form', '#login-user', '#login-password', '#login-submit']) {
+    assert.equal(await login.locator(selector).count(), 1, `${selector} after hydration`);
+  }
+  await login.close();
+
+  const page = await product.browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await signIn(product, page, 'e2e-analyst');
+  await page.routeWebSocket(/live_feed/, () => {}); // accepted, never answered
+  const hydrated = async (path) => {
+    await page.goto(`${product.url}${path}`);
+    await page.waitForFunction(() => document.documentElement.dataset.hydrated === 'true', null, { timeout: 30_000 });
+    await page.waitForTimeout(500);
+  };
+  await hydrated('/');
+  assert.match(await page.locator('.status-card').textContent(), /Pipeline\s*Connecting to the pipeline/);
+  await hydrated('/dashboard');
+  assert.equal(await page.locator('#dash-waiting').count(), 1, 'the dashboard body waits');
+  assert.match(await page.locator('section[aria-labelledby="riskiest-title"] .feed-wrap').textContent(), /Waiting for the first windows/);
+  assert.equal(await page.locator('#duel-title').count(), 1, 'the duel card');
+  assert.equal(await page.locator('#history-title').count(), 1, 'the history card');
+  assert.deepEqual(errors, []);
+  await page.close();
 });
 
 test('pages carry a nonce-based CSP and the hydrated app runs under it', async () => {

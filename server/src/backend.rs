@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use app::{Backend, Dashboard, FeedEvent, PipelineStatus, PredictError, Seat};
+use app::{Backend, Dashboard, FeedEvent, LifecycleCards, PipelineStatus, PredictError, Seat};
 use model::lifecycle::LifecycleView;
 use model::{Customer, Prediction};
 use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 use crate::kafka::Kafka;
@@ -66,6 +67,7 @@ pub struct PipelineBackend {
     kafka: Kafka,
     model_trust: ModelTrust,
     lifecycle: watch::Receiver<Arc<LifecycleView>>,
+    lifecycle_cards: watch::Receiver<Arc<LifecycleCards>>,
 }
 
 impl PipelineBackend {
@@ -90,6 +92,12 @@ impl PipelineBackend {
         )
         .await?;
         let live = LiveFeed::start(&kafka, tasks).await?;
+        let (cards, lifecycle_cards) =
+            watch::channel(Arc::new(LifecycleCards::of(&options.lifecycle.borrow())));
+        tasks.spawn(
+            "lifecycle cards",
+            render_lifecycle(options.lifecycle.clone(), cards, shutdown.clone()),
+        );
         let backend = Arc::new(PipelineBackend {
             replies,
             live,
@@ -100,6 +108,7 @@ impl PipelineBackend {
             kafka: kafka.clone(),
             model_trust: options.model_trust.clone(),
             lifecycle: options.lifecycle.clone(),
+            lifecycle_cards,
         });
         tasks.spawn(
             "dashboard stats reader",
@@ -221,6 +230,32 @@ impl Backend for PipelineBackend {
     fn lifecycle(&self) -> watch::Receiver<Arc<LifecycleView>> {
         self.lifecycle.clone()
     }
+
+    fn lifecycle_cards(&self) -> watch::Receiver<Arc<LifecycleCards>> {
+        self.lifecycle_cards.clone()
+    }
+}
+
+/// Renders the lifecycle's cards once per change, for every browser this server feeds (here,
+/// not in `model_store::follow`: scorers follow the models topic too and show no cards).
+async fn render_lifecycle(
+    mut lifecycle: watch::Receiver<Arc<LifecycleView>>,
+    cards: watch::Sender<Arc<LifecycleCards>>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = lifecycle.changed() => if changed.is_err() {
+                // Nothing follows the models topic (or no longer): the cards stay as they are.
+                shutdown.cancelled().await;
+                break;
+            },
+        }
+        let now = Arc::clone(&lifecycle.borrow_and_update());
+        cards.send_replace(Arc::new(LifecycleCards::of(&now)));
+    }
+    Ok(())
 }
 
 /// The broker did not take a record: the details go to the log under an id, the id to the user.

@@ -274,9 +274,9 @@ pub async fn push_dashboard(
             _ = tick.tick() => {}
         }
         if feed.events.receiver_count() > 0 {
+            // Rendered here, once for each view of each card; every connection forwards pointers.
             let (status, dashboard) = current();
-            let _ = feed.events.send(FeedEvent::Status(status));
-            let _ = feed.events.send(FeedEvent::Dashboard(dashboard));
+            let _ = feed.events.send(FeedEvent::cards(&status, &dashboard));
         }
     }
 }

@@ -1,23 +1,68 @@
-//! The dashboard's body, rendered on the server only (see the parent module): key figures,
-//! windows, segments, live model quality, lag and the riskiest customers.
+//! The dashboard's cards, rendered on the server only (see the parent module): key figures,
+//! windows, segments, live model quality and lag (the body), and the riskiest customers.
 
 use leptos::prelude::*;
 use model::analytics::{SegmentSummary, MIN_DRIFT_SAMPLE, PSI_DRIFT_THRESHOLD};
 use model::format::percent;
+use model::Prediction;
 
+use crate::access::Role;
 use crate::api::{Dashboard, WindowPoint};
 use crate::chart::{Column, RateChart};
 use crate::live::time_of;
+use crate::pushed::{render_html, Card, PushedCard};
 
-/// The dashboard's body for `dashboard` (`None`: no window has arrived yet), as HTML; with the
-/// riskiest customers when `names` (the user may see customer names). Text and attributes are
-/// escaped as in any server-rendered page.
-pub fn body(dashboard: Option<&Dashboard>, names: bool) -> String {
-    // Views are created under an owner, as on a page; nothing here is reactive.
-    Owner::new().with(|| match dashboard {
+/// Both cards for `dashboard`, rendered once: the body for every role, the riskiest customers
+/// for those who may see customer names.
+pub fn cards(dashboard: &Dashboard) -> [PushedCard; 2] {
+    [
+        PushedCard::new(
+            Card::Dashboard,
+            Role::Viewer..=Role::Admin,
+            body(Some(dashboard)),
+        ),
+        PushedCard::new(
+            Card::Riskiest,
+            Role::Analyst..=Role::Admin,
+            riskiest(Some(&dashboard.riskiest)),
+        ),
+    ]
+}
+
+/// The dashboard's body for `dashboard` (`None`: no window has arrived yet), as HTML. Text and
+/// attributes are escaped as in any server-rendered page.
+pub fn body(dashboard: Option<&Dashboard>) -> String {
+    render_html(|| {
+        match dashboard {
         None => view! { <section class="card"><p class="muted" id="dash-waiting">"Waiting for the first windows…"</p></section> }
-            .to_html(),
-        Some(d) => view! { <DashboardBody d=d.clone() names=names/> }.to_html(),
+            .into_any(),
+        Some(d) => view! { <DashboardBody d=d.clone()/> }.into_any(),
+    }
+    })
+}
+
+/// The riskiest customers' table, riskiest first (`None`: no window has arrived yet), as HTML:
+/// the inside of the card's scroll container.
+pub fn riskiest(riskiest: Option<&[Prediction]>) -> String {
+    render_html(|| {
+        match riskiest {
+        None => view! { <p class="muted">"Waiting for the first windows…"</p> }.into_any(),
+        Some(riskiest) => view! {
+            <table class="feed" id="riskiest">
+                <thead><tr><th>"Time"</th><th>"Customer"</th><th>"Churn risk"</th><th>"Why"</th></tr></thead>
+                <tbody>
+                    {riskiest.iter().map(|p| view! {
+                        <tr class="risk">
+                            <td class="num">{time_of(&p.scored_at)}</td>
+                            <td>{p.name.clone()}</td>
+                            <td class="num">{percent(p.churn_probability, 0)}</td>
+                            <td class="factor">{model::describe_all(&p.top_factors)}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        }.into_any(),
+    }
     })
 }
 
@@ -35,7 +80,7 @@ fn drift_words(drift: Option<&model::analytics::DriftSummary>) -> String {
 }
 
 #[component]
-fn DashboardBody(d: Dashboard, names: bool) -> impl IntoView {
+fn DashboardBody(d: Dashboard) -> impl IntoView {
     let all = d
         .segments
         .iter()
@@ -100,31 +145,10 @@ fn DashboardBody(d: Dashboard, names: bool) -> impl IntoView {
                 <p class="num mono">{d.lag.iter().map(|(p, l)| format!("p{p}: {l}")).collect::<Vec<_>>().join("   ")}</p>
             </section>
         </div>
-        {names.then(|| view! {
-        <section class="card">
-            <h2>"Riskiest recent customers"</h2>
-            <div class="feed-wrap">
-                <table class="feed" id="riskiest">
-                    <thead><tr><th>"Time"</th><th>"Customer"</th><th>"Churn risk"</th><th>"Why"</th></tr></thead>
-                    <tbody>
-                        {d.riskiest.iter().map(|p| view! {
-                            <tr class="risk">
-                                <td class="num">{time_of(&p.scored_at)}</td>
-                                <td>{p.name.clone()}</td>
-                                <td class="num">{percent(p.churn_probability, 0)}</td>
-                                <td class="factor">{model::describe_all(&p.top_factors)}</td>
-                            </tr>
-                        }).collect_view()}
-                    </tbody>
-                </table>
-            </div>
-        </section>
-        })}
     }
 }
 
-/// `HH:MM:SS` (UTC) of a Unix time in milliseconds; plain arithmetic keeps chrono's formatting
-/// out of the browser bundle.
+/// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
 fn utc_time_of_day(ms: i64) -> String {
     let seconds = ms.div_euclid(1000).rem_euclid(86_400);
     format!(
@@ -230,9 +254,13 @@ mod tests {
     }
 
     #[test]
-    fn the_body_waits_then_shows_names_only_to_those_who_may_see_them() {
-        let waiting = super::body(None, true);
+    fn the_cards_wait_then_show_names_only_to_those_who_may_see_them() {
+        use crate::access::Role;
+        use crate::pushed::Card;
+
+        let waiting = super::body(None);
         assert!(waiting.contains(r#"id="dash-waiting""#), "{waiting}");
+        assert!(!super::riskiest(None).contains(r#"id="riskiest""#));
 
         let customer: model::Prediction = serde_json::from_value(serde_json::json!({
             "id": "c-1", "name": "<script>alert(1)</script>", "churn_probability": 0.9,
@@ -246,17 +274,30 @@ mod tests {
             segments: vec![("all".into(), Default::default())],
             ..Default::default()
         };
-        let analyst = super::body(Some(&dashboard), true).replace("<!>", "");
-        assert!(analyst.contains(r#"id="riskiest""#), "{analyst}");
-        assert!(analyst.contains("12:34:56"), "{analyst}");
-        // A customer's name is text, never markup.
-        assert!(!analyst.contains("<script"), "{analyst}");
-        assert!(analyst.contains("&lt;script&gt;"), "{analyst}");
-        let viewer = super::body(Some(&dashboard), false);
-        assert!(
-            !viewer.contains("riskiest") && !viewer.contains("script"),
-            "{viewer}"
+        let [body, riskiest] = super::cards(&dashboard);
+        assert_eq!(
+            (body.card, riskiest.card),
+            (Card::Dashboard, Card::Riskiest)
         );
-        assert!(viewer.contains(r#"id="dash-count""#), "{viewer}");
+        // The body names nobody, so every role gets it; the list only those who may see names.
+        assert!(body.roles.contains(&Role::Viewer) && body.roles.contains(&Role::Admin));
+        assert!(
+            !body.markup.contains("riskiest") && !body.markup.contains("script"),
+            "{}",
+            body.markup
+        );
+        assert!(
+            body.markup.contains(r#"id="dash-count""#),
+            "{}",
+            body.markup
+        );
+        assert!(!riskiest.roles.contains(&Role::Viewer));
+        assert!(riskiest.roles.contains(&Role::Analyst) && riskiest.roles.contains(&Role::Admin));
+        let list = riskiest.markup.replace("<!>", "");
+        assert!(list.contains(r#"id="riskiest""#), "{list}");
+        assert!(list.contains("12:34:56"), "{list}");
+        // A customer's name is text, never markup.
+        assert!(!list.contains("<script"), "{list}");
+        assert!(list.contains("&lt;script&gt;"), "{list}");
     }
 }

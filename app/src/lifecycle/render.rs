@@ -8,7 +8,7 @@ use model::duel::metrics::Estimate;
 use model::duel::{Evidence, Metric, ModelQuality, Verdict};
 use model::lifecycle::{DuelStatus, LifecycleView, ModelEvent};
 
-use super::Card;
+use crate::pushed::render_html;
 
 /// A figure with its interval: `0.8731 (0.8612–0.8850)`.
 fn with_interval(estimate: Option<Estimate>) -> String {
@@ -91,19 +91,22 @@ pub fn evidence_words(evidence: &Evidence) -> String {
 /// One model's figure, out of its quality.
 type Figure = fn(&ModelQuality) -> Option<Estimate>;
 
-/// The inside of `card` for `lifecycle` (`None`: nothing has arrived from the models topic
-/// yet), as HTML. Text and attributes are escaped as in any server-rendered page, so a model
-/// version or a user name cannot inject markup.
-pub fn inside(card: Card, lifecycle: Option<&LifecycleView>) -> String {
-    // Views are created under an owner, as on a page; nothing here is reactive.
-    Owner::new().with(|| match card {
-        Card::Duel => duel_inside(lifecycle).to_html(),
-        Card::History => history_inside(lifecycle).to_html(),
-    })
+// Both cards' insides for `lifecycle` (`None`: nothing has arrived from the models topic yet),
+// as HTML. Text and attributes are escaped as in any server-rendered page, so a model version
+// or a user name cannot inject markup.
+
+/// The duel card's inside.
+pub fn duel(lifecycle: Option<&LifecycleView>) -> String {
+    render_html(|| duel_view(lifecycle))
+}
+
+/// The history card's inside.
+pub fn history(lifecycle: Option<&LifecycleView>) -> String {
+    render_html(|| history_view(lifecycle))
 }
 
 /// The live duel, or why there is none.
-fn duel_inside(lifecycle: Option<&LifecycleView>) -> AnyView {
+fn duel_view(lifecycle: Option<&LifecycleView>) -> AnyView {
     let chip = lifecycle.and_then(|v| v.duel.as_ref()).map(|d| {
         view! {
             <span class="chip" class:off=!d.auto_promote id="auto-promote">
@@ -236,7 +239,7 @@ fn IntervalChart(evidence: Evidence) -> impl IntoView {
 }
 
 /// Who changed the lineup, when, and on what evidence; newest first.
-fn history_inside(lifecycle: Option<&LifecycleView>) -> AnyView {
+fn history_view(lifecycle: Option<&LifecycleView>) -> AnyView {
     let events = lifecycle.map(|v| v.history.as_slice()).unwrap_or_default();
     let body = if events.is_empty() {
         view! { <p class="muted" id="history-empty">"Nothing published yet on the models topic."</p> }.into_any()
@@ -282,6 +285,7 @@ fn HistoryRow(event: ModelEvent) -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pushed::Card;
     use model::duel::{Decision, Evidence, SequentialTest};
 
     fn duel(verdict: Verdict, records: u64, after_promotion: bool, auto: bool) -> DuelStatus {
@@ -387,7 +391,12 @@ mod tests {
 
     /// A card's inside without the hydration markers (`<!>`) between texts.
     fn shown(card: Card, lifecycle: Option<&LifecycleView>) -> String {
-        inside(card, lifecycle).replace("<!>", "")
+        match card {
+            Card::Duel => super::duel(lifecycle),
+            Card::History => history(lifecycle),
+            other => unreachable!("{other:?} is no lifecycle card"),
+        }
+        .replace("<!>", "")
     }
 
     fn estimate(value: f64) -> Estimate {

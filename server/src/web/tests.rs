@@ -102,6 +102,11 @@ impl Backend for Fake {
     fn lifecycle(&self) -> tokio::sync::watch::Receiver<Arc<LifecycleView>> {
         self.lifecycle.clone()
     }
+
+    fn lifecycle_cards(&self) -> tokio::sync::watch::Receiver<Arc<app::LifecycleCards>> {
+        let now = app::LifecycleCards::of(&self.lifecycle.borrow());
+        tokio::sync::watch::channel(Arc::new(now)).1
+    }
 }
 
 pub(crate) fn prediction() -> Prediction {
