@@ -158,9 +158,6 @@ impl fmt::Debug for Kafka {
     }
 }
 
-/// Each consumer's prefetch bound (see `Kafka::consumer_config`), in KiB.
-pub const PREFETCH_KBYTES: &str = "16384";
-
 impl Kafka {
     /// The connection the command line asks for: the properties file (if any) read, then the -X
     /// properties after it.
@@ -236,7 +233,7 @@ impl Kafka {
             ("group.id", group),
             ("isolation.level", "read_uncommitted"),
             ("fetch.queue.backoff.ms", "1"),
-            ("queued.max.messages.kbytes", PREFETCH_KBYTES),
+            ("queued.max.messages.kbytes", Self::PREFETCH_KBYTES),
         ];
         all.extend_from_slice(defaults);
         self.config(&all)
@@ -254,6 +251,10 @@ impl Kafka {
     /// round trip on the embedded broker: p50 11 ms at 5 ms, 15 ms at 25 ms, 52 ms at 100 ms.
     /// `-X fetch.wait.max.ms=5` buys the lowest latency back (for every consumer of the process).
     pub const INTERACTIVE_FETCH_WAIT_MS: &'static str = "100";
+
+    /// Each consumer's prefetch bound in KiB (see `consumer_config`), and the scorer's.
+    pub const PREFETCH_KBYTES: &'static str = "16384";
+    pub const SCORER_PREFETCH_KBYTES: &'static str = "65536";
 
     /// A producer that never duplicates or reorders on retry, and waits for all replicas.
     pub fn idempotent_producer(&self) -> Result<FutureProducer> {

@@ -143,7 +143,7 @@ impl Scorer {
                         ("fetch.wait.max.ms", Kafka::INTERACTIVE_FETCH_WAIT_MS),
                         // librdkafka's own prefetch bound (64 MB): the pipeline's throughput was
                         // measured with it.
-                        ("queued.max.messages.kbytes", "65536"),
+                        ("queued.max.messages.kbytes", Kafka::SCORER_PREFETCH_KBYTES),
                     ],
                 )
                 .create_with_context(ScorerContext {

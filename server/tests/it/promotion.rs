@@ -12,6 +12,7 @@ use model::synth::{generate_customers, GenerateOptions};
 use model::ChurnModel;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
+use server::kafka::Kafka;
 use server::metrics::PipelineMetrics;
 use server::model_store::{
     follow, publish_challenger, publish_champion, Followed, ModelTrust, ModelsWriter,
@@ -45,6 +46,15 @@ fn clueless_model() -> Arc<ChurnModel> {
 }
 
 /// The referee with auto-promote and a small minimum, as the commands run it.
+/// Follows the models topic as a scorer or referee does, its follower running until `stop`.
+pub(crate) async fn follow_models(kafka: &Kafka, stop: &CancellationToken) -> Followed {
+    let (followed, follower) = follow(kafka, None, ModelTrust::default(), stop.clone())
+        .await
+        .unwrap();
+    tokio::spawn(follower);
+    followed
+}
+
 pub(crate) fn start_referee(
     p: &Pipeline,
     followed: &Followed,
@@ -182,10 +192,7 @@ async fn a_better_challenger_is_promoted_and_every_scorer_switches_without_losin
         start_scorer(&p, "promotion-scorers", &stop).await,
         start_scorer(&p, "promotion-scorers", &stop).await,
     ];
-    let (watching, follower) = follow(&p.kafka, None, ModelTrust::default(), stop.clone())
-        .await
-        .unwrap();
-    tokio::spawn(follower);
+    let watching = follow_models(&p.kafka, &stop).await;
     assert_eq!(watching.lineup.borrow().champion.version, worse.version);
     let (duel_metrics, _) = start_referee(&p, &watching, &stop);
     assert_eq!(duel_metrics.duel_verdict.get(), 0);
@@ -334,10 +341,7 @@ async fn a_promotion_that_does_worse_than_the_model_it_replaced_is_rolled_back()
 
     let (stop_tx, stop) = stop_switch();
     let scorer = start_scorer(&p, "rollback-scorers", &stop).await;
-    let (watching, follower) = follow(&p.kafka, None, ModelTrust::default(), stop.clone())
-        .await
-        .unwrap();
-    tokio::spawn(follower);
+    let watching = follow_models(&p.kafka, &stop).await;
     assert_eq!(watching.lineup.borrow().champion.version, worse.version);
     start_referee(&p, &watching, &stop);
 
@@ -402,10 +406,7 @@ async fn the_referee_stops_within_the_grace_with_the_broker_hung_mid_duel() {
         .unwrap();
     let (stop_tx, stop) = stop_switch();
     let _scorer = start_scorer(&p, "hung-scorers", &stop).await;
-    let (watching, follower) = follow(&p.kafka, None, ModelTrust::default(), stop.clone())
-        .await
-        .unwrap();
-    tokio::spawn(follower);
+    let watching = follow_models(&p.kafka, &stop).await;
     let (metrics, referee) = start_referee(&p, &watching, &stop);
     replay_rows(&p, 200, 0.0, 41, "hung", &stop).await;
     // Reading the duel: it counts records (fewer than decide anything).
@@ -535,10 +536,7 @@ async fn outcomes_arriving_later_on_the_labels_topic_decide_the_duel() {
     publish_challenger(&p.kafka, &better, "test").await.unwrap();
     let (stop_tx, stop) = stop_switch();
     start_scorer(&p, "outcome-scorers", &stop).await;
-    let (watching, follower) = follow(&p.kafka, None, ModelTrust::default(), stop.clone())
-        .await
-        .unwrap();
-    tokio::spawn(follower);
+    let watching = follow_models(&p.kafka, &stop).await;
     let (_, referee) = start_referee(&p, &watching, &stop);
 
     const ROWS: usize = 2500;

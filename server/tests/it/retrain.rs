@@ -308,7 +308,9 @@ async fn with_every_a_failed_round_is_retried_not_fatal() {
 /// duel and the referee promotes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_concept_drift_the_retrained_challenger_wins_the_duel_and_is_promoted() {
-    use crate::promotion::{assert_evidence, event_appears, start_referee, start_scorer};
+    use crate::promotion::{
+        assert_evidence, event_appears, follow_models, start_referee, start_scorer,
+    };
     const RECENT: usize = 2_000;
     const LIVE: usize = 4_000;
     let p = pipeline().await;
@@ -339,10 +341,7 @@ async fn under_concept_drift_the_retrained_challenger_wins_the_duel_and_is_promo
 
     let (stop_tx, stop) = stop_switch();
     start_scorer(&p, "drift-scorers", &stop).await;
-    let (watching, follower) = follow(kafka, None, ModelTrust::default(), stop.clone())
-        .await
-        .unwrap();
-    tokio::spawn(follower);
+    let watching = follow_models(kafka, &stop).await;
     let (_, referee) = start_referee(&p, &watching, &stop);
 
     // Before the change (three hours ago, outside the retraining window), then after it.
