@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-const TIMEOUT: Duration = Duration::from_secs(45);
+const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A model that learnt nothing: trained on labels shuffled against the features, so its scores
 /// hover around the base rate whatever the customer (truly worse than one that learnt).
