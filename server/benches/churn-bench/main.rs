@@ -92,6 +92,12 @@ struct Args {
     /// took about 400 records/s on the reference machine), but its RSS then grows with the data.
     #[arg(long)]
     memory_broker: bool,
+    /// The soak's topic retention ("10m", "1h"; `churn serve --retention`): the broker's sweep
+    /// then keeps its database at about this much traffic. 3,000 records/s under the product's
+    /// 7 days would be ~800 GB on disk (~1.4 MB/s measured), which nobody runs on the embedded
+    /// broker; an operator at this rate shortens it.
+    #[arg(long, default_value = "10m", value_parser = server::kafka::parse_retention)]
+    retention: Duration,
     /// Passed by `cargo bench`: measure. Without it (`cargo test --all-targets`) nothing runs.
     #[arg(long, hide = true)]
     bench: bool,
@@ -209,6 +215,7 @@ async fn main() -> Result<()> {
             sample_every: Duration::from_secs(args.sample_secs),
             max_slope_mb_per_min: args.max_slope,
             memory_broker: args.memory_broker,
+            retention: args.retention,
         })
         .await;
     }

@@ -252,6 +252,16 @@ impl Kafka {
     /// `-X fetch.wait.max.ms=5` buys the lowest latency back (for every consumer of the process).
     pub const INTERACTIVE_FETCH_WAIT_MS: &'static str = "100";
 
+    /// The bulk producer's `linger.ms`. Two costs set it. The embedded SQLite broker makes each
+    /// produce request one transaction: `--rate 3000` with `churn serve` gave 431 predictions/s at
+    /// 5 ms, 1,000–2,000/s at 50 ms. And an idempotent librdkafka producer (2.12) sends one
+    /// request per partition at a time; when the next batch's linger runs out before the broker
+    /// has answered the last, its broker thread spins on `poll(…, 0)` until the answer comes
+    /// (seen with strace: ~17,000 polls/s). With a broker slow to answer, that took 85–89% of a
+    /// core in `churn replay` at 3,000 records/s (`churn-bench --soak`, 50 ms); at 200 ms, 26%,
+    /// leaving the core to the broker: 3,051 predictions/s held instead of 2,443.
+    pub const BULK_LINGER_MS: &'static str = "200";
+
     /// Each consumer's prefetch bound in KiB (see `consumer_config`), and the scorer's.
     pub const PREFETCH_KBYTES: &'static str = "16384";
     pub const SCORER_PREFETCH_KBYTES: &'static str = "65536";
@@ -264,12 +274,10 @@ impl Kafka {
     }
 
     /// An idempotent producer for bulk loads (`churn replay`), where a record's latency matters
-    /// less than the broker's work per record: it waits up to 50 ms to fill a batch. Measured on
-    /// the embedded SQLite broker (each produce request is one transaction), `--rate 3000` with
-    /// `churn serve`: 431 predictions/s at linger 5 ms, 1,000–2,000/s at 50 ms. `-X linger.ms=…`
-    /// still wins.
+    /// less than the work per record: it waits up to `BULK_LINGER_MS` to fill a batch.
+    /// `-X linger.ms=…` still wins.
     pub fn bulk_producer(&self) -> Result<FutureProducer> {
-        self.idempotent_config_lingering("50")
+        self.idempotent_config_lingering(Self::BULK_LINGER_MS)
             .create()
             .context("creating the Kafka producer")
     }
