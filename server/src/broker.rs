@@ -74,6 +74,9 @@ impl BrokerOptions {
     }
 }
 
+/// How often a command checks that its embedded broker still runs (`EmbeddedBroker::exited`).
+pub const EXIT_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// A running broker; stopped when dropped.
 pub struct EmbeddedBroker {
     /// Shared with `shutdown`, which kills it when the process exits without destructors.
@@ -227,13 +230,10 @@ impl EmbeddedBroker {
             }
             let exited = self.child().try_wait()?;
             if let Some(status) = exited {
-                let hint = self
-                    .options
-                    .log_file
-                    .as_ref()
-                    .map(|p| format!("; see {}", p.display()))
-                    .unwrap_or_default();
-                bail!("the embedded broker exited at start ({status}){hint}");
+                bail!(
+                    "the embedded broker exited at start ({status}){}",
+                    self.log_hint()
+                );
             }
             if port_in_use(self.options.port) {
                 return Ok(());
@@ -245,6 +245,38 @@ impl EmbeddedBroker {
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// "; see <its log>" when it has one.
+    fn log_hint(&self) -> String {
+        self.options
+            .log_file
+            .as_ref()
+            .map(|p| format!("; see {}", p.display()))
+            .unwrap_or_default()
+    }
+
+    /// Resolves when the broker process ends on its own (killed, crashed, out of disk), with
+    /// what to tell the operator. A command that runs the broker watches this and fails, exiting
+    /// non-zero, rather than living on beside a dead broker (`churn broker` once did, for as long
+    /// as nobody looked). Checked every `EXIT_CHECK_EVERY`.
+    pub fn exited(&self) -> impl std::future::Future<Output = anyhow::Error> + Send + 'static {
+        let child = self.child.clone();
+        let hint = self.log_hint();
+        async move {
+            loop {
+                let status = child.lock().unwrap_or_else(|e| e.into_inner()).try_wait();
+                match status {
+                    Ok(Some(status)) => {
+                        return anyhow::anyhow!(
+                            "the embedded broker exited on its own ({status}){hint}"
+                        )
+                    }
+                    Err(e) => return anyhow::anyhow!("cannot watch the embedded broker: {e}"),
+                    Ok(None) => tokio::time::sleep(EXIT_CHECK_EVERY).await,
+                }
+            }
         }
     }
 

@@ -79,9 +79,13 @@ pub fn random_prefix() -> String {
 /// After the stop, how long the records already handed to the producer may still be awaited: with
 /// the broker away librdkafka would wait its delivery timeout (5 minutes) for each.
 pub const STOP_DELIVERY_WAIT: Duration = Duration::from_secs(4);
-/// Most records handed to the producer and not yet confirmed; bounds memory (a record is about
-/// 300 bytes in librdkafka's queue, so about 15 MB) when the broker is slow or away.
-const MAX_IN_FLIGHT: usize = 50_000;
+/// Most records handed to the producer and not yet confirmed; bounds memory when the broker is
+/// slow or away. At 50,000 `churn replay` reached 81 MB through the embedded broker's stalls
+/// (`churn-bench --soak`, 3,000 records/s: each waiting record holds its payload, key, delivery
+/// future and librdkafka's copy, ~1 KB); 10,000 is still 3 s of that rate, and more than a full
+/// batch of librdkafka's (`batch.num.messages`, 10,000), so sending as fast as possible keeps
+/// whole batches in flight.
+const MAX_IN_FLIGHT: usize = 10_000;
 
 /// Streams the file into the input topic until it ends (or `limit`, or forever with `repeat`) or
 /// `stop`. Returns what the broker confirmed; an error when a delivery failed before the stop.

@@ -51,7 +51,12 @@ pub async fn run(args: &BrokerCommandArgs, kafka_args: &KafkaArgs) -> Result<()>
         kafka = kafka.with_properties_file(&file)?;
     }
     server::shutdown::during_start_up(&stop, kafka.ensure_pipeline_topics()).await?;
-    stop.cancelled().await;
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        // A broker that died must not leave this command looking up: exit non-zero, so a
+        // supervisor restarts it.
+        error = broker.exited() => return Err(error),
+    }
     // Dropping the handle stops the broker (its storage is transactional).
     drop(broker);
     tracing::info!("embedded broker stopped");

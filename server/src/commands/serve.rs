@@ -141,7 +141,7 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     // A bad key file stops the command before anything starts.
     let model_trust = args.score.signing.trust()?;
     // Embedded broker unless the user named a cluster; reuse one already on the port.
-    let (_broker, kafka) = super::broker::for_serve(&args.broker, args.secure_broker, kafka_args)?;
+    let (broker, kafka) = super::broker::for_serve(&args.broker, args.secure_broker, kafka_args)?;
     during_start_up(&stop, async {
         kafka.check_reachable(Duration::from_secs(15)).await?;
         kafka.ensure_pipeline_topics().await?;
@@ -150,6 +150,17 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     })
     .await?;
     let mut tasks = Supervisor::new(stop.clone());
+    if let Some(broker) = &broker {
+        // The embedded broker dying fails the server (`/readyz` says so, the exit is non-zero),
+        // like any other task of it.
+        let (exited, stop) = (broker.exited(), tasks.shutdown());
+        tasks.spawn("embedded broker", async move {
+            tokio::select! {
+                error = exited => Err(error),
+                _ = stop.cancelled() => Ok(()),
+            }
+        });
+    }
     let metrics = Arc::new(PipelineMetrics::default());
     let model_trust = model_trust.counting_into(metrics.models_refused.clone());
     let followed = during_start_up(

@@ -141,9 +141,6 @@ impl Scorer {
                         ("session.timeout.ms", "10000"),
                         // A person may be waiting for this record's prediction.
                         ("fetch.wait.max.ms", Kafka::INTERACTIVE_FETCH_WAIT_MS),
-                        // librdkafka's own prefetch bound (64 MB): the pipeline's throughput was
-                        // measured with it.
-                        ("queued.max.messages.kbytes", Kafka::SCORER_PREFETCH_KBYTES),
                     ],
                 )
                 .create_with_context(ScorerContext {

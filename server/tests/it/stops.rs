@@ -579,3 +579,76 @@ async fn the_embedded_broker_never_outlives_churn() {
         .await;
     }
 }
+
+/// The embedded broker dying on its own (here SIGKILLed) fails the command that runs it: `churn
+/// broker` and `churn serve` exit non-zero, saying the broker exited, rather than living on
+/// beside a dead broker (`churn broker` once did, indefinitely).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_embedded_broker_fails_churn_broker_and_serve_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.json");
+    server::model_store::save(&trained_model(45), &model).unwrap();
+    for command in ["broker", "serve"] {
+        let data_dir = dir.path().join(command);
+        let port = server::broker::free_port();
+        let web = format!("127.0.0.1:{}", server::broker::free_port());
+        let log = dir.path().join(format!("{command}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let (data, port_text, site, model) = (
+            path(&data_dir),
+            port.to_string(),
+            path(&data_dir.join("site")),
+            path(&model),
+        );
+        let mut args = vec![command, "--data-dir", &data, "--broker-port", &port_text];
+        if command == "serve" {
+            args.extend(["--addr", &web, "--site-root", &site, "--model", &model]);
+        }
+        let mut process = churn(&args)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .map(Running)
+            .unwrap();
+        let text = || std::fs::read_to_string(&log).unwrap_or_default();
+        // Up and past its start: `serve` answers HTTP once its tasks run; `broker` has made the
+        // pipeline's topics.
+        wait_until("the command to be up", TIMEOUT, || match command {
+            "serve" => web.parse().is_ok_and(|a| std::net::TcpStream::connect(a).is_ok()),
+            _ => text().contains("listening"),
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let broker = child_named(process.0.id(), "nisshi")
+            .unwrap_or_else(|| panic!("{command}: no nisshi child\n{}", text()));
+        let killed = Instant::now();
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &broker.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = wait_exit(&mut process.0, STOP_BOUND).unwrap_or_else(|| {
+            panic!("{command}: still running 10 s after its broker died\n{}", text())
+        });
+        eprintln!("{command}: {status} {:.1?} after its broker died", killed.elapsed());
+        assert!(!status.success(), "{command}: non-zero, got {status}\n{}", text());
+        assert!(
+            text().contains("the embedded broker exited on its own"),
+            "{command}: says why\n{}",
+            text()
+        );
+    }
+}
+
+/// The id of `parent`'s child process whose command name is `name`.
+fn child_named(parent: u32, name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+        // "pid (comm) state ppid ...": the name may hold spaces, so split at the last ')'.
+        let (head, rest) = stat.rsplit_once(')')?;
+        let comm = head.split_once('(')?.1;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (comm == name && ppid == parent).then_some(pid)
+    })
+}
