@@ -614,7 +614,7 @@ async fn a_dead_embedded_broker_fails_churn_broker_and_serve_non_zero() {
         // Up and past its start: `serve` answers HTTP once its tasks run; `broker` has made the
         // pipeline's topics.
         wait_until("the command to be up", TIMEOUT, || match command {
-            "serve" => web.parse().is_ok_and(|a| std::net::TcpStream::connect(a).is_ok()),
+            "serve" => std::net::TcpStream::connect(&web).is_ok(),
             _ => text().contains("listening"),
         })
         .await;
