@@ -12,7 +12,7 @@ pub use secure::{credentials_path, start_secured, CREDENTIALS_FILE, USER};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,8 @@ pub const EXIT_CHECK_EVERY: Duration = Duration::from_secs(1);
 pub struct EmbeddedBroker {
     /// Shared with `shutdown`, which kills it when the process exits without destructors.
     child: Arc<Mutex<Child>>,
+    /// Set when we stop it ourselves, so its watchers (`exited`) do not report that exit.
+    stopping: Arc<AtomicBool>,
     options: BrokerOptions,
 }
 
@@ -214,7 +216,11 @@ impl EmbeddedBroker {
         }
         let child = Arc::new(Mutex::new(child));
         crate::shutdown::end_with_process(&child);
-        let mut broker = EmbeddedBroker { child, options };
+        let mut broker = EmbeddedBroker {
+            child,
+            stopping: Arc::default(),
+            options,
+        };
         broker.wait_ready(Duration::from_secs(30))?;
         tracing::info!(address = %broker.address(), storage = ?broker.options.storage,
             authentication = broker.options.authentication, "embedded broker up");
@@ -260,23 +266,32 @@ impl EmbeddedBroker {
     /// Resolves when the broker process ends on its own (killed, crashed, out of disk), with
     /// what to tell the operator. A command that runs the broker watches this and fails, exiting
     /// non-zero, rather than living on beside a dead broker (`churn broker` once did, for as long
-    /// as nobody looked). Checked every `EXIT_CHECK_EVERY`.
+    /// as nobody looked). Checked every `EXIT_CHECK_EVERY`. Never resolves for an exit that is
+    /// part of a stop: ours (`stop`, `restart`, drop), or the process's own stop — systemd's
+    /// default `KillMode=control-group` sends SIGTERM to the broker too, and it may go first, so
+    /// an exit is reported only if no stop was asked for within `EXIT_CHECK_EVERY` after it.
     pub fn exited(&self) -> impl std::future::Future<Output = anyhow::Error> + Send + 'static {
-        let child = self.child.clone();
+        let (child, stopping) = (self.child.clone(), self.stopping.clone());
         let hint = self.log_hint();
         async move {
-            loop {
+            let error = loop {
+                // A lock held for an instant: `try_wait` does not block.
                 let status = child.lock().unwrap_or_else(|e| e.into_inner()).try_wait();
                 match status {
                     Ok(Some(status)) => {
-                        return anyhow::anyhow!(
+                        break anyhow::anyhow!(
                             "the embedded broker exited on its own ({status}){hint}"
                         )
                     }
-                    Err(e) => return anyhow::anyhow!("cannot watch the embedded broker: {e}"),
+                    Err(e) => break anyhow::anyhow!("cannot watch the embedded broker: {e}"),
                     Ok(None) => tokio::time::sleep(EXIT_CHECK_EVERY).await,
                 }
+            };
+            tokio::time::sleep(EXIT_CHECK_EVERY).await;
+            if stopping.load(Ordering::SeqCst) || crate::shutdown::stop_requested() {
+                std::future::pending::<()>().await;
             }
+            error
         }
     }
 
@@ -300,6 +315,7 @@ impl EmbeddedBroker {
 
     /// Stops the broker (SIGKILL: its storage is transactional) and waits for it to exit.
     pub fn stop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let mut child = self.child();
         let _ = child.kill();
         let _ = child.wait();

@@ -32,7 +32,9 @@ pub async fn watch_lag(
     loop {
         let probe = consumer.clone();
         let topic = topic.clone();
-        let lag = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>> {
+        // The probe blocks for up to 3 s per call with the broker away (15 s in all): the stop
+        // does not wait for it (the process exits without the abandoned thread).
+        let probe = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>> {
             // From the broker on every probe (one small request): an added partition shows at once.
             let partitions = partition_count(&*probe, &topic, Duration::from_secs(3))?;
             let mut wanted = TopicPartitionList::new();
@@ -57,8 +59,11 @@ pub async fn watch_lag(
                     Ok((p, (high - done).max(0)))
                 })
                 .collect()
-        })
-        .await?;
+        });
+        let lag = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            lag = probe => lag?,
+        };
         match lag {
             Ok(lag) => {
                 health.set_broker_ok(true);

@@ -82,9 +82,10 @@ pub const STOP_DELIVERY_WAIT: Duration = Duration::from_secs(4);
 /// Most records handed to the producer and not yet confirmed; bounds memory when the broker is
 /// slow or away. At 50,000 `churn replay` reached 81 MB through the embedded broker's stalls
 /// (`churn-bench --soak`, 3,000 records/s: each waiting record holds its payload, key, delivery
-/// future and librdkafka's copy, ~1 KB); 10,000 is still 3 s of that rate, and more than a full
-/// batch of librdkafka's (`batch.num.messages`, 10,000), so sending as fast as possible keeps
-/// whole batches in flight.
+/// future and librdkafka's copy, ~1 KB); 10,000 is still 3 s of that rate, and as many as
+/// librdkafka's largest batch (`batch.num.messages`; at ~400 bytes a record its 1 MB
+/// `batch.size` ends a batch at ~2,500), so sending as fast as possible keeps whole batches in
+/// flight.
 const MAX_IN_FLIGHT: usize = 10_000;
 
 /// Streams the file into the input topic until it ends (or `limit`, or forever with `repeat`) or

@@ -55,9 +55,14 @@ pub fn end_with_process(child: &Arc<Mutex<Child>>) {
 pub fn kill_children() {
     let children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
     for child in children.iter().filter_map(Weak::upgrade) {
-        // A child busy elsewhere (being stopped right now) is left to that.
-        if let Ok(mut child) = child.try_lock() {
-            let _ = child.kill();
+        // The lock is held for an instant by a watcher (`EmbeddedBroker::exited`), or for the
+        // whole stop by whoever is stopping the child: a few tries, then it is left to that.
+        for _ in 0..20 {
+            if let Ok(mut child) = child.try_lock() {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 }
@@ -154,12 +159,16 @@ fn watch_signals(stop: CancellationToken) {
     });
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM as one stream of stop requests.
+/// Ctrl-C (SIGINT), SIGTERM and SIGHUP as one stream of stop requests. SIGHUP (the terminal or
+/// SSH session closed) would otherwise end the process at once, without its last commits, and
+/// leave the embedded broker (its own process group, so not hung up) running.
 struct Signals {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -169,6 +178,7 @@ impl Signals {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
@@ -182,6 +192,7 @@ impl Signals {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
         }
     }
 

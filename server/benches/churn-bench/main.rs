@@ -92,8 +92,9 @@ struct Args {
     /// took about 400 records/s on the reference machine), but its RSS then grows with the data.
     #[arg(long)]
     memory_broker: bool,
-    /// The soak's topic retention ("10m", "1h"; `churn serve --retention`): the broker's sweep
-    /// then keeps its database at about this much traffic. 3,000 records/s under the product's
+    /// The soak's topic retention ("10m", "1h"; `churn serve --retention`): the SQLite broker's
+    /// sweep then keeps its database at about this much traffic (the in-memory broker ignores
+    /// it and keeps everything). 3,000 records/s under the product's
     /// 7 days would be ~800 GB on disk (~1.4 MB/s measured), which nobody runs on the embedded
     /// broker; an operator at this rate shortens it.
     #[arg(long, default_value = "10m", value_parser = server::kafka::parse_retention)]

@@ -164,7 +164,8 @@ fn predictions(consumer: &BaseConsumer, kafka: &Kafka) -> Option<i64> {
         .sum()
 }
 
-/// Runs the soak; fails when a process died or its memory kept growing.
+/// Runs the soak; fails when a process died, its memory kept growing or passed its bound, the
+/// pipeline fell behind, or a command did not stop cleanly.
 pub async fn soak(options: &SoakOptions) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let storage = match options.memory_broker {
@@ -178,7 +179,7 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
     })?;
     let mut kafka = Kafka::at(broker.address());
     kafka.topics.retention = options.retention;
-    let retention = format!("{}s", options.retention.as_secs());
+    let retention = format!("{}ms", options.retention.as_millis());
     kafka.check_reachable(Duration::from_secs(10)).await?;
     kafka.ensure_pipeline_topics().await?;
     let csv = dir.path().join("customers.csv");
@@ -321,7 +322,7 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
     println!("\n| process | max RSS MB | bound MB | slope, 2nd half, MB/min | CPU, % of a core |");
     println!("|---|---:|---:|---:|---:|");
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-    let mut growing = Vec::new();
+    let mut failures = Vec::new();
     let half = started.elapsed().as_secs_f64() / 60.0 / 2.0;
     for w in &watched {
         let second_half: Vec<(f64, f64)> =
@@ -337,10 +338,13 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
         );
         let Some(bound) = w.bound_mb else { continue };
         if slope > options.max_slope_mb_per_min {
-            growing.push(format!("{} grows {slope:.2} MB/min", w.name));
+            failures.push(format!(
+                "{} grows {slope:.2} MB/min (at most {})",
+                w.name, options.max_slope_mb_per_min
+            ));
         }
         if max > bound {
-            growing.push(format!("{} reached {max:.0} MB (bound {bound:.0})", w.name));
+            failures.push(format!("{} reached {max:.0} MB (bound {bound:.0})", w.name));
         }
     }
     // Memory that stays flat because the pipeline stopped says nothing: it must have kept up.
@@ -352,7 +356,7 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
     if let (Some(rate), true) = (kept_up, options.rate > 0.0) {
         println!("predictions over the second half: {rate:.0}/s");
         if rate < options.rate * 0.9 {
-            growing.push(format!(
+            failures.push(format!(
                 "the pipeline fell behind: {rate:.0} predictions/s for {} records/s replayed",
                 options.rate
             ));
@@ -366,19 +370,29 @@ pub async fn soak(options: &SoakOptions) -> Result<()> {
                 .args(["-TERM", &w.pid.to_string()])
                 .status();
             let status = child.wait()?;
+            let took = stop.elapsed();
             w.child = None;
             println!(
                 "{} stopped in {:.1} s ({status})",
                 w.name,
-                stop.elapsed().as_secs_f64()
+                took.as_secs_f64()
             );
+            // The product's promise (README, "Clean stops"): exit 0 within 10 s of SIGTERM.
+            if !status.success() || took > Duration::from_secs(10) {
+                failures.push(format!(
+                    "{} stopped in {:.1} s with {status}",
+                    w.name,
+                    took.as_secs_f64()
+                ));
+            }
         }
     }
     drop(broker);
-    if !growing.is_empty() {
+    if !failures.is_empty() {
         bail!(
-            "soak failed: {}",
-            growing.join("; ")
+            "soak failed: {} (logs kept in {})",
+            failures.join("; "),
+            dir.keep().display()
         );
     }
     println!(

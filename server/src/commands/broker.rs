@@ -50,8 +50,11 @@ pub async fn run(args: &BrokerCommandArgs, kafka_args: &KafkaArgs) -> Result<()>
         );
         kafka = kafka.with_properties_file(&file)?;
     }
-    server::shutdown::during_start_up(&stop, kafka.ensure_pipeline_topics()).await?;
+    let topics = while_broker_lives(Some(&broker), kafka.ensure_pipeline_topics());
+    server::shutdown::during_start_up(&stop, topics).await?;
+    tracing::info!("the pipeline's topics exist; serving until stopped");
     tokio::select! {
+        biased;
         _ = stop.cancelled() => {}
         // A broker that died must not leave this command looking up: exit non-zero, so a
         // supervisor restarts it.
@@ -94,6 +97,23 @@ pub fn start_embedded(
         );
     }
     EmbeddedBroker::start(options)
+}
+
+/// Runs a start-up step, failing it as soon as the embedded broker (if this command runs one)
+/// dies meanwhile: the operator then reads "the embedded broker exited on its own" and its log
+/// file, not a timeout of whatever the step was waiting for.
+pub async fn while_broker_lives<T>(
+    broker: Option<&EmbeddedBroker>,
+    step: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(broker) = broker else {
+        return step.await;
+    };
+    tokio::select! {
+        biased;
+        result = step => result,
+        error = broker.exited() => Err(error),
+    }
 }
 
 /// The broker `churn serve` talks to: the cluster named by --brokers; else a broker already on

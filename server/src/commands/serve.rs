@@ -21,7 +21,7 @@ use server::shutdown::during_start_up;
 use server::supervisor::Supervisor;
 use server::web::WebOptions;
 
-use super::broker::BrokerArgs;
+use super::broker::{while_broker_lives, BrokerArgs};
 use super::replay::ReplayArgs;
 use super::score::ScoreArgs;
 use super::web_security::WebSecurityArgs;
@@ -142,32 +142,32 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
     let model_trust = args.score.signing.trust()?;
     // Embedded broker unless the user named a cluster; reuse one already on the port.
     let (broker, kafka) = super::broker::for_serve(&args.broker, args.secure_broker, kafka_args)?;
-    during_start_up(&stop, async {
+    // Until the supervisor watches it, each start-up step fails as soon as the embedded broker
+    // dies, saying so.
+    let started = async {
         kafka.check_reachable(Duration::from_secs(15)).await?;
         kafka.ensure_pipeline_topics().await?;
         server::kafka::inspect::warn_on_retention_differences(&kafka).await;
         anyhow::Ok(())
-    })
-    .await?;
+    };
+    during_start_up(&stop, while_broker_lives(broker.as_ref(), started)).await?;
     let mut tasks = Supervisor::new(stop.clone());
     if let Some(broker) = &broker {
-        // The embedded broker dying fails the server (`/readyz` says so, the exit is non-zero),
-        // like any other task of it.
+        // The embedded broker dying fails the server like any other of its tasks: logged, in
+        // `/readyz` while the server stops, and the exit is non-zero.
         let (exited, stop) = (broker.exited(), tasks.shutdown());
-        tasks.spawn("embedded broker", async move {
+        tasks.spawn("broker watch", async move {
             tokio::select! {
-                error = exited => Err(error),
+                biased;
                 _ = stop.cancelled() => Ok(()),
+                error = exited => Err(error),
             }
         });
     }
     let metrics = Arc::new(PipelineMetrics::default());
     let model_trust = model_trust.counting_into(metrics.models_refused.clone());
-    let followed = during_start_up(
-        &stop,
-        super::follow_models(&kafka, &args.score.model, model_trust.clone(), &mut tasks),
-    )
-    .await?;
+    let models = super::follow_models(&kafka, &args.score.model, model_trust.clone(), &mut tasks);
+    let followed = during_start_up(&stop, while_broker_lives(broker.as_ref(), models)).await?;
     let model_rx = followed.lineup.clone();
     let scorer = Scorer::new(kafka.clone(), args.score.group.clone(), model_rx.clone())
         .with_metrics(metrics.clone())
@@ -273,11 +273,9 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
         model_trust,
         lifecycle: followed.lifecycle.clone(),
     };
-    let backend = during_start_up(
-        &stop,
-        PipelineBackend::start(kafka.clone(), backend_options, metrics, status, &mut tasks),
-    )
-    .await?;
+    let backend =
+        PipelineBackend::start(kafka.clone(), backend_options, metrics, status, &mut tasks);
+    let backend = during_start_up(&stop, while_broker_lives(broker.as_ref(), backend)).await?;
     let mut web = WebOptions::new(
         args.addr,
         args.site_root.clone(),

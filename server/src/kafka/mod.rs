@@ -254,12 +254,14 @@ impl Kafka {
 
     /// The bulk producer's `linger.ms`. Two costs set it. The embedded SQLite broker makes each
     /// produce request one transaction: `--rate 3000` with `churn serve` gave 431 predictions/s at
-    /// 5 ms, 1,000–2,000/s at 50 ms. And an idempotent librdkafka producer (2.12) sends one
+    /// 5 ms, 1,000–2,000/s at 50 ms. And an idempotent librdkafka producer (2.12) allows a
+    /// partition five *messages* in flight (`RD_KAFKA_IDEMP_MAX_INFLIGHT`), so in effect one
     /// request per partition at a time; when the next batch's linger runs out before the broker
     /// has answered the last, its broker thread spins on `poll(…, 0)` until the answer comes
     /// (seen with strace: ~17,000 polls/s). With a broker slow to answer, that took 85–89% of a
     /// core in `churn replay` at 3,000 records/s (`churn-bench --soak`, 50 ms); at 200 ms, 26%,
-    /// leaving the core to the broker: 3,051 predictions/s held instead of 2,443.
+    /// leaving the core to the broker: 3,051 predictions/s over the second half of a 4-minute
+    /// soak instead of 2,443 (BENCHMARKS.md, "Memory over time").
     pub const BULK_LINGER_MS: &'static str = "200";
 
     /// Each consumer's prefetch bound in KiB (see `consumer_config`).

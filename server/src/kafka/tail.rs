@@ -88,10 +88,15 @@ pub async fn follow_partitions(
     let mut known = 0;
     loop {
         let (probe, name) = (consumer.clone(), topic.clone());
-        let reported = tokio::task::spawn_blocking(move || {
+        let probe = tokio::task::spawn_blocking(move || {
             partition_count(&*probe, &name, Duration::from_secs(10))
-        })
-        .await;
+        });
+        // With the broker away the probe blocks for its 10 s: the stop does not wait for it
+        // (serve's dashboard stats reader overran the 7 s stop grace so).
+        let reported = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            reported = probe => reported,
+        };
         match reported {
             Ok(Ok(reported)) => {
                 let added = added_partitions(known, reported);
