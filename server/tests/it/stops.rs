@@ -22,13 +22,7 @@ struct Child {
 impl Child {
     fn start(p: &Pipeline, name: &'static str, args: &[&str]) -> Child {
         let log = p.dir.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let process = churn(args)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .map(Running)
-            .unwrap();
+        let process = churn_logging_to(args, &log);
         Child { name, process, log }
     }
 
@@ -91,6 +85,17 @@ fn count_of(line: &str, field: &str) -> u64 {
         .find_map(|word| word.strip_prefix(&format!("{field}=")))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{field}= in {line}"))
+}
+
+/// `churn ARGS` running, its stdout and stderr in `log`.
+fn churn_logging_to(args: &[&str], log: &Path) -> Running {
+    let file = std::fs::File::create(log).unwrap();
+    churn(args)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .map(Running)
+        .unwrap()
 }
 
 fn path(p: &Path) -> String {
@@ -384,15 +389,9 @@ async fn stop_every_command_during_start_up(nowhere: &str) {
         .iter()
         .map(|(name, args)| {
             let log = dir.path().join(format!("{name}.log"));
-            let file = std::fs::File::create(&log).unwrap();
             let mut args = args.clone();
             args.extend(["--brokers", nowhere]);
-            let process = churn(&args)
-                .stdout(file.try_clone().unwrap())
-                .stderr(file)
-                .spawn()
-                .map(Running)
-                .unwrap();
+            let process = churn_logging_to(&args, &log);
             (*name, process, log)
         })
         .collect();
@@ -544,20 +543,16 @@ async fn the_embedded_broker_never_outlives_churn() {
         let dir = tempfile::tempdir().unwrap();
         let port = server::broker::free_port();
         let log = dir.path().join("churn.log");
-        let file = std::fs::File::create(&log).unwrap();
         let data_dir = dir.path().display().to_string();
-        let mut process = churn(&[
+        let port_text = port.to_string();
+        let args = [
             "broker",
             "--data-dir",
             &data_dir,
             "--broker-port",
-            &port.to_string(),
-        ])
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .map(Running)
-        .unwrap();
+            &port_text,
+        ];
+        let mut process = churn_logging_to(&args, &log);
         wait_until("the broker's port", TIMEOUT, || {
             server::broker::port_in_use(port)
         })
@@ -600,7 +595,6 @@ impl WithBroker {
         let data_dir = dir.join(command);
         let web = format!("127.0.0.1:{}", server::broker::free_port());
         let log = dir.join(format!("{command}.log"));
-        let file = std::fs::File::create(&log).unwrap();
         let broker_port = server::broker::free_port();
         let (data, port, site, model) = (
             path(&data_dir),
@@ -612,12 +606,7 @@ impl WithBroker {
         if command == "serve" {
             args.extend(["--addr", &web, "--site-root", &site, "--model", &model]);
         }
-        let process = churn(&args)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .map(Running)
-            .unwrap();
+        let process = churn_logging_to(&args, &log);
         let mut started = WithBroker {
             command,
             process,
