@@ -3,8 +3,9 @@
 //! neither the cards' views nor decoders for their data (measured savings in BENCHMARKS.md).
 //!
 //! Each card is rendered once per distinct view where its data arrives ([`PushedCard`], one per
-//! range of roles that sees the same markup), never once per connection, and travels as an
-//! `Arc<str>`: a queued copy is a pointer.
+//! range of roles that sees the same markup), not once per connection, and travels as an
+//! `Arc<str>`: a queued copy is a pointer. The one exception is the Pipeline card in the snapshot
+//! a (re)connecting browser starts from, rendered for that browser's role.
 //!
 //! Before the feed has sent a card, the server renders its placeholder into the page; hydration
 //! leaves server-rendered inner HTML alone (tachys does not rewrite it: the leptos version is

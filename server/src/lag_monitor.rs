@@ -60,10 +60,10 @@ pub async fn watch_lag(
                 })
                 .collect()
         });
-        let lag = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            lag = probe => lag?,
+        let Some(lag) = shutdown.run_until_cancelled(probe).await else {
+            break;
         };
+        let lag = lag?;
         match lag {
             Ok(lag) => {
                 health.set_broker_ok(true);

@@ -53,12 +53,10 @@ pub async fn run(args: &BrokerCommandArgs, kafka_args: &KafkaArgs) -> Result<()>
     let topics = while_broker_lives(Some(&broker), kafka.ensure_pipeline_topics());
     server::shutdown::during_start_up(&stop, topics).await?;
     tracing::info!("the pipeline's topics exist; serving until stopped");
-    tokio::select! {
-        biased;
-        _ = stop.cancelled() => {}
-        // A broker that died must not leave this command looking up: exit non-zero, so a
-        // supervisor restarts it.
-        error = broker.exited() => return Err(error),
+    // A broker that died must not leave this command looking up: exit non-zero, so a supervisor
+    // restarts it.
+    if let Some(error) = stop.run_until_cancelled(broker.exited()).await {
+        return Err(error);
     }
     // Dropping the handle stops the broker (its storage is transactional).
     drop(broker);

@@ -157,11 +157,7 @@ pub async fn run(args: ServeArgs, kafka_args: &KafkaArgs) -> Result<()> {
         // `/readyz` while the server stops, and the exit is non-zero.
         let (exited, stop) = (broker.exited(), tasks.shutdown());
         tasks.spawn("broker watch", async move {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => Ok(()),
-                error = exited => Err(error),
-            }
+            stop.run_until_cancelled(exited).await.map_or(Ok(()), Err)
         });
     }
     let metrics = Arc::new(PipelineMetrics::default());

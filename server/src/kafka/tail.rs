@@ -93,9 +93,8 @@ pub async fn follow_partitions(
         });
         // With the broker away the probe blocks for its 10 s: the stop does not wait for it
         // (serve's dashboard stats reader overran the 7 s stop grace so).
-        let reported = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            reported = probe => reported,
+        let Some(reported) = shutdown.run_until_cancelled(probe).await else {
+            break;
         };
         match reported {
             Ok(Ok(reported)) => {

@@ -45,7 +45,6 @@ fn clueless_model() -> Arc<ChurnModel> {
     Arc::new(trained)
 }
 
-/// The referee with auto-promote and a small minimum, as the commands run it.
 /// Follows the models topic as a scorer or referee does, its follower running until `stop`.
 pub(crate) async fn follow_models(kafka: &Kafka, stop: &CancellationToken) -> Followed {
     let (followed, follower) = follow(kafka, None, ModelTrust::default(), stop.clone())
@@ -55,6 +54,7 @@ pub(crate) async fn follow_models(kafka: &Kafka, stop: &CancellationToken) -> Fo
     followed
 }
 
+/// The referee with auto-promote and a small minimum, as the commands run it.
 pub(crate) fn start_referee(
     p: &Pipeline,
     followed: &Followed,
